@@ -1,0 +1,96 @@
+//! The one trait every backend implements. The C layer and the async executor only ever
+//! talk to this trait; a backend never knows it is called from C.
+
+use crate::error::Result;
+use crate::ttl::Ttl;
+
+/// Counters since the cache was opened, plus the current size.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Lookups (get, pop, has) that found a live entry.
+    pub hits: u64,
+    /// Lookups that found nothing or an expired entry.
+    pub misses: u64,
+    /// Successful sets.
+    pub sets: u64,
+    /// Entries removed by delete, pop and clear.
+    pub deletes: u64,
+    /// Live entries removed to respect the size bound (max_keys or size_limit).
+    pub evictions: u64,
+    /// Expired entries removed (on read, on len, or when they were due for eviction).
+    pub expirations: u64,
+    /// Entries that have not expired, as `len`.
+    pub entries: u64,
+    /// Bytes of keys and values held.
+    pub bytes: u64,
+}
+
+impl Stats {
+    /// Adds the counters of `other` (used to sum shards).
+    pub fn add_counters(&mut self, other: &Stats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.sets += other.sets;
+        self.deletes += other.deletes;
+        self.evictions += other.evictions;
+        self.expirations += other.expirations;
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
+}
+
+/// A cache backend. Every method may be called from any thread at any time; after
+/// [`Backend::close`] every method returns an error of kind `Closed`.
+pub trait Backend: Send + Sync {
+    /// Stores `value` under `key`, replacing any earlier value and TTL.
+    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()>;
+
+    /// Looks `key` up. When found, `visit` is called once with the value (while the
+    /// backend still guards it, so callers copy straight into their own buffer) and the
+    /// result is `Ok(true)`.
+    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool>;
+
+    /// Removes `key` and hands its value to `visit`, atomically: of any number of
+    /// concurrent pops of one key, exactly one returns `Ok(true)`.
+    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool>;
+
+    /// True when `key` holds a live entry.
+    fn has(&self, key: &[u8]) -> Result<bool>;
+
+    /// Removes `key`; succeeds whether or not it was present.
+    fn delete(&self, key: &[u8]) -> Result<()>;
+
+    /// Removes every entry.
+    fn clear(&self) -> Result<()>;
+
+    /// Number of entries that have not expired.
+    fn len(&self) -> Result<u64>;
+
+    /// Counters and size.
+    fn stats(&self) -> Result<Stats>;
+
+    /// Makes everything written so far durable (no-op in memory).
+    fn save(&self) -> Result<()>;
+
+    /// Flushes and releases resources; idempotent.
+    fn close(&self) -> Result<()>;
+
+    /// `get` returning an owned copy.
+    fn get_vec(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut out = Ok(Vec::new());
+        let found = self.get(key, &mut |v| out = crate::error::try_copy(v))?;
+        Ok(if found { Some(out?) } else { None })
+    }
+
+    /// `pop` returning an owned copy.
+    fn pop_vec(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut out = Ok(Vec::new());
+        let found = self.pop(key, &mut |v| out = crate::error::try_copy(v))?;
+        Ok(if found { Some(out?) } else { None })
+    }
+
+    /// True when `len` is zero.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}

@@ -1,0 +1,77 @@
+//! The library's error type: a kind the C layer maps to a status code, and a message
+//! naming what failed (what `cache_last_error` hands back).
+
+use std::fmt;
+
+/// What went wrong, coarse enough to map one-to-one onto the C status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A bad argument: NaN TTL, an option out of range, a key too long.
+    InvalidArg,
+    /// The cache was closed.
+    Closed,
+    /// Filesystem or SQLite I/O failure.
+    Io,
+    /// On-disk data is damaged.
+    Corrupt,
+    /// The entry can never fit the configured size limit.
+    TooLarge,
+    /// Gave up waiting for another process's lock.
+    Busy,
+    /// An allocation failed.
+    NoMemory,
+    /// A bug inside the library.
+    Internal,
+}
+
+/// An error with its kind and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into() }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn invalid_arg(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArg, message)
+    }
+
+    pub fn closed() -> Self {
+        Error::new(ErrorKind::Closed, "the cache is closed")
+    }
+
+    pub fn no_memory(bytes: usize) -> Self {
+        Error::new(ErrorKind::NoMemory, format!("could not allocate {bytes} bytes"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Copies `bytes` into a new vector, reporting allocation failure instead of aborting,
+/// so a huge value gives `NoMemory` rather than killing the host process.
+pub fn try_copy(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.len()).map_err(|_| Error::no_memory(bytes.len()))?;
+    v.extend_from_slice(bytes);
+    Ok(v)
+}

@@ -1,0 +1,56 @@
+//! Checks for the pointer arguments of exported functions. Each returns a `Failure`
+//! naming the argument, so every function reports a NULL the same way.
+
+use super::boundary::Failure;
+use super::handle::cache_t;
+
+/// The handle behind `c`.
+///
+/// # Safety
+/// `c` must be NULL or a handle from an open function that has not been freed.
+pub(crate) unsafe fn handle<'a>(c: *const cache_t) -> Result<&'a cache_t, Failure> {
+    // SAFETY: the caller guarantees a non-NULL `c` is a live handle.
+    unsafe { c.as_ref() }.ok_or_else(|| Failure::invalid_arg("the cache handle is NULL"))
+}
+
+/// The `len` bytes at `ptr`; NULL is allowed only when `len` is 0.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `len` readable bytes that outlive `'a`.
+pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Failure::invalid_arg(format!("{name} is NULL but {name}_len is {len}")));
+    }
+    if len > isize::MAX as usize {
+        return Err(Failure::invalid_arg(format!("{name}_len {len} is impossibly large")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// The out-parameter at `ptr`, which must not be NULL.
+///
+/// # Safety
+/// A non-NULL `ptr` must be valid for writes of a `T`.
+pub(crate) unsafe fn out<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T, Failure> {
+    // SAFETY: the caller guarantees a non-NULL `ptr` is writable.
+    unsafe { ptr.as_mut() }.ok_or_else(|| Failure::invalid_arg(format!("{name} is NULL")))
+}
+
+/// A writable buffer of `cap` bytes at `ptr`; NULL is allowed only when `cap` is 0.
+///
+/// # Safety
+/// A non-NULL `ptr` must be valid for writes of `cap` bytes.
+pub(crate) unsafe fn buffer<'a>(ptr: *mut u8, cap: usize, name: &str) -> Result<&'a mut [u8], Failure> {
+    if cap == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() {
+        return Err(Failure::invalid_arg(format!("{name} is NULL but cap is {cap}")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `cap` writable bytes.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, cap) })
+}

@@ -1,0 +1,78 @@
+//! The panic boundary every exported function goes through, and the per-thread record
+//! of the last failure behind `cache_last_error`.
+
+use super::types::cache_status;
+use crate::error::Error;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Why an exported call failed: a status and the message `cache_last_error` returns.
+pub(crate) struct Failure {
+    pub status: cache_status,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: cache_status, message: impl Into<String>) -> Self {
+        Failure { status, message: message.into() }
+    }
+
+    pub fn invalid_arg(message: impl Into<String>) -> Self {
+        Failure::new(cache_status::CACHE_ERR_INVALID_ARG, message)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure { status: e.kind().into(), message: e.message().to_owned() }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+pub(crate) fn set_last_error(message: &str) {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.push_str(message);
+    });
+}
+
+pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
+    LAST_ERROR.with(|e| f(&e.borrow()))
+}
+
+/// Runs the body of an exported function: a panic becomes `CACHE_ERR_INTERNAL`, a
+/// failure its status; both leave their message for `cache_last_error`.
+pub(crate) fn boundary(
+    function: &str,
+    body: impl FnOnce() -> Result<cache_status, Failure>,
+) -> cache_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(status)) => status,
+        Ok(Err(failure)) => {
+            set_last_error(&format!("{function}: {}", failure.message));
+            failure.status
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("{function}: internal error (panic: {what})"));
+            cache_status::CACHE_ERR_INTERNAL
+        }
+    }
+}
+
+/// The boundary for functions with no status to return: a panic is swallowed (and
+/// recorded) rather than unwinding into C.
+pub(crate) fn boundary_void(function: &str, body: impl FnOnce()) {
+    boundary(function, || {
+        body();
+        Ok(cache_status::CACHE_OK)
+    });
+}

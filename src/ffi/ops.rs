@@ -1,0 +1,306 @@
+//! Opening, closing and the operations of the contract, each a thin translation of a
+//! [`Backend`](crate::Backend) call.
+
+use super::args;
+use super::boundary::{boundary, boundary_void, Failure};
+use super::handle::cache_t;
+use super::types::cache_status::{self, *};
+use super::types::{cache_buf, cache_stats};
+use crate::error::{try_copy, Result};
+use crate::memory::MemoryCache;
+use crate::ttl::Ttl;
+
+impl cache_buf {
+    const EMPTY: cache_buf = cache_buf { data: std::ptr::null_mut(), len: 0 };
+
+    /// Hands `bytes` to C; released by cache_buf_free.
+    fn from_vec(bytes: Vec<u8>) -> cache_buf {
+        if bytes.is_empty() {
+            return cache_buf::EMPTY;
+        }
+        let boxed = bytes.into_boxed_slice();
+        let len = boxed.len();
+        cache_buf { data: Box::into_raw(boxed).cast::<u8>(), len }
+    }
+}
+
+/// Runs a get-like backend call and hands the value it visits to C in `out`.
+fn value_into_buf(
+    out: &mut cache_buf,
+    call: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<bool>,
+) -> Result<cache_status, Failure> {
+    let mut copied = None;
+    if !call(&mut |value| copied = Some(try_copy(value)))? {
+        *out = cache_buf::EMPTY;
+        return Ok(CACHE_NOT_FOUND);
+    }
+    let value = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))??;
+    *out = cache_buf::from_vec(value);
+    Ok(CACHE_OK)
+}
+
+/// Boxes a new handle into `*out`.
+fn open_into(out: &mut *mut cache_t, handle: cache_t) -> Result<cache_status, Failure> {
+    *out = Box::into_raw(Box::new(handle));
+    Ok(CACHE_OK)
+}
+
+fn found(present: bool) -> cache_status {
+    if present {
+        CACHE_OK
+    } else {
+        CACHE_NOT_FOUND
+    }
+}
+
+/// Opens an in-memory cache with exact LRU order and per-entry TTL.
+/// max_keys 0 = unbounded. Writes *out only on CACHE_OK.
+///
+/// # Safety
+/// `out` must be NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn cache_open_memory(max_keys: u64, out: *mut *mut cache_t) -> cache_status {
+    boundary("cache_open_memory", || {
+        let out = unsafe { args::out(out, "out") }?;
+        open_into(out, cache_t::new(MemoryCache::new(max_keys)))
+    })
+}
+
+/// Stores a copy of `value` under `key`, replacing any earlier value and TTL.
+/// ttl_seconds: < 0 never expires (CACHE_NO_TTL), +inf never expires, 0 expires at once
+/// (a later get misses), NaN -> CACHE_ERR_INVALID_ARG.
+///
+/// # Safety
+/// `c` must be NULL or a live handle; `key`/`value` must be NULL or point to
+/// `key_len`/`value_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cache_set(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_seconds: f64,
+) -> cache_status {
+    boundary("cache_set", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let value = unsafe { args::bytes(value, value_len, "value") }?;
+        c.backend.set(key, value, Ttl::from_seconds(ttl_seconds)?)?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// Looks `key` up. CACHE_OK: `out` holds a copy of the value, to free with
+/// cache_buf_free (out->data may be NULL when len is 0). CACHE_NOT_FOUND: `out` is set
+/// to {NULL, 0}. Makes the key the most recently used.
+///
+/// # Safety
+/// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes; `out`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    out: *mut cache_buf,
+) -> cache_status {
+    boundary("cache_get", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        value_into_buf(out, |visit| c.backend.get(key, visit))
+    })
+}
+
+/// Copies the value of `key` into the caller's buffer of `cap` bytes. Writes
+/// *value_len on CACHE_OK and on CACHE_ERR_BUFFER_TOO_SMALL (then nothing is copied and
+/// *value_len is the size needed).
+///
+/// # Safety
+/// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes; `buf`
+/// NULL or `cap` writable bytes; `value_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get_into(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    cap: usize,
+    value_len: *mut usize,
+) -> cache_status {
+    boundary("cache_get_into", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let buf = unsafe { args::buffer(buf, cap, "buf") }?;
+        let value_len = unsafe { args::out(value_len, "value_len") }?;
+        let mut size = None;
+        let present = c.backend.get(key, &mut |value| {
+            if let Some(dest) = buf.get_mut(..value.len()) {
+                dest.copy_from_slice(value);
+            }
+            size = Some(value.len());
+        })?;
+        match size {
+            Some(size) if present => {
+                *value_len = size;
+                if size <= cap {
+                    Ok(CACHE_OK)
+                } else {
+                    Err(Failure::new(
+                        CACHE_ERR_BUFFER_TOO_SMALL,
+                        format!("the value is {size} bytes and the buffer holds {cap}"),
+                    ))
+                }
+            }
+            _ => Ok(CACHE_NOT_FOUND),
+        }
+    })
+}
+
+/// Atomic read-and-remove: of any number of threads or processes popping the same key,
+/// exactly one gets CACHE_OK. `out` as for cache_get.
+///
+/// # Safety
+/// As cache_get.
+#[no_mangle]
+pub unsafe extern "C" fn cache_pop(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    out: *mut cache_buf,
+) -> cache_status {
+    boundary("cache_pop", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        value_into_buf(out, |visit| c.backend.pop(key, visit))
+    })
+}
+
+/// CACHE_OK when `key` holds a live entry, CACHE_NOT_FOUND otherwise. Makes the key
+/// the most recently used.
+///
+/// # Safety
+/// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cache_has(c: *mut cache_t, key: *const u8, key_len: usize) -> cache_status {
+    boundary("cache_has", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        Ok(found(c.backend.has(key)?))
+    })
+}
+
+/// Removes `key`. CACHE_OK whether or not it was present.
+///
+/// # Safety
+/// As cache_has.
+#[no_mangle]
+pub unsafe extern "C" fn cache_delete(c: *mut cache_t, key: *const u8, key_len: usize) -> cache_status {
+    boundary("cache_delete", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        c.backend.delete(key)?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// Removes every entry.
+///
+/// # Safety
+/// `c` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cache_clear(c: *mut cache_t) -> cache_status {
+    boundary("cache_clear", || {
+        unsafe { args::handle(c) }?.backend.clear()?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// Writes the number of entries that have not expired to *out.
+///
+/// # Safety
+/// `c` must be NULL or a live handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cache_len(c: *mut cache_t, out: *mut u64) -> cache_status {
+    boundary("cache_len", || {
+        let c = unsafe { args::handle(c) }?;
+        let out = unsafe { args::out(out, "out") }?;
+        *out = c.backend.len()?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// Writes the handle's counters and current size to *out.
+///
+/// # Safety
+/// `c` must be NULL or a live handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get_stats(c: *mut cache_t, out: *mut cache_stats) -> cache_status {
+    boundary("cache_get_stats", || {
+        let c = unsafe { args::handle(c) }?;
+        let out = unsafe { args::out(out, "out") }?;
+        *out = c.backend.stats()?.into();
+        Ok(CACHE_OK)
+    })
+}
+
+/// Makes everything written so far durable; a no-op in memory.
+///
+/// # Safety
+/// `c` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cache_save(c: *mut cache_t) -> cache_status {
+    boundary("cache_save", || {
+        unsafe { args::handle(c) }?.backend.save()?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// Flushes and releases files and memory. Idempotent; the handle stays valid and every
+/// later call on it returns CACHE_ERR_CLOSED. Free it with cache_free.
+///
+/// # Safety
+/// `c` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cache_close(c: *mut cache_t) -> cache_status {
+    boundary("cache_close", || {
+        unsafe { args::handle(c) }?.backend.close()?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// Closes the handle if needed and frees it. NULL is a no-op. Must not race with other
+/// calls on the same handle.
+///
+/// # Safety
+/// `c` must be NULL or a live handle, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn cache_free(c: *mut cache_t) {
+    boundary_void("cache_free", || {
+        if !c.is_null() {
+            // SAFETY: the caller hands over a live handle made by Box::into_raw.
+            let handle = unsafe { Box::from_raw(c) };
+            let _ = handle.backend.close();
+        }
+    })
+}
+
+/// Frees buf->data and zeroes `buf`. NULL or a zeroed buf is a no-op.
+///
+/// # Safety
+/// `buf` must be NULL or point to a cache_buf filled by this library (or zeroed).
+#[no_mangle]
+pub unsafe extern "C" fn cache_buf_free(buf: *mut cache_buf) {
+    boundary_void("cache_buf_free", || {
+        // SAFETY: the caller guarantees a non-NULL `buf` is a valid cache_buf.
+        let Some(buf) = (unsafe { buf.as_mut() }) else { return };
+        if !buf.data.is_null() {
+            let slice = std::ptr::slice_from_raw_parts_mut(buf.data, buf.len);
+            // SAFETY: data/len came from cache_buf::from_vec's Box::into_raw.
+            drop(unsafe { Box::from_raw(slice) });
+        }
+        *buf = cache_buf::EMPTY;
+    })
+}

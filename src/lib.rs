@@ -1,0 +1,24 @@
+//! duckcache: an embeddable cache library with a C ABI.
+//!
+//! The crate is a plain Rust library first: every backend is a public type implementing
+//! [`Backend`], with `Result`-returning methods. The C interface in [`ffi`] is a thin
+//! translation of that trait and is the only module allowed to use `unsafe`.
+//!
+//! Backends:
+//! - [`MemoryCache`]: in-process, exact LRU bounded by key count, per-entry TTL.
+
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod clock;
+pub mod error;
+pub mod memory;
+pub mod ttl;
+
+#[allow(unsafe_code)]
+pub mod ffi;
+
+pub use backend::{Backend, Stats};
+pub use error::{Error, ErrorKind, Result};
+pub use memory::MemoryCache;
+pub use ttl::Ttl;

@@ -1,0 +1,241 @@
+//! Behaviour of the in-memory backend through the Backend trait.
+
+use duckcache::{Backend, ErrorKind, MemoryCache, Ttl};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+fn get(c: &impl Backend, key: &str) -> Option<Vec<u8>> {
+    c.get_vec(key.as_bytes()).unwrap()
+}
+
+fn set(c: &impl Backend, key: &str, value: &str) {
+    c.set(key.as_bytes(), value.as_bytes(), Ttl::Never).unwrap();
+}
+
+#[test]
+fn set_get_replace_delete() {
+    let c = MemoryCache::new(0);
+    assert_eq!(get(&c, "a"), None);
+    set(&c, "a", "1");
+    assert_eq!(get(&c, "a").as_deref(), Some(&b"1"[..]));
+    set(&c, "a", "22");
+    assert_eq!(get(&c, "a").as_deref(), Some(&b"22"[..]));
+    assert_eq!(c.len().unwrap(), 1);
+    c.delete(b"a").unwrap();
+    c.delete(b"a").unwrap();
+    assert_eq!(get(&c, "a"), None);
+    assert_eq!(c.len().unwrap(), 0);
+}
+
+#[test]
+fn empty_and_binary_keys_and_values() {
+    let c = MemoryCache::new(0);
+    c.set(b"", b"", Ttl::Never).unwrap();
+    c.set(b"\0\xff", b"\0\0\x01", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"").unwrap(), Some(vec![]));
+    assert_eq!(c.get_vec(b"\0\xff").unwrap(), Some(vec![0, 0, 1]));
+    assert_eq!(c.get_vec(b"\0").unwrap(), None);
+    assert_eq!(c.len().unwrap(), 2);
+}
+
+#[test]
+fn lru_evicts_least_recently_used_across_shards() {
+    for shards in [1, 4, 64] {
+        let c = MemoryCache::with_shards(3, shards);
+        set(&c, "a", "1");
+        set(&c, "b", "2");
+        set(&c, "c", "3");
+        assert!(get(&c, "a").is_some()); // order now b, c, a
+        set(&c, "d", "4"); // evicts b
+        assert_eq!(get(&c, "b"), None, "shards={shards}");
+        assert!(c.has(b"c").unwrap()); // order a, d, c
+        set(&c, "e", "5"); // evicts a
+        assert_eq!(get(&c, "a"), None, "shards={shards}");
+        set(&c, "d", "44"); // replace refreshes d: order c, e, d
+        set(&c, "f", "6"); // evicts c
+        assert_eq!(get(&c, "c"), None, "shards={shards}");
+        for k in ["d", "e", "f"] {
+            assert!(get(&c, k).is_some(), "{k} shards={shards}");
+        }
+        assert_eq!(c.len().unwrap(), 3);
+        assert_eq!(c.stats().unwrap().evictions, 3);
+    }
+}
+
+#[test]
+fn lru_long_sequence_matches_a_model() {
+    // A simple Vec-based LRU as the reference, over a deterministic pseudo-random stream.
+    let c = MemoryCache::with_shards(50, 16);
+    let mut model: Vec<u32> = Vec::new(); // least recently used first
+    let mut x: u64 = 12345;
+    for _ in 0..20_000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let key = ((x >> 33) % 120) as u32;
+        let k = key.to_le_bytes();
+        if (x >> 20) % 3 == 0 {
+            let hit = c.has(&k).unwrap();
+            let pos = model.iter().position(|&m| m == key);
+            assert_eq!(hit, pos.is_some());
+            if let Some(p) = pos {
+                model.remove(p);
+                model.push(key);
+            }
+        } else {
+            c.set(&k, &k, Ttl::Never).unwrap();
+            if let Some(p) = model.iter().position(|&m| m == key) {
+                model.remove(p);
+            } else if model.len() == 50 {
+                model.remove(0);
+            }
+            model.push(key);
+        }
+    }
+    assert_eq!(c.len().unwrap(), model.len() as u64);
+    for key in model {
+        assert!(c.get_vec(&key.to_le_bytes()).unwrap().is_some());
+    }
+}
+
+#[test]
+fn ttl_expiry() {
+    let c = MemoryCache::new(0);
+    c.set(b"short", b"v", Ttl::After(Duration::from_millis(30))).unwrap();
+    c.set(b"long", b"v", Ttl::After(Duration::from_secs(60))).unwrap();
+    c.set(b"never", b"v", Ttl::Never).unwrap();
+    assert!(c.has(b"short").unwrap());
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(c.len().unwrap(), 2);
+    assert!(!c.has(b"short").unwrap());
+    assert_eq!(c.get_vec(b"short").unwrap(), None);
+    assert!(c.has(b"long").unwrap());
+    let s = c.stats().unwrap();
+    assert_eq!(s.expirations, 1);
+    assert_eq!(s.entries, 2);
+}
+
+#[test]
+fn expired_entry_is_never_returned_by_any_call() {
+    let c = MemoryCache::new(0);
+    let ttl = Ttl::After(Duration::from_millis(20));
+    for k in [&b"g"[..], b"p", b"h", b"d"] {
+        c.set(k, b"v", ttl).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(c.get_vec(b"g").unwrap(), None);
+    assert_eq!(c.pop_vec(b"p").unwrap(), None);
+    assert!(!c.has(b"h").unwrap());
+    c.delete(b"d").unwrap();
+    assert_eq!(c.stats().unwrap().expirations, 4);
+}
+
+#[test]
+fn ttl_zero_replaces_and_never_returns() {
+    let c = MemoryCache::new(0);
+    set(&c, "k", "old");
+    c.set(b"k", b"new", Ttl::from_seconds(0.0).unwrap()).unwrap();
+    assert_eq!(get(&c, "k"), None);
+    assert_eq!(c.len().unwrap(), 0);
+    // A zero-TTL set must not evict a live entry to make room for a dead one.
+    let c = MemoryCache::new(1);
+    set(&c, "live", "1");
+    c.set(b"dead", b"2", Ttl::from_seconds(0.0).unwrap()).unwrap();
+    assert!(c.has(b"live").unwrap());
+}
+
+#[test]
+fn set_clears_earlier_ttl() {
+    let c = MemoryCache::new(0);
+    c.set(b"k", b"1", Ttl::After(Duration::from_millis(20))).unwrap();
+    c.set(b"k", b"2", Ttl::Never).unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(c.get_vec(b"k").unwrap(), Some(b"2".to_vec()));
+}
+
+#[test]
+fn pop_is_exactly_once_across_threads() {
+    let c = Arc::new(MemoryCache::new(0));
+    for round in 0..200u32 {
+        let key = round.to_le_bytes();
+        c.set(&key, b"v", Ttl::Never).unwrap();
+        let winners = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, winners, barrier) = (c.clone(), winners.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    if c.pop_vec(&key).unwrap().is_some() {
+                        winners.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(winners.load(Ordering::SeqCst), 1);
+    }
+    assert_eq!(c.len().unwrap(), 0);
+}
+
+#[test]
+fn bounded_under_concurrent_sets() {
+    let c = Arc::new(MemoryCache::new(100));
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..5000u32 {
+                    let k = (t * 100_000 + i).to_le_bytes();
+                    c.set(&k, &k, Ttl::Never).unwrap();
+                    let _ = c.get_vec(&k).unwrap();
+                    if i % 7 == 0 {
+                        c.delete(&k).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let s = c.stats().unwrap();
+    assert_eq!(c.len().unwrap(), 100);
+    assert_eq!(s.entries, 100);
+    assert_eq!(s.sets, 20_000);
+    // Every insert either stayed, was deleted or was evicted.
+    assert_eq!(s.sets, s.entries + s.deletes + s.evictions);
+}
+
+#[test]
+fn stats_count_every_kind() {
+    let c = MemoryCache::new(2);
+    set(&c, "a", "xy"); // 3 bytes
+    set(&c, "b", "z");
+    set(&c, "c", "w"); // evicts a
+    let _ = get(&c, "b"); // hit
+    let _ = get(&c, "a"); // miss
+    let _ = c.pop_vec(b"c").unwrap(); // hit + delete
+    c.delete(b"zz").unwrap(); // absent: no delete counted
+    let s = c.stats().unwrap();
+    assert_eq!((s.hits, s.misses, s.sets, s.deletes, s.evictions), (2, 1, 3, 1, 1));
+    assert_eq!((s.entries, s.bytes), (1, 2));
+    c.clear().unwrap();
+    let s = c.stats().unwrap();
+    assert_eq!((s.entries, s.bytes, s.deletes), (0, 0, 2));
+}
+
+#[test]
+fn closed_cache_refuses_everything() {
+    let c = MemoryCache::new(0);
+    set(&c, "a", "1");
+    c.close().unwrap();
+    c.close().unwrap();
+    let closed = |r: Result<(), duckcache::Error>| assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
+    closed(c.set(b"a", b"1", Ttl::Never));
+    closed(c.get_vec(b"a").map(|_| ()));
+    closed(c.pop_vec(b"a").map(|_| ()));
+    closed(c.has(b"a").map(|_| ()));
+    closed(c.delete(b"a"));
+    closed(c.clear());
+    closed(c.len().map(|_| ()));
+    closed(c.stats().map(|_| ()));
+    closed(c.save());
+}
