@@ -1,1 +1,286 @@
-fn main(){}
+//! `make bench`: duckcache against its peers, measured in the same run, printed as
+//! figures and ratios. Not a pass/fail test: the machines are shared and noisy, so each
+//! figure is the median of several rounds and the verdict is left to the reader.
+//!
+//! Sections:
+//! - memory: get of a present key through the C ABI against `lru::LruCache` behind a
+//!   `parking_lot::Mutex` (get plus value copy); two threads against one; bytes per entry
+//!   beyond key and value at a million entries.
+
+use duckcache::ffi;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+/// Counts live heap bytes while COUNTING is on, so memory overhead is measured exactly
+/// (malloc headers aside; the resident-set figure includes those). Off for the speed
+/// sections: a shared counter on every allocation would itself be contended.
+struct CountingAlloc;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE_BYTES.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const ROUNDS: usize = 7;
+
+/// Median of `ROUNDS` runs of `f`, each returning (operations, seconds): ns per operation.
+fn median_ns_per_op(mut f: impl FnMut() -> (u64, f64)) -> f64 {
+    let mut samples: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let (ops, secs) = f();
+            secs * 1e9 / ops as f64
+        })
+        .collect();
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[ROUNDS / 2]
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&i.to_le_bytes());
+    k[8..].copy_from_slice(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
+    k
+}
+
+/// A fixed pseudo-random order of key indices (splitmix64), the same for every contender.
+fn access_order(n: u64, len: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        })
+        .collect()
+}
+
+/// A handle from the C ABI, freed on drop.
+struct CHandle(*mut ffi::cache_t);
+unsafe impl Send for CHandle {}
+unsafe impl Sync for CHandle {}
+
+impl CHandle {
+    fn memory(max_keys: u64) -> CHandle {
+        let mut c = std::ptr::null_mut();
+        assert_eq!(
+            unsafe { ffi::cache_open_memory(max_keys, &mut c) },
+            ffi::cache_status::CACHE_OK
+        );
+        CHandle(c)
+    }
+
+    fn set(&self, k: &[u8], v: &[u8]) {
+        let s = unsafe { ffi::cache_set(self.0, k.as_ptr(), k.len(), v.as_ptr(), v.len(), -1.0) };
+        assert_eq!(s, ffi::cache_status::CACHE_OK);
+    }
+
+    /// A get through the C ABI as a C caller does it: copy out, then free the buffer.
+    #[inline]
+    fn get(&self, k: &[u8]) -> usize {
+        let mut buf = ffi::cache_buf {
+            data: std::ptr::null_mut(),
+            len: 0,
+        };
+        let s = unsafe { ffi::cache_get(self.0, k.as_ptr(), k.len(), &mut buf) };
+        debug_assert_eq!(s, ffi::cache_status::CACHE_OK);
+        let len = buf.len;
+        unsafe { ffi::cache_buf_free(&mut buf) };
+        len
+    }
+}
+
+impl Drop for CHandle {
+    fn drop(&mut self) {
+        unsafe { ffi::cache_free(self.0) };
+    }
+}
+
+fn print_row(what: &str, ours: f64, peer: f64, peer_name: &str) {
+    println!(
+        "  {what:<44} duckcache {ours:>7.1} ns/op   {peer_name} {peer:>7.1} ns/op   ratio {:.2}x",
+        ours / peer
+    );
+}
+
+fn bench_memory() {
+    println!("== memory backend (in-process, value 64 B, key 16 B)");
+    const KEYS: u64 = 100_000;
+    const OPS: usize = 1_000_000;
+    let value = [7u8; 64];
+    let order = access_order(KEYS, OPS, 42);
+
+    // duckcache through the C ABI, bounded so the LRU list is maintained like lru's.
+    let ours = CHandle::memory(KEYS);
+    for i in 0..KEYS {
+        ours.set(&key(i), &value);
+    }
+    let ours_1t = median_ns_per_op(|| {
+        let t = Instant::now();
+        let mut sum = 0;
+        for &i in &order {
+            sum += ours.get(&key(i));
+        }
+        black_box(sum);
+        (OPS as u64, t.elapsed().as_secs_f64())
+    });
+
+    let peer = parking_lot::Mutex::new(lru::LruCache::new(
+        std::num::NonZeroUsize::new(KEYS as usize).unwrap(),
+    ));
+    for i in 0..KEYS {
+        peer.lock().put(key(i).to_vec(), value.to_vec());
+    }
+    let peer_1t = median_ns_per_op(|| {
+        let t = Instant::now();
+        let mut sum = 0;
+        for &i in &order {
+            let copy = peer.lock().get(&key(i)[..]).map(|v| v.to_vec());
+            sum += copy.map_or(0, |v| v.len());
+        }
+        black_box(sum);
+        (OPS as u64, t.elapsed().as_secs_f64())
+    });
+    print_row(
+        "get hit, 1 thread (target <= 1.5x)",
+        ours_1t,
+        peer_1t,
+        "Mutex<lru::LruCache>",
+    );
+
+    // Two threads on one handle: aggregate throughput against one thread.
+    let ours = Arc::new(ours);
+    let ours_2t = two_threads(&order, {
+        let ours = ours.clone();
+        move |i| ours.get(&key(i))
+    });
+    let peer = Arc::new(peer);
+    let peer_2t = two_threads(&order, {
+        let peer = peer.clone();
+        move |i| peer.lock().get(&key(i)[..]).map_or(0, |v| v.to_vec().len())
+    });
+    println!(
+        "  get hit, 2 threads aggregate                 duckcache {:>7.1} Mops/s ({:.2}x its 1 thread)   Mutex<lru::LruCache> {:>7.1} Mops/s ({:.2}x its 1 thread)",
+        1e3 / ours_2t,
+        ours_1t / ours_2t,
+        1e3 / peer_2t,
+        peer_1t / peer_2t
+    );
+    println!("  (target: duckcache 2-thread aggregate >= its 1-thread throughput)");
+}
+
+/// Aggregate ns per operation with two threads each running the whole order.
+fn two_threads(order: &[u64], op: impl Fn(u64) -> usize + Send + Sync + Clone + 'static) -> f64 {
+    let order: Arc<Vec<u64>> = Arc::new(order.to_vec());
+    median_ns_per_op(|| {
+        let barrier = Arc::new(Barrier::new(3));
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let (order, barrier, op) = (order.clone(), barrier.clone(), op.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut sum = 0;
+                    // The second thread walks the order backwards so the two do not march in step.
+                    if t == 0 {
+                        order.iter().for_each(|&i| sum += op(i));
+                    } else {
+                        order.iter().rev().for_each(|&i| sum += op(i));
+                    }
+                    black_box(sum);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        ((order.len() * 2) as u64, start.elapsed().as_secs_f64())
+    })
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn bench_memory_overhead() {
+    println!("== memory backend: bytes per entry beyond key and value");
+    const N: u64 = 1_000_000;
+    const VALUE: usize = 16;
+    let payload = N as f64 * (16 + VALUE) as f64;
+    let value = [1u8; VALUE];
+    COUNTING.store(true, Ordering::Relaxed);
+    let (heap0, rss0) = (LIVE_BYTES.load(Ordering::Relaxed), resident_bytes());
+    let ours = CHandle::memory(N);
+    for i in 0..N {
+        ours.set(&key(i), &value);
+    }
+    let heap = (LIVE_BYTES.load(Ordering::Relaxed) - heap0) as f64;
+    let rss = (resident_bytes() - rss0) as f64;
+    drop(ours);
+
+    let heap1 = LIVE_BYTES.load(Ordering::Relaxed);
+    let mut peer = lru::LruCache::new(std::num::NonZeroUsize::new(N as usize).unwrap());
+    for i in 0..N {
+        peer.put(key(i).to_vec(), value.to_vec());
+    }
+    let peer_heap = (LIVE_BYTES.load(Ordering::Relaxed) - heap1) as f64;
+    drop(peer);
+    COUNTING.store(false, Ordering::Relaxed);
+    println!(
+        "  1M entries, 16 B keys, {VALUE} B values (target <= 80 B):\n    \
+         duckcache {:.1} B/entry heap ({:.1} B/entry resident, malloc headers included)   \
+         lru::LruCache {:.1} B/entry heap",
+        (heap - payload) / N as f64,
+        (rss - payload) / N as f64,
+        (peer_heap - payload) / N as f64
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument filters sections by name.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    println!(
+        "duckcache benchmarks ({} CPUs); each figure is the median of {ROUNDS} rounds",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if wanted("memory") {
+        // Memory first, while the heap is fresh, so the resident-set figure means something.
+        bench_memory_overhead();
+        bench_memory();
+    }
+}

@@ -44,5 +44,7 @@ pub fn mono_expired(deadline: MonoDeadline, now: u64) -> bool {
 
 /// Wall-clock seconds since the Unix epoch, as stored by the persistent backends.
 pub fn wall_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

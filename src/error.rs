@@ -35,7 +35,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -55,7 +58,10 @@ impl Error {
     }
 
     pub fn no_memory(bytes: usize) -> Self {
-        Error::new(ErrorKind::NoMemory, format!("could not allocate {bytes} bytes"))
+        Error::new(
+            ErrorKind::NoMemory,
+            format!("could not allocate {bytes} bytes"),
+        )
     }
 }
 
@@ -71,7 +77,8 @@ impl std::error::Error for Error {}
 /// so a huge value gives `NoMemory` rather than killing the host process.
 pub fn try_copy(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(bytes.len()).map_err(|_| Error::no_memory(bytes.len()))?;
+    v.try_reserve_exact(bytes.len())
+        .map_err(|_| Error::no_memory(bytes.len()))?;
     v.extend_from_slice(bytes);
     Ok(v)
 }

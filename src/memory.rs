@@ -7,12 +7,16 @@
 //! an entry, no boxed key), and when the cache is bounded links them in an intrusive list
 //! from most to least recently used.
 //!
-//! Exact LRU across shards. Every touch (get, has, set) takes a stamp from one global
-//! counter while holding the shard lock, so within a shard the list is in stamp order and
-//! the shard's tail is its oldest entry. Each shard publishes its tail's stamp in an
-//! atomic; eviction picks the shard with the smallest published stamp, locks it and checks
-//! the tail still carries that stamp (stamps only grow, so it is then the global least
-//! recently used entry at that instant) before removing it.
+//! Exact LRU across shards. Every touch (get, has, set) gives the entry a stamp from a
+//! Lamport clock: one more than the larger of the shard's last stamp and the calling
+//! thread's last stamp. So stamps grow within a shard (the list is in stamp order and the
+//! tail is the shard's oldest entry) and along each thread's sequence of calls, and a
+//! touch that follows another through the same shard is stamped later: the order is
+//! exact for every sequence of calls a program can observe through the cache, without a
+//! shared counter that two cores would fight over on every get. Each shard publishes its
+//! tail's stamp in an atomic; eviction picks the shard with the smallest published stamp,
+//! locks it and checks the tail still carries that stamp (a shard's tail stamp only
+//! grows) before removing it.
 //!
 //! When `max_keys` is 0 the cache is unbounded and keeps no LRU order at all.
 
@@ -23,6 +27,7 @@ use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, MutexGuard};
+use std::cell::Cell;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -42,7 +47,7 @@ struct Node {
     prev: u32,
     /// Towards the least recently used end.
     next: u32,
-    /// Global touch stamp; orders entries across shards for eviction.
+    /// Lamport touch stamp; orders entries across shards for eviction.
     stamp: u64,
     deadline: MonoDeadline,
 }
@@ -95,7 +100,14 @@ struct Shard {
     /// Occupied slots with a deadline; when 0, `len` needs no scan.
     with_deadline: u64,
     bytes: u64,
+    /// The largest stamp given out in this shard.
+    last_stamp: u64,
     counters: Counters,
+}
+
+thread_local! {
+    /// The largest stamp this thread has given out, in any shard of any cache.
+    static THREAD_STAMP: Cell<u64> = const { Cell::new(0) };
 }
 
 impl Shard {
@@ -112,6 +124,7 @@ impl Shard {
             occupied: 0,
             with_deadline: 0,
             bytes: 0,
+            last_stamp: 0,
             counters: Counters::default(),
         }
     }
@@ -126,7 +139,9 @@ impl Shard {
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let nodes = &self.nodes;
-        self.index.find(hash, |&slot| nodes[slot as usize].key() == key).copied()
+        self.index
+            .find(hash, |&slot| nodes[slot as usize].key() == key)
+            .copied()
     }
 
     fn tail_stamp(&self) -> u64 {
@@ -167,11 +182,23 @@ impl Shard {
         self.head = slot;
     }
 
+    /// The next Lamport stamp: later than anything this shard or this thread has seen.
+    fn next_stamp(&mut self) -> u64 {
+        let stamp = THREAD_STAMP.with(|t| {
+            let s = self.last_stamp.max(t.get()) + 1;
+            t.set(s);
+            s
+        });
+        self.last_stamp = stamp;
+        stamp
+    }
+
     /// Makes `slot` the most recently used entry.
-    fn touch(&mut self, slot: u32, clock: &AtomicU64) {
+    fn touch(&mut self, slot: u32) {
         if self.bounded {
             self.unlink(slot);
-            self.push_front(slot, clock.fetch_add(1, Relaxed));
+            let stamp = self.next_stamp();
+            self.push_front(slot, stamp);
         }
     }
 
@@ -187,7 +214,9 @@ impl Shard {
             .ok()
             .filter(|&s| s != NIL)
             .ok_or_else(|| Error::no_memory(std::mem::size_of::<Node>()))?;
-        self.nodes.try_reserve(1).map_err(|_| Error::no_memory(std::mem::size_of::<Node>()))?;
+        self.nodes
+            .try_reserve(1)
+            .map_err(|_| Error::no_memory(std::mem::size_of::<Node>()))?;
         self.nodes.push(node);
         Ok(slot)
     }
@@ -200,7 +229,6 @@ impl Shard {
         key_len: u32,
         data: Box<[u8]>,
         deadline: MonoDeadline,
-        clock: &AtomicU64,
     ) -> Result<()> {
         let added = data.len() as u64;
         let has_deadline = (deadline != NO_DEADLINE) as u64;
@@ -211,15 +239,28 @@ impl Shard {
             n.deadline = deadline;
             self.bytes = self.bytes - old_len + added;
             self.with_deadline = self.with_deadline - had_deadline + has_deadline;
-            self.touch(slot, clock);
+            self.touch(slot);
             return Ok(());
         }
-        let node = Node { data, key_len, prev: NIL, next: NIL, stamp: 0, deadline };
+        let node = Node {
+            data,
+            key_len,
+            prev: NIL,
+            next: NIL,
+            stamp: 0,
+            deadline,
+        };
         let slot = self.allocate(node)?;
-        let Shard { index, nodes, hasher, .. } = self;
+        let Shard {
+            index,
+            nodes,
+            hasher,
+            ..
+        } = self;
         index.insert_unique(hash, slot, |&s| hasher.hash_one(nodes[s as usize].key()));
         if self.bounded {
-            self.push_front(slot, clock.fetch_add(1, Relaxed));
+            let stamp = self.next_stamp();
+            self.push_front(slot, stamp);
         }
         self.occupied += 1;
         self.bytes += added;
@@ -254,10 +295,17 @@ impl Shard {
         }
     }
 
+    /// True when the entry in `slot` has a deadline that has passed. Reads the clock only
+    /// for entries that have a deadline.
+    fn is_expired(&self, slot: u32) -> bool {
+        let deadline = self.nodes[slot as usize].deadline;
+        deadline != NO_DEADLINE && mono_expired(deadline, mono_now())
+    }
+
     /// The live entry of `key`, removing it first (and counting a miss) when it expired.
     fn lookup_live(&mut self, hash: u64, key: &[u8]) -> Option<u32> {
         let live = match self.find(hash, key) {
-            Some(slot) if mono_expired(self.nodes[slot as usize].deadline, mono_now()) => {
+            Some(slot) if self.is_expired(slot) => {
                 self.remove(slot, Removal::Expired);
                 None
             }
@@ -319,8 +367,6 @@ pub struct MemoryCache {
     max_keys: u64,
     /// Occupied entries over all shards, minus evictions claimed but not yet done.
     occupied: CachePadded<AtomicI64>,
-    /// Source of touch stamps.
-    clock: CachePadded<AtomicU64>,
 }
 
 /// A locked shard that republishes its tail stamp when released.
@@ -377,7 +423,6 @@ impl MemoryCache {
             shard_mask: count as u64 - 1,
             max_keys,
             occupied: CachePadded::new(AtomicI64::new(0)),
-            clock: CachePadded::new(AtomicU64::new(1)),
         }
     }
 
@@ -392,7 +437,10 @@ impl MemoryCache {
 
     fn lock_index(&self, index: usize) -> ShardGuard<'_> {
         let cell = &self.shards[index];
-        ShardGuard { guard: cell.shard.lock(), tail_stamp: &cell.tail_stamp }
+        ShardGuard {
+            guard: cell.shard.lock(),
+            tail_stamp: &cell.tail_stamp,
+        }
     }
 
     /// The shard of `hash`, locked. High bits pick the shard: hashbrown uses the low bits
@@ -413,7 +461,11 @@ impl MemoryCache {
         // Claim one eviction at a time so concurrent setters never evict more than needed.
         while self
             .occupied
-            .fetch_update(Relaxed, Relaxed, |n| if n > max { Some(n - 1) } else { None })
+            .fetch_update(
+                Relaxed,
+                Relaxed,
+                |n| if n > max { Some(n - 1) } else { None },
+            )
             .is_ok()
         {
             if !self.evict_one() {
@@ -439,11 +491,11 @@ impl MemoryCache {
             if shard.closed {
                 return false;
             }
-            // Stamps only grow, so if the tail still carries the smallest stamp seen it is
-            // still the oldest entry anywhere. Otherwise someone touched it: look again.
+            // A shard's tail stamp only grows, so if the tail still carries the smallest
+            // stamp seen it is still the oldest entry anywhere. Otherwise look again.
             if shard.tail != NIL && shard.tail_stamp() == stamp {
                 let tail = shard.tail;
-                let why = if mono_expired(shard.nodes[tail as usize].deadline, mono_now()) {
+                let why = if shard.is_expired(tail) {
                     Removal::Expired
                 } else {
                     Removal::Evicted
@@ -506,7 +558,7 @@ impl Backend for MemoryCache {
         data.extend_from_slice(value);
         let data = data.into_boxed_slice();
         self.with_shard(hash, |shard| {
-            shard.upsert(hash, key_len, data, deadline, &self.clock)?;
+            shard.upsert(hash, key_len, data, deadline)?;
             shard.counters.sets += 1;
             Ok(())
         })?;
@@ -522,7 +574,7 @@ impl Backend for MemoryCache {
             let found = shard.lookup_live(hash, key);
             if let Some(slot) = found {
                 visit(shard.nodes[slot as usize].value());
-                shard.touch(slot, &self.clock);
+                shard.touch(slot);
             }
             Ok(found.is_some())
         })
@@ -545,7 +597,7 @@ impl Backend for MemoryCache {
         self.with_shard(hash, |shard| {
             let found = shard.lookup_live(hash, key);
             if let Some(slot) = found {
-                shard.touch(slot, &self.clock);
+                shard.touch(slot);
             }
             Ok(found.is_some())
         })
@@ -555,8 +607,12 @@ impl Backend for MemoryCache {
         let hash = self.hash(key);
         self.with_shard(hash, |shard| {
             if let Some(slot) = shard.find(hash, key) {
-                let expired = mono_expired(shard.nodes[slot as usize].deadline, mono_now());
-                shard.remove(slot, if expired { Removal::Expired } else { Removal::Deleted });
+                let why = if shard.is_expired(slot) {
+                    Removal::Expired
+                } else {
+                    Removal::Deleted
+                };
+                shard.remove(slot, why);
             }
             Ok(())
         })

@@ -44,7 +44,13 @@ mod tests {
         assert_eq!(Ttl::from_seconds(f64::NEG_INFINITY).unwrap(), Ttl::Never);
         assert_eq!(Ttl::from_seconds(1e300).unwrap(), Ttl::Never);
         assert!(Ttl::from_seconds(0.0).unwrap().is_expired_at_once());
-        assert_eq!(Ttl::from_seconds(1.5).unwrap(), Ttl::After(Duration::from_millis(1500)));
-        assert_eq!(Ttl::from_seconds(f64::NAN).unwrap_err().kind(), crate::ErrorKind::InvalidArg);
+        assert_eq!(
+            Ttl::from_seconds(1.5).unwrap(),
+            Ttl::After(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            Ttl::from_seconds(f64::NAN).unwrap_err().kind(),
+            crate::ErrorKind::InvalidArg
+        );
     }
 }

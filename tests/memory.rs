@@ -70,7 +70,9 @@ fn lru_long_sequence_matches_a_model() {
     let mut model: Vec<u32> = Vec::new(); // least recently used first
     let mut x: u64 = 12345;
     for _ in 0..20_000 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let key = ((x >> 33) % 120) as u32;
         let k = key.to_le_bytes();
         if (x >> 20) % 3 == 0 {
@@ -100,8 +102,10 @@ fn lru_long_sequence_matches_a_model() {
 #[test]
 fn ttl_expiry() {
     let c = MemoryCache::new(0);
-    c.set(b"short", b"v", Ttl::After(Duration::from_millis(30))).unwrap();
-    c.set(b"long", b"v", Ttl::After(Duration::from_secs(60))).unwrap();
+    c.set(b"short", b"v", Ttl::After(Duration::from_millis(30)))
+        .unwrap();
+    c.set(b"long", b"v", Ttl::After(Duration::from_secs(60)))
+        .unwrap();
     c.set(b"never", b"v", Ttl::Never).unwrap();
     assert!(c.has(b"short").unwrap());
     std::thread::sleep(Duration::from_millis(60));
@@ -133,20 +137,23 @@ fn expired_entry_is_never_returned_by_any_call() {
 fn ttl_zero_replaces_and_never_returns() {
     let c = MemoryCache::new(0);
     set(&c, "k", "old");
-    c.set(b"k", b"new", Ttl::from_seconds(0.0).unwrap()).unwrap();
+    c.set(b"k", b"new", Ttl::from_seconds(0.0).unwrap())
+        .unwrap();
     assert_eq!(get(&c, "k"), None);
     assert_eq!(c.len().unwrap(), 0);
     // A zero-TTL set must not evict a live entry to make room for a dead one.
     let c = MemoryCache::new(1);
     set(&c, "live", "1");
-    c.set(b"dead", b"2", Ttl::from_seconds(0.0).unwrap()).unwrap();
+    c.set(b"dead", b"2", Ttl::from_seconds(0.0).unwrap())
+        .unwrap();
     assert!(c.has(b"live").unwrap());
 }
 
 #[test]
 fn set_clears_earlier_ttl() {
     let c = MemoryCache::new(0);
-    c.set(b"k", b"1", Ttl::After(Duration::from_millis(20))).unwrap();
+    c.set(b"k", b"1", Ttl::After(Duration::from_millis(20)))
+        .unwrap();
     c.set(b"k", b"2", Ttl::Never).unwrap();
     std::thread::sleep(Duration::from_millis(40));
     assert_eq!(c.get_vec(b"k").unwrap(), Some(b"2".to_vec()));
@@ -215,7 +222,10 @@ fn stats_count_every_kind() {
     let _ = c.pop_vec(b"c").unwrap(); // hit + delete
     c.delete(b"zz").unwrap(); // absent: no delete counted
     let s = c.stats().unwrap();
-    assert_eq!((s.hits, s.misses, s.sets, s.deletes, s.evictions), (2, 1, 3, 1, 1));
+    assert_eq!(
+        (s.hits, s.misses, s.sets, s.deletes, s.evictions),
+        (2, 1, 3, 1, 1)
+    );
     assert_eq!((s.entries, s.bytes), (1, 2));
     c.clear().unwrap();
     let s = c.stats().unwrap();
@@ -228,7 +238,8 @@ fn closed_cache_refuses_everything() {
     set(&c, "a", "1");
     c.close().unwrap();
     c.close().unwrap();
-    let closed = |r: Result<(), duckcache::Error>| assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
+    let closed =
+        |r: Result<(), duckcache::Error>| assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
     closed(c.set(b"a", b"1", Ttl::Never));
     closed(c.get_vec(b"a").map(|_| ()));
     closed(c.pop_vec(b"a").map(|_| ()));

@@ -17,15 +17,23 @@ pub(crate) unsafe fn handle<'a>(c: *const cache_t) -> Result<&'a cache_t, Failur
 ///
 /// # Safety
 /// A non-NULL `ptr` must point to `len` readable bytes that outlive `'a`.
-pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes<'a>(
+    ptr: *const u8,
+    len: usize,
+    name: &str,
+) -> Result<&'a [u8], Failure> {
     if len == 0 {
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(Failure::invalid_arg(format!("{name} is NULL but {name}_len is {len}")));
+        return Err(Failure::invalid_arg(format!(
+            "{name} is NULL but {name}_len is {len}"
+        )));
     }
     if len > isize::MAX as usize {
-        return Err(Failure::invalid_arg(format!("{name}_len {len} is impossibly large")));
+        return Err(Failure::invalid_arg(format!(
+            "{name}_len {len} is impossibly large"
+        )));
     }
     // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
@@ -44,12 +52,18 @@ pub(crate) unsafe fn out<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T, Fa
 ///
 /// # Safety
 /// A non-NULL `ptr` must be valid for writes of `cap` bytes.
-pub(crate) unsafe fn buffer<'a>(ptr: *mut u8, cap: usize, name: &str) -> Result<&'a mut [u8], Failure> {
+pub(crate) unsafe fn buffer<'a>(
+    ptr: *mut u8,
+    cap: usize,
+    name: &str,
+) -> Result<&'a mut [u8], Failure> {
     if cap == 0 {
         return Ok(&mut []);
     }
     if ptr.is_null() {
-        return Err(Failure::invalid_arg(format!("{name} is NULL but cap is {cap}")));
+        return Err(Failure::invalid_arg(format!(
+            "{name} is NULL but cap is {cap}"
+        )));
     }
     // SAFETY: non-NULL, and the caller guarantees `cap` writable bytes.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, cap) })

@@ -14,7 +14,10 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub fn new(status: cache_status, message: impl Into<String>) -> Self {
-        Failure { status, message: message.into() }
+        Failure {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn invalid_arg(message: impl Into<String>) -> Self {
@@ -24,7 +27,10 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure { status: e.kind().into(), message: e.message().to_owned() }
+        Failure {
+            status: e.kind().into(),
+            message: e.message().to_owned(),
+        }
     }
 }
 

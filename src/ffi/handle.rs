@@ -11,6 +11,8 @@ pub struct cache_t {
 
 impl cache_t {
     pub(crate) fn new(backend: impl Backend + 'static) -> Self {
-        cache_t { backend: Box::new(backend) }
+        cache_t {
+            backend: Box::new(backend),
+        }
     }
 }

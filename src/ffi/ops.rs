@@ -11,7 +11,10 @@ use crate::memory::MemoryCache;
 use crate::ttl::Ttl;
 
 impl cache_buf {
-    const EMPTY: cache_buf = cache_buf { data: std::ptr::null_mut(), len: 0 };
+    const EMPTY: cache_buf = cache_buf {
+        data: std::ptr::null_mut(),
+        len: 0,
+    };
 
     /// Hands `bytes` to C; released by cache_buf_free.
     fn from_vec(bytes: Vec<u8>) -> cache_buf {
@@ -20,7 +23,10 @@ impl cache_buf {
         }
         let boxed = bytes.into_boxed_slice();
         let len = boxed.len();
-        cache_buf { data: Box::into_raw(boxed).cast::<u8>(), len }
+        cache_buf {
+            data: Box::into_raw(boxed).cast::<u8>(),
+            len,
+        }
     }
 }
 
@@ -184,7 +190,11 @@ pub unsafe extern "C" fn cache_pop(
 /// # Safety
 /// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn cache_has(c: *mut cache_t, key: *const u8, key_len: usize) -> cache_status {
+pub unsafe extern "C" fn cache_has(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+) -> cache_status {
     boundary("cache_has", || {
         let c = unsafe { args::handle(c) }?;
         let key = unsafe { args::bytes(key, key_len, "key") }?;
@@ -197,7 +207,11 @@ pub unsafe extern "C" fn cache_has(c: *mut cache_t, key: *const u8, key_len: usi
 /// # Safety
 /// As cache_has.
 #[no_mangle]
-pub unsafe extern "C" fn cache_delete(c: *mut cache_t, key: *const u8, key_len: usize) -> cache_status {
+pub unsafe extern "C" fn cache_delete(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+) -> cache_status {
     boundary("cache_delete", || {
         let c = unsafe { args::handle(c) }?;
         let key = unsafe { args::bytes(key, key_len, "key") }?;
@@ -295,7 +309,9 @@ pub unsafe extern "C" fn cache_free(c: *mut cache_t) {
 pub unsafe extern "C" fn cache_buf_free(buf: *mut cache_buf) {
     boundary_void("cache_buf_free", || {
         // SAFETY: the caller guarantees a non-NULL `buf` is a valid cache_buf.
-        let Some(buf) = (unsafe { buf.as_mut() }) else { return };
+        let Some(buf) = (unsafe { buf.as_mut() }) else {
+            return;
+        };
         if !buf.data.is_null() {
             let slice = std::ptr::slice_from_raw_parts_mut(buf.data, buf.len);
             // SAFETY: data/len came from cache_buf::from_vec's Box::into_raw.

@@ -11,7 +11,11 @@ fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let root = root.canonicalize().expect("repository root");
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
-    let bindings = match cbindgen::Builder::new().with_src(root.join("src/ffi/mod.rs")).with_config(config).generate() {
+    let bindings = match cbindgen::Builder::new()
+        .with_src(root.join("src/ffi/mod.rs"))
+        .with_config(config)
+        .generate()
+    {
         Ok(b) => b,
         Err(e) => {
             eprintln!("gen-header: cbindgen failed: {e}");

@@ -1,0 +1,76 @@
+# duckcache: build, test, install.
+#   make                 release library (.so/.a) and the header
+#   make test            everything: Rust tests, C tests (plain and under valgrind), header drift
+#   make bench           benchmarks against peers, figures and ratios
+#   make install PREFIX=/usr/local
+#   make clean
+
+PREFIX   ?= /usr/local
+CARGO    ?= cargo
+CC       ?= cc
+VALGRIND ?= valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
+            --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+
+LIBDIR    := target/release
+BUILD     := build
+CFLAGS    ?= -O1 -g
+C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
+C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
+
+.PHONY: all lib header header-check test test-rust test-c test-c-valgrind test-install bench install clean
+
+all: lib header
+
+lib:
+	$(CARGO) build --release --lib
+
+header:
+	$(CARGO) run --quiet -p gen-header
+
+header-check:
+	$(CARGO) run --quiet -p gen-header -- --verify
+
+test: header-check test-rust test-c test-c-valgrind test-install
+	@echo "make test: all passed"
+
+test-rust:
+	$(CARGO) test --workspace
+
+# The C tests link the release shared library through the committed header.
+$(BUILD)/%: ffi-tests/%.c ffi-tests/check.h include/duckcache.h lib
+	@mkdir -p $(BUILD)
+	$(CC) $(C_WARN) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -lduckcache \
+	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $@
+
+test-c: lib $(C_TESTS)
+	@for t in $(C_TESTS); do echo "== $$t"; ./$$t || exit 1; done
+
+test-c-valgrind: lib $(C_TESTS)
+	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }
+	@for t in $(C_TESTS); do echo "== valgrind $$t"; \
+	    DUCKCACHE_TEST_SCALE=small $(VALGRIND) ./$$t || exit 1; done
+
+# Installs into a scratch prefix and builds the README's example through pkg-config.
+test-install: lib
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(MAKE) --no-print-directory install PREFIX=$$tmp >/dev/null && \
+	PKG_CONFIG_PATH=$$tmp/lib/pkgconfig $(CC) $(C_WARN) ffi-tests/pkgconfig_example.c \
+	    $$(PKG_CONFIG_PATH=$$tmp/lib/pkgconfig pkg-config --cflags --libs duckcache) -o $$tmp/example && \
+	$$tmp/example && echo "test-install: ok"
+
+bench:
+	$(CARGO) bench --bench bench
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/duckcache.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(LIBDIR)/libduckcache.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(LIBDIR)/libduckcache.a $(DESTDIR)$(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' duckcache.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/duckcache.pc
+	@echo "installed to $(DESTDIR)$(PREFIX); build with: cc prog.c \$$(pkg-config --cflags --libs duckcache)"
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
