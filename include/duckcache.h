@@ -105,6 +105,16 @@ size_t cache_last_error(char *buf, size_t cap);
 // `out` must be NULL or valid for writes.
 cache_status cache_open_memory(uint64_t max_keys, struct cache_t **out);
 
+// Opens (creating when needed, with parents) the persistent cache stored in `dir`: one
+// SQLite store shared by every handle and process that opens it. size_limit bounds the
+// bytes of keys and values (0 = unlimited); a set that would pass it removes expired
+// entries first, then the least recently stored. A path that is not a directory gives
+// CACHE_ERR_IO; a damaged store CACHE_ERR_CORRUPT. Writes *out only on CACHE_OK.
+//
+// # Safety
+// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
+cache_status cache_open_file(const char *dir, uint64_t size_limit, struct cache_t **out);
+
 // Stores a copy of `value` under `key`, replacing any earlier value and TTL.
 // ttl_seconds: < 0 never expires (CACHE_NO_TTL), +inf never expires, 0 expires at once
 // (a later get misses), NaN -> CACHE_ERR_INVALID_ARG.
@@ -186,7 +196,8 @@ cache_status cache_len(struct cache_t *c, uint64_t *out);
 // `c` must be NULL or a live handle; `out` NULL or writable.
 cache_status cache_get_stats(struct cache_t *c, struct cache_stats *out);
 
-// Makes everything written so far durable; a no-op in memory.
+// Makes everything written so far durable (value files and the SQLite journal are
+// synced to disk); a no-op in memory.
 //
 // # Safety
 // `c` must be NULL or a live handle.

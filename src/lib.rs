@@ -6,12 +6,14 @@
 //!
 //! Backends:
 //! - [`MemoryCache`]: in-process, exact LRU bounded by key count, per-entry TTL.
+//! - [`FileCache`]: one SQLite store in a directory, shared by processes, bounded by bytes.
 
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod clock;
 pub mod error;
+pub mod file;
 pub mod memory;
 pub mod ttl;
 
@@ -20,5 +22,6 @@ pub mod ffi;
 
 pub use backend::{Backend, Stats};
 pub use error::{Error, ErrorKind, Result};
+pub use file::{FileCache, INLINE_MAX};
 pub use memory::MemoryCache;
 pub use ttl::Ttl;

@@ -68,3 +68,23 @@ pub(crate) unsafe fn buffer<'a>(
     // SAFETY: non-NULL, and the caller guarantees `cap` writable bytes.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, cap) })
 }
+
+/// The NUL-terminated path at `ptr`; NULL and "" are rejected.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a NUL-terminated string.
+pub(crate) unsafe fn path<'a>(
+    ptr: *const std::ffi::c_char,
+    name: &str,
+) -> Result<&'a std::path::Path, Failure> {
+    use std::os::unix::ffi::OsStrExt;
+    if ptr.is_null() {
+        return Err(Failure::invalid_arg(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees a NUL-terminated string.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(ptr) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Failure::invalid_arg(format!("{name} is an empty path")));
+    }
+    Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}

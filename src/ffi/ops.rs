@@ -7,6 +7,7 @@ use super::handle::cache_t;
 use super::types::cache_status::{self, *};
 use super::types::{cache_buf, cache_stats};
 use crate::error::{try_copy, Result};
+use crate::file::FileCache;
 use crate::memory::MemoryCache;
 use crate::ttl::Ttl;
 
@@ -69,6 +70,27 @@ pub unsafe extern "C" fn cache_open_memory(max_keys: u64, out: *mut *mut cache_t
     boundary("cache_open_memory", || {
         let out = unsafe { args::out(out, "out") }?;
         open_into(out, cache_t::new(MemoryCache::new(max_keys)))
+    })
+}
+
+/// Opens (creating when needed, with parents) the persistent cache stored in `dir`: one
+/// SQLite store shared by every handle and process that opens it. size_limit bounds the
+/// bytes of keys and values (0 = unlimited); a set that would pass it removes expired
+/// entries first, then the least recently stored. A path that is not a directory gives
+/// CACHE_ERR_IO; a damaged store CACHE_ERR_CORRUPT. Writes *out only on CACHE_OK.
+///
+/// # Safety
+/// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn cache_open_file(
+    dir: *const std::ffi::c_char,
+    size_limit: u64,
+    out: *mut *mut cache_t,
+) -> cache_status {
+    boundary("cache_open_file", || {
+        let dir = unsafe { args::path(dir, "dir") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        open_into(out, cache_t::new(FileCache::open(dir, size_limit)?))
     })
 }
 
@@ -260,7 +282,8 @@ pub unsafe extern "C" fn cache_get_stats(c: *mut cache_t, out: *mut cache_stats)
     })
 }
 
-/// Makes everything written so far durable; a no-op in memory.
+/// Makes everything written so far durable (value files and the SQLite journal are
+/// synced to disk); a no-op in memory.
 ///
 /// # Safety
 /// `c` must be NULL or a live handle.

@@ -1,0 +1,620 @@
+//! One SQLite store in a directory: the schema, the pragmas, and every statement the
+//! file cache runs. Not thread-safe by itself; [`super::FileCache`] guards it.
+//!
+//! Layout of `<dir>`:
+//! - `cache.db` (+ `-wal`, `-shm`): the entries, in WAL mode.
+//! - `values/`: one file per value of 32 KiB or more (see [`super::values`]).
+//!
+//! Consistency of value files with rows, whatever moment a process dies at:
+//! - A new file's name is committed to `orphans` (with the time) *before* the file is
+//!   written; the transaction that inserts the row naming it deletes that record. A
+//!   writer whose record has gone (collected as stale) aborts instead of committing.
+//! - The transaction that stops a row naming a file (delete, pop, replace, evict,
+//!   expire, clear) records the name in `orphans` (time 0); the file is removed after
+//!   the commit and the record deleted later.
+//! - Opening a store removes the files of every record at time 0 or older than
+//!   [`STALE_PENDING`], and the records. So no row ever names a missing or partial
+//!   file, and no crash leaks a file past the next open, without scanning `values/`.
+
+use super::values;
+use crate::clock::wall_now;
+use crate::error::{Error, ErrorKind, Result};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bumped whenever the schema changes; stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a lock held by another process is waited for before `Busy`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pending value file older than this belongs to a writer that died (a live writer
+/// commits within the busy timeout).
+const STALE_PENDING: f64 = 120.0;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    id      INTEGER PRIMARY KEY,   -- order of storing: a set deletes and inserts anew
+    key     BLOB NOT NULL UNIQUE,
+    value   BLOB,                  -- the value when stored inline, else NULL
+    file    TEXT,                  -- the value's file under values/, else NULL
+    size    INTEGER NOT NULL,      -- bytes of key and value
+    expires REAL                   -- Unix time the entry dies at; NULL = never
+);
+CREATE INDEX IF NOT EXISTS entries_expires ON entries(expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS totals (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    count INTEGER NOT NULL,
+    size  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries BEGIN
+    UPDATE totals SET count = count + 1, size = size + new.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_removed AFTER DELETE ON entries BEGIN
+    UPDATE totals SET count = count - 1, size = size - old.size WHERE id = 0;
+END;
+CREATE TABLE IF NOT EXISTS orphans (
+    name  TEXT PRIMARY KEY,        -- a value file no row may name
+    since REAL NOT NULL            -- 0: unreferenced; else when its writer started
+);
+";
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        let kind = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                DatabaseBusy | DatabaseLocked => ErrorKind::Busy,
+                DatabaseCorrupt | NotADatabase => ErrorKind::Corrupt,
+                DiskFull
+                | CannotOpen
+                | PermissionDenied
+                | ReadOnly
+                | SystemIoFailure
+                | FileLockingProtocolFailed
+                | NoLargeFileSupport => ErrorKind::Io,
+                OutOfMemory => ErrorKind::NoMemory,
+                TooBig => ErrorKind::TooLarge,
+                _ => ErrorKind::Internal,
+            },
+            _ => ErrorKind::Internal,
+        };
+        Error::new(kind, format!("SQLite: {e}"))
+    }
+}
+
+/// How a key was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Hit,
+    Miss,
+    /// There was an entry, but it had expired; it has been removed.
+    Expired,
+}
+
+/// Where a value being stored lives.
+pub(crate) enum Stored<'a> {
+    Inline(&'a [u8]),
+    /// In the value file of this name, already written in full.
+    File(&'a str),
+}
+
+/// What a set removed besides the key's old value.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Culled {
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+/// A row's value as read: inline bytes or the file holding `len` bytes.
+enum RowValue {
+    Inline(Vec<u8>),
+    File(String, u64),
+}
+
+pub(crate) struct Store {
+    conn: Connection,
+    dir: PathBuf,
+    /// Orphan records whose files this handle has removed; deleted in the next write.
+    removed_orphans: Vec<String>,
+    /// Value files written since the last save, to fsync on save.
+    unsynced: Vec<String>,
+}
+
+impl Store {
+    /// Opens (creating when needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        values::create_dir(dir)?;
+        values::create_dir(&values::values_dir(dir))?;
+        let db = dir.join("cache.db");
+        // Create the database owner-only before SQLite does (its default is 0644); the
+        // -wal and -shm files inherit these permissions.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&db)
+            .map_err(|e| values::io_error(e, "cannot open", &db))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&db, flags).map_err(|e| with_path(e.into(), &db))?;
+        let mut store = Store {
+            conn,
+            dir: dir.to_owned(),
+            removed_orphans: Vec::new(),
+            unsynced: Vec::new(),
+        };
+        store.configure().map_err(|e| with_path(e, &db))?;
+        store.collect_orphans()?;
+        Ok(store)
+    }
+
+    /// Pragmas, then the schema only when it is not there yet.
+    fn configure(&mut self) -> Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode reads the header first, so a file that is not a database fails here.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("cannot switch to WAL journal (got {mode})"),
+            ));
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 67108864;")?;
+        self.conn.set_prepared_statement_cache_capacity(32);
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        match version {
+            SCHEMA_VERSION => Ok(()),
+            0 => {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+                tx.commit()?;
+                Ok(())
+            }
+            v => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "store schema version {v} is not one this duckcache reads ({SCHEMA_VERSION})"
+                ),
+            )),
+        }
+    }
+
+    /// Removes the value files a crashed or finished writer left recorded as orphans.
+    fn collect_orphans(&mut self) -> Result<()> {
+        let stale: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT name FROM orphans WHERE since <= ?1")?;
+            let rows = stmt.query_map([wall_now() - STALE_PENDING], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for name in &stale {
+            values::remove(&self.dir, name);
+        }
+        self.removed_orphans.extend(stale);
+        self.write(|_, _| Ok(()))
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction (the write lock from the start, so two
+    /// writers never deadlock upgrading). Files `f` pushes to its list stop being named
+    /// by any row: they are recorded as orphans in the same transaction and removed after
+    /// the commit.
+    fn write<R>(
+        &mut self,
+        f: impl FnOnce(&Transaction, &mut Vec<String>) -> Result<R>,
+    ) -> Result<R> {
+        let done = std::mem::take(&mut self.removed_orphans);
+        let mut freed = Vec::new();
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut forget = tx.prepare_cached("DELETE FROM orphans WHERE name = ?1")?;
+                for name in &done {
+                    forget.execute([name])?;
+                }
+            }
+            let r = f(&tx, &mut freed)?;
+            {
+                let mut record = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO orphans (name, since) VALUES (?1, 0)",
+                )?;
+                for name in &freed {
+                    record.execute([name])?;
+                }
+            }
+            tx.commit()?;
+            Ok(r)
+        })();
+        match result {
+            Ok(r) => {
+                for name in &freed {
+                    values::remove(&self.dir, name);
+                }
+                self.removed_orphans = freed;
+                Ok(r)
+            }
+            Err(e) => {
+                self.removed_orphans = done;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that a value file of this name is about to be written.
+    pub fn reserve_file(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO orphans (name, since) VALUES (?1, ?2)")?
+            .execute(params![name, wall_now()])?;
+        Ok(())
+    }
+
+    /// Gives up a reserved file that will not be stored (best effort: if this fails,
+    /// the record goes stale and the next open removes the file).
+    pub fn release_file(&mut self, name: &str) {
+        values::remove(&self.dir, name);
+        let _ = self
+            .conn
+            .execute("DELETE FROM orphans WHERE name = ?1", [name]);
+    }
+
+    /// Stores `key`, replacing its earlier value, then culls (expired entries first, then
+    /// the least recently stored) until the store is within `size_limit` (0 = none).
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Stored,
+        size: u64,
+        expires: Option<f64>,
+        size_limit: u64,
+    ) -> Result<Culled> {
+        let now = wall_now();
+        let culled = self.write(|tx, freed| {
+            let (inline, file) = match value {
+                Stored::Inline(v) => (Some(v), None),
+                Stored::File(name) => {
+                    let claimed = tx.prepare_cached("DELETE FROM orphans WHERE name = ?1")?.execute([name])?;
+                    if claimed != 1 {
+                        return Err(Error::new(
+                            ErrorKind::Io,
+                            format!("value file {name} was reclaimed as stale before its row was written"),
+                        ));
+                    }
+                    (None, Some(name))
+                }
+            };
+            let old: Option<Option<String>> = tx
+                .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING file")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            freed.extend(old.flatten());
+            tx.prepare_cached("INSERT INTO entries (key, value, file, size, expires) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![key, inline, file, size as i64, expires])?;
+            if size_limit == 0 {
+                return Ok(Culled::default());
+            }
+            cull(tx, size_limit, now, freed)
+        })?;
+        if let Stored::File(name) = value {
+            self.unsynced.push(name.to_owned());
+        }
+        Ok(culled)
+    }
+
+    /// Removes `key` when its entry has expired by `now`.
+    fn remove_expired(&mut self, key: &[u8], now: f64) -> Result<()> {
+        self.write(|tx, freed| {
+            let file: Option<Option<String>> = tx
+                .prepare_cached(
+                    "DELETE FROM entries WHERE key = ?1 AND expires <= ?2 RETURNING file",
+                )?
+                .query_row(params![key, now], |r| r.get(0))
+                .optional()?;
+            freed.extend(file.flatten());
+            Ok(())
+        })
+    }
+
+    /// Looks `key` up and hands its value to `visit` (inline values straight from
+    /// SQLite's buffer). An expired entry is removed.
+    pub fn get(&mut self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<Lookup> {
+        // A value file can vanish between reading the row and opening the file when
+        // another handle replaces the key at that moment: then look again.
+        let mut last_missing = None;
+        for _ in 0..3 {
+            let now = wall_now();
+            let found = self
+                .conn
+                .prepare_cached(
+                    "SELECT value, file, expires, size - length(key) FROM entries WHERE key = ?1",
+                )?
+                .query_row([key], |r| {
+                    let expires: Option<f64> = r.get(2)?;
+                    if expires.is_some_and(|e| e <= now) {
+                        return Ok(None);
+                    }
+                    Ok(Some(match r.get::<_, Option<String>>(1)? {
+                        Some(name) => Some((name, r.get::<_, i64>(3)? as u64)),
+                        None => {
+                            visit(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default());
+                            None
+                        }
+                    }))
+                })
+                .optional()?;
+            let (name, len) = match found {
+                None => return Ok(Lookup::Miss),
+                Some(None) => return self.remove_expired(key, now).map(|_| Lookup::Expired),
+                Some(Some(None)) => return Ok(Lookup::Hit),
+                Some(Some(Some(file))) => file,
+            };
+            match values::read(&self.dir, &name, len) {
+                Ok(Some(bytes)) => {
+                    visit(&bytes);
+                    return Ok(Lookup::Hit);
+                }
+                Ok(None) => last_missing = Some(name),
+                Err(e) => return Err(self.drop_damaged(key, &name, e)),
+            }
+        }
+        let name = last_missing.unwrap_or_default();
+        let e = Error::new(
+            ErrorKind::Corrupt,
+            format!("value file {name} named by the store is missing"),
+        );
+        Err(self.drop_damaged(key, &name, e))
+    }
+
+    /// After reporting a damaged value file once, removes its entry so the key reads as
+    /// absent from then on and the store stays usable.
+    fn drop_damaged(&mut self, key: &[u8], name: &str, e: Error) -> Error {
+        if e.kind() == ErrorKind::Corrupt {
+            let _ = self.write(|tx, freed| {
+                let n = tx
+                    .prepare_cached("DELETE FROM entries WHERE key = ?1 AND file = ?2")?
+                    .execute(params![key, name])?;
+                if n > 0 {
+                    freed.push(name.to_owned());
+                }
+                Ok(())
+            });
+        }
+        e
+    }
+
+    /// True when `key` holds a live entry; an expired one is removed.
+    pub fn has(&mut self, key: &[u8]) -> Result<Lookup> {
+        let now = wall_now();
+        let expires: Option<Option<f64>> = self
+            .conn
+            .prepare_cached("SELECT expires FROM entries WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        match expires {
+            None => Ok(Lookup::Miss),
+            Some(Some(e)) if e <= now => self.remove_expired(key, now).map(|_| Lookup::Expired),
+            Some(_) => Ok(Lookup::Hit),
+        }
+    }
+
+    /// Removes `key` and hands its value to `visit`, in one write transaction, so of
+    /// any number of handles and processes popping a key exactly one gets it.
+    pub fn pop(&mut self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<Lookup> {
+        let now = wall_now();
+        let dir = self.dir.clone();
+        let taken = self.write(|tx, freed| {
+            let row = tx
+                .prepare_cached(
+                    "DELETE FROM entries WHERE key = ?1 RETURNING value, file, expires, size - length(key)",
+                )?
+                .query_row([key], |r| {
+                    let expires: Option<f64> = r.get(2)?;
+                    let value = match r.get::<_, Option<String>>(1)? {
+                        Some(name) => RowValue::File(name, r.get::<_, i64>(3)? as u64),
+                        None => RowValue::Inline(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
+                    };
+                    Ok((value, expires.is_some_and(|e| e <= now)))
+                })
+                .optional()?;
+            let Some((value, expired)) = row else { return Ok(None) };
+            let bytes = match value {
+                RowValue::Inline(bytes) => bytes,
+                RowValue::File(name, len) => {
+                    // Read before the commit: if the file cannot be read, nothing is popped.
+                    let bytes = if expired { Vec::new() } else { read_required(&dir, &name, len)? };
+                    freed.push(name);
+                    bytes
+                }
+            };
+            Ok(Some((bytes, expired)))
+        })?;
+        Ok(match taken {
+            None => Lookup::Miss,
+            Some((_, true)) => Lookup::Expired,
+            Some((bytes, false)) => {
+                visit(&bytes);
+                Lookup::Hit
+            }
+        })
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<Lookup> {
+        let now = wall_now();
+        self.write(|tx, freed| {
+            let row: Option<(Option<String>, Option<f64>)> = tx
+                .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING file, expires")?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(match row {
+                None => Lookup::Miss,
+                Some((file, expires)) => {
+                    freed.extend(file);
+                    if expires.is_some_and(|e| e <= now) {
+                        Lookup::Expired
+                    } else {
+                        Lookup::Hit
+                    }
+                }
+            })
+        })
+    }
+
+    /// Removes every entry; returns how many there were.
+    pub fn clear(&mut self) -> Result<u64> {
+        self.write(|tx, freed| {
+            let count: i64 = tx.query_row("SELECT count FROM totals", [], |r| r.get(0))?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("SELECT file FROM entries WHERE file IS NOT NULL")?;
+                let files = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                for f in files {
+                    freed.push(f?);
+                }
+            }
+            tx.execute("DELETE FROM entries", [])?;
+            Ok(count as u64)
+        })
+    }
+
+    /// Entries that have not expired.
+    pub fn len(&mut self) -> Result<u64> {
+        let (count, _) = self.totals()?;
+        let expired: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM entries WHERE expires <= ?1")?
+            .query_row([wall_now()], |r| r.get(0))?;
+        Ok(count.saturating_sub(expired as u64))
+    }
+
+    /// (entries, bytes of keys and values), expired ones not yet removed included.
+    pub fn totals(&mut self) -> Result<(u64, u64)> {
+        let (count, size): (i64, i64) = self
+            .conn
+            .prepare_cached("SELECT count, size FROM totals")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((count.max(0) as u64, size.max(0) as u64))
+    }
+
+    /// Makes every commit so far and every value file durable.
+    pub fn save(&mut self) -> Result<()> {
+        if !self.removed_orphans.is_empty() {
+            self.write(|_, _| Ok(()))?;
+        }
+        values::sync(&self.dir, &self.unsynced)?;
+        self.unsynced.clear();
+        // With synchronous=NORMAL commits reach the WAL unsynced: sync it, then let a
+        // passive checkpoint move what it can into the database.
+        let db = self.dir.join("cache.db");
+        values::sync_path(&PathBuf::from(format!("{}-wal", db.display())))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        values::sync_path(&db)
+    }
+
+    /// Full cleanup pass: removes files in `values/` that no row names and no writer
+    /// has reserved (what a crash between a reserve and its record could leave, and
+    /// anything put there by hand). Returns how many files went.
+    pub fn remove_unreferenced_files(&mut self) -> Result<u64> {
+        let on_disk = values::list(&self.dir)?;
+        let mut removed = 0;
+        let mut referenced = self.conn.prepare(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE file = ?1)
+                 OR EXISTS (SELECT 1 FROM orphans WHERE name = ?1 AND since > 0)",
+        )?;
+        for name in on_disk {
+            if !referenced.query_row([&name], |r| r.get::<_, bool>(0))? {
+                values::remove(&self.dir, &name);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes this handle's leftover orphan records before the connection closes.
+    pub fn close(mut self) -> Result<()> {
+        if !self.removed_orphans.is_empty() {
+            self.write(|_, _| Ok(()))?;
+        }
+        self.conn.close().map_err(|(_, e)| e.into())
+    }
+}
+
+/// Removes expired entries, then the least recently stored, until the store's bytes are
+/// within `limit`. The entry just stored is the most recent and fits, so it stays.
+fn cull(tx: &Transaction, limit: u64, now: f64, freed: &mut Vec<String>) -> Result<Culled> {
+    let mut culled = Culled::default();
+    let total = |tx: &Transaction| -> Result<u64> {
+        Ok(tx
+            .prepare_cached("SELECT size FROM totals")?
+            .query_row([], |r| r.get::<_, i64>(0))?
+            .max(0) as u64)
+    };
+    let mut size = total(tx)?;
+    if size <= limit {
+        return Ok(culled);
+    }
+    {
+        let mut stmt =
+            tx.prepare_cached("DELETE FROM entries WHERE expires <= ?1 RETURNING file")?;
+        let files = stmt.query_map([now], |r| r.get::<_, Option<String>>(0))?;
+        for f in files {
+            freed.extend(f?);
+            culled.expired += 1;
+        }
+    }
+    size = total(tx)?;
+    while size > limit {
+        let oldest: Vec<(i64, i64, Option<String>)> = tx
+            .prepare_cached("SELECT id, size, file FROM entries ORDER BY id LIMIT 64")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        if oldest.is_empty() {
+            break;
+        }
+        let mut delete = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
+        for (id, entry_size, file) in oldest {
+            if size <= limit {
+                break;
+            }
+            delete.execute([id])?;
+            size = size.saturating_sub(entry_size as u64);
+            freed.extend(file);
+            culled.evicted += 1;
+        }
+    }
+    Ok(culled)
+}
+
+/// Reads a value file that a row names; its absence is damage.
+fn read_required(dir: &Path, name: &str, len: u64) -> Result<Vec<u8>> {
+    values::read(dir, name, len)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("value file {name} named by the store is missing"),
+        )
+    })
+}
+
+fn with_path(e: Error, path: &Path) -> Error {
+    Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
+}
