@@ -3,6 +3,8 @@
 //! figure is the median of several rounds and the verdict is left to the reader.
 //!
 //! Sections:
+//! - file: get and set of 1 KiB and 100 KiB values against a bare rusqlite key-value
+//!   table with the same pragmas (the floor for this design); open time of a store.
 //! - memory: get of a present key through the C ABI against `lru::LruCache` behind a
 //!   `parking_lot::Mutex` (get plus value copy); two threads against one; bytes per entry
 //!   beyond key and value at a million entries.
@@ -96,6 +98,16 @@ impl CHandle {
         CHandle(c)
     }
 
+    fn file(dir: &std::path::Path) -> CHandle {
+        let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let mut c = std::ptr::null_mut();
+        assert_eq!(
+            unsafe { ffi::cache_open_file(dir.as_ptr(), 0, &mut c) },
+            ffi::cache_status::CACHE_OK
+        );
+        CHandle(c)
+    }
+
     fn set(&self, k: &[u8], v: &[u8]) {
         let s = unsafe { ffi::cache_set(self.0, k.as_ptr(), k.len(), v.as_ptr(), v.len(), -1.0) };
         assert_eq!(s, ffi::cache_status::CACHE_OK);
@@ -109,7 +121,7 @@ impl CHandle {
             len: 0,
         };
         let s = unsafe { ffi::cache_get(self.0, k.as_ptr(), k.len(), &mut buf) };
-        debug_assert_eq!(s, ffi::cache_status::CACHE_OK);
+        assert_eq!(s, ffi::cache_status::CACHE_OK, "bench get must hit");
         let len = buf.len;
         unsafe { ffi::cache_buf_free(&mut buf) };
         len
@@ -267,6 +279,139 @@ fn bench_memory_overhead() {
     );
 }
 
+/// The floor: a bare key-value table in rusqlite with the pragmas the file cache uses.
+struct Floor(rusqlite::Connection);
+
+impl Floor {
+    fn open(path: &std::path::Path) -> Floor {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 67108864;
+             CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);",
+        )
+        .unwrap();
+        Floor(conn)
+    }
+
+    fn set(&self, k: &[u8], v: &[u8]) {
+        self.0
+            .prepare_cached("INSERT OR REPLACE INTO kv VALUES (?1, ?2)")
+            .unwrap()
+            .execute((k, v))
+            .unwrap();
+    }
+
+    fn get(&self, k: &[u8]) -> usize {
+        let v: Vec<u8> = self
+            .0
+            .prepare_cached("SELECT value FROM kv WHERE key = ?1")
+            .unwrap()
+            .query_row([k], |r| r.get(0))
+            .unwrap();
+        v.len()
+    }
+}
+
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("duckcache-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn bench_file() {
+    println!(
+        "== file backend against a bare rusqlite key-value table (same pragmas); target <= 1.5x"
+    );
+    for (label, size, keys) in [("1 KiB", 1024usize, 2000u64), ("100 KiB", 100 * 1024, 200)] {
+        let value = vec![5u8; size];
+        let base = scratch_dir("file");
+        let order = access_order(keys, keys as usize * 4, 7);
+        let (mut ours_round, mut floor_round) = (0, 0);
+        let ours_set = median_ns_per_op(|| {
+            ours_round += 1;
+            let c = CHandle::file(&base.join(format!("ours-{ours_round}")));
+            let t = Instant::now();
+            for i in 0..keys {
+                c.set(&key(i), &value);
+            }
+            (keys, t.elapsed().as_secs_f64())
+        });
+        let floor_set = median_ns_per_op(|| {
+            floor_round += 1;
+            let f = Floor::open(&base.join(format!("floor-{floor_round}.db")));
+            let t = Instant::now();
+            for i in 0..keys {
+                f.set(&key(i), &value);
+            }
+            (keys, t.elapsed().as_secs_f64())
+        });
+        // Read back the stores the last set round filled (every get is a hit).
+        let c = CHandle::file(&base.join(format!("ours-{ours_round}")));
+        let f = Floor::open(&base.join(format!("floor-{floor_round}.db")));
+        let ours_get = median_ns_per_op(|| {
+            let t = Instant::now();
+            let sum: usize = order.iter().map(|&i| c.get(&key(i))).sum();
+            black_box(sum);
+            (order.len() as u64, t.elapsed().as_secs_f64())
+        });
+        let floor_get = median_ns_per_op(|| {
+            let t = Instant::now();
+            let sum: usize = order.iter().map(|&i| f.get(&key(i))).sum();
+            black_box(sum);
+            (order.len() as u64, t.elapsed().as_secs_f64())
+        });
+        print_row(
+            &format!("set {label} value ({keys} keys)"),
+            ours_set,
+            floor_set,
+            "rusqlite floor",
+        );
+        print_row(
+            &format!("get {label} value"),
+            ours_get,
+            floor_get,
+            "rusqlite floor",
+        );
+        drop(c);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    // Opening a store that exists: what a short-lived process pays on every start.
+    let base = scratch_dir("open");
+    let store = base.join("store");
+    let c = CHandle::file(&store);
+    for i in 0..1000 {
+        c.set(&key(i), &[1u8; 100]);
+    }
+    drop(c);
+    let open = median_ns_per_op(|| {
+        let t = Instant::now();
+        for _ in 0..50 {
+            drop(black_box(CHandle::file(&store)));
+        }
+        (50, t.elapsed().as_secs_f64())
+    });
+    let floor_path = base.join("floor.db");
+    drop(Floor::open(&floor_path));
+    let floor_open = median_ns_per_op(|| {
+        let t = Instant::now();
+        for _ in 0..50 {
+            drop(black_box(Floor::open(&floor_path)));
+        }
+        (50, t.elapsed().as_secs_f64())
+    });
+    println!(
+        "  open + close of an existing store          duckcache {:>7.1} us        rusqlite floor {:>7.1} us   (target: well under 1 ms)",
+        open / 1e3,
+        floor_open / 1e3
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 fn main() {
     // `cargo bench` passes --bench; any other argument filters sections by name.
     let filter: Vec<String> = std::env::args()
@@ -278,6 +423,9 @@ fn main() {
         "duckcache benchmarks ({} CPUs); each figure is the median of {ROUNDS} rounds",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if wanted("file") {
+        bench_file();
+    }
     if wanted("memory") {
         // Memory first, while the heap is fresh, so the resident-set figure means something.
         bench_memory_overhead();

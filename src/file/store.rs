@@ -227,14 +227,14 @@ impl Store {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
+            if !done.is_empty() {
                 let mut forget = tx.prepare_cached("DELETE FROM orphans WHERE name = ?1")?;
                 for name in &done {
                     forget.execute([name])?;
                 }
             }
             let r = f(&tx, &mut freed)?;
-            {
+            if !freed.is_empty() {
                 let mut record = tx.prepare_cached(
                     "INSERT OR REPLACE INTO orphans (name, since) VALUES (?1, 0)",
                 )?;
