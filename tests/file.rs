@@ -242,12 +242,7 @@ fn truncated_value_file_is_corrupt_once_then_absent() {
     let dir = TempDir::new("truncated");
     let c = FileCache::open(dir.path(), 0).unwrap();
     c.set(b"k", &big(50_000, 1), Ttl::Never).unwrap();
-    let file = std::fs::read_dir(dir.path().join("values"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = common::first_value_file(dir.path());
     std::fs::write(&file, b"short").unwrap();
     assert_eq!(c.get_vec(b"k").unwrap_err().kind(), ErrorKind::Corrupt);
     assert_eq!(c.get_vec(b"k").unwrap(), None);
@@ -293,18 +288,7 @@ fn closed_cache_refuses_everything() {
     let c = FileCache::open(dir.path(), 0).unwrap();
     c.close().unwrap();
     c.close().unwrap();
-    let closed =
-        |r: Result<(), duckcache::Error>| assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
-    closed(c.set(b"a", b"1", Ttl::Never));
-    closed(c.set(b"a", &big(INLINE_MAX, 0), Ttl::Never));
-    closed(c.get_vec(b"a").map(|_| ()));
-    closed(c.pop_vec(b"a").map(|_| ()));
-    closed(c.has(b"a").map(|_| ()));
-    closed(c.delete(b"a"));
-    closed(c.clear());
-    closed(c.len().map(|_| ()));
-    closed(c.stats().map(|_| ()));
-    closed(c.save());
+    common::assert_refuses_everything_closed(&c);
 }
 
 #[test]
@@ -316,11 +300,6 @@ fn files_are_owner_only() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir.path()), 0o700);
     assert_eq!(mode(&dir.path().join("cache.db")), 0o600);
-    let file = std::fs::read_dir(dir.path().join("values"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = common::first_value_file(dir.path());
     assert_eq!(mode(&file), 0o600);
 }

@@ -1,6 +1,8 @@
 //! Behaviour of the in-memory backend through the Backend trait.
 
-use duckcache::{Backend, ErrorKind, MemoryCache, Ttl};
+mod common;
+
+use duckcache::{Backend, MemoryCache, Ttl};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -238,15 +240,5 @@ fn closed_cache_refuses_everything() {
     set(&c, "a", "1");
     c.close().unwrap();
     c.close().unwrap();
-    let closed =
-        |r: Result<(), duckcache::Error>| assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
-    closed(c.set(b"a", b"1", Ttl::Never));
-    closed(c.get_vec(b"a").map(|_| ()));
-    closed(c.pop_vec(b"a").map(|_| ()));
-    closed(c.has(b"a").map(|_| ()));
-    closed(c.delete(b"a"));
-    closed(c.clear());
-    closed(c.len().map(|_| ()));
-    closed(c.stats().map(|_| ()));
-    closed(c.save());
+    common::assert_refuses_everything_closed(&c);
 }

@@ -34,3 +34,38 @@ impl Drop for TempDir {
 pub fn value_files(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("values")).map_or(0, |d| d.count())
 }
+
+/// The first file in `<dir>/values`.
+pub fn first_value_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir.join("values"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// Every operation of a closed cache fails with `Closed`.
+pub fn assert_refuses_everything_closed(c: &dyn duckcache::Backend) {
+    use duckcache::{ErrorKind, Ttl};
+    let closed = |what: &str, r: Result<(), duckcache::Error>| {
+        assert_eq!(
+            r.map_err(|e| e.kind()),
+            Err(ErrorKind::Closed),
+            "{what} after close"
+        )
+    };
+    closed("set", c.set(b"a", b"1", Ttl::Never));
+    closed(
+        "large set",
+        c.set(b"a", &vec![0u8; duckcache::INLINE_MAX], Ttl::Never),
+    );
+    closed("get", c.get_vec(b"a").map(|_| ()));
+    closed("pop", c.pop_vec(b"a").map(|_| ()));
+    closed("has", c.has(b"a").map(|_| ()));
+    closed("delete", c.delete(b"a"));
+    closed("clear", c.clear());
+    closed("len", c.len().map(|_| ()));
+    closed("stats", c.stats().map(|_| ()));
+    closed("save", c.save());
+}
