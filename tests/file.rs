@@ -303,3 +303,15 @@ fn files_are_owner_only() {
     let file = common::first_value_file(dir.path());
     assert_eq!(mode(&file), 0o600);
 }
+
+#[test]
+fn one_mebibyte_key() {
+    let dir = TempDir::new("hugekey");
+    let c = FileCache::open(dir.path(), 0).unwrap();
+    let key = big(1 << 20, 4);
+    c.set(&key, b"v", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(&key).unwrap(), Some(b"v".to_vec()));
+    assert!(!c.has(&key[..key.len() - 1]).unwrap());
+    assert_eq!(c.pop_vec(&key).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(c.len().unwrap(), 0);
+}

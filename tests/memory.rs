@@ -242,3 +242,14 @@ fn closed_cache_refuses_everything() {
     c.close().unwrap();
     common::assert_refuses_everything_closed(&c);
 }
+
+#[test]
+fn one_mebibyte_key() {
+    let c = MemoryCache::new(2);
+    let key = vec![0xabu8; 1 << 20];
+    c.set(&key, b"v", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(&key).unwrap(), Some(b"v".to_vec()));
+    assert!(!c.has(&key[1..]).unwrap());
+    assert_eq!(c.stats().unwrap().bytes, (1 << 20) + 1);
+    assert_eq!(c.pop_vec(&key).unwrap(), Some(b"v".to_vec()));
+}
