@@ -57,6 +57,16 @@ impl Error {
         Error::new(ErrorKind::Closed, "the cache is closed")
     }
 
+    /// An I/O failure: `what` failed on `path` (out of memory stays `NoMemory`).
+    pub fn io(e: std::io::Error, what: &str, path: &std::path::Path) -> Self {
+        let kind = if e.kind() == std::io::ErrorKind::OutOfMemory {
+            ErrorKind::NoMemory
+        } else {
+            ErrorKind::Io
+        };
+        Error::new(kind, format!("{what} {}: {e}", path.display()))
+    }
+
     pub fn no_memory(bytes: usize) -> Self {
         Error::new(
             ErrorKind::NoMemory,

@@ -12,9 +12,11 @@
 
 pub mod backend;
 pub mod clock;
+mod disk;
 pub mod error;
 pub mod file;
 pub mod memory;
+mod sqlite;
 pub mod ttl;
 
 #[allow(unsafe_code)]

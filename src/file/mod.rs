@@ -5,7 +5,7 @@
 mod store;
 mod values;
 
-pub use store::BUSY_TIMEOUT;
+pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
 use crate::backend::{Backend, Stats};

@@ -18,26 +18,21 @@
 
 use super::values;
 use crate::clock::wall_now;
+use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
-use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
-};
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use crate::sqlite::{self, Schema};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Bumped whenever the schema changes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
-
-/// How long a lock held by another process is waited for before `Busy`.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A pending value file older than this belongs to a writer that died (a live writer
 /// commits within the busy timeout).
 const STALE_PENDING: f64 = 120.0;
 
-const SCHEMA: &str = "
+/// Version 1; bump whenever the schema changes.
+const SCHEMA: Schema = Schema {
+    version: 1,
+    what: "store",
+    sql: "
 CREATE TABLE IF NOT EXISTS entries (
     id      INTEGER PRIMARY KEY,   -- order of storing: a set deletes and inserts anew
     key     BLOB NOT NULL UNIQUE,
@@ -63,31 +58,8 @@ CREATE TABLE IF NOT EXISTS orphans (
     name  TEXT PRIMARY KEY,        -- a value file no row may name
     since REAL NOT NULL            -- 0: unreferenced; else when its writer started
 );
-";
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        let kind = match &e {
-            rusqlite::Error::SqliteFailure(f, _) => match f.code {
-                DatabaseBusy | DatabaseLocked => ErrorKind::Busy,
-                DatabaseCorrupt | NotADatabase => ErrorKind::Corrupt,
-                DiskFull
-                | CannotOpen
-                | PermissionDenied
-                | ReadOnly
-                | SystemIoFailure
-                | FileLockingProtocolFailed
-                | NoLargeFileSupport => ErrorKind::Io,
-                OutOfMemory => ErrorKind::NoMemory,
-                TooBig => ErrorKind::TooLarge,
-                _ => ErrorKind::Internal,
-            },
-            _ => ErrorKind::Internal,
-        };
-        Error::new(kind, format!("SQLite: {e}"))
-    }
-}
+",
+};
 
 /// How a key was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,68 +102,17 @@ pub(crate) struct Store {
 impl Store {
     /// Opens (creating when needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        values::create_dir(dir)?;
-        values::create_dir(&values::values_dir(dir))?;
-        let db = dir.join("cache.db");
-        // Create the database owner-only before SQLite does (its default is 0644); the
-        // -wal and -shm files inherit these permissions.
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&db)
-            .map_err(|e| values::io_error(e, "cannot open", &db))?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&db, flags).map_err(|e| with_path(e.into(), &db))?;
+        disk::create_dir(dir)?;
+        disk::create_dir(&values::values_dir(dir))?;
+        let conn = sqlite::open(&dir.join("cache.db"), &SCHEMA, |_| Ok(()))?;
         let mut store = Store {
             conn,
             dir: dir.to_owned(),
             removed_orphans: Vec::new(),
             unsynced: Vec::new(),
         };
-        store.configure().map_err(|e| with_path(e, &db))?;
         store.collect_orphans()?;
         Ok(store)
-    }
-
-    /// Pragmas, then the schema only when it is not there yet.
-    fn configure(&mut self) -> Result<()> {
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
-        // journal_mode reads the header first, so a file that is not a database fails here.
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("cannot switch to WAL journal (got {mode})"),
-            ));
-        }
-        self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 67108864;")?;
-        self.conn.set_prepared_statement_cache_capacity(32);
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        match version {
-            SCHEMA_VERSION => Ok(()),
-            0 => {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute_batch(SCHEMA)?;
-                tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-                tx.commit()?;
-                Ok(())
-            }
-            v => Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "store schema version {v} is not one this duckcache reads ({SCHEMA_VERSION})"
-                ),
-            )),
-        }
     }
 
     /// Removes the value files a crashed or finished writer left recorded as orphans.
@@ -224,9 +145,7 @@ impl Store {
         let done = std::mem::take(&mut self.removed_orphans);
         let mut freed = Vec::new();
         let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = sqlite::immediate(&mut self.conn)?;
             if !done.is_empty() {
                 let mut forget = tx.prepare_cached("DELETE FROM orphans WHERE name = ?1")?;
                 for name in &done {
@@ -525,10 +444,10 @@ impl Store {
         // With synchronous=NORMAL commits reach the WAL unsynced: sync it, then let a
         // passive checkpoint move what it can into the database.
         let db = self.dir.join("cache.db");
-        values::sync_path(&PathBuf::from(format!("{}-wal", db.display())))?;
+        disk::sync_path(&PathBuf::from(format!("{}-wal", db.display())))?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        values::sync_path(&db)
+        disk::sync_path(&db)
     }
 
     /// Full cleanup pass: removes files in `values/` that no row names and no writer
@@ -613,8 +532,4 @@ fn read_required(dir: &Path, name: &str, len: u64) -> Result<Vec<u8>> {
             format!("value file {name} named by the store is missing"),
         )
     })
-}
-
-fn with_path(e: Error, path: &Path) -> Error {
-    Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
 }

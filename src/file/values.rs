@@ -2,10 +2,11 @@
 //! `<dir>/values/`, created owner-only, never overwritten, and named uniquely across
 //! processes so a name is never reused while a row or an orphan record may mention it.
 
+use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,22 +16,6 @@ pub const INLINE_MAX: usize = 32 * 1024;
 
 pub(crate) fn values_dir(dir: &Path) -> PathBuf {
     dir.join("values")
-}
-
-/// Creates `path` and its parents owner-only; a path that exists and is not a directory
-/// is an I/O error naming it.
-pub(crate) fn create_dir(path: &Path) -> Result<()> {
-    if path.exists() && !path.is_dir() {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!("{} exists and is not a directory", path.display()),
-        ));
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| io_error(e, "cannot create directory", path))
 }
 
 /// A name no other writer, in this or another process, will ever pick.
@@ -56,7 +41,7 @@ pub(crate) fn write(dir: &Path, name: &str, value: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&path);
-        io_error(e, "cannot write value file", &path)
+        Error::io(e, "cannot write value file", &path)
     })
 }
 
@@ -68,11 +53,11 @@ pub(crate) fn read(dir: &Path, name: &str, expected_len: u64) -> Result<Option<V
     let mut f = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == IoKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(e, "cannot open value file", &path)),
+        Err(e) => return Err(Error::io(e, "cannot open value file", &path)),
     };
     let len = f
         .metadata()
-        .map_err(|e| io_error(e, "cannot stat value file", &path))?
+        .map_err(|e| Error::io(e, "cannot stat value file", &path))?
         .len();
     if len != expected_len {
         return Err(Error::new(
@@ -87,7 +72,7 @@ pub(crate) fn read(dir: &Path, name: &str, expected_len: u64) -> Result<Option<V
     buf.try_reserve_exact(len as usize)
         .map_err(|_| Error::no_memory(len as usize))?;
     f.read_to_end(&mut buf)
-        .map_err(|e| io_error(e, "cannot read value file", &path))?;
+        .map_err(|e| Error::io(e, "cannot read value file", &path))?;
     if buf.len() as u64 != expected_len {
         return Err(Error::new(
             ErrorKind::Corrupt,
@@ -109,37 +94,19 @@ pub(crate) fn sync(dir: &Path, names: &[String]) -> Result<()> {
         match File::open(&path) {
             Ok(f) => f
                 .sync_all()
-                .map_err(|e| io_error(e, "cannot sync value file", &path))?,
+                .map_err(|e| Error::io(e, "cannot sync value file", &path))?,
             Err(e) if e.kind() == IoKind::NotFound => {}
-            Err(e) => return Err(io_error(e, "cannot open value file", &path)),
+            Err(e) => return Err(Error::io(e, "cannot open value file", &path)),
         }
     }
-    sync_path(&values_dir(dir))
-}
-
-/// fsync of a file or directory by path.
-pub(crate) fn sync_path(path: &Path) -> Result<()> {
-    match File::open(path) {
-        Ok(f) => f.sync_all().map_err(|e| io_error(e, "cannot sync", path)),
-        Err(e) if e.kind() == IoKind::NotFound => Ok(()),
-        Err(e) => Err(io_error(e, "cannot open", path)),
-    }
+    disk::sync_path(&values_dir(dir))
 }
 
 /// Names of every file in the values directory (for a full cleanup pass).
 pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
     let vdir = values_dir(dir);
-    let entries = fs::read_dir(&vdir).map_err(|e| io_error(e, "cannot list", &vdir))?;
+    let entries = fs::read_dir(&vdir).map_err(|e| Error::io(e, "cannot list", &vdir))?;
     Ok(entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect())
-}
-
-pub(crate) fn io_error(e: std::io::Error, what: &str, path: &Path) -> Error {
-    let kind = if e.kind() == IoKind::OutOfMemory {
-        ErrorKind::NoMemory
-    } else {
-        ErrorKind::Io
-    };
-    Error::new(kind, format!("{what} {}: {e}", path.display()))
 }
