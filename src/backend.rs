@@ -39,6 +39,39 @@ impl Stats {
     }
 }
 
+/// How a lookup went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Hit,
+    Miss,
+    /// There was an entry, but it had expired; it has been removed.
+    Expired,
+}
+
+impl Stats {
+    /// Counts a lookup's outcome (hit, or miss and maybe expiration); true on a hit.
+    pub(crate) fn count_lookup(&mut self, lookup: Lookup) -> bool {
+        match lookup {
+            Lookup::Hit => self.hits += 1,
+            Lookup::Miss => self.misses += 1,
+            Lookup::Expired => {
+                self.misses += 1;
+                self.expirations += 1;
+            }
+        }
+        lookup == Lookup::Hit
+    }
+
+    /// Counts a removal by delete (an expired entry counts as an expiration).
+    pub(crate) fn count_delete(&mut self, lookup: Lookup) {
+        match lookup {
+            Lookup::Hit => self.deletes += 1,
+            Lookup::Expired => self.expirations += 1,
+            Lookup::Miss => {}
+        }
+    }
+}
+
 /// A cache backend. Every method may be called from any thread at any time; after
 /// [`Backend::close`] every method returns an error of kind `Closed`.
 pub trait Backend: Send + Sync {

@@ -7,6 +7,7 @@
 //! Backends:
 //! - [`MemoryCache`]: in-process, exact LRU bounded by key count, per-entry TTL.
 //! - [`FileCache`]: one SQLite store in a directory, shared by processes, bounded by bytes.
+//! - [`ShardedCache`]: file-cache shards in a directory, started one by one as each fills.
 
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ mod disk;
 pub mod error;
 pub mod file;
 pub mod memory;
+pub mod sharded;
 mod sqlite;
 pub mod ttl;
 
@@ -26,4 +28,5 @@ pub use backend::{Backend, Stats};
 pub use error::{Error, ErrorKind, Result};
 pub use file::{FileCache, INLINE_MAX};
 pub use memory::MemoryCache;
+pub use sharded::ShardedCache;
 pub use ttl::Ttl;

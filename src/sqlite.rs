@@ -2,11 +2,12 @@
 //! (WAL, synchronous NORMAL, busy timeout), schema versioning, and how SQLite errors map
 //! to [`ErrorKind`]s. Used by the file cache's store and the sharded cache's index.
 
+use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a lock held by another process is waited for before `Busy`.
@@ -114,4 +115,13 @@ fn configure(
 /// deadlock upgrading a read lock.
 pub(crate) fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Makes every commit on `conn` durable. With synchronous=NORMAL commits reach the WAL
+/// unsynced: sync it, then let a passive checkpoint move what it can into the database
+/// file `db`, and sync that.
+pub(crate) fn sync(conn: &Connection, db: &Path) -> Result<()> {
+    disk::sync_path(&PathBuf::from(format!("{}-wal", db.display())))?;
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    disk::sync_path(db)
 }

@@ -26,6 +26,14 @@ impl Ttl {
         Ok(Duration::try_from_secs_f64(seconds).map_or(Ttl::Never, Ttl::After))
     }
 
+    /// The wall-clock expiry (Unix seconds) of an entry set at `now`; None = never.
+    pub fn deadline_from(&self, now: f64) -> Option<f64> {
+        match self {
+            Ttl::Never => None,
+            Ttl::After(d) => Some(now + d.as_secs_f64()),
+        }
+    }
+
     /// True for a ttl that is already over when the set happens.
     pub fn is_expired_at_once(&self) -> bool {
         matches!(self, Ttl::After(d) if d.is_zero())

@@ -9,6 +9,7 @@ use super::types::{cache_buf, cache_stats};
 use crate::error::{try_copy, Result};
 use crate::file::FileCache;
 use crate::memory::MemoryCache;
+use crate::sharded::ShardedCache;
 use crate::ttl::Ttl;
 
 impl cache_buf {
@@ -91,6 +92,30 @@ pub unsafe extern "C" fn cache_open_file(
         let dir = unsafe { args::path(dir, "dir") }?;
         let out = unsafe { args::out(out, "out") }?;
         open_into(out, cache_t::new(FileCache::open(dir, size_limit)?))
+    })
+}
+
+/// Opens (creating when needed, with parents) the sharded persistent cache in `dir`:
+/// file-cache stores in sub-folders (shard-000001, ...) filled one after the other, and
+/// an index saying which shard holds each key, so a get costs the same however many
+/// shards there are. shard_size_limit bounds the bytes of keys and values per shard
+/// (0 = 1,000,000,000); an entry larger gives CACHE_ERR_TOO_LARGE. max_open_shards
+/// bounds the shard stores open at once (0 = 128). Writes *out only on CACHE_OK.
+///
+/// # Safety
+/// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn cache_open_sharded(
+    dir: *const std::ffi::c_char,
+    shard_size_limit: u64,
+    max_open_shards: u32,
+    out: *mut *mut cache_t,
+) -> cache_status {
+    boundary("cache_open_sharded", || {
+        let dir = unsafe { args::path(dir, "dir") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        let cache = ShardedCache::open(dir, shard_size_limit, max_open_shards)?;
+        open_into(out, cache_t::new(cache))
     })
 }
 

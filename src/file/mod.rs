@@ -14,7 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use store::{Lookup, Store, Stored};
+use crate::backend::Lookup;
+use store::{Store, Stored};
 
 /// The persistent SQLite-backed cache.
 pub struct FileCache {
@@ -34,18 +35,6 @@ impl State {
         self.store.as_mut().ok_or_else(Error::closed)
     }
 
-    /// Counts a lookup's outcome.
-    fn count(&mut self, lookup: Lookup) -> bool {
-        match lookup {
-            Lookup::Hit => self.stats.hits += 1,
-            Lookup::Miss => self.stats.misses += 1,
-            Lookup::Expired => {
-                self.stats.misses += 1;
-                self.stats.expirations += 1;
-            }
-        }
-        lookup == Lookup::Hit
-    }
 }
 
 impl FileCache {
@@ -74,38 +63,12 @@ impl FileCache {
         self.size_limit
     }
 
-    /// A full cleanup pass over `values/`: removes files no entry names (what a crash
-    /// at the worst moment, or a hand, can leave). Returns how many were removed.
-    pub fn remove_unreferenced_files(&self) -> Result<u64> {
-        self.state.lock().store()?.remove_unreferenced_files()
-    }
-}
-
-impl Backend for FileCache {
-    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+    /// Stores `value` under `key` until the Unix time `expires` (None = never). The
+    /// sharded cache uses this so its index and the shard agree on the expiry.
+    pub(crate) fn set_until(&self, key: &[u8], value: &[u8], expires: Option<f64>) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
-        if self.size_limit != 0 && size > self.size_limit {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the entry is {size} bytes and the cache holds at most {}",
-                    self.size_limit
-                ),
-            ));
-        }
         let mut state = self.state.lock();
         let store = state.store()?;
-        if ttl.is_expired_at_once() {
-            // Dead on arrival: it replaces (removes) the old value and is never stored.
-            let lookup = store.delete(key)?;
-            state.stats.sets += 1;
-            state.stats.expirations += (lookup != Lookup::Miss) as u64;
-            return Ok(());
-        }
-        let expires = match ttl {
-            Ttl::Never => None,
-            Ttl::After(d) => Some(wall_now() + d.as_secs_f64()),
-        };
         let culled = if value.len() < INLINE_MAX {
             store.put(key, Stored::Inline(value), size, expires, self.size_limit)?
         } else {
@@ -129,16 +92,54 @@ impl Backend for FileCache {
         Ok(())
     }
 
+    /// Calls `f` with every entry's key, size and expiry (expired ones included).
+    pub(crate) fn for_each_entry(
+        &self,
+        f: &mut dyn FnMut(&[u8], u64, Option<f64>) -> Result<()>,
+    ) -> Result<()> {
+        self.state.lock().store()?.for_each_entry(f)
+    }
+
+    /// A full cleanup pass over `values/`: removes files no entry names (what a crash
+    /// at the worst moment, or a hand, can leave). Returns how many were removed.
+    pub fn remove_unreferenced_files(&self) -> Result<u64> {
+        self.state.lock().store()?.remove_unreferenced_files()
+    }
+}
+
+impl Backend for FileCache {
+    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+        let size = (key.len() + value.len()) as u64;
+        if self.size_limit != 0 && size > self.size_limit {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the entry is {size} bytes and the cache holds at most {}",
+                    self.size_limit
+                ),
+            ));
+        }
+        if ttl.is_expired_at_once() {
+            // Dead on arrival: it replaces (removes) the old value and is never stored.
+            let mut state = self.state.lock();
+            let lookup = state.store()?.delete(key)?;
+            state.stats.sets += 1;
+            state.stats.expirations += (lookup != Lookup::Miss) as u64;
+            return Ok(());
+        }
+        self.set_until(key, value, ttl.deadline_from(wall_now()))
+    }
+
     fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
         let mut state = self.state.lock();
         let lookup = state.store()?.get(key, visit)?;
-        Ok(state.count(lookup))
+        Ok(state.stats.count_lookup(lookup))
     }
 
     fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
         let mut state = self.state.lock();
         let lookup = state.store()?.pop(key, visit)?;
-        let hit = state.count(lookup);
+        let hit = state.stats.count_lookup(lookup);
         state.stats.deletes += hit as u64;
         Ok(hit)
     }
@@ -146,16 +147,13 @@ impl Backend for FileCache {
     fn has(&self, key: &[u8]) -> Result<bool> {
         let mut state = self.state.lock();
         let lookup = state.store()?.has(key)?;
-        Ok(state.count(lookup))
+        Ok(state.stats.count_lookup(lookup))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
         let mut state = self.state.lock();
-        match state.store()?.delete(key)? {
-            Lookup::Hit => state.stats.deletes += 1,
-            Lookup::Expired => state.stats.expirations += 1,
-            Lookup::Miss => {}
-        }
+        let lookup = state.store()?.delete(key)?;
+        state.stats.count_delete(lookup);
         Ok(())
     }
 

@@ -17,6 +17,7 @@
 //!   file, and no crash leaks a file past the next open, without scanning `values/`.
 
 use super::values;
+use crate::backend::Lookup;
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
@@ -60,15 +61,6 @@ CREATE TABLE IF NOT EXISTS orphans (
 );
 ",
 };
-
-/// How a key was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lookup {
-    Hit,
-    Miss,
-    /// There was an entry, but it had expired; it has been removed.
-    Expired,
-}
 
 /// Where a value being stored lives.
 pub(crate) enum Stored<'a> {
@@ -441,13 +433,21 @@ impl Store {
         }
         values::sync(&self.dir, &self.unsynced)?;
         self.unsynced.clear();
-        // With synchronous=NORMAL commits reach the WAL unsynced: sync it, then let a
-        // passive checkpoint move what it can into the database.
-        let db = self.dir.join("cache.db");
-        disk::sync_path(&PathBuf::from(format!("{}-wal", db.display())))?;
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        disk::sync_path(&db)
+        sqlite::sync(&self.conn, &self.dir.join("cache.db"))
+    }
+
+    /// Calls `f` with every entry's key, size and expiry (expired ones included).
+    pub fn for_each_entry(
+        &mut self,
+        f: &mut dyn FnMut(&[u8], u64, Option<f64>) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT key, size, expires FROM entries")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let key: Vec<u8> = row.get(0)?;
+            f(&key, row.get::<_, i64>(1)?.max(0) as u64, row.get(2)?)?;
+        }
+        Ok(())
     }
 
     /// Full cleanup pass: removes files in `values/` that no row names and no writer

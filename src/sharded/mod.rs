@@ -1,0 +1,475 @@
+//! Sharded persistent cache (the seed's DynamicFileCache): a directory of file-cache
+//! stores ("shards") that grows one shard at a time as each fills up.
+//!
+//! Layout of `<dir>`:
+//! - `index.db`: which shard holds each key, and how full each shard is (see [`index`]).
+//! - `shard-000001/`, `shard-000002/`, ...: one [`FileCache`] store each, numbered in
+//!   creation order. A set goes to the newest shard while the entry fits under the shard
+//!   size limit; otherwise a new shard is started.
+//!
+//! Unlike the seed, a get reads one index row and one shard whatever the number of
+//! shards, and shard sizes are tracked by the index instead of summing files on every
+//! set. If `index.db` is lost, the next open rebuilds it from the shards (newest copy of
+//! a key wins).
+
+mod index;
+
+use crate::backend::{Backend, Lookup, Stats};
+use crate::clock::wall_now;
+use crate::disk;
+use crate::error::{Error, ErrorKind, Result};
+use crate::file::FileCache;
+use crate::sqlite;
+use crate::ttl::Ttl;
+use index::Placement;
+use parking_lot::Mutex;
+use rusqlite::{Connection, Transaction};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Shard size limit used when 0 is given (the seed's DEFAULT_SHARD_SIZE, 1 GB).
+pub const DEFAULT_SHARD_SIZE: u64 = 1_000_000_000;
+
+/// Open shard limit used when 0 is given (the seed's default).
+pub const DEFAULT_MAX_OPEN_SHARDS: u32 = 128;
+
+/// Superseded copies removed at the start of each write (more at open and close).
+const STALE_PER_WRITE: u32 = 4;
+
+/// The sharded persistent cache.
+pub struct ShardedCache {
+    dir: PathBuf,
+    shard_size_limit: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The index connection; None once closed.
+    index: Option<Connection>,
+    shards: OpenShards,
+    stats: Stats,
+}
+
+/// The shard stores currently open, at most `max_open`, least recently used closed first.
+struct OpenShards {
+    dir: PathBuf,
+    max_open: usize,
+    open: HashMap<i64, OpenShard>,
+    uses: u64,
+}
+
+struct OpenShard {
+    cache: FileCache,
+    last_use: u64,
+    /// Written since the last save: saved before it is closed to make room.
+    dirty: bool,
+}
+
+fn shard_dir(dir: &Path, id: i64) -> PathBuf {
+    dir.join(format!("shard-{id:06}"))
+}
+
+/// The ids of the shard folders in `dir`.
+fn shards_on_disk(dir: &Path) -> Result<Vec<i64>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(e, "cannot list", dir))?;
+    let mut ids: Vec<i64> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let id = e.file_name().to_str()?.strip_prefix("shard-")?.parse().ok()?;
+            (id > 0 && e.file_type().ok()?.is_dir()).then_some(id)
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+impl OpenShards {
+    /// The shard `id`, opened (and created) when needed. `for_write` marks it for the
+    /// next save.
+    fn get(&mut self, id: i64, for_write: bool) -> Result<&FileCache> {
+        self.uses += 1;
+        if !self.open.contains_key(&id) {
+            if self.open.len() >= self.max_open {
+                self.close_least_recent()?;
+            }
+            let cache = FileCache::open(shard_dir(&self.dir, id), 0)?;
+            self.open.insert(
+                id,
+                OpenShard {
+                    cache,
+                    last_use: 0,
+                    dirty: false,
+                },
+            );
+        }
+        let shard = self.open.get_mut(&id).expect("inserted above");
+        shard.last_use = self.uses;
+        shard.dirty |= for_write;
+        Ok(&shard.cache)
+    }
+
+    fn close_least_recent(&mut self) -> Result<()> {
+        let Some(id) = self.open.iter().min_by_key(|(_, s)| s.last_use).map(|(id, _)| *id)
+        else {
+            return Ok(());
+        };
+        let shard = self.open.remove(&id).expect("found above");
+        let saved = if shard.dirty { shard.cache.save() } else { Ok(()) };
+        let closed = shard.cache.close();
+        saved.and(closed)
+    }
+
+    fn save_all(&mut self) -> Result<()> {
+        for shard in self.open.values_mut().filter(|s| s.dirty) {
+            shard.cache.save()?;
+            shard.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Closes every shard; the first error is returned after all were tried.
+    fn close_all(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        for (_, shard) in self.open.drain() {
+            result = result.and(shard.cache.close());
+        }
+        result
+    }
+}
+
+impl State {
+    fn index(&self) -> Result<&Connection> {
+        self.index.as_ref().ok_or_else(Error::closed)
+    }
+
+    /// Runs `f` in a write transaction on the index (see [`index`] for why every shard
+    /// change happens inside one), after removing a few superseded copies.
+    fn write<R>(
+        &mut self,
+        f: impl FnOnce(&Transaction, &mut OpenShards) -> Result<R>,
+    ) -> Result<R> {
+        let State { index, shards, .. } = self;
+        let tx = sqlite::immediate(index.as_mut().ok_or_else(Error::closed)?)?;
+        // Best effort: a copy that cannot be removed now is tried again later, and is
+        // never returned meanwhile.
+        let _ = remove_stale(&tx, shards, STALE_PER_WRITE);
+        let r = f(&tx, shards)?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// Removes every superseded copy (at open and close).
+    fn remove_all_stale(&mut self) -> Result<()> {
+        while self.write(|tx, shards| remove_stale(tx, shards, 64))? > 0 {}
+        Ok(())
+    }
+}
+
+/// Removes up to `limit` superseded copies from their shards; returns how many.
+fn remove_stale(tx: &Transaction, shards: &mut OpenShards, limit: u32) -> Result<usize> {
+    let stale = index::stale(tx, limit)?;
+    for (shard, key) in &stale {
+        shards.get(*shard, true)?.delete(key)?;
+        index::forget_stale(tx, *shard, key)?;
+    }
+    Ok(stale.len())
+}
+
+/// Fills a new index from the shards already on disk, newest first, so the newest copy
+/// of each key wins and older ones are recorded as stale.
+fn rebuild_index(tx: &Transaction, dir: &Path) -> Result<()> {
+    for id in shards_on_disk(dir)?.into_iter().rev() {
+        index::add_shard_with_id(tx, id)?;
+        let shard = FileCache::open(shard_dir(dir, id), 0)?;
+        let adopted = shard.for_each_entry(&mut |key, size, expires| {
+            index::adopt(tx, key, id, size, expires)
+        });
+        shard.close()?;
+        adopted?;
+    }
+    Ok(())
+}
+
+/// The shard a new entry of `size` bytes goes to: the newest while it fits, else a new
+/// one. `old` is the key's current placement, whose bytes the set frees. Expired
+/// entries removed to make room are counted in `expired`.
+fn writable_shard(
+    tx: &Transaction,
+    shards: &mut OpenShards,
+    size: u64,
+    limit: u64,
+    old: Option<Placement>,
+    expired: &mut u64,
+) -> Result<i64> {
+    let fits = |tx: &Transaction| -> Result<Option<i64>> {
+        Ok(index::newest_shard(tx)?.and_then(|(id, used)| {
+            let used = match old {
+                Some(o) if o.shard == id => used.saturating_sub(o.size),
+                _ => used,
+            };
+            (used == 0 || used + size <= limit).then_some(id)
+        }))
+    };
+    if let Some(id) = fits(tx)? {
+        return Ok(id);
+    }
+    // Before starting a new shard, reclaim the space of expired entries.
+    *expired = purge_expired(tx, shards)?;
+    if *expired > 0 {
+        if let Some(id) = fits(tx)? {
+            return Ok(id);
+        }
+    }
+    index::add_shard(tx)
+}
+
+/// Removes every expired entry from the index and its shard; returns how many.
+fn purge_expired(tx: &Transaction, shards: &mut OpenShards) -> Result<u64> {
+    let expired = index::remove_expired(tx, wall_now())?;
+    for (shard, key) in &expired {
+        shards.get(*shard, true)?.delete(key)?;
+    }
+    Ok(expired.len() as u64)
+}
+
+impl ShardedCache {
+    /// Opens the sharded cache in `dir` (created with parents when missing).
+    /// `shard_size_limit` bounds the bytes of keys and values per shard (0 = the default
+    /// 1 GB); `max_open_shards` bounds the shard stores open at once (0 = 128).
+    pub fn open(
+        dir: impl AsRef<Path>,
+        shard_size_limit: u64,
+        max_open_shards: u32,
+    ) -> Result<ShardedCache> {
+        let dir = dir.as_ref().to_owned();
+        disk::create_dir(&dir)?;
+        let index = index::open(&dir.join("index.db"), |tx| rebuild_index(tx, &dir))?;
+        let max_open = match max_open_shards {
+            0 => DEFAULT_MAX_OPEN_SHARDS,
+            n => n,
+        };
+        let cache = ShardedCache {
+            shard_size_limit: match shard_size_limit {
+                0 => DEFAULT_SHARD_SIZE,
+                n => n,
+            },
+            state: Mutex::new(State {
+                index: Some(index),
+                shards: OpenShards {
+                    dir: dir.clone(),
+                    max_open: max_open as usize,
+                    open: HashMap::new(),
+                    uses: 0,
+                },
+                stats: Stats::default(),
+            }),
+            dir,
+        };
+        cache.state.lock().remove_all_stale()?;
+        Ok(cache)
+    }
+
+    /// The directory holding the index and the shards.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The bytes of keys and values each shard is filled up to.
+    pub fn shard_size_limit(&self) -> u64 {
+        self.shard_size_limit
+    }
+
+    /// How many shards exist.
+    pub fn shard_count(&self) -> Result<u64> {
+        let state = self.state.lock();
+        Ok(index::shard_ids(state.index()?)?.len() as u64)
+    }
+
+    /// How many shard stores are open right now.
+    pub fn open_shard_count(&self) -> usize {
+        self.state.lock().shards.open.len()
+    }
+
+    /// Looks `key` up, then asks its shard with `probe`. Lock-free of other writers in
+    /// the common case; when the row's shard lacks the key (a writer moved it meanwhile,
+    /// or a crash left the row behind) it looks again under the write lock and drops a
+    /// row that is really left behind.
+    fn find(&self, key: &[u8], probe: &mut dyn FnMut(&FileCache) -> Result<bool>) -> Result<bool> {
+        let mut state = self.state.lock();
+        let now = wall_now();
+        let lookup = match index::placement(state.index()?, key)? {
+            None => Lookup::Miss,
+            Some(p) if p.is_expired_at(now) => remove_if_expired(&mut state, key)?,
+            Some(p) => {
+                if probe(state.shards.get(p.shard, false)?)? {
+                    Lookup::Hit
+                } else {
+                    state.write(|tx, shards| match index::placement(tx, key)? {
+                        None => Ok(Lookup::Miss),
+                        Some(p) => {
+                            if probe(shards.get(p.shard, false)?)? {
+                                return Ok(Lookup::Hit);
+                            }
+                            index::remove(tx, key)?;
+                            Ok(Lookup::Miss)
+                        }
+                    })?
+                }
+            }
+        };
+        Ok(state.stats.count_lookup(lookup))
+    }
+}
+
+/// Removes `key` if it has expired by now (checked again under the write lock).
+fn remove_if_expired(state: &mut State, key: &[u8]) -> Result<Lookup> {
+    state.write(|tx, shards| {
+        let now = wall_now();
+        match index::placement(tx, key)? {
+            Some(p) if p.is_expired_at(now) => {
+                index::remove(tx, key)?;
+                shards.get(p.shard, true)?.delete(key)?;
+                Ok(Lookup::Expired)
+            }
+            _ => Ok(Lookup::Miss),
+        }
+    })
+}
+
+impl Backend for ShardedCache {
+    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+        let size = (key.len() + value.len()) as u64;
+        let limit = self.shard_size_limit;
+        if size > limit {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("the entry is {size} bytes and a shard holds at most {limit}"),
+            ));
+        }
+        let mut state = self.state.lock();
+        if ttl.is_expired_at_once() {
+            // Dead on arrival: it replaces (removes) the old value and is never stored.
+            let existed = state.write(|tx, shards| {
+                let old = index::remove(tx, key)?;
+                if let Some(o) = old {
+                    shards.get(o.shard, true)?.delete(key)?;
+                }
+                Ok(old.is_some())
+            })?;
+            state.stats.sets += 1;
+            state.stats.expirations += existed as u64;
+            return Ok(());
+        }
+        let expires = ttl.deadline_from(wall_now());
+        let expired = state.write(|tx, shards| {
+            let old = index::placement(tx, key)?;
+            let mut expired = 0;
+            let shard = writable_shard(tx, shards, size, limit, old, &mut expired)?;
+            shards.get(shard, true)?.set_until(key, value, expires)?;
+            index::place(tx, key, shard, size, expires, old)?;
+            Ok(expired)
+        })?;
+        state.stats.sets += 1;
+        state.stats.expirations += expired;
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        self.find(key, &mut |shard| shard.get(key, visit))
+    }
+
+    fn has(&self, key: &[u8]) -> Result<bool> {
+        self.find(key, &mut |shard| shard.has(key))
+    }
+
+    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        let mut state = self.state.lock();
+        let now = wall_now();
+        // Removing the row under the index lock is what makes the pop exactly-once
+        // across processes; the shard's own pop hands over the value.
+        let lookup = state.write(|tx, shards| {
+            let Some(p) = index::remove(tx, key)? else {
+                return Ok(Lookup::Miss);
+            };
+            let shard = shards.get(p.shard, true)?;
+            if p.is_expired_at(now) {
+                shard.delete(key)?;
+                return Ok(Lookup::Expired);
+            }
+            Ok(if shard.pop(key, visit)? {
+                Lookup::Hit
+            } else {
+                Lookup::Miss
+            })
+        })?;
+        let hit = state.stats.count_lookup(lookup);
+        state.stats.deletes += hit as u64;
+        Ok(hit)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut state = self.state.lock();
+        let now = wall_now();
+        let lookup = state.write(|tx, shards| {
+            let Some(p) = index::remove(tx, key)? else {
+                return Ok(Lookup::Miss);
+            };
+            shards.get(p.shard, true)?.delete(key)?;
+            Ok(if p.is_expired_at(now) {
+                Lookup::Expired
+            } else {
+                Lookup::Hit
+            })
+        })?;
+        state.stats.count_delete(lookup);
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        let removed = state.write(|tx, shards| {
+            let removed = index::clear(tx)?;
+            for id in index::shard_ids(tx)? {
+                shards.get(id, true)?.clear()?;
+            }
+            Ok(removed)
+        })?;
+        state.stats.deletes += removed;
+        Ok(())
+    }
+
+    fn len(&self) -> Result<u64> {
+        index::live_count(self.state.lock().index()?, wall_now())
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let state = self.state.lock();
+        let index = state.index()?;
+        let entries = index::live_count(index, wall_now())?;
+        let (_, bytes) = index::totals(index)?;
+        Ok(Stats {
+            entries,
+            bytes,
+            ..state.stats
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        state.index()?;
+        state.shards.save_all()?;
+        sqlite::sync(state.index()?, &self.dir.join("index.db"))
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.index.is_none() {
+            return Ok(());
+        }
+        let cleaned = state.remove_all_stale();
+        let shards_closed = state.shards.close_all();
+        let index = state.index.take().expect("checked above");
+        let index_closed = index.close().map_err(|(_, e)| e.into());
+        cleaned.and(shards_closed).and(index_closed)
+    }
+}

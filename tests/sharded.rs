@@ -1,0 +1,295 @@
+//! The sharded persistent cache through the Backend trait.
+
+mod common;
+
+use common::TempDir;
+use duckcache::{Backend, ErrorKind, FileCache, ShardedCache, Ttl, INLINE_MAX};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn shard_folders(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("shard-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Keys held by the store of one shard folder, read directly.
+fn keys_in_shard(dir: &Path, name: &str) -> usize {
+    let shard = FileCache::open(dir.join(name), 0).unwrap();
+    let n = shard.len().unwrap() as usize;
+    shard.close().unwrap();
+    n
+}
+
+#[test]
+fn every_operation() {
+    let dir = TempDir::new("sharded-ops");
+    let c = ShardedCache::open(dir.path(), 0, 0).unwrap();
+    assert_eq!(c.shard_size_limit(), 1_000_000_000);
+    assert_eq!(c.get_vec(b"a").unwrap(), None);
+    c.set(b"a", b"1", Ttl::Never).unwrap();
+    c.set(b"a", b"22", Ttl::Never).unwrap();
+    c.set(b"", b"", Ttl::Never).unwrap();
+    c.set(b"\0\xff", b"\0", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"a").unwrap(), Some(b"22".to_vec()));
+    assert_eq!(c.get_vec(b"").unwrap(), Some(vec![]));
+    assert_eq!(c.get_vec(b"\0\xff").unwrap(), Some(vec![0]));
+    assert!(c.has(b"a").unwrap());
+    assert!(!c.has(b"b").unwrap());
+    assert_eq!(c.len().unwrap(), 3);
+    assert_eq!(c.stats().unwrap().bytes, 3 + 2 + 1);
+    assert_eq!(c.pop_vec(b"a").unwrap(), Some(b"22".to_vec()));
+    assert_eq!(c.pop_vec(b"a").unwrap(), None);
+    c.delete(b"").unwrap();
+    c.delete(b"").unwrap();
+    assert_eq!(c.len().unwrap(), 1);
+    c.clear().unwrap();
+    assert_eq!(c.len().unwrap(), 0);
+    let s = c.stats().unwrap();
+    assert_eq!(
+        (s.sets, s.hits, s.misses, s.deletes, s.entries, s.bytes),
+        (4, 5, 3, 3, 0, 0)
+    );
+    c.save().unwrap();
+    c.close().unwrap();
+    c.close().unwrap();
+}
+
+#[test]
+fn rolls_over_to_new_shards_in_creation_order() {
+    let dir = TempDir::new("sharded-roll");
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    let value = vec![7u8; 297]; // 300 bytes with a 3-byte key: three fit a shard
+    for i in 0..10 {
+        c.set(format!("k{i:02}").as_bytes(), &value, Ttl::Never)
+            .unwrap();
+    }
+    assert_eq!(c.shard_count().unwrap(), 4);
+    assert_eq!(
+        shard_folders(dir.path()),
+        ["shard-000001", "shard-000002", "shard-000003", "shard-000004"]
+    );
+    for i in 0..10 {
+        assert_eq!(
+            c.get_vec(format!("k{i:02}").as_bytes()).unwrap().as_deref(),
+            Some(&value[..])
+        );
+    }
+    assert_eq!(c.len().unwrap(), 10);
+    assert_eq!(c.stats().unwrap().bytes, 3000);
+    // An entry that can never fit a shard is refused and changes nothing.
+    let e = c.set(b"big", &[0u8; 1000], Ttl::Never).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+    assert_eq!(c.len().unwrap(), 10);
+    c.close().unwrap();
+    // Shards and their order survive a restart; sets continue in the newest one.
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    assert_eq!(c.shard_count().unwrap(), 4);
+    c.set(b"k10", &value, Ttl::Never).unwrap();
+    c.set(b"k11", &value, Ttl::Never).unwrap();
+    assert_eq!(c.shard_count().unwrap(), 4);
+    c.set(b"k12", &value, Ttl::Never).unwrap();
+    assert_eq!(c.shard_count().unwrap(), 5);
+    assert_eq!(c.len().unwrap(), 13);
+}
+
+#[test]
+fn newest_value_wins_and_older_copies_go() {
+    let dir = TempDir::new("sharded-newest");
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    c.set(b"key", b"old", Ttl::Never).unwrap();
+    c.set(b"pad", &[1u8; 990], Ttl::Never).unwrap(); // shard 1 now holds 999 bytes
+    c.set(b"key", b"newer value", Ttl::Never).unwrap();
+    c.set(b"key", b"newest value", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"key").unwrap(), Some(b"newest value".to_vec()));
+    assert_eq!(c.shard_count().unwrap(), 2);
+    c.close().unwrap();
+    assert_eq!(keys_in_shard(dir.path(), "shard-000001"), 1, "only pad");
+    assert_eq!(keys_in_shard(dir.path(), "shard-000002"), 1, "only key");
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    assert_eq!(c.get_vec(b"key").unwrap(), Some(b"newest value".to_vec()));
+    // Delete and pop reach the key wherever it is.
+    c.delete(b"key").unwrap();
+    assert_eq!(c.get_vec(b"key").unwrap(), None);
+    assert_eq!(c.pop_vec(b"pad").unwrap(), Some(vec![1u8; 990]));
+    assert_eq!(c.len().unwrap(), 0);
+}
+
+#[test]
+fn lost_index_is_rebuilt_from_the_shards() {
+    let dir = TempDir::new("sharded-rebuild");
+    {
+        let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+        for i in 0..6 {
+            c.set(format!("k{i}").as_bytes(), &[i as u8; 400], Ttl::Never)
+                .unwrap();
+        }
+        c.close().unwrap();
+    }
+    // Plant an older copy of k5 in the first shard, as a crash could leave.
+    let first = FileCache::open(dir.path().join("shard-000001"), 0).unwrap();
+    first.set(b"k5", b"stale", Ttl::Never).unwrap();
+    first.close().unwrap();
+    for f in ["index.db", "index.db-wal", "index.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    assert_eq!(c.shard_count().unwrap(), 3);
+    assert_eq!(c.len().unwrap(), 6);
+    for i in 0..6 {
+        assert_eq!(
+            c.get_vec(format!("k{i}").as_bytes()).unwrap(),
+            Some(vec![i as u8; 400])
+        );
+    }
+    c.close().unwrap();
+    assert_eq!(keys_in_shard(dir.path(), "shard-000001"), 2, "stale k5 removed");
+}
+
+#[test]
+fn at_most_max_open_shards_are_open() {
+    let dir = TempDir::new("sharded-lru");
+    let c = ShardedCache::open(dir.path(), 100, 2).unwrap();
+    for i in 0..8 {
+        c.set(format!("k{i}").as_bytes(), &[i as u8; 90], Ttl::Never)
+            .unwrap();
+    }
+    assert_eq!(c.shard_count().unwrap(), 8);
+    assert!(c.open_shard_count() <= 2);
+    for round in 0..2 {
+        for i in 0..8 {
+            assert_eq!(
+                c.get_vec(format!("k{i}").as_bytes()).unwrap(),
+                Some(vec![i as u8; 90]),
+                "round {round}"
+            );
+            assert!(c.open_shard_count() <= 2);
+        }
+    }
+    c.clear().unwrap();
+    assert!(c.open_shard_count() <= 2);
+    assert_eq!(c.len().unwrap(), 0);
+}
+
+#[test]
+fn ttl_expiry_and_space_reclaimed_before_a_new_shard() {
+    let dir = TempDir::new("sharded-ttl");
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    c.set(b"short", &[0u8; 600], Ttl::After(Duration::from_millis(200)))
+        .unwrap();
+    c.set(b"keep", b"v", Ttl::Never).unwrap();
+    c.set(b"gone", b"v", Ttl::After(Duration::ZERO)).unwrap();
+    assert!(c.has(b"short").unwrap());
+    assert!(!c.has(b"gone").unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.len().unwrap(), 1);
+    // The expired 600 bytes are reclaimed instead of starting a second shard.
+    c.set(b"next", &[0u8; 600], Ttl::Never).unwrap();
+    assert_eq!(c.shard_count().unwrap(), 1);
+    assert_eq!(c.get_vec(b"short").unwrap(), None);
+    assert_eq!(c.len().unwrap(), 2);
+    assert_eq!(c.stats().unwrap().expirations, 1);
+}
+
+#[test]
+fn large_values_across_shards() {
+    let dir = TempDir::new("sharded-large");
+    let c = ShardedCache::open(dir.path(), 3 * INLINE_MAX as u64, 0).unwrap();
+    let big = |seed: u8| -> Vec<u8> { (0..INLINE_MAX * 2).map(|i| (i as u8) ^ seed).collect() };
+    for i in 0..4u8 {
+        c.set(&[i], &big(i), Ttl::Never).unwrap();
+    }
+    c.set(&[0], &big(9), Ttl::Never).unwrap();
+    assert_eq!(c.shard_count().unwrap(), 5);
+    assert_eq!(c.get_vec(&[0]).unwrap(), Some(big(9)));
+    assert_eq!(c.pop_vec(&[3]).unwrap(), Some(big(3)));
+    assert_eq!(c.len().unwrap(), 3);
+}
+
+#[test]
+fn handles_on_one_directory_see_each_other() {
+    let dir = TempDir::new("sharded-shared");
+    let a = ShardedCache::open(dir.path(), 500, 0).unwrap();
+    let b = ShardedCache::open(dir.path(), 500, 0).unwrap();
+    a.set(b"k", b"from a", Ttl::Never).unwrap();
+    assert_eq!(b.get_vec(b"k").unwrap(), Some(b"from a".to_vec()));
+    // A shard created by a is used by b, and b's newer value is what a reads.
+    a.set(b"fill", &[0u8; 450], Ttl::Never).unwrap();
+    a.set(b"x", &[0u8; 100], Ttl::Never).unwrap();
+    assert_eq!(a.shard_count().unwrap(), 2);
+    b.set(b"k", b"from b", Ttl::Never).unwrap();
+    assert_eq!(b.shard_count().unwrap(), 2);
+    assert_eq!(a.get_vec(b"k").unwrap(), Some(b"from b".to_vec()));
+    a.delete(b"k").unwrap();
+    assert_eq!(b.get_vec(b"k").unwrap(), None);
+    assert!(!b.has(b"k").unwrap());
+    assert_eq!(b.len().unwrap(), 2);
+}
+
+#[test]
+fn pop_is_exactly_once_across_handles_and_threads() {
+    let dir = TempDir::new("sharded-pop");
+    let handles: Vec<Arc<ShardedCache>> = (0..2)
+        .map(|_| Arc::new(ShardedCache::open(dir.path(), 2000, 4).unwrap()))
+        .collect();
+    const KEYS: usize = 200;
+    for i in 0..KEYS {
+        handles[0]
+            .set(format!("k{i}").as_bytes(), &[1u8; 50], Ttl::Never)
+            .unwrap();
+    }
+    let popped = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let c = handles[t % 2].clone();
+            let popped = popped.clone();
+            std::thread::spawn(move || {
+                for i in 0..KEYS {
+                    if c.pop_vec(format!("k{i}").as_bytes()).unwrap().is_some() {
+                        popped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(popped.load(Ordering::Relaxed), KEYS);
+    assert_eq!(handles[1].len().unwrap(), 0);
+}
+
+#[test]
+fn path_that_is_a_file_is_io() {
+    let dir = TempDir::new("sharded-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let e = ShardedCache::open(&file, 0, 0).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Io);
+}
+
+#[test]
+fn damaged_index_is_corrupt() {
+    let dir = TempDir::new("sharded-damaged");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(dir.path().join("index.db"), vec![0x5au8; 8192]).unwrap();
+    let e = ShardedCache::open(dir.path(), 0, 0).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.message().contains("index.db"), "{e}");
+}
+
+#[test]
+fn closed_cache_refuses_everything() {
+    let dir = TempDir::new("sharded-closed");
+    let c = ShardedCache::open(dir.path(), 0, 0).unwrap();
+    c.set(b"a", b"1", Ttl::Never).unwrap();
+    c.close().unwrap();
+    common::assert_refuses_everything_closed(&c);
+}
