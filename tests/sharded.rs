@@ -73,7 +73,12 @@ fn rolls_over_to_new_shards_in_creation_order() {
     assert_eq!(c.shard_count().unwrap(), 4);
     assert_eq!(
         shard_folders(dir.path()),
-        ["shard-000001", "shard-000002", "shard-000003", "shard-000004"]
+        [
+            "shard-000001",
+            "shard-000002",
+            "shard-000003",
+            "shard-000004"
+        ]
     );
     for i in 0..10 {
         assert_eq!(
@@ -149,7 +154,11 @@ fn lost_index_is_rebuilt_from_the_shards() {
         );
     }
     c.close().unwrap();
-    assert_eq!(keys_in_shard(dir.path(), "shard-000001"), 2, "stale k5 removed");
+    assert_eq!(
+        keys_in_shard(dir.path(), "shard-000001"),
+        2,
+        "stale k5 removed"
+    );
 }
 
 #[test]
@@ -181,8 +190,12 @@ fn at_most_max_open_shards_are_open() {
 fn ttl_expiry_and_space_reclaimed_before_a_new_shard() {
     let dir = TempDir::new("sharded-ttl");
     let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
-    c.set(b"short", &[0u8; 600], Ttl::After(Duration::from_millis(200)))
-        .unwrap();
+    c.set(
+        b"short",
+        &[0u8; 600],
+        Ttl::After(Duration::from_millis(200)),
+    )
+    .unwrap();
     c.set(b"keep", b"v", Ttl::Never).unwrap();
     c.set(b"gone", b"v", Ttl::After(Duration::ZERO)).unwrap();
     assert!(c.has(b"short").unwrap());

@@ -8,13 +8,13 @@ mod values;
 pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
+use crate::backend::Lookup;
 use crate::backend::{Backend, Stats};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use crate::backend::Lookup;
 use store::{Store, Stored};
 
 /// The persistent SQLite-backed cache.
@@ -34,7 +34,6 @@ impl State {
     fn store(&mut self) -> Result<&mut Store> {
         self.store.as_mut().ok_or_else(Error::closed)
     }
-
 }
 
 impl FileCache {
@@ -93,10 +92,7 @@ impl FileCache {
     }
 
     /// Calls `f` with every entry's key, size and expiry (expired ones included).
-    pub(crate) fn for_each_entry(
-        &self,
-        f: &mut dyn FnMut(&[u8], u64, Option<f64>) -> Result<()>,
-    ) -> Result<()> {
+    pub(crate) fn for_each_entry(&self, f: &mut store::EntryVisitor) -> Result<()> {
         self.state.lock().store()?.for_each_entry(f)
     }
 

@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS orphans (
 ",
 };
 
+/// Called with an entry's key, size (bytes of key and value) and expiry.
+pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], u64, Option<f64>) -> Result<()> + 'a;
+
 /// Where a value being stored lives.
 pub(crate) enum Stored<'a> {
     Inline(&'a [u8]),
@@ -437,11 +440,10 @@ impl Store {
     }
 
     /// Calls `f` with every entry's key, size and expiry (expired ones included).
-    pub fn for_each_entry(
-        &mut self,
-        f: &mut dyn FnMut(&[u8], u64, Option<f64>) -> Result<()>,
-    ) -> Result<()> {
-        let mut stmt = self.conn.prepare("SELECT key, size, expires FROM entries")?;
+    pub fn for_each_entry(&mut self, f: &mut EntryVisitor) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, size, expires FROM entries")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let key: Vec<u8> = row.get(0)?;

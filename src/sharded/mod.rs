@@ -75,7 +75,12 @@ fn shards_on_disk(dir: &Path) -> Result<Vec<i64>> {
     let mut ids: Vec<i64> = entries
         .filter_map(|e| {
             let e = e.ok()?;
-            let id = e.file_name().to_str()?.strip_prefix("shard-")?.parse().ok()?;
+            let id = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("shard-")?
+                .parse()
+                .ok()?;
             (id > 0 && e.file_type().ok()?.is_dir()).then_some(id)
         })
         .collect();
@@ -109,12 +114,20 @@ impl OpenShards {
     }
 
     fn close_least_recent(&mut self) -> Result<()> {
-        let Some(id) = self.open.iter().min_by_key(|(_, s)| s.last_use).map(|(id, _)| *id)
+        let Some(id) = self
+            .open
+            .iter()
+            .min_by_key(|(_, s)| s.last_use)
+            .map(|(id, _)| *id)
         else {
             return Ok(());
         };
         let shard = self.open.remove(&id).expect("found above");
-        let saved = if shard.dirty { shard.cache.save() } else { Ok(()) };
+        let saved = if shard.dirty {
+            shard.cache.save()
+        } else {
+            Ok(())
+        };
         let closed = shard.cache.close();
         saved.and(closed)
     }
@@ -181,9 +194,8 @@ fn rebuild_index(tx: &Transaction, dir: &Path) -> Result<()> {
     for id in shards_on_disk(dir)?.into_iter().rev() {
         index::add_shard_with_id(tx, id)?;
         let shard = FileCache::open(shard_dir(dir, id), 0)?;
-        let adopted = shard.for_each_entry(&mut |key, size, expires| {
-            index::adopt(tx, key, id, size, expires)
-        });
+        let adopted = shard
+            .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
         shard.close()?;
         adopted?;
     }
