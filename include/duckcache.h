@@ -115,6 +115,30 @@ cache_status cache_open_memory(uint64_t max_keys, struct cache_t **out);
 // `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
 cache_status cache_open_file(const char *dir, uint64_t size_limit, struct cache_t **out);
 
+// Opens (creating when needed, with parents) the sharded persistent cache in `dir`:
+// file-cache stores in sub-folders (shard-000001, ...) filled one after the other, and
+// an index saying which shard holds each key, so a get costs the same however many
+// shards there are. shard_size_limit bounds the bytes of keys and values per shard
+// (0 = 1,000,000,000); an entry larger gives CACHE_ERR_TOO_LARGE. max_open_shards
+// bounds the shard stores open at once (0 = 128). Writes *out only on CACHE_OK.
+//
+// # Safety
+// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
+cache_status cache_open_sharded(const char *dir,
+                                uint64_t shard_size_limit,
+                                uint32_t max_open_shards,
+                                struct cache_t **out);
+
+// Opens (creating when needed, with parents) the key-as-folder persistent cache in
+// `dir`: one sub-folder per key holding plain files (`value`, byte for byte, and
+// `meta`, the full key and expiry), named by a reversible encoding that keeps every key
+// inside `dir`; symbolic links in `dir` are never followed. At most max_open operations
+// of the handle touch the disk at once (0 = 128). Writes *out only on CACHE_OK.
+//
+// # Safety
+// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
+cache_status cache_open_folder(const char *dir, uint32_t max_open, struct cache_t **out);
+
 // Stores a copy of `value` under `key`, replacing any earlier value and TTL.
 // ttl_seconds: < 0 never expires (CACHE_NO_TTL), +inf never expires, 0 expires at once
 // (a later get misses), NaN -> CACHE_ERR_INVALID_ARG.

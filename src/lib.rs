@@ -8,6 +8,7 @@
 //! - [`MemoryCache`]: in-process, exact LRU bounded by key count, per-entry TTL.
 //! - [`FileCache`]: one SQLite store in a directory, shared by processes, bounded by bytes.
 //! - [`ShardedCache`]: file-cache shards in a directory, started one by one as each fills.
+//! - [`FolderCache`]: one folder of plain files per key, safe whatever the key's bytes.
 
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod clock;
 mod disk;
 pub mod error;
 pub mod file;
+pub mod folder;
 pub mod memory;
 pub mod sharded;
 mod sqlite;
@@ -27,6 +29,7 @@ pub mod ffi;
 pub use backend::{Backend, Stats};
 pub use error::{Error, ErrorKind, Result};
 pub use file::{FileCache, INLINE_MAX};
+pub use folder::FolderCache;
 pub use memory::MemoryCache;
 pub use sharded::ShardedCache;
 pub use ttl::Ttl;

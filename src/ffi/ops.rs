@@ -8,6 +8,7 @@ use super::types::cache_status::{self, *};
 use super::types::{cache_buf, cache_stats};
 use crate::error::{try_copy, Result};
 use crate::file::FileCache;
+use crate::folder::FolderCache;
 use crate::memory::MemoryCache;
 use crate::sharded::ShardedCache;
 use crate::ttl::Ttl;
@@ -116,6 +117,27 @@ pub unsafe extern "C" fn cache_open_sharded(
         let out = unsafe { args::out(out, "out") }?;
         let cache = ShardedCache::open(dir, shard_size_limit, max_open_shards)?;
         open_into(out, cache_t::new(cache))
+    })
+}
+
+/// Opens (creating when needed, with parents) the key-as-folder persistent cache in
+/// `dir`: one sub-folder per key holding plain files (`value`, byte for byte, and
+/// `meta`, the full key and expiry), named by a reversible encoding that keeps every key
+/// inside `dir`; symbolic links in `dir` are never followed. At most max_open operations
+/// of the handle touch the disk at once (0 = 128). Writes *out only on CACHE_OK.
+///
+/// # Safety
+/// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn cache_open_folder(
+    dir: *const std::ffi::c_char,
+    max_open: u32,
+    out: *mut *mut cache_t,
+) -> cache_status {
+    boundary("cache_open_folder", || {
+        let dir = unsafe { args::path(dir, "dir") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        open_into(out, cache_t::new(FolderCache::open(dir, max_open)?))
     })
 }
 

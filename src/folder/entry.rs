@@ -1,0 +1,444 @@
+//! One entry on disk, and every filesystem call the folder cache makes.
+//!
+//! An entry is a folder holding two plain files:
+//! - `value`: the value, byte for byte;
+//! - `meta`: a short text header, then the full key:
+//!   ```text
+//!   duckcache-entry 1
+//!   expires never            (or Unix seconds, e.g. "expires 1764000000.25")
+//!   value-bytes 5
+//!   key-bytes 3
+//!
+//!   <the key's bytes>
+//!   ```
+//!
+//! Every call works relative to the cache directory's descriptor and opens with
+//! `O_NOFOLLOW`, so a symbolic link planted in the directory, or in an entry folder, is
+//! never followed: it reads as no entry and is replaced or removed as a link. Entries
+//! are written whole into a fresh `.tmp-*` folder and then renamed into place (an
+//! atomic exchange when one exists), so no reader ever sees a partial entry.
+
+use crate::error::{Error, ErrorKind, Result};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Prefix of the library's own working folders (entries being written or removed). No
+/// encoded key starts with `.`.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+const MAGIC: &str = "duckcache-entry 1";
+
+/// A stored entry's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    pub key: Vec<u8>,
+    pub value_len: u64,
+    /// Unix time the entry dies at; None = never.
+    pub expires: Option<f64>,
+}
+
+impl Meta {
+    pub fn is_expired_at(&self, now: f64) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let expires = match self.expires {
+            None => "never".to_owned(),
+            Some(t) => format!("{t}"),
+        };
+        let mut out = format!(
+            "{MAGIC}\nexpires {expires}\nvalue-bytes {}\nkey-bytes {}\n\n",
+            self.value_len,
+            self.key.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.key);
+        out
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Meta> {
+        let split = bytes.windows(2).position(|w| w == b"\n\n")?;
+        let header = std::str::from_utf8(&bytes[..split]).ok()?;
+        let key = &bytes[split + 2..];
+        let mut lines = header.lines();
+        if lines.next()? != MAGIC {
+            return None;
+        }
+        let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ');
+        let expires = match field("expires")? {
+            "never" => None,
+            t => Some(t.parse::<f64>().ok().filter(|t| !t.is_nan())?),
+        };
+        let value_len = field("value-bytes")?.parse().ok()?;
+        let key_len: usize = field("key-bytes")?.parse().ok()?;
+        (key_len == key.len()).then(|| Meta {
+            key: key.to_vec(),
+            value_len,
+            expires,
+        })
+    }
+}
+
+/// The cache directory, opened once; every entry is reached through it.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// A folder that is not a plain directory (a planted link or file) or is gone reads as
+/// no entry.
+fn is_absent(e: Errno) -> bool {
+    matches!(e, Errno::NOENT | Errno::LOOP | Errno::NOTDIR)
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+impl Root {
+    /// Opens the directory `path` (created owner-only, with parents, when missing).
+    pub fn open(path: &Path) -> Result<Root> {
+        crate::disk::create_dir(path)?;
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(e.into(), "cannot open", path))?;
+        Ok(Root {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    fn error(&self, e: Errno, what: &str, name: &str) -> Error {
+        Error::io(e.into(), what, &self.path.join(name))
+    }
+
+    /// The entry folder `name`, pinned: later renames of the name do not change what
+    /// is read through it. None when there is no such folder.
+    pub fn open_folder(&self, name: &str) -> Result<Option<OwnedFd>> {
+        match rfs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if is_absent(e) => Ok(None),
+            Err(e) => Err(self.error(e, "cannot open entry", name)),
+        }
+    }
+
+    /// The metadata of an entry folder; None when it has none (being removed, or left
+    /// empty by a crash). Damaged metadata is `Corrupt`.
+    pub fn read_meta(&self, folder: BorrowedFd, name: &str) -> Result<Option<Meta>> {
+        let Some(bytes) = self.read_file(folder, name, "meta", None)? else {
+            return Ok(None);
+        };
+        Meta::parse(&bytes).map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: damaged entry metadata",
+                    self.path.join(name).join("meta").display()
+                ),
+            )
+        })
+    }
+
+    /// The value of an entry folder, which must hold `meta.value_len` bytes.
+    pub fn read_value(
+        &self,
+        folder: BorrowedFd,
+        name: &str,
+        meta: &Meta,
+    ) -> Result<Option<Vec<u8>>> {
+        self.read_file(folder, name, "value", Some(meta.value_len))
+    }
+
+    fn read_file(
+        &self,
+        folder: BorrowedFd,
+        name: &str,
+        file: &str,
+        expected_len: Option<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rfs::openat(folder, file, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(e) => return Ok(None),
+            Err(e) => return Err(self.error(e, "cannot open", &format!("{name}/{file}"))),
+        };
+        let path = || self.path.join(name).join(file);
+        let mut f = File::from(fd);
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io(e, "cannot stat", &path()))?
+            .len();
+        if expected_len.is_some_and(|want| want != len) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{} holds {len} bytes, its metadata says {}",
+                    path().display(),
+                    expected_len.unwrap_or_default()
+                ),
+            ));
+        }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len as usize)
+            .map_err(|_| Error::no_memory(len as usize))?;
+        f.read_to_end(&mut buf)
+            .map_err(|e| Error::io(e, "cannot read", &path()))?;
+        if expected_len.is_some_and(|want| want != buf.len() as u64) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{} changed while read", path().display()),
+            ));
+        }
+        Ok(Some(buf))
+    }
+
+    /// A working folder name no other writer, in this or another process, will pick.
+    pub fn new_tmp_name() -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{TMP_PREFIX}{}-{nanos:x}-{n:x}", std::process::id())
+    }
+
+    /// Writes a complete entry into the new working folder `tmp`.
+    pub fn write_tmp(&self, tmp: &str, meta: &Meta, value: &[u8]) -> Result<()> {
+        rfs::mkdirat(&self.fd, tmp, Mode::from_raw_mode(0o700))
+            .map_err(|e| self.error(e, "cannot create", tmp))?;
+        let written = (|| {
+            let folder = rfs::openat(&self.fd, tmp, DIR_FLAGS, Mode::empty())
+                .map_err(|e| self.error(e, "cannot open", tmp))?;
+            self.write_file(folder.as_fd(), tmp, "value", value)?;
+            self.write_file(folder.as_fd(), tmp, "meta", &meta.encode())
+        })();
+        if written.is_err() {
+            self.discard(tmp);
+        }
+        written
+    }
+
+    fn write_file(&self, folder: BorrowedFd, name: &str, file: &str, bytes: &[u8]) -> Result<()> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(folder, file, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| self.error(e, "cannot create", &format!("{name}/{file}")))?;
+        File::from(fd)
+            .write_all(bytes)
+            .map_err(|e| Error::io(e, "cannot write", &self.path.join(name).join(file)))
+    }
+
+    /// Moves the written folder `tmp` to `name`, atomically replacing whatever is there
+    /// (an entry, or a planted link, which is then removed as a link). Where the file
+    /// system cannot exchange, the old entry is moved away first.
+    pub fn install(&self, tmp: &str, name: &str) -> Result<()> {
+        let rename = |flags| rfs::renameat_with(&self.fd, tmp, &self.fd, name, flags);
+        for _ in 0..64 {
+            match rename(RenameFlags::NOREPLACE) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EXIST | Errno::NOTEMPTY) => {}
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    return self.install_plain(tmp, name)
+                }
+                Err(e) => return Err(self.error(e, "cannot store entry", name)),
+            }
+            match rename(RenameFlags::EXCHANGE) {
+                Ok(()) => {
+                    // `tmp` now names the replaced entry.
+                    self.discard(tmp);
+                    return Ok(());
+                }
+                // Removed meanwhile: try the plain move again.
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(self.error(e, "cannot store entry", name)),
+            }
+        }
+        self.discard(tmp);
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{}: other writers kept replacing the entry",
+                self.path.join(name).display()
+            ),
+        ))
+    }
+
+    /// Moves the folder `tmp` to `name` only if nothing is there.
+    pub fn install_if_vacant(&self, tmp: &str, name: &str) -> Result<()> {
+        rfs::renameat_with(&self.fd, tmp, &self.fd, name, RenameFlags::NOREPLACE)
+            .map_err(|e| self.error(e, "cannot restore entry", name))
+    }
+
+    /// `install` without atomic exchange: move the old entry away, then the new in.
+    fn install_plain(&self, tmp: &str, name: &str) -> Result<()> {
+        for _ in 0..64 {
+            let old = Root::new_tmp_name();
+            if self.take(name, &old)? {
+                self.discard(&old);
+            }
+            match rfs::renameat(&self.fd, tmp, &self.fd, name) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EXIST | Errno::NOTEMPTY) => {}
+                Err(e) => return Err(self.error(e, "cannot store entry", name)),
+            }
+        }
+        self.discard(tmp);
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{}: other writers kept replacing the entry",
+                self.path.join(name).display()
+            ),
+        ))
+    }
+
+    /// Moves the entry `name` to the working name `to`: of any number of processes
+    /// taking one entry, exactly one succeeds. False when there was none.
+    pub fn take(&self, name: &str, to: &str) -> Result<bool> {
+        match rfs::renameat(&self.fd, name, &self.fd, to) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(self.error(e, "cannot remove entry", name)),
+        }
+    }
+
+    /// Removes the exact folder `folder` (opened as `name`), not whatever a concurrent
+    /// writer has put at `name` since: its files go through the pinned descriptor, and
+    /// the name only if it still holds an empty folder.
+    pub fn remove_instance(&self, folder: BorrowedFd, name: &str) {
+        for file in ["meta", "value"] {
+            let _ = rfs::unlinkat(folder, file, AtFlags::empty());
+        }
+        let _ = rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR);
+    }
+
+    /// Best-effort removal of the working folder (or planted link or file) `name` and
+    /// everything in it, never following a link.
+    pub fn discard(&self, name: &str) {
+        remove_tree(self.fd.as_fd(), name, 8);
+    }
+
+    /// Names in the directory.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let dir = rfs::Dir::read_from(&self.fd).map_err(|e| self.error(e, "cannot list", ""))?;
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| self.error(e, "cannot list", ""))?;
+            if let Ok(name) = entry.file_name().to_str() {
+                if name != "." && name != ".." {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// True when the working folder `name` was last changed longer ago than `age`.
+    pub fn is_older_than(&self, name: &str, age: Duration) -> bool {
+        let Ok(st) = rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            return false;
+        };
+        let changed = UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, 0);
+        SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|d| d > age)
+    }
+
+    /// Flushes the entry `name` (its files and folder) to disk.
+    pub fn sync_entry(&self, name: &str) -> Result<()> {
+        let Some(folder) = self.open_folder(name)? else {
+            return Ok(());
+        };
+        for file in ["value", "meta"] {
+            match rfs::openat(
+                &folder,
+                file,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => rfs::fsync(&fd).map_err(|e| self.error(e, "cannot sync", name))?,
+                Err(e) if is_absent(e) => {}
+                Err(e) => return Err(self.error(e, "cannot open", name)),
+            }
+        }
+        rfs::fsync(&folder).map_err(|e| self.error(e, "cannot sync", name))
+    }
+
+    /// Flushes the directory itself (the names of entries).
+    pub fn sync(&self) -> Result<()> {
+        rfs::fsync(&self.fd).map_err(|e| self.error(e, "cannot sync", ""))
+    }
+}
+
+/// Removes `name` under `dir`: a link or file is unlinked, a folder emptied (to `depth`
+/// levels) and removed.
+fn remove_tree(dir: BorrowedFd, name: &str, depth: u32) {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Err(Errno::ISDIR | Errno::PERM) if depth > 0 => {}
+        _ => return,
+    }
+    if let Ok(folder) = rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        if let Ok(entries) = rfs::Dir::read_from(&folder) {
+            let names: Vec<String> = entries
+                .filter_map(|e| e.ok()?.file_name().to_str().ok().map(str::to_owned))
+                .filter(|n| n != "." && n != "..")
+                .collect();
+            for child in names {
+                remove_tree(folder.as_fd(), &child, depth - 1);
+            }
+        }
+    }
+    let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips() {
+        for expires in [None, Some(1764000000.25), Some(0.0)] {
+            let meta = Meta {
+                key: b"a\n\nb\0".to_vec(),
+                value_len: 5,
+                expires,
+            };
+            assert_eq!(Meta::parse(&meta.encode()), Some(meta));
+        }
+    }
+
+    #[test]
+    fn damaged_meta_is_refused() {
+        let good = Meta {
+            key: b"key".to_vec(),
+            value_len: 1,
+            expires: None,
+        }
+        .encode();
+        assert!(Meta::parse(&good[..good.len() - 1]).is_none(), "short key");
+        assert!(Meta::parse(b"").is_none());
+        assert!(
+            Meta::parse(b"duckcache-entry 2\nexpires never\nvalue-bytes 1\nkey-bytes 0\n\n")
+                .is_none()
+        );
+        assert!(
+            Meta::parse(b"duckcache-entry 1\nexpires NaN\nvalue-bytes 1\nkey-bytes 0\n\n")
+                .is_none()
+        );
+        assert!(
+            Meta::parse(b"duckcache-entry 1\nexpires never\nvalue-bytes x\nkey-bytes 0\n\n")
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Key-as-folder persistent cache (the seed's KeyAsFolderCache): one sub-folder of the
+//! cache directory per key, holding plain files, so one entry can be inspected, backed
+//! up or deleted by hand.
+//!
+//! - Folder names come from the reversible encoding in [`naming`]; no key, whatever its
+//!   bytes, names anything outside the directory.
+//! - Each entry is a `value` file (the value byte for byte) and a `meta` file (the full
+//!   key and the expiry); see [`entry`]. No database per key: the seed opens a SQLite
+//!   store per key.
+//! - Every call goes to the disk, so it sees what other processes wrote without
+//!   reopening. Writes are atomic renames; pop renames the folder away first, which
+//!   exactly one process can do.
+
+mod entry;
+pub mod naming;
+
+use crate::backend::{Backend, Lookup, Stats};
+use crate::clock::wall_now;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ttl::Ttl;
+use entry::{Meta, Root, TMP_PREFIX};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The limit used when 0 is given (the seed's DEFAULT_CACHE_OBJ_LIMIT).
+pub const DEFAULT_MAX_OPEN: u32 = 128;
+
+/// A working folder older than this belongs to a writer that died.
+const STALE_TMP: Duration = Duration::from_secs(120);
+
+/// How often a read starts over when the entry it opened is replaced under it.
+const READ_ATTEMPTS: usize = 3;
+
+/// The key-as-folder persistent cache.
+pub struct FolderCache {
+    dir: PathBuf,
+    max_open: u32,
+    /// None once closed; operations hold the read side, close takes the write side.
+    root: RwLock<Option<Root>>,
+    budget: Budget,
+    stats: Mutex<Stats>,
+    /// Entries written since the last save, to flush on save.
+    unsynced: Mutex<HashSet<String>>,
+}
+
+/// Bounds the operations touching the disk at once, and so the open descriptors.
+struct Budget {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+struct Permit<'a>(&'a Budget);
+
+impl Budget {
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.freed.wait(&mut free);
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What reading an entry found.
+enum Read {
+    Absent,
+    Expired,
+    Live(Meta, Value),
+}
+
+/// A value read from disk, or its absence when only the metadata was wanted.
+enum Value {
+    Bytes(Vec<u8>),
+    NotRead,
+}
+
+impl FolderCache {
+    /// Opens the cache in `dir` (created owner-only, with parents, when missing). At
+    /// most `max_open` operations of this handle touch the disk at once (0 = 128), each
+    /// holding at most three descriptors.
+    pub fn open(dir: impl AsRef<Path>, max_open: u32) -> Result<FolderCache> {
+        let dir = dir.as_ref().to_owned();
+        let root = Root::open(&dir)?;
+        // Working folders of writers that died.
+        for name in root.list()? {
+            if name.starts_with(TMP_PREFIX) && root.is_older_than(&name, STALE_TMP) {
+                root.discard(&name);
+            }
+        }
+        let max_open = match max_open {
+            0 => DEFAULT_MAX_OPEN,
+            n => n,
+        };
+        Ok(FolderCache {
+            dir,
+            max_open,
+            root: RwLock::new(Some(root)),
+            budget: Budget {
+                free: Mutex::new(max_open),
+                freed: Condvar::new(),
+            },
+            stats: Mutex::new(Stats::default()),
+            unsynced: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The bound on operations touching the disk at once.
+    pub fn max_open(&self) -> u32 {
+        self.max_open
+    }
+
+    /// The folder (under [`FolderCache::dir`]) that holds `key`.
+    pub fn folder_name(key: &[u8]) -> String {
+        naming::encode(key)
+    }
+
+    /// Runs `f` with the open directory, within the descriptor budget.
+    fn with_root<R>(&self, f: impl FnOnce(&Root) -> Result<R>) -> Result<R> {
+        let root = self.root.read();
+        let root = root.as_ref().ok_or_else(Error::closed)?;
+        let _permit = self.budget.acquire();
+        f(root)
+    }
+
+    /// Reads the entry of `key` (its value too when `want_value`). An expired entry is
+    /// removed; a damaged one is reported once and removed.
+    fn read(root: &Root, key: &[u8], want_value: bool) -> Result<Read> {
+        let name = naming::encode(key);
+        for _ in 0..READ_ATTEMPTS {
+            let Some(folder) = root.open_folder(&name)? else {
+                return Ok(Read::Absent);
+            };
+            let damaged = |e: Error| {
+                if e.kind() == ErrorKind::Corrupt {
+                    root.remove_instance(folder.as_fd(), &name);
+                }
+                e
+            };
+            // No metadata: the folder is being replaced or removed; look again.
+            let Some(meta) = root.read_meta(folder.as_fd(), &name).map_err(damaged)? else {
+                continue;
+            };
+            if meta.key != key {
+                // Another key with the same hashed name.
+                return Ok(Read::Absent);
+            }
+            if meta.is_expired_at(wall_now()) {
+                root.remove_instance(folder.as_fd(), &name);
+                return Ok(Read::Expired);
+            }
+            if !want_value {
+                return Ok(Read::Live(meta, Value::NotRead));
+            }
+            match root
+                .read_value(folder.as_fd(), &name, &meta)
+                .map_err(damaged)?
+            {
+                Some(bytes) => return Ok(Read::Live(meta, Value::Bytes(bytes))),
+                None => continue,
+            }
+        }
+        Ok(Read::Absent)
+    }
+
+    /// Takes the entry of `key` away (exactly one of any number of concurrent takers
+    /// gets it) and reads it, then removes it.
+    fn take(root: &Root, key: &[u8], want_value: bool) -> Result<Read> {
+        let name = naming::encode(key);
+        let tmp = Root::new_tmp_name();
+        if !root.take(&name, &tmp)? {
+            return Ok(Read::Absent);
+        }
+        let read = (|| {
+            let Some(folder) = root.open_folder(&tmp)? else {
+                return Ok(Read::Absent); // a planted link or file, now gone
+            };
+            let Some(meta) = root.read_meta(folder.as_fd(), &tmp)? else {
+                return Ok(Read::Absent);
+            };
+            if meta.is_expired_at(wall_now()) {
+                return Ok(Read::Expired);
+            }
+            if !want_value {
+                return Ok(Read::Live(meta, Value::NotRead));
+            }
+            let bytes = root.read_value(folder.as_fd(), &tmp, &meta)?;
+            Ok(bytes.map_or(Read::Absent, |b| Read::Live(meta, Value::Bytes(b))))
+        })();
+        match &read {
+            // Another key that shares a hashed name: put its entry back if nothing
+            // has replaced it meanwhile.
+            Ok(Read::Live(meta, _)) if meta.key != key => {
+                if root.install_if_vacant(&tmp, &name).is_err() {
+                    root.discard(&tmp);
+                }
+                return Ok(Read::Absent);
+            }
+            _ => root.discard(&tmp),
+        }
+        read
+    }
+
+    /// Calls `f` with the metadata of every entry on disk.
+    fn for_each_entry(root: &Root, mut f: impl FnMut(&Meta)) -> Result<()> {
+        for name in root.list()? {
+            if !naming::is_entry_name(&name) {
+                continue;
+            }
+            let Some(folder) = root.open_folder(&name)? else {
+                continue;
+            };
+            // Damaged entries are reported when read, not here.
+            if let Ok(Some(meta)) = root.read_meta(folder.as_fd(), &name) {
+                f(&meta);
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, read: &Read) -> bool {
+        self.stats.lock().count_lookup(lookup_of(read))
+    }
+}
+
+fn lookup_of(read: &Read) -> Lookup {
+    match read {
+        Read::Absent => Lookup::Miss,
+        Read::Expired => Lookup::Expired,
+        Read::Live(..) => Lookup::Hit,
+    }
+}
+
+impl Backend for FolderCache {
+    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+        if ttl.is_expired_at_once() {
+            // Dead on arrival: it replaces (removes) the old value and is never stored.
+            let old = self.with_root(|root| Self::take(root, key, false))?;
+            let mut stats = self.stats.lock();
+            stats.sets += 1;
+            stats.expirations += !matches!(old, Read::Absent) as u64;
+            return Ok(());
+        }
+        let meta = Meta {
+            key: key.to_vec(),
+            value_len: value.len() as u64,
+            expires: ttl.deadline_from(wall_now()),
+        };
+        let name = naming::encode(key);
+        self.with_root(|root| {
+            let tmp = Root::new_tmp_name();
+            root.write_tmp(&tmp, &meta, value)?;
+            root.install(&tmp, &name)
+        })?;
+        self.unsynced.lock().insert(name);
+        self.stats.lock().sets += 1;
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        let read = self.with_root(|root| Self::read(root, key, true))?;
+        if let Read::Live(_, Value::Bytes(bytes)) = &read {
+            visit(bytes);
+        }
+        Ok(self.count(&read))
+    }
+
+    fn has(&self, key: &[u8]) -> Result<bool> {
+        let read = self.with_root(|root| Self::read(root, key, false))?;
+        Ok(self.count(&read))
+    }
+
+    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        let read = self.with_root(|root| Self::take(root, key, true))?;
+        if let Read::Live(_, Value::Bytes(bytes)) = &read {
+            visit(bytes);
+        }
+        let hit = self.count(&read);
+        self.stats.lock().deletes += hit as u64;
+        Ok(hit)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        let read = self.with_root(|root| Self::take(root, key, false))?;
+        self.stats.lock().count_delete(lookup_of(&read));
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<()> {
+        let removed = self.with_root(|root| {
+            let mut removed = 0;
+            for name in root.list()? {
+                if !naming::is_entry_name(&name) {
+                    continue;
+                }
+                let tmp = Root::new_tmp_name();
+                if root.take(&name, &tmp)? {
+                    removed += 1;
+                    root.discard(&tmp);
+                }
+            }
+            Ok(removed)
+        })?;
+        self.stats.lock().deletes += removed;
+        Ok(())
+    }
+
+    fn len(&self) -> Result<u64> {
+        Ok(self.stats()?.entries)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let now = wall_now();
+        let (entries, bytes) = self.with_root(|root| {
+            let (mut entries, mut bytes) = (0, 0);
+            Self::for_each_entry(root, |meta| {
+                if !meta.is_expired_at(now) {
+                    entries += 1;
+                    bytes += meta.key.len() as u64 + meta.value_len;
+                }
+            })?;
+            Ok((entries, bytes))
+        })?;
+        Ok(Stats {
+            entries,
+            bytes,
+            ..*self.stats.lock()
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        self.with_root(|root| {
+            let names: Vec<String> = self.unsynced.lock().drain().collect();
+            for (i, name) in names.iter().enumerate() {
+                if let Err(e) = root.sync_entry(name) {
+                    self.unsynced.lock().extend(names[i..].iter().cloned());
+                    return Err(e);
+                }
+            }
+            root.sync()
+        })
+    }
+
+    fn close(&self) -> Result<()> {
+        self.root.write().take();
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! The key-as-folder persistent cache through the Backend trait.
+
+mod common;
+
+use common::TempDir;
+use duckcache::{Backend, ErrorKind, FolderCache, Ttl};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every name directly in `dir`.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_operation() {
+    let dir = TempDir::new("folder-ops");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    assert_eq!(c.max_open(), 128);
+    assert_eq!(c.get_vec(b"a").unwrap(), None);
+    c.set(b"a", b"1", Ttl::Never).unwrap();
+    c.set(b"a", b"22", Ttl::Never).unwrap();
+    c.set(b"", b"", Ttl::Never).unwrap();
+    c.set(b"\0\xff", b"\0", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"a").unwrap(), Some(b"22".to_vec()));
+    assert_eq!(c.get_vec(b"").unwrap(), Some(vec![]));
+    assert_eq!(c.get_vec(b"\0\xff").unwrap(), Some(vec![0]));
+    assert!(c.has(b"a").unwrap());
+    assert!(!c.has(b"b").unwrap());
+    assert_eq!(c.len().unwrap(), 3);
+    assert_eq!(c.stats().unwrap().bytes, 3 + 2 + 1);
+    assert_eq!(c.pop_vec(b"a").unwrap(), Some(b"22".to_vec()));
+    assert_eq!(c.pop_vec(b"a").unwrap(), None);
+    c.delete(b"").unwrap();
+    c.delete(b"").unwrap();
+    assert_eq!(c.len().unwrap(), 1);
+    c.clear().unwrap();
+    assert_eq!(c.len().unwrap(), 0);
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    let s = c.stats().unwrap();
+    assert_eq!(
+        (s.sets, s.hits, s.misses, s.deletes, s.entries, s.bytes),
+        (4, 5, 3, 3, 0, 0)
+    );
+    c.save().unwrap();
+    c.close().unwrap();
+    c.close().unwrap();
+}
+
+#[test]
+fn entries_are_plain_inspectable_files() {
+    let dir = TempDir::new("folder-plain");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    c.set(b"user:42", b"hello", Ttl::Never).unwrap();
+    assert_eq!(names(dir.path()), ["user%3A42"]);
+    let folder = dir.path().join("user%3A42");
+    assert_eq!(std::fs::read(folder.join("value")).unwrap(), b"hello");
+    let meta = std::fs::read(folder.join("meta")).unwrap();
+    assert!(meta.starts_with(b"duckcache-entry 1\nexpires never\n"));
+    assert!(meta.ends_with(b"\n\nuser:42"));
+    // Owner-only, like the other persistent kinds.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700);
+    assert_eq!(mode(&folder.join("value")), 0o600);
+    // Removing the folder by hand removes the entry.
+    std::fs::remove_dir_all(&folder).unwrap();
+    assert_eq!(c.get_vec(b"user:42").unwrap(), None);
+}
+
+#[test]
+fn path_like_and_binary_keys_stay_inside() {
+    let outer = TempDir::new("folder-escape");
+    let dir = outer.path().join("cache");
+    let c = FolderCache::open(&dir, 0).unwrap();
+    let long = vec![b'k'; 10 * 1024];
+    let keys: Vec<&[u8]> = vec![
+        b"../x",
+        b"../../etc/passwd",
+        b"/etc/passwd",
+        b"a/b",
+        b".",
+        b"..",
+        b"",
+        b"\0",
+        b"a\0b",
+        b"\xff\xfe\x80",
+        b".tmp-123",
+        b"%2E",
+        &long,
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        c.set(k, &[i as u8], Ttl::Never).unwrap();
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(c.get_vec(k).unwrap(), Some(vec![i as u8]), "{k:?}");
+    }
+    assert_eq!(c.len().unwrap(), keys.len() as u64);
+    // Nothing was written beside the cache directory, and every entry is one level down.
+    assert_eq!(names(outer.path()), ["cache"]);
+    for name in names(&dir) {
+        assert!(dir.join(&name).join("meta").is_file(), "{name}");
+    }
+    for k in &keys {
+        assert!(c.pop_vec(k).unwrap().is_some(), "{k:?}");
+    }
+    assert!(names(&dir).is_empty());
+}
+
+#[test]
+fn planted_symlinks_are_never_followed() {
+    let outer = TempDir::new("folder-symlink");
+    let dir = outer.path().join("cache");
+    let victim = outer.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("value"), b"secret").unwrap();
+    std::fs::write(
+        victim.join("meta"),
+        b"duckcache-entry 1\nexpires never\nvalue-bytes 6\nkey-bytes 1\n\nk",
+    )
+    .unwrap();
+    let c = FolderCache::open(&dir, 0).unwrap();
+    // A link where key "k" would live, pointing at a folder outside.
+    std::os::unix::fs::symlink(&victim, dir.join("k")).unwrap();
+    assert_eq!(c.get_vec(b"k").unwrap(), None);
+    assert!(!c.has(b"k").unwrap());
+    assert_eq!(c.len().unwrap(), 0);
+    // A set replaces the link, not what it points to.
+    c.set(b"k", b"mine", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"k").unwrap(), Some(b"mine".to_vec()));
+    assert_eq!(std::fs::read(victim.join("value")).unwrap(), b"secret");
+    // A link inside an entry folder is not followed either.
+    std::fs::remove_file(dir.join("k").join("value")).unwrap();
+    std::os::unix::fs::symlink(victim.join("value"), dir.join("k").join("value")).unwrap();
+    assert_eq!(c.get_vec(b"k").unwrap(), None);
+    // Delete, pop and clear remove links as links.
+    std::os::unix::fs::symlink(&victim, dir.join("j")).unwrap();
+    c.delete(b"j").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("p")).unwrap();
+    assert_eq!(c.pop_vec(b"p").unwrap(), None);
+    std::os::unix::fs::symlink(&victim, dir.join("q")).unwrap();
+    c.set(b"z", b"1", Ttl::Never).unwrap();
+    c.clear().unwrap();
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    assert_eq!(names(&victim), ["meta", "value"]);
+    assert_eq!(std::fs::read(victim.join("value")).unwrap(), b"secret");
+}
+
+#[test]
+fn ttl_expiry_removes_the_folder_when_read() {
+    let dir = TempDir::new("folder-ttl");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    c.set(b"short", b"v", Ttl::After(Duration::from_millis(200)))
+        .unwrap();
+    c.set(b"keep", b"v", Ttl::Never).unwrap();
+    c.set(b"keep", b"w", Ttl::After(Duration::ZERO)).unwrap();
+    assert_eq!(c.get_vec(b"keep").unwrap(), None);
+    assert!(c.has(b"short").unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.len().unwrap(), 0);
+    assert_eq!(names(dir.path()), ["short"]);
+    assert_eq!(c.get_vec(b"short").unwrap(), None);
+    assert!(names(dir.path()).is_empty());
+    assert_eq!(c.stats().unwrap().expirations, 2);
+}
+
+#[test]
+fn damaged_entries_are_corrupt_once_then_absent() {
+    let dir = TempDir::new("folder-damaged");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    c.set(b"a", b"hello", Ttl::Never).unwrap();
+    c.set(b"b", b"hello", Ttl::Never).unwrap();
+    std::fs::write(dir.path().join("a").join("value"), b"hel").unwrap();
+    std::fs::write(dir.path().join("b").join("meta"), b"garbage").unwrap();
+    for k in [b"a", b"b"] {
+        let e = c.get_vec(k).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert_eq!(c.get_vec(k).unwrap(), None);
+        c.set(k, b"again", Ttl::Never).unwrap();
+        assert_eq!(c.get_vec(k).unwrap(), Some(b"again".to_vec()));
+    }
+}
+
+#[test]
+fn survives_reopen_and_other_handles_see_writes() {
+    let dir = TempDir::new("folder-shared");
+    let a = FolderCache::open(dir.path(), 0).unwrap();
+    let b = FolderCache::open(dir.path(), 0).unwrap();
+    a.set(b"k", b"from a", Ttl::Never).unwrap();
+    assert_eq!(b.get_vec(b"k").unwrap(), Some(b"from a".to_vec()));
+    b.set(b"k", b"from b", Ttl::Never).unwrap();
+    assert_eq!(a.get_vec(b"k").unwrap(), Some(b"from b".to_vec()));
+    a.delete(b"k").unwrap();
+    assert!(!b.has(b"k").unwrap());
+    b.set(b"stay", b"1", Ttl::Never).unwrap();
+    b.save().unwrap();
+    drop((a, b));
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    assert_eq!(c.get_vec(b"stay").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn crash_leftovers_are_collected_on_open() {
+    let dir = TempDir::new("folder-leftover");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    c.set(b"k", b"v", Ttl::Never).unwrap();
+    c.close().unwrap();
+    // A working folder of a writer that died long ago, and one of a live writer.
+    let old = dir.path().join(".tmp-1-dead");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("value"), b"partial").unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::open(&old)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    std::fs::create_dir(dir.path().join(".tmp-2-live")).unwrap();
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    assert_eq!(names(dir.path()), [".tmp-2-live", "k"]);
+    assert_eq!(c.len().unwrap(), 1);
+}
+
+#[test]
+fn pop_is_exactly_once_and_writers_never_tear_values() {
+    let dir = TempDir::new("folder-race");
+    let handles: Vec<Arc<FolderCache>> = (0..2)
+        .map(|_| Arc::new(FolderCache::open(dir.path(), 2).unwrap()))
+        .collect();
+    const KEYS: usize = 200;
+    for i in 0..KEYS {
+        handles[0]
+            .set(format!("k{i}").as_bytes(), &[7u8; 100], Ttl::Never)
+            .unwrap();
+    }
+    let popped = Arc::new(AtomicUsize::new(0));
+    let mut threads: Vec<_> = (0..4)
+        .map(|t| {
+            let c = handles[t % 2].clone();
+            let popped = popped.clone();
+            std::thread::spawn(move || {
+                for i in 0..KEYS {
+                    if c.pop_vec(format!("k{i}").as_bytes()).unwrap().is_some() {
+                        popped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Meanwhile two writers replace one key with whole values that readers check.
+    for t in 0..2u8 {
+        let c = handles[t as usize].clone();
+        threads.push(std::thread::spawn(move || {
+            for round in 0..200u32 {
+                let fill = (round as u8).wrapping_add(t);
+                c.set(b"hot", &vec![fill; 1000 + round as usize], Ttl::Never)
+                    .unwrap();
+                if let Some(v) = c.get_vec(b"hot").unwrap() {
+                    assert!(v.iter().all(|&b| b == v[0]), "torn value");
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(popped.load(Ordering::Relaxed), KEYS);
+    assert_eq!(handles[1].len().unwrap(), 1);
+    assert_eq!(names(dir.path()), ["hot"], "no working folder left behind");
+}
+
+#[test]
+fn path_that_is_a_file_is_io() {
+    let dir = TempDir::new("folder-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let e = FolderCache::open(&file, 0).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Io);
+}
+
+#[test]
+fn closed_cache_refuses_everything() {
+    let dir = TempDir::new("folder-closed");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    c.set(b"a", b"1", Ttl::Never).unwrap();
+    c.close().unwrap();
+    common::assert_refuses_everything_closed(&c);
+}
