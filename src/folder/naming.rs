@@ -152,8 +152,8 @@ mod tests {
         assert!(is_entry_name(&name));
         assert_eq!(encode(&long), name, "stable");
         assert_ne!(encode(&vec![b'b'; 10 * 1024]), name);
-        assert_eq!(encode(&vec![b'a'; MAX_NAME]).len(), MAX_NAME);
-        assert!(encode(&vec![0u8; MAX_NAME / 3 + 1]).starts_with("%%"));
+        assert_eq!(encode(&[b'a'; MAX_NAME]).len(), MAX_NAME);
+        assert!(encode(&[0u8; MAX_NAME / 3 + 1]).starts_with("%%"));
     }
 
     #[test]
