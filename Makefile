@@ -38,7 +38,7 @@ test-rust:
 	$(CARGO) test --workspace
 
 # The C tests link the release shared library through the committed header.
-$(BUILD)/%: ffi-tests/%.c ffi-tests/check.h include/duckcache.h lib
+$(BUILD)/%: ffi-tests/%.c ffi-tests/check.h ffi-tests/persistent.h include/duckcache.h lib
 	@mkdir -p $(BUILD)
 	$(CC) $(C_WARN) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -lduckcache \
 	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $@

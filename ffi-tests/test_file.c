@@ -1,30 +1,10 @@
 /* The persistent file cache through the C ABI: every operation, large values, bad input,
  * two processes on one directory, and SIGKILL during writes. */
-#include "check.h"
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#include "persistent.h"
 
 #define BIG (100 * 1024)
 
-static int small_scale(void) { return getenv("DUCKCACHE_TEST_SCALE") != NULL; }
-
-static void make_tmpdir(char *out, size_t cap) {
-    snprintf(out, cap, "/tmp/duckcache-ctest-XXXXXX");
-    CHECK(mkdtemp(out) != NULL);
-}
-
-static void remove_tree(const char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK_EQ(system(cmd), 0);
-}
-
-static void fill(uint8_t *buf, size_t len, unsigned seed) {
-    for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)(seed * 131u + i * 7u);
-}
+static cache_status open_file(const char *dir, cache_t **out) { return cache_open_file(dir, 0, out); }
 
 static void test_operations(const char *dir) {
     cache_t *c = NULL;
@@ -44,12 +24,11 @@ static void test_operations(const char *dir) {
     uint8_t small[16];
     CHECK_EQ(cache_get_into(c, K("big"), small, sizeof small, &len), CACHE_ERR_BUFFER_TOO_SMALL);
     CHECK_EQ(len, BIG);
-    CHECK_EQ(cache_set(c, K("ttl"), K("v"), 0.05), CACHE_OK);
+    CHECK_EQ(cache_set(c, K("ttl"), K("v"), 1.0), CACHE_OK);
     uint64_t n = 0;
     CHECK_EQ(cache_len(c, &n), CACHE_OK);
     CHECK_EQ(n, 3);
-    struct timespec ts = {0, 100 * 1000000L};
-    nanosleep(&ts, NULL);
+    sleep_ms(1100);
     CHECK_MISS(c, "ttl");
     CHECK_EQ(cache_pop(c, K("big"), &b), CACHE_OK);
     CHECK(b.len == sizeof big && memcmp(b.data, big, sizeof big) == 0);
@@ -134,142 +113,7 @@ static void test_bad_input(const char *dir) {
     char ok[512];
     snprintf(ok, sizeof ok, "%s/closed", dir);
     CHECK_EQ(cache_open_file(ok, 0, &c), CACHE_OK);
-    CHECK_EQ(cache_close(c), CACHE_OK);
-    CHECK_EQ(cache_close(c), CACHE_OK);
-    cache_buf b = {0};
-    uint64_t n;
-    CHECK_EQ(cache_set(c, K("k"), K("v"), CACHE_NO_TTL), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_get(c, K("k"), &b), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_pop(c, K("k"), &b), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_has(c, K("k")), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_delete(c, K("k")), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_clear(c), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_len(c, &n), CACHE_ERR_CLOSED);
-    CHECK_EQ(cache_save(c), CACHE_ERR_CLOSED);
-    cache_free(c);
-}
-
-/* Two processes set, read and pop the same keys: each pop key is won exactly once, and
- * a key set by one is read by the other. */
-static void test_two_processes(const char *dir) {
-    const int keys = small_scale() ? 60 : 400;
-    cache_t *c = NULL;
-    CHECK_EQ(cache_open_file(dir, 0, &c), CACHE_OK);
-    char key[32];
-    for (int i = 0; i < keys; i++) {
-        snprintf(key, sizeof key, "pop-%d", i);
-        CHECK_EQ(cache_set(c, K(key), K(key), CACHE_NO_TTL), CACHE_OK);
-    }
-    cache_free(c);
-    int fds[2];
-    CHECK_EQ(pipe(fds), 0);
-    pid_t pids[2];
-    for (int p = 0; p < 2; p++) {
-        pids[p] = fork();
-        CHECK(pids[p] >= 0);
-        if (pids[p] == 0) {
-            cache_t *h = NULL;
-            if (cache_open_file(dir, 0, &h) != CACHE_OK) _exit(2);
-            int won = 0;
-            for (int i = 0; i < keys; i++) {
-                /* interleave: child 1 walks backwards */
-                int k = p == 0 ? i : keys - 1 - i;
-                snprintf(key, sizeof key, "pop-%d", k);
-                cache_buf b = {0};
-                int s = cache_pop(h, K(key), &b);
-                if (s == CACHE_OK) {
-                    if (!buf_equals(&b, key)) _exit(3);
-                    won++;
-                } else if (s != CACHE_NOT_FOUND) {
-                    _exit(4);
-                }
-                cache_buf_free(&b);
-                char mine[32];
-                snprintf(mine, sizeof mine, "from-%d-%d", p, i);
-                if (cache_set(h, K(mine), K(mine), CACHE_NO_TTL) != CACHE_OK) _exit(5);
-            }
-            cache_free(h);
-            if (write(fds[1], &won, sizeof won) != sizeof won) _exit(6);
-            _exit(0);
-        }
-    }
-    close(fds[1]);
-    int total = 0;
-    for (int p = 0; p < 2; p++) {
-        int status = 0;
-        CHECK_EQ(waitpid(pids[p], &status, 0), pids[p]);
-        CHECK(WIFEXITED(status));
-        CHECK_EQ(WEXITSTATUS(status), 0);
-    }
-    int won;
-    while (read(fds[0], &won, sizeof won) == sizeof won) total += won;
-    close(fds[0]);
-    CHECK_EQ(total, keys);
-    /* each process's writes are visible here */
-    CHECK_EQ(cache_open_file(dir, 0, &c), CACHE_OK);
-    uint64_t n = 0;
-    CHECK_EQ(cache_len(c, &n), CACHE_OK);
-    CHECK_EQ(n, (uint64_t)(2 * keys));
-    CHECK_GET(c, "from-0-0", "from-0-0");
-    snprintf(key, sizeof key, "from-1-%d", keys - 1);
-    CHECK_GET(c, key, key);
-    cache_free(c);
-}
-
-/* A writer killed with SIGKILL at a random moment: the store reopens cleanly and holds
- * every set that had returned CACHE_OK, small and large values alike. */
-static void test_sigkill(const char *base) {
-    const int rounds = small_scale() ? 2 : 6;
-    static uint8_t value[40000];
-    for (int round = 0; round < rounds; round++) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/kill-%d", base, round);
-        int fds[2];
-        CHECK_EQ(pipe(fds), 0);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            close(fds[0]);
-            cache_t *h = NULL;
-            if (cache_open_file(dir, 0, &h) != CACHE_OK) _exit(2);
-            for (int i = 0;; i++) {
-                char key[32];
-                snprintf(key, sizeof key, "k%d", i);
-                size_t len = (i % 3 == 0) ? sizeof value : 100 + (size_t)i % 50;
-                fill(value, len, (unsigned)i);
-                if (cache_set(h, K(key), value, len, CACHE_NO_TTL) != CACHE_OK) _exit(3);
-                if (write(fds[1], &i, sizeof i) != sizeof i) _exit(4); /* acknowledged */
-            }
-        }
-        close(fds[1]);
-        struct timespec ts = {0, (long)(20 + (round * 37) % 80) * 1000000L * (small_scale() ? 10 : 1)};
-        nanosleep(&ts, NULL);
-        CHECK_EQ(kill(pid, SIGKILL), 0);
-        int status = 0;
-        CHECK_EQ(waitpid(pid, &status, 0), pid);
-        CHECK(WIFSIGNALED(status));
-        int acked = -1, i;
-        while (read(fds[0], &i, sizeof i) == sizeof i) acked = i;
-        close(fds[0]);
-        cache_t *c = NULL;
-        CHECK_EQ(cache_open_file(dir, 0, &c), CACHE_OK);
-        for (int k = 0; k <= acked; k++) {
-            char key[32];
-            snprintf(key, sizeof key, "k%d", k);
-            size_t len = (k % 3 == 0) ? sizeof value : 100 + (size_t)k % 50;
-            fill(value, len, (unsigned)k);
-            cache_buf b = {0};
-            CHECK_EQ(cache_get(c, K(key), &b), CACHE_OK);
-            CHECK(b.len == len && memcmp(b.data, value, len) == 0);
-            cache_buf_free(&b);
-        }
-        /* and the store is usable */
-        CHECK_EQ(cache_set(c, K("after"), K("crash"), CACHE_NO_TTL), CACHE_OK);
-        CHECK_GET(c, "after", "crash");
-        cache_free(c);
-        if (getenv("DUCKCACHE_TEST_VERBOSE")) fprintf(stderr, "test_sigkill: round %d: %d acknowledged sets all present\n", round, acked + 1);
-        CHECK(acked >= 0); /* the writer got going before the kill */
-    }
+    check_refuses_closed(c);
 }
 
 int main(void) {
@@ -282,8 +126,8 @@ int main(void) {
     test_size_limit(sub);
     test_bad_input(dir);
     snprintf(sub, sizeof sub, "%s/procs", dir);
-    test_two_processes(sub);
-    test_sigkill(dir);
+    check_two_processes(open_file, sub);
+    check_sigkill(open_file, dir, small_scale() ? 2 : 6);
     remove_tree(dir);
     printf("test_file: ok\n");
     return 0;

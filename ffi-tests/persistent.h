@@ -1,0 +1,201 @@
+/* Checks every persistent kind must pass, written once against an "opener" (a function
+ * opening one kind with fixed options on a directory): scratch directories, two
+ * processes on one directory, a writer killed with SIGKILL, and calls after close. */
+#ifndef DUCKCACHE_PERSISTENT_H
+#define DUCKCACHE_PERSISTENT_H
+
+#include "check.h"
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef cache_status (*opener)(const char *dir, cache_t **out);
+
+/* DUCKCACHE_TEST_SCALE (set for the valgrind run) asks for fewer iterations. */
+static inline int small_scale(void) { return getenv("DUCKCACHE_TEST_SCALE") != NULL; }
+
+static inline void make_tmpdir(char *out, size_t cap) {
+    snprintf(out, cap, "/tmp/duckcache-ctest-XXXXXX");
+    CHECK(mkdtemp(out) != NULL);
+}
+
+static inline void remove_tree(const char *dir) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_EQ(system(cmd), 0);
+}
+
+static inline void fill(uint8_t *buf, size_t len, unsigned seed) {
+    for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)(seed * 131u + i * 7u);
+}
+
+static inline void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Every call on a closed handle gives CACHE_ERR_CLOSED; close stays idempotent. Frees c. */
+static inline void check_refuses_closed(cache_t *c) {
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    cache_buf b = {0};
+    uint64_t n;
+    cache_stats s;
+    uint8_t small[4];
+    size_t len;
+    CHECK_EQ(cache_set(c, K("k"), K("v"), CACHE_NO_TTL), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_get(c, K("k"), &b), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_get_into(c, K("k"), small, sizeof small, &len), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_pop(c, K("k"), &b), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_has(c, K("k")), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_delete(c, K("k")), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_clear(c), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_len(c, &n), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_get_stats(c, &s), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_save(c), CACHE_ERR_CLOSED);
+    cache_free(c);
+}
+
+/* Two processes pop the same keys and each set keys of their own: each key is popped
+ * exactly once, and what one process set the other (and the parent) reads. */
+static inline void check_two_processes(opener open, const char *dir) {
+    const int keys = small_scale() ? 60 : 400;
+    cache_t *c = NULL;
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    char key[32];
+    for (int i = 0; i < keys; i++) {
+        snprintf(key, sizeof key, "pop-%d", i);
+        CHECK_EQ(cache_set(c, K(key), K(key), CACHE_NO_TTL), CACHE_OK);
+    }
+    cache_free(c);
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    pid_t pids[2];
+    for (int p = 0; p < 2; p++) {
+        pids[p] = fork();
+        CHECK(pids[p] >= 0);
+        if (pids[p] == 0) {
+            cache_t *h = NULL;
+            if (open(dir, &h) != CACHE_OK) _exit(2);
+            int won = 0;
+            for (int i = 0; i < keys; i++) {
+                /* interleave: child 1 walks backwards */
+                int k = p == 0 ? i : keys - 1 - i;
+                snprintf(key, sizeof key, "pop-%d", k);
+                cache_buf b = {0};
+                int s = cache_pop(h, K(key), &b);
+                if (s == CACHE_OK) {
+                    if (!buf_equals(&b, key)) _exit(3);
+                    won++;
+                } else if (s != CACHE_NOT_FOUND) {
+                    _exit(4);
+                }
+                cache_buf_free(&b);
+                char mine[32];
+                snprintf(mine, sizeof mine, "from-%d-%d", p, i);
+                if (cache_set(h, K(mine), K(mine), CACHE_NO_TTL) != CACHE_OK) _exit(5);
+                /* the other process's writes are visible without reopening */
+                snprintf(mine, sizeof mine, "from-%d-%d", 1 - p, i / 2);
+                int seen = cache_has(h, K(mine));
+                if (seen != CACHE_OK && seen != CACHE_NOT_FOUND) _exit(7);
+            }
+            cache_free(h);
+            if (write(fds[1], &won, sizeof won) != sizeof won) _exit(6);
+            _exit(0);
+        }
+    }
+    close(fds[1]);
+    for (int p = 0; p < 2; p++) {
+        int status = 0;
+        CHECK_EQ(waitpid(pids[p], &status, 0), pids[p]);
+        CHECK(WIFEXITED(status));
+        CHECK_EQ(WEXITSTATUS(status), 0);
+    }
+    int total = 0, won;
+    while (read(fds[0], &won, sizeof won) == sizeof won) total += won;
+    close(fds[0]);
+    CHECK_EQ(total, keys);
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    uint64_t n = 0;
+    CHECK_EQ(cache_len(c, &n), CACHE_OK);
+    CHECK_EQ(n, (uint64_t)(2 * keys));
+    CHECK_GET(c, "from-0-0", "from-0-0");
+    snprintf(key, sizeof key, "from-1-%d", keys - 1);
+    CHECK_GET(c, key, key);
+    /* a key deleted here is never returned to another process */
+    CHECK_EQ(cache_delete(c, K("from-0-0")), CACHE_OK);
+    cache_free(c); /* before fork: the child must not inherit a live handle */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        cache_t *h = NULL;
+        if (open(dir, &h) != CACHE_OK) _exit(2);
+        int gone = cache_has(h, K("from-0-0")) == CACHE_NOT_FOUND;
+        cache_free(h);
+        _exit(gone ? 0 : 8);
+    }
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+}
+
+/* A writer killed with SIGKILL at a random moment, `rounds` times: the store reopens
+ * cleanly and holds every set that had returned CACHE_OK, small and large values alike. */
+static inline void check_sigkill(opener open, const char *base, int rounds) {
+    static uint8_t value[40000];
+    for (int round = 0; round < rounds; round++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/kill-%d", base, round);
+        int fds[2];
+        CHECK_EQ(pipe(fds), 0);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            cache_t *h = NULL;
+            if (open(dir, &h) != CACHE_OK) _exit(2);
+            for (int i = 0;; i++) {
+                char key[32];
+                snprintf(key, sizeof key, "k%d", i);
+                size_t len = (i % 3 == 0) ? sizeof value : 100 + (size_t)i % 50;
+                fill(value, len, (unsigned)i);
+                if (cache_set(h, K(key), value, len, CACHE_NO_TTL) != CACHE_OK) _exit(3);
+                if (write(fds[1], &i, sizeof i) != sizeof i) _exit(4); /* acknowledged */
+            }
+        }
+        close(fds[1]);
+        sleep_ms((20 + (round * 37) % 80) * (small_scale() ? 10 : 1));
+        CHECK_EQ(kill(pid, SIGKILL), 0);
+        int status = 0;
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
+        CHECK(WIFSIGNALED(status));
+        int acked = -1, i;
+        while (read(fds[0], &i, sizeof i) == sizeof i) acked = i;
+        close(fds[0]);
+        cache_t *c = NULL;
+        CHECK_EQ(open(dir, &c), CACHE_OK);
+        for (int k = 0; k <= acked; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "k%d", k);
+            size_t len = (k % 3 == 0) ? sizeof value : 100 + (size_t)k % 50;
+            fill(value, len, (unsigned)k);
+            cache_buf b = {0};
+            CHECK_EQ(cache_get(c, K(key), &b), CACHE_OK);
+            CHECK(b.len == len && memcmp(b.data, value, len) == 0);
+            cache_buf_free(&b);
+        }
+        /* and the store is usable */
+        CHECK_EQ(cache_set(c, K("after"), K("crash"), CACHE_NO_TTL), CACHE_OK);
+        CHECK_GET(c, "after", "crash");
+        cache_free(c);
+        if (getenv("DUCKCACHE_TEST_VERBOSE"))
+            fprintf(stderr, "check_sigkill %s: round %d: %d acknowledged sets all present\n", base, round,
+                    acked + 1);
+        CHECK(acked >= 0); /* the writer got going before the kill */
+    }
+}
+
+#endif
