@@ -5,6 +5,9 @@
 //! Sections:
 //! - file: get and set of 1 KiB and 100 KiB values against a bare rusqlite key-value
 //!   table with the same pragmas (the floor for this design); open time of a store.
+//! - sharded: get with 32 shards against 1 shard, and against the file backend.
+//! - folder: set and get against a SQLite store per key opened for each call (how the
+//!   seed's KeyAsFolderCache works once more keys are in use than it keeps open).
 //! - memory: get of a present key through the C ABI against `lru::LruCache` behind a
 //!   `parking_lot::Mutex` (get plus value copy); two threads against one; bytes per entry
 //!   beyond key and value at a million entries.
@@ -98,14 +101,29 @@ impl CHandle {
         CHandle(c)
     }
 
-    fn file(dir: &std::path::Path) -> CHandle {
+    /// Opens a persistent kind on `dir` with `open(dir, out)`.
+    fn open_dir(
+        dir: &std::path::Path,
+        open: impl FnOnce(*const std::ffi::c_char, *mut *mut ffi::cache_t) -> ffi::cache_status,
+    ) -> CHandle {
         let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
         let mut c = std::ptr::null_mut();
-        assert_eq!(
-            unsafe { ffi::cache_open_file(dir.as_ptr(), 0, &mut c) },
-            ffi::cache_status::CACHE_OK
-        );
+        assert_eq!(open(dir.as_ptr(), &mut c), ffi::cache_status::CACHE_OK);
         CHandle(c)
+    }
+
+    fn file(dir: &std::path::Path) -> CHandle {
+        Self::open_dir(dir, |d, out| unsafe { ffi::cache_open_file(d, 0, out) })
+    }
+
+    fn sharded(dir: &std::path::Path, shard_size_limit: u64) -> CHandle {
+        Self::open_dir(dir, |d, out| unsafe {
+            ffi::cache_open_sharded(d, shard_size_limit, 0, out)
+        })
+    }
+
+    fn folder(dir: &std::path::Path) -> CHandle {
+        Self::open_dir(dir, |d, out| unsafe { ffi::cache_open_folder(d, 0, out) })
     }
 
     fn set(&self, k: &[u8], v: &[u8]) {
@@ -412,6 +430,138 @@ fn bench_file() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Mean time of a random-order get over every key of `c` (all hits).
+fn get_ns(c: &CHandle, order: &[u64]) -> f64 {
+    median_ns_per_op(|| {
+        let t = Instant::now();
+        let sum: usize = order.iter().map(|&i| c.get(&key(i))).sum();
+        black_box(sum);
+        (order.len() as u64, t.elapsed().as_secs_f64())
+    })
+}
+
+fn bench_sharded() {
+    println!(
+        "== sharded backend: get with 32 shards against 1 shard (1 KiB values); target <= 1.2x"
+    );
+    const KEYS: u64 = 4000;
+    let value = vec![3u8; 1024];
+    let base = scratch_dir("sharded");
+    let total = KEYS * (16 + 1024);
+    let order = access_order(KEYS, KEYS as usize * 4, 11);
+    let mut results = Vec::new();
+    for shards in [1u64, 32] {
+        let c = CHandle::sharded(&base.join(format!("s{shards}")), total.div_ceil(shards) + 1);
+        for i in 0..KEYS {
+            c.set(&key(i), &value);
+        }
+        let made = std::fs::read_dir(base.join(format!("s{shards}")))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("shard-")
+            })
+            .count();
+        results.push((made, get_ns(&c, &order)));
+    }
+    let file = CHandle::file(&base.join("file"));
+    for i in 0..KEYS {
+        file.set(&key(i), &value);
+    }
+    let file_get = get_ns(&file, &order);
+    let ((n1, one), (n32, many)) = (results[0], results[1]);
+    print_row(
+        &format!("get, {n32} shards vs {n1} ({KEYS} keys)"),
+        many,
+        one,
+        &format!("{n1} shard"),
+    );
+    print_row("get, 1 shard vs the file backend", one, file_get, "file");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn bench_folder() {
+    println!(
+        "== folder backend against a SQLite store per key opened on each call (the seed's design, without Python); target >= 100x faster"
+    );
+    const KEYS: u64 = 1000;
+    let value = vec![9u8; 1024];
+    let base = scratch_dir("folder");
+    let order = access_order(KEYS, KEYS as usize * 2, 13);
+    let mut round = 0;
+    let ours_set = median_ns_per_op(|| {
+        round += 1;
+        let c = CHandle::folder(&base.join(format!("ours-{round}")));
+        let t = Instant::now();
+        for i in 0..KEYS {
+            c.set(&key(i), &value);
+        }
+        (KEYS, t.elapsed().as_secs_f64())
+    });
+    let c = CHandle::folder(&base.join(format!("ours-{round}")));
+    let ours_get = get_ns(&c, &order);
+    // The seed: each key's folder is a whole store, opened for the call.
+    use duckcache::{Backend, FileCache, Ttl};
+    let per_key = base.join("per-key");
+    let store = |i: u64| FileCache::open(per_key.join(format!("{i:016x}")), 0).unwrap();
+    let seed_set = median_ns_per_op(|| {
+        let t = Instant::now();
+        for i in 0..100 {
+            let s = store(i);
+            s.set(&key(i), &value, Ttl::Never).unwrap();
+            s.close().unwrap();
+        }
+        (100, t.elapsed().as_secs_f64())
+    });
+    let seed_get = median_ns_per_op(|| {
+        let t = Instant::now();
+        for &i in order.iter().filter(|&&i| i < 100).take(200) {
+            let s = store(i);
+            black_box(s.get_vec(&key(i)).unwrap().unwrap());
+            s.close().unwrap();
+        }
+        (200, t.elapsed().as_secs_f64())
+    });
+    let row = |what: &str, ours: f64, seed: f64| {
+        println!(
+            "  {what:<44} duckcache {:>7.1} us/op   store per key {:>7.1} us/op   {:.0}x faster",
+            ours / 1e3,
+            seed / 1e3,
+            seed / ours
+        )
+    };
+    row(
+        &format!("set 1 KiB value ({KEYS} keys)"),
+        ours_set,
+        seed_set,
+    );
+    row("get 1 KiB value", ours_get, seed_get);
+    // What the file system charges for one new name: a set writes three (a folder and
+    // two files), so this bounds how fast any atomic set can be on this machine.
+    let floor_dir = base.join("floor");
+    std::fs::create_dir_all(&floor_dir).unwrap();
+    let mut floor_round = 0;
+    let create = median_ns_per_op(|| {
+        floor_round += 1;
+        let round = floor_dir.join(floor_round.to_string());
+        std::fs::create_dir_all(&round).unwrap();
+        let t = Instant::now();
+        for i in 0..100 {
+            std::fs::File::create(round.join(i.to_string())).unwrap();
+        }
+        (100, t.elapsed().as_secs_f64())
+    });
+    println!(
+        "  (file system floor: creating one empty file here takes {:.1} us)",
+        create / 1e3
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 fn main() {
     // `cargo bench` passes --bench; any other argument filters sections by name.
     let filter: Vec<String> = std::env::args()
@@ -425,6 +575,12 @@ fn main() {
     );
     if wanted("file") {
         bench_file();
+    }
+    if wanted("sharded") {
+        bench_sharded();
+    }
+    if wanted("folder") {
+        bench_folder();
     }
     if wanted("memory") {
         // Memory first, while the heap is fresh, so the resident-set figure means something.
