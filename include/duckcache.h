@@ -56,6 +56,14 @@ typedef int32_t cache_status;
 // cache_free.
 typedef struct cache_t cache_t;
 
+// Called once per queued operation, on a library thread, with what the synchronous
+// call would have returned. `value`/`value_len` carry the value for get and pop (NULL/0
+// otherwise) and are valid only until the callback returns.
+typedef void (*cache_callback)(void *user_data,
+                               cache_status status,
+                               const uint8_t *value,
+                               size_t value_len);
+
 // A value handed to the caller. `data` is owned by the caller and freed with
 // cache_buf_free; it may be NULL when `len` is 0.
 typedef struct cache_buf {
@@ -83,6 +91,59 @@ typedef struct cache_stats {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Queues a set; the callback gets what cache_set would return. Key and value are
+// copied before the call returns. CACHE_OK means queued; any other status means not
+// queued, and the callback never runs. `cb` may be NULL.
+//
+// # Safety
+// `c` NULL or a live handle; `key`/`value` NULL or `key_len`/`value_len` readable bytes;
+// `cb` NULL or a function of the cache_callback signature.
+cache_status cache_set_async(struct cache_t *c,
+                             const uint8_t *key,
+                             size_t key_len,
+                             const uint8_t *value,
+                             size_t value_len,
+                             double ttl_seconds,
+                             cache_callback cb,
+                             void *user_data);
+
+// Queues a get; the callback gets CACHE_OK with the value, or CACHE_NOT_FOUND.
+//
+// # Safety
+// As for cache_set_async.
+cache_status cache_get_async(struct cache_t *c,
+                             const uint8_t *key,
+                             size_t key_len,
+                             cache_callback cb,
+                             void *user_data);
+
+// Queues a pop; the callback gets CACHE_OK with the value (exactly one of any number of
+// concurrent pops of a key does), or CACHE_NOT_FOUND.
+//
+// # Safety
+// As for cache_set_async.
+cache_status cache_pop_async(struct cache_t *c,
+                             const uint8_t *key,
+                             size_t key_len,
+                             cache_callback cb,
+                             void *user_data);
+
+// Queues a delete; the callback gets CACHE_OK whether or not the key was present.
+//
+// # Safety
+// As for cache_set_async.
+cache_status cache_delete_async(struct cache_t *c,
+                                const uint8_t *key,
+                                size_t key_len,
+                                cache_callback cb,
+                                void *user_data);
+
+// Queues a clear; the callback gets what cache_clear would return.
+//
+// # Safety
+// `c` NULL or a live handle; `cb` NULL or a function of the cache_callback signature.
+cache_status cache_clear_async(struct cache_t *c, cache_callback cb, void *user_data);
 
 // The library version, "MAJOR.MINOR.PATCH". Static; never free it.
 const char *cache_version(void);
@@ -234,8 +295,10 @@ cache_status cache_save(struct cache_t *c);
 // `c` must be NULL or a live handle.
 cache_status cache_close(struct cache_t *c);
 
-// Closes the handle if needed and frees it. NULL is a no-op. Must not race with other
-// calls on the same handle.
+// Closes the handle if needed and frees it, after its queued async operations have run.
+// Called from inside one of the handle's own callbacks, it returns at once and the free
+// happens when the queue is empty. NULL is a no-op. Must not race with other calls on
+// the same handle.
 //
 // # Safety
 // `c` must be NULL or a live handle, not used again afterwards.

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod sharded;
 mod sqlite;
 pub mod ttl;
+pub mod worker;
 
 #[allow(unsafe_code)]
 pub mod ffi;

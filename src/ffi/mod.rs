@@ -4,15 +4,18 @@
 //! (they become `CACHE_ERR_INTERNAL`), turns errors into status codes and records their
 //! message for `cache_last_error`. Pointer arguments are checked by the helpers in
 //! [`args`], so a NULL gets the same `CACHE_ERR_INVALID_ARG` and message everywhere.
-//! Out-parameters are written only on success.
+//! Out-parameters are written only on success. The asynchronous functions
+//! ([`async_ops`]) queue the same calls on the handle's queue in [`crate::worker`].
 
 mod args;
+mod async_ops;
 mod boundary;
 mod handle;
 mod library;
 mod ops;
 mod types;
 
+pub use async_ops::*;
 pub use handle::cache_t;
 pub use library::{cache_last_error, cache_status_str, cache_version};
 pub use ops::*;

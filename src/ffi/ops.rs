@@ -350,23 +350,52 @@ pub unsafe extern "C" fn cache_save(c: *mut cache_t) -> cache_status {
 #[no_mangle]
 pub unsafe extern "C" fn cache_close(c: *mut cache_t) -> cache_status {
     boundary("cache_close", || {
-        unsafe { args::handle(c) }?.backend.close()?;
+        let handle = unsafe { args::handle(c) }?;
+        handle.queue.close_and_drain().map_err(|_| {
+            Failure::new(
+                CACHE_ERR_BUSY,
+                "called from inside one of this handle's callbacks, which must return before the handle can close",
+            )
+        })?;
+        handle.backend.close()?;
         Ok(CACHE_OK)
     })
 }
 
-/// Closes the handle if needed and frees it. NULL is a no-op. Must not race with other
-/// calls on the same handle.
+/// Closes the handle if needed and frees it, after its queued async operations have run.
+/// Called from inside one of the handle's own callbacks, it returns at once and the free
+/// happens when the queue is empty. NULL is a no-op. Must not race with other calls on
+/// the same handle.
 ///
 /// # Safety
 /// `c` must be NULL or a live handle, not used again afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn cache_free(c: *mut cache_t) {
-    boundary_void("cache_free", || {
-        if !c.is_null() {
-            // SAFETY: the caller hands over a live handle made by Box::into_raw.
-            let handle = unsafe { Box::from_raw(c) };
+    /// The handle, moved to the thread that runs the deferred free.
+    struct Owned(*mut cache_t);
+    // SAFETY: cache_t is Send + Sync; the caller gives up the pointer.
+    unsafe impl Send for Owned {}
+    impl Owned {
+        fn free(self) {
+            // SAFETY: a live handle made by Box::into_raw, freed exactly once.
+            let handle = unsafe { Box::from_raw(self.0) };
             let _ = handle.backend.close();
+        }
+    }
+    boundary_void("cache_free", || {
+        // SAFETY: the caller guarantees a non-NULL `c` is a live handle.
+        let Some(handle) = (unsafe { c.as_ref() }) else {
+            return;
+        };
+        let owned = Owned(c);
+        if handle.queue.is_current() {
+            handle
+                .queue
+                .clone()
+                .close_then(Box::new(move || owned.free()));
+        } else {
+            let _ = handle.queue.close_and_drain();
+            owned.free();
         }
     })
 }

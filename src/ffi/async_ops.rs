@@ -1,0 +1,301 @@
+//! The asynchronous functions: each copies its arguments, queues a job on the handle's
+//! queue (see [`crate::worker`]) and returns. The job runs the same backend call as the
+//! synchronous function, through the same [`boundary`], and hands the outcome to the
+//! caller's callback on the worker thread. A failed job also leaves its message for
+//! `cache_last_error` on that thread, so a callback can ask for the detail.
+
+use super::args;
+use super::boundary::{boundary, Failure};
+use super::handle::cache_t;
+use super::types::cache_status::{self, *};
+use crate::backend::Backend;
+use crate::error::{try_copy, Result};
+use crate::ttl::Ttl;
+use std::ffi::c_void;
+
+/// Called once per queued operation, on a library thread, with what the synchronous
+/// call would have returned. `value`/`value_len` carry the value for get and pop (NULL/0
+/// otherwise) and are valid only until the callback returns.
+#[allow(non_camel_case_types)]
+pub type cache_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        status: cache_status,
+        value: *const u8,
+        value_len: usize,
+    ),
+>;
+
+/// The caller's callback and its user data, carried to the worker thread.
+struct Callback {
+    cb: cache_callback,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the contract hands user_data to a library thread; its owner guarantees it may
+// be used there.
+unsafe impl Send for Callback {}
+
+impl Callback {
+    fn call(self, status: cache_status, value: Option<&[u8]>) {
+        let Some(cb) = self.cb else { return };
+        let (ptr, len) = match value {
+            Some(v) if !v.is_empty() => (v.as_ptr(), v.len()),
+            _ => (std::ptr::null(), 0),
+        };
+        // SAFETY: the caller supplied a function of this signature.
+        unsafe { cb(self.user_data, status, ptr, len) };
+    }
+}
+
+/// What a job computes: the status, and the value for get and pop.
+type Outcome = (cache_status, Option<Vec<u8>>);
+
+/// Queues `op` on the handle `c`; the callback gets its outcome. Refused (and never
+/// called back) when the handle is closed.
+fn submit(
+    c: &cache_t,
+    function: &'static str,
+    callback: Callback,
+    op: impl FnOnce(&dyn Backend) -> Result<Outcome, Failure> + Send + 'static,
+) -> Result<cache_status, Failure> {
+    let backend = c.backend.clone();
+    let job = Box::new(move || {
+        let mut outcome = None;
+        let status = boundary(function, || {
+            let (status, value) = op(&*backend)?;
+            outcome = value;
+            Ok(status)
+        });
+        callback.call(status, outcome.as_deref());
+    });
+    c.queue
+        .submit(job)
+        .map_err(|_| Failure::new(CACHE_ERR_CLOSED, "the cache is closed"))?;
+    Ok(CACHE_OK)
+}
+
+/// A get-like call's outcome: OK with a copy of the value, or NOT_FOUND.
+fn value_outcome(
+    call: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<bool>,
+) -> Result<Outcome, Failure> {
+    let mut copied = None;
+    if !call(&mut |value| copied = Some(try_copy(value)))? {
+        return Ok((CACHE_NOT_FOUND, None));
+    }
+    let value = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))??;
+    Ok((CACHE_OK, Some(value)))
+}
+
+/// The key and the callback every async function takes, checked and copied.
+///
+/// # Safety
+/// As for the exported functions: `key` NULL or `key_len` readable bytes.
+unsafe fn key_and_callback(
+    key: *const u8,
+    key_len: usize,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> Result<(Vec<u8>, Callback), Failure> {
+    let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
+    Ok((key, Callback { cb, user_data }))
+}
+
+/// Queues a set; the callback gets what cache_set would return. Key and value are
+/// copied before the call returns. CACHE_OK means queued; any other status means not
+/// queued, and the callback never runs. `cb` may be NULL.
+///
+/// # Safety
+/// `c` NULL or a live handle; `key`/`value` NULL or `key_len`/`value_len` readable bytes;
+/// `cb` NULL or a function of the cache_callback signature.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cache_set_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_seconds: f64,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    boundary("cache_set_async", || {
+        let handle = unsafe { args::handle(c) }?;
+        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
+        let value = try_copy(unsafe { args::bytes(value, value_len, "value") }?)?;
+        let ttl = Ttl::from_seconds(ttl_seconds)?;
+        submit(handle, "cache_set_async", callback, move |b| {
+            b.set(&key, &value, ttl)?;
+            Ok((CACHE_OK, None))
+        })
+    })
+}
+
+/// Queues a get; the callback gets CACHE_OK with the value, or CACHE_NOT_FOUND.
+///
+/// # Safety
+/// As for cache_set_async.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    boundary("cache_get_async", || {
+        let handle = unsafe { args::handle(c) }?;
+        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
+        submit(handle, "cache_get_async", callback, move |b| {
+            value_outcome(|visit| b.get(&key, visit))
+        })
+    })
+}
+
+/// Queues a pop; the callback gets CACHE_OK with the value (exactly one of any number of
+/// concurrent pops of a key does), or CACHE_NOT_FOUND.
+///
+/// # Safety
+/// As for cache_set_async.
+#[no_mangle]
+pub unsafe extern "C" fn cache_pop_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    boundary("cache_pop_async", || {
+        let handle = unsafe { args::handle(c) }?;
+        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
+        submit(handle, "cache_pop_async", callback, move |b| {
+            value_outcome(|visit| b.pop(&key, visit))
+        })
+    })
+}
+
+/// Queues a delete; the callback gets CACHE_OK whether or not the key was present.
+///
+/// # Safety
+/// As for cache_set_async.
+#[no_mangle]
+pub unsafe extern "C" fn cache_delete_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    boundary("cache_delete_async", || {
+        let handle = unsafe { args::handle(c) }?;
+        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
+        submit(handle, "cache_delete_async", callback, move |b| {
+            b.delete(&key)?;
+            Ok((CACHE_OK, None))
+        })
+    })
+}
+
+/// Queues a clear; the callback gets what cache_clear would return.
+///
+/// # Safety
+/// `c` NULL or a live handle; `cb` NULL or a function of the cache_callback signature.
+#[no_mangle]
+pub unsafe extern "C" fn cache_clear_async(
+    c: *mut cache_t,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    boundary("cache_clear_async", || {
+        let handle = unsafe { args::handle(c) }?;
+        let callback = Callback { cb, user_data };
+        submit(handle, "cache_clear_async", callback, move |b| {
+            b.clear()?;
+            Ok((CACHE_OK, None))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Stats;
+    use crate::ttl::Ttl;
+    use std::sync::mpsc;
+
+    /// A backend whose get panics: the panic must reach the callback as INTERNAL.
+    struct Panicking;
+
+    impl Backend for Panicking {
+        fn set(&self, _: &[u8], _: &[u8], _: Ttl) -> Result<()> {
+            Ok(())
+        }
+        fn get(&self, _: &[u8], _: &mut dyn FnMut(&[u8])) -> Result<bool> {
+            panic!("backend bug")
+        }
+        fn pop(&self, _: &[u8], _: &mut dyn FnMut(&[u8])) -> Result<bool> {
+            Ok(false)
+        }
+        fn has(&self, _: &[u8]) -> Result<bool> {
+            Ok(false)
+        }
+        fn delete(&self, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn clear(&self) -> Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> Result<u64> {
+            Ok(0)
+        }
+        fn stats(&self) -> Result<Stats> {
+            Ok(Stats::default())
+        }
+        fn save(&self) -> Result<()> {
+            Ok(())
+        }
+        fn close(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    unsafe extern "C" fn report(
+        user_data: *mut c_void,
+        status: cache_status,
+        _: *const u8,
+        _: usize,
+    ) {
+        let tx = unsafe { &*(user_data as *const mpsc::Sender<(cache_status, String)>) };
+        let mut msg = [0 as std::ffi::c_char; 256];
+        unsafe { crate::ffi::cache_last_error(msg.as_mut_ptr(), msg.len()) };
+        let msg = unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) };
+        tx.send((status, msg.to_string_lossy().into_owned()))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_a_backend_reaches_the_callback_and_the_worker_survives() {
+        let c = Box::into_raw(Box::new(cache_t::new(Panicking)));
+        let (tx, rx) = mpsc::channel::<(cache_status, String)>();
+        let user = &tx as *const _ as *mut c_void;
+        unsafe {
+            assert_eq!(
+                cache_get_async(c, b"k".as_ptr(), 1, Some(report), user),
+                CACHE_OK
+            );
+            assert_eq!(
+                cache_delete_async(c, b"k".as_ptr(), 1, Some(report), user),
+                CACHE_OK
+            );
+        }
+        let (status, msg) = rx.recv().unwrap();
+        assert_eq!(status, CACHE_ERR_INTERNAL);
+        assert!(
+            msg.contains("cache_get_async") && msg.contains("backend bug"),
+            "{msg}"
+        );
+        assert_eq!(rx.recv().unwrap().0, CACHE_OK, "the next job still runs");
+        unsafe { crate::ffi::cache_free(c) };
+    }
+}

@@ -1,0 +1,322 @@
+//! The async executor: a fixed pool of worker threads, started on first use, running
+//! per-handle FIFO queues. Each [`Queue`] is run by at most one thread at a time, so a
+//! handle's jobs happen in the order they were submitted while different handles
+//! proceed in parallel. The executor knows nothing about caches or C: a job is a closure.
+//!
+//! Pool size: the `DUCKCACHE_WORKERS` environment variable when set (1 to 256), else
+//! the number of CPUs, at least 2 and at most 16.
+//!
+//! Draining ([`Queue::close_and_drain`]) waits for every job of a queue to finish. From a
+//! worker thread it runs the remaining jobs itself rather than wait, so a job that
+//! closes another handle cannot deadlock the pool, and from a job of the queue being
+//! drained it refuses ([`DrainError::InsideOwnJob`]).
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+/// A unit of work.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Jobs a worker runs from one queue before letting other queues go first.
+const BATCH: usize = 64;
+
+/// A handle's queue of jobs.
+pub struct Queue {
+    state: Mutex<State>,
+    /// Signalled whenever a job finishes.
+    finished: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// In the pool's channel or being run by a worker.
+    scheduled: bool,
+    /// A thread is running one of this queue's jobs now.
+    executing: bool,
+    /// No more jobs accepted.
+    closed: bool,
+    /// Runs once the queue is closed and empty (a free deferred from inside a job).
+    on_drained: Option<Job>,
+}
+
+impl State {
+    fn is_idle(&self) -> bool {
+        self.jobs.is_empty() && !self.executing
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed;
+
+/// Why a drain was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DrainError {
+    /// Called from one of the queue's own jobs, which could never see the queue empty.
+    InsideOwnJob,
+}
+
+thread_local! {
+    /// The queue whose job this thread is running (null when none).
+    static CURRENT: Cell<*const Queue> = const { Cell::new(std::ptr::null()) };
+    /// True on the pool's threads.
+    static IS_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Pool {
+    ready: Sender<Arc<Queue>>,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (ready, incoming) = unbounded();
+        for i in 0..worker_count() {
+            let incoming: Receiver<Arc<Queue>> = incoming.clone();
+            // A pool that cannot start any thread would leave jobs unrun forever; with
+            // at least one thread the pool works, only slower.
+            let started = std::thread::Builder::new()
+                .name(format!("duckcache-worker-{i}"))
+                .spawn(move || {
+                    IS_WORKER.with(|w| w.set(true));
+                    for queue in incoming {
+                        queue.run_batch();
+                    }
+                });
+            if started.is_err() && i == 0 {
+                panic!("cannot start the duckcache worker thread");
+            }
+        }
+        Pool { ready }
+    })
+}
+
+/// The pool size: `DUCKCACHE_WORKERS`, else the CPU count within 2..=16.
+pub fn worker_count() -> usize {
+    if let Some(n) = std::env::var("DUCKCACHE_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 16)
+}
+
+impl Queue {
+    pub fn new() -> Arc<Queue> {
+        Arc::new(Queue {
+            state: Mutex::new(State::default()),
+            finished: Condvar::new(),
+        })
+    }
+
+    /// True on a thread running one of this queue's jobs.
+    pub fn is_current(&self) -> bool {
+        CURRENT.with(|c| std::ptr::eq(c.get(), self))
+    }
+
+    /// Queues `job`; it runs after every job submitted before it.
+    pub fn submit(self: &Arc<Self>, job: Job) -> Result<(), Closed> {
+        let schedule = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(Closed);
+            }
+            state.jobs.push_back(job);
+            !std::mem::replace(&mut state.scheduled, true)
+        };
+        if schedule {
+            // The receivers live as long as the process: sending cannot fail.
+            let _ = pool().ready.send(self.clone());
+        }
+        Ok(())
+    }
+
+    /// Stops accepting jobs and waits until every queued job has run. Idempotent.
+    pub fn close_and_drain(&self) -> Result<(), DrainError> {
+        if self.is_current() {
+            return Err(DrainError::InsideOwnJob);
+        }
+        let helping = IS_WORKER.with(|w| w.get());
+        let mut state = self.state.lock();
+        state.closed = true;
+        while !state.is_idle() {
+            if helping && !state.executing {
+                // A worker waiting here would hold up the very jobs it waits for when
+                // the pool is small: run them here instead, in order.
+                let job = state.jobs.pop_front().expect("not idle and not executing");
+                state.executing = true;
+                drop(state);
+                self.run_job(job);
+                state = self.state.lock();
+            } else {
+                self.finished.wait(&mut state);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the queue and runs `f` once it is empty: now, when it already is, else
+    /// after the last queued job (on the thread that ran it).
+    pub fn close_then(&self, f: Job) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        if state.is_idle() {
+            drop(state);
+            f();
+        } else {
+            state.on_drained = Some(f);
+        }
+    }
+
+    /// Runs one job with this queue as the thread's current one, then records that it
+    /// finished (running a deferred `on_drained` when it was the last).
+    fn run_job(&self, job: Job) {
+        let previous = CURRENT.with(|c| c.replace(self));
+        // A job is expected not to panic (the C layer catches panics inside it); if one
+        // does, the worker and the queue must survive it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        CURRENT.with(|c| c.set(previous));
+        let drained = {
+            let mut state = self.state.lock();
+            state.executing = false;
+            if state.is_idle() && state.closed {
+                state.on_drained.take()
+            } else {
+                None
+            }
+        };
+        self.finished.notify_all();
+        if let Some(f) = drained {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        }
+    }
+
+    /// A worker's turn on this queue: up to [`BATCH`] jobs, then back of the line.
+    fn run_batch(self: Arc<Self>) {
+        for _ in 0..BATCH {
+            let job = {
+                let mut state = self.state.lock();
+                // A drain running the jobs itself finishes them all.
+                let next = if state.executing {
+                    None
+                } else {
+                    state.jobs.pop_front()
+                };
+                match next {
+                    Some(job) => {
+                        state.executing = true;
+                        job
+                    }
+                    None => {
+                        state.scheduled = false;
+                        return;
+                    }
+                }
+            };
+            self.run_job(job);
+        }
+        let more = {
+            let mut state = self.state.lock();
+            state.scheduled = !state.jobs.is_empty();
+            state.scheduled
+        };
+        if more {
+            let _ = pool().ready.send(self);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn jobs_of_one_queue_run_in_order_and_queues_in_parallel() {
+        let queues: Vec<_> = (0..4).map(|_| Queue::new()).collect();
+        let seen: Vec<_> = (0..4).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+        for i in 0..1000 {
+            for (q, s) in queues.iter().zip(&seen) {
+                let s = s.clone();
+                q.submit(Box::new(move || s.lock().push(i))).unwrap();
+            }
+        }
+        for q in &queues {
+            q.close_and_drain().unwrap();
+            assert_eq!(q.submit(Box::new(|| {})), Err(Closed));
+        }
+        for s in &seen {
+            assert_eq!(*s.lock(), (0..1000).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn drain_from_own_job_is_refused_and_from_another_queue_helps() {
+        let a = Queue::new();
+        let b = Queue::new();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..100 {
+            let ran = ran.clone();
+            a.submit(Box::new(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }))
+            .unwrap();
+        }
+        let (a2, ran2) = (a.clone(), ran.clone());
+        b.submit(Box::new(move || {
+            let own = Queue::new();
+            let own2 = own.clone();
+            own.submit(Box::new(move || {
+                assert_eq!(own2.close_and_drain(), Err(DrainError::InsideOwnJob));
+            }))
+            .unwrap();
+            a2.close_and_drain().unwrap();
+            tx.send(ran2.load(Ordering::SeqCst)).unwrap();
+        }))
+        .unwrap();
+        assert_eq!(rx.recv().unwrap(), 100);
+    }
+
+    #[test]
+    fn close_then_runs_after_the_last_job() {
+        let q = Queue::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (q2, o1) = (q.clone(), order.clone());
+        q.submit(Box::new(move || {
+            let o2 = o1.clone();
+            q2.close_then(Box::new(move || o2.lock().push("drained")));
+            o1.lock().push("first");
+        }))
+        .unwrap();
+        let o3 = order.clone();
+        // Still queued behind the first job, so it runs before the deferred one.
+        let _ = q.submit(Box::new(move || o3.lock().push("second")));
+        q.close_and_drain().unwrap();
+        let order = order.lock().clone();
+        assert_eq!(order.last(), Some(&"drained"));
+        assert_eq!(order[0], "first");
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_kill_the_queue() {
+        let q = Queue::new();
+        q.submit(Box::new(|| panic!("boom"))).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        q.submit(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+        q.close_and_drain().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+}
