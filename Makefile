@@ -8,7 +8,7 @@
 PREFIX   ?= /usr/local
 CARGO    ?= cargo
 CC       ?= cc
-VALGRIND ?= valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
+VALGRIND ?= valgrind --quiet --suppressions=ffi-tests/valgrind.supp --leak-check=full --show-leak-kinds=definite,indirect,possible \
             --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99
 VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 

@@ -1,0 +1,319 @@
+/* The asynchronous functions on every backend: many operations from several threads
+ * mixed with synchronous calls, per-handle ordering, every callback exactly once,
+ * close and free with work queued and from inside a callback, NULL callbacks, closed
+ * handles, bad input, and process exit with work still queued. */
+#include "persistent.h"
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define THREADS 4
+
+static int ops_per_thread(void) { return small_scale() ? 150 : 1500; }
+
+/* One submitted operation's record: how often its callback ran, and what it saw. */
+typedef struct {
+    atomic_int calls;
+    atomic_int status;
+    int expect_value; /* for ordered gets: the value the callback must see */
+} slot;
+
+static void count_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    slot *s = user;
+    atomic_store(&s->status, status);
+    if (s->expect_value >= 0) {
+        /* a get queued right after the set of this value must see it */
+        char want[16];
+        snprintf(want, sizeof want, "v%d", s->expect_value);
+        if (status != CACHE_OK || len != strlen(want) || memcmp(value, want, len) != 0) {
+            fprintf(stderr, "ordered get saw status %d, %.*s; want %s\n", status, (int)len,
+                    value ? (const char *)value : "", want);
+            abort();
+        }
+    }
+    atomic_fetch_add(&s->calls, 1);
+}
+
+typedef struct {
+    cache_t *c;
+    int id;
+    slot *slots;
+} worker_args;
+
+/* Mixed async work on shared keys plus sync calls, and an ordered set-then-get stream on
+ * keys of its own. */
+static void *submitter(void *p) {
+    worker_args *a = p;
+    int n = ops_per_thread();
+    for (int i = 0; i < n; i++) {
+        slot *s = &a->slots[i];
+        s->expect_value = -1;
+        char key[32], value[16];
+        snprintf(key, sizeof key, "shared-%d", i % 50);
+        snprintf(value, sizeof value, "v%d", i);
+        int st;
+        switch (i % 6) {
+        case 0: st = cache_set_async(a->c, K(key), K(value), CACHE_NO_TTL, count_cb, s); break;
+        case 1: st = cache_get_async(a->c, K(key), count_cb, s); break;
+        case 2: st = cache_pop_async(a->c, K(key), count_cb, s); break;
+        case 3: st = cache_delete_async(a->c, K(key), count_cb, s); break;
+        case 4: {
+            /* ordered: set then get of a key only this thread writes */
+            char own[32];
+            snprintf(own, sizeof own, "own-%d", a->id);
+            CHECK_EQ(cache_set_async(a->c, K(own), K(value), CACHE_NO_TTL, NULL, NULL), CACHE_OK);
+            s->expect_value = i;
+            st = cache_get_async(a->c, K(own), count_cb, s);
+            break;
+        }
+        default: {
+            /* a synchronous call in between, then an async one */
+            cache_buf b = {0};
+            int g = cache_get(a->c, K(key), &b);
+            CHECK(g == CACHE_OK || g == CACHE_NOT_FOUND);
+            cache_buf_free(&b);
+            st = cache_set_async(a->c, K(key), K(value), 60.0, count_cb, s);
+        }
+        }
+        CHECK_EQ(st, CACHE_OK);
+    }
+    return NULL;
+}
+
+static void test_many_threads(cache_t *c) {
+    pthread_t threads[THREADS];
+    worker_args args[THREADS];
+    int n = ops_per_thread();
+    for (int t = 0; t < THREADS; t++) {
+        args[t].c = c;
+        args[t].id = t;
+        args[t].slots = calloc((size_t)n, sizeof(slot));
+        CHECK(args[t].slots != NULL);
+        CHECK_EQ(pthread_create(&threads[t], NULL, submitter, &args[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) CHECK_EQ(pthread_join(threads[t], NULL), 0);
+    /* close drains: every callback has returned when it does */
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    for (int t = 0; t < THREADS; t++) {
+        for (int i = 0; i < n; i++) {
+            CHECK_EQ(atomic_load(&args[t].slots[i].calls), 1);
+            int st = atomic_load(&args[t].slots[i].status);
+            CHECK(st == CACHE_OK || st == CACHE_NOT_FOUND);
+        }
+        free(args[t].slots);
+    }
+}
+
+/* --- callbacks that call back into the library --- */
+
+typedef struct {
+    cache_t *c;
+    atomic_int done;
+    atomic_int close_status;
+    atomic_int nested_calls;
+} reentrant;
+
+static void nested_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    reentrant *r = user;
+    CHECK_EQ(status, CACHE_OK);
+    CHECK(len == 6 && memcmp(value, "nested", 6) == 0);
+    atomic_fetch_add(&r->nested_calls, 1);
+}
+
+static void reenter_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    (void)value;
+    (void)len;
+    reentrant *r = user;
+    CHECK_EQ(status, CACHE_OK);
+    /* synchronous calls on the same handle, and more queued work */
+    CHECK_EQ(cache_set(r->c, K("nested"), K("nested"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_GET(r->c, "nested", "nested");
+    CHECK_EQ(cache_get_async(r->c, K("nested"), nested_cb, r), CACHE_OK);
+    /* closing from inside its own callback must not deadlock */
+    atomic_store(&r->close_status, cache_close(r->c));
+    atomic_fetch_add(&r->done, 1);
+}
+
+static void free_inside_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    (void)status;
+    (void)value;
+    (void)len;
+    reentrant *r = user;
+    cache_free(r->c); /* deferred until the queue is empty */
+    atomic_fetch_add(&r->done, 1);
+}
+
+static void after_free_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    (void)value;
+    (void)len;
+    reentrant *r = user;
+    CHECK_EQ(status, CACHE_OK); /* queued before the free: still runs, on a live handle */
+    atomic_fetch_add(&r->nested_calls, 1);
+}
+
+static void never_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    (void)user;
+    (void)status;
+    (void)value;
+    (void)len;
+    fprintf(stderr, "a callback ran for an operation that was not queued\n");
+    abort();
+}
+
+static void wait_for(atomic_int *v, int want) {
+    for (int i = 0; i < 20000 && atomic_load(v) < want; i++) sleep_ms(1);
+    CHECK_EQ(atomic_load(v), want);
+}
+
+static void test_reentrancy(opener open, const char *dir) {
+    reentrant r = {0};
+    CHECK_EQ(open(dir, &r.c), CACHE_OK);
+    CHECK_EQ(cache_set_async(r.c, K("k"), K("v"), CACHE_NO_TTL, reenter_cb, &r), CACHE_OK);
+    wait_for(&r.done, 1);
+    CHECK_EQ(atomic_load(&r.close_status), CACHE_ERR_BUSY);
+    wait_for(&r.nested_calls, 1);
+    CHECK_EQ(cache_close(r.c), CACHE_OK); /* from outside: drains and closes */
+    CHECK_EQ(cache_get_async(r.c, K("k"), never_cb, NULL), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_clear_async(r.c, never_cb, NULL), CACHE_ERR_CLOSED);
+    cache_free(r.c);
+
+    /* free from inside a callback, with more work queued behind it */
+    reentrant f = {0};
+    CHECK_EQ(open(dir, &f.c), CACHE_OK);
+    for (int i = 0; i < 50; i++) CHECK_EQ(cache_set_async(f.c, K("a"), K("b"), CACHE_NO_TTL, NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_delete_async(f.c, K("a"), free_inside_cb, &f), CACHE_OK);
+    for (int i = 0; i < 20; i++) {
+        int st = cache_set_async(f.c, K("a"), K("b"), CACHE_NO_TTL, after_free_cb, &f);
+        if (st != CACHE_OK) {
+            /* the free was requested: the queue takes no more work */
+            CHECK_EQ(st, CACHE_ERR_CLOSED);
+            break;
+        }
+        atomic_fetch_add(&f.close_status, 1); /* count what was queued */
+    }
+    wait_for(&f.done, 1);
+    wait_for(&f.nested_calls, atomic_load(&f.close_status));
+    /* f.c is gone now; valgrind checks it was freed */
+}
+
+/* close and free with thousands of operations still queued */
+static void test_close_and_free_with_work_queued(opener open, const char *dir) {
+    int n = small_scale() ? 300 : 3000;
+    slot *slots = calloc((size_t)n, sizeof(slot));
+    CHECK(slots != NULL);
+    for (int round = 0; round < 2; round++) {
+        cache_t *c = NULL;
+        CHECK_EQ(open(dir, &c), CACHE_OK);
+        for (int i = 0; i < n; i++) {
+            slots[i].expect_value = -1;
+            atomic_store(&slots[i].calls, 0);
+            char key[32];
+            snprintf(key, sizeof key, "q-%d", i % 97);
+            CHECK_EQ(cache_set_async(c, K(key), K("x"), CACHE_NO_TTL, count_cb, &slots[i]), CACHE_OK);
+        }
+        if (round == 0) {
+            CHECK_EQ(cache_close(c), CACHE_OK);
+            cache_free(c);
+        } else {
+            cache_free(c);
+        }
+        for (int i = 0; i < n; i++) CHECK_EQ(atomic_load(&slots[i].calls), 1);
+    }
+    free(slots);
+}
+
+static void test_null_callbacks_and_bad_input(opener open, const char *dir) {
+    cache_t *c = NULL;
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    CHECK_EQ(cache_set_async(c, K("n"), K("1"), CACHE_NO_TTL, NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_get_async(c, K("n"), NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_pop_async(c, K("n"), NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_set_async(c, K("m"), K("2"), CACHE_NO_TTL, NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_delete_async(c, K("m"), NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_clear_async(c, NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_set_async(c, K("after"), K("3"), CACHE_NO_TTL, NULL, NULL), CACHE_OK);
+    slot s = {0};
+    s.expect_value = -1;
+    CHECK_EQ(cache_get_async(c, K("after"), count_cb, &s), CACHE_OK);
+    wait_for(&s.calls, 1);
+    CHECK_EQ(atomic_load(&s.status), CACHE_OK); /* queued in order after the clear */
+    CHECK_EQ(cache_has(c, K("n")), CACHE_NOT_FOUND);
+    /* refused submissions never call back */
+    double nan = 0.0 / 0.0;
+    CHECK_EQ(cache_set_async(NULL, K("k"), K("v"), CACHE_NO_TTL, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_set_async(c, NULL, 3, K("v"), CACHE_NO_TTL, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_set_async(c, K("k"), NULL, 3, CACHE_NO_TTL, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_set_async(c, K("k"), K("v"), nan, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_get_async(NULL, K("k"), never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_pop_async(c, NULL, 1, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_delete_async(c, NULL, 1, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_clear_async(NULL, never_cb, NULL), CACHE_ERR_INVALID_ARG);
+    char err[256];
+    CHECK(cache_last_error(err, sizeof err) > 0 && strstr(err, "cache_clear_async") != NULL);
+    cache_free(c);
+}
+
+/* A process that exits with work still queued neither crashes nor hangs. */
+static void test_exit_with_work_queued(opener open, const char *dir) {
+    fflush(stdout); /* or the child's exit would print our buffered lines again */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        cache_t *c = NULL;
+        if (open(dir, &c) != CACHE_OK) _exit(2);
+        for (int i = 0; i < 5000; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "exit-%d", i);
+            if (cache_set_async(c, K(key), K("v"), CACHE_NO_TTL, NULL, NULL) != CACHE_OK) _exit(3);
+        }
+        exit(0); /* no close, no free: atexit handlers run while workers are busy */
+    }
+    int status = 0;
+    for (int i = 0; i < 30000; i++) {
+        pid_t done = waitpid(pid, &status, WNOHANG);
+        CHECK(done >= 0);
+        if (done == pid) break;
+        sleep_ms(1);
+    }
+    if (!WIFEXITED(status)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fprintf(stderr, "a process exiting with queued work hung or crashed\n");
+        exit(1);
+    }
+    CHECK_EQ(WEXITSTATUS(status), 0);
+}
+
+static cache_status open_memory(const char *dir, cache_t **out) {
+    (void)dir;
+    return cache_open_memory(1000, out);
+}
+static cache_status open_file(const char *dir, cache_t **out) { return cache_open_file(dir, 0, out); }
+static cache_status open_sharded(const char *dir, cache_t **out) {
+    return cache_open_sharded(dir, 1 << 20, 8, out);
+}
+static cache_status open_folder(const char *dir, cache_t **out) { return cache_open_folder(dir, 0, out); }
+
+int main(void) {
+    struct {
+        const char *name;
+        opener open;
+    } kinds[] = {{"memory", open_memory}, {"file", open_file}, {"sharded", open_sharded}, {"folder", open_folder}};
+    char base[256];
+    make_tmpdir(base, sizeof base);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", base, kinds[k].name);
+        cache_t *c = NULL;
+        CHECK_EQ(kinds[k].open(dir, &c), CACHE_OK);
+        test_many_threads(c);
+        cache_free(c);
+        test_reentrancy(kinds[k].open, dir);
+        test_close_and_free_with_work_queued(kinds[k].open, dir);
+        test_null_callbacks_and_bad_input(kinds[k].open, dir);
+        if (!small_scale()) test_exit_with_work_queued(kinds[k].open, dir);
+        printf("test_async: %s ok\n", kinds[k].name);
+    }
+    remove_tree(base);
+    printf("test_async: ok\n");
+    return 0;
+}
