@@ -154,7 +154,7 @@ impl Queue {
                 let job = state.jobs.pop_front().expect("not idle and not executing");
                 state.executing = true;
                 drop(state);
-                self.run_job(job);
+                self.run_jobs([job]);
                 state = self.state.lock();
             } else {
                 self.finished.wait(&mut state);
@@ -176,56 +176,52 @@ impl Queue {
         }
     }
 
-    /// Runs one job with this queue as the thread's current one, then records that it
-    /// finished (running a deferred `on_drained` when it was the last).
-    fn run_job(&self, job: Job) {
+    /// Runs jobs (taken from the front of the queue, in order) with this queue as the
+    /// thread's current one, then records that they finished (running a deferred
+    /// `on_drained` when the queue is now closed and empty).
+    fn run_jobs(&self, jobs: impl IntoIterator<Item = Job>) {
         let previous = CURRENT.with(|c| c.replace(self));
-        // A job is expected not to panic (the C layer catches panics inside it); if one
-        // does, the worker and the queue must survive it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        for job in jobs {
+            // A job is expected not to panic (the C layer catches panics inside it); if
+            // one does, the worker and the queue must survive it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        }
         CURRENT.with(|c| c.set(previous));
+        // A closed queue takes no more jobs, so one empty now stays empty: run the
+        // deferred work before anyone waiting for the queue is told it is idle.
         let drained = {
             let mut state = self.state.lock();
-            state.executing = false;
-            if state.is_idle() && state.closed {
+            if state.jobs.is_empty() && state.closed {
                 state.on_drained.take()
             } else {
                 None
             }
         };
-        self.finished.notify_all();
         if let Some(f) = drained {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         }
+        self.state.lock().executing = false;
+        self.finished.notify_all();
     }
 
-    /// A worker's turn on this queue: up to [`BATCH`] jobs, then back of the line.
+    /// A worker's turn on this queue: the jobs queued now, up to [`BATCH`], taken under
+    /// one lock; then back of the line if more came.
     fn run_batch(self: Arc<Self>) {
-        for _ in 0..BATCH {
-            let job = {
-                let mut state = self.state.lock();
-                // A drain running the jobs itself finishes them all.
-                let next = if state.executing {
-                    None
-                } else {
-                    state.jobs.pop_front()
-                };
-                match next {
-                    Some(job) => {
-                        state.executing = true;
-                        job
-                    }
-                    None => {
-                        state.scheduled = false;
-                        return;
-                    }
-                }
-            };
-            self.run_job(job);
-        }
+        let batch: Vec<Job> = {
+            let mut state = self.state.lock();
+            // A drain running the jobs itself finishes them all.
+            if state.executing || state.jobs.is_empty() {
+                state.scheduled = false;
+                return;
+            }
+            state.executing = true;
+            let n = state.jobs.len().min(BATCH);
+            state.jobs.drain(..n).collect()
+        };
+        self.run_jobs(batch);
         let more = {
             let mut state = self.state.lock();
-            state.scheduled = !state.jobs.is_empty();
+            state.scheduled = !state.jobs.is_empty() && !state.executing;
             state.scheduled
         };
         if more {
