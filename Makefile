@@ -8,6 +8,7 @@
 PREFIX   ?= /usr/local
 CARGO    ?= cargo
 CC       ?= cc
+CXX      ?= c++
 VALGRIND ?= valgrind --quiet --suppressions=ffi-tests/valgrind.supp --leak-check=full --show-leak-kinds=definite,indirect,possible \
             --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99
 VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
@@ -17,8 +18,9 @@ BUILD     := build
 CFLAGS    ?= -O1 -g
 C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
+CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib header header-check test test-rust test-c test-c-valgrind test-install bench install clean
+.PHONY: all lib header header-check test test-rust test-c test-c-valgrind test-cpp test-install bench install clean
 
 all: lib header
 
@@ -31,7 +33,7 @@ header:
 header-check:
 	$(CARGO) run --quiet -p gen-header -- --verify
 
-test: header-check test-rust test-c test-c-valgrind test-install
+test: header-check test-rust test-c test-c-valgrind test-cpp test-install
 	@echo "make test: all passed"
 
 test-rust:
@@ -51,6 +53,17 @@ test-c-valgrind: lib $(C_TESTS)
 	@for t in $(C_TESTS); do echo "== valgrind $$t"; \
 	    DUCKCACHE_TEST_SCALE=small $(VALGRIND) ./$$t || exit 1; done
 
+# The header-only C++ wrapper's test, plain and under valgrind.
+$(BUILD)/test_cpp: bindings/cpp/test_duckcache.cpp bindings/cpp/duckcache.hpp include/duckcache.h lib
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXX_WARN) $(CFLAGS) -Iinclude -Ibindings/cpp $< -L$(LIBDIR) -lduckcache \
+	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -o $@
+
+test-cpp: $(BUILD)/test_cpp
+	@echo "== $<" && ./$<
+	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }
+	@echo "== valgrind $<" && $(VALGRIND) ./$<
+
 # Installs into a scratch prefix and builds the README's example through pkg-config.
 test-install: lib
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
@@ -64,7 +77,7 @@ bench:
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/duckcache.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/duckcache.h bindings/cpp/duckcache.hpp $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(LIBDIR)/libduckcache.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(LIBDIR)/libduckcache.a $(DESTDIR)$(PREFIX)/lib/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' duckcache.pc.in \

@@ -1,0 +1,291 @@
+// duckcache.hpp: header-only C++17 wrapper over the duckcache C API (duckcache.h).
+//
+//   auto cache = duckcache::Cache::file("/var/cache/app");
+//   cache.set("greeting", "hello", 60.0);            // ttl in seconds; default never
+//   if (auto v = cache.get("greeting")) use(*v);     // std::optional<std::string>
+//   auto f = cache.get_async("greeting");            // std::future<std::optional<std::string>>
+//
+// A Cache owns its cache_t* and is move-only; its destructor frees the handle (after
+// queued async operations finish). Every failure is thrown as duckcache::Error carrying
+// the C status and the library's message. Keys and values are byte strings: a
+// std::string_view may hold any bytes, NUL included.
+#ifndef DUCKCACHE_HPP
+#define DUCKCACHE_HPP
+
+#include "duckcache.h"
+
+#include <cstdint>
+#include <exception>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace duckcache {
+
+/// A failed call: the C status (a CACHE_ERR_* value) and what went wrong.
+class Error : public std::runtime_error {
+public:
+    Error(int status, std::string message)
+        : std::runtime_error(std::move(message)), status_(status) {}
+    int status() const noexcept { return status_; }
+
+private:
+    int status_;
+};
+
+using Stats = cache_stats;
+
+namespace detail {
+
+inline const std::uint8_t *bytes(std::string_view s) {
+    return reinterpret_cast<const std::uint8_t *>(s.data());
+}
+
+/// The Error for `status`, with this thread's cache_last_error text.
+inline Error error(int status) {
+    std::string message(256, '\0');
+    std::size_t len = cache_last_error(message.data(), message.size());
+    if (len >= message.size()) {
+        message.assign(len + 1, '\0');
+        len = cache_last_error(message.data(), message.size());
+    }
+    message.resize(len);
+    if (message.empty()) message = cache_status_str(status);
+    return Error(status, std::move(message));
+}
+
+/// Throws unless `status` is one of the `ok` values; returns it.
+inline int check(int status, int also_ok = CACHE_OK) {
+    if (status != CACHE_OK && status != also_ok) throw error(status);
+    return status;
+}
+
+inline std::optional<std::string> value_of(cache_status status, const std::uint8_t *value,
+                                           std::size_t len) {
+    if (status != CACHE_OK) return std::nullopt;
+    return std::string(reinterpret_cast<const char *>(value), len);
+}
+
+/// Called by the library on a worker thread: completes the promise, then deletes it.
+template <class T>
+void complete(void *user, cache_status status, const std::uint8_t *value, std::size_t len) {
+    std::unique_ptr<std::promise<T>> promise(static_cast<std::promise<T> *>(user));
+    try {
+        if (status != CACHE_OK && status != CACHE_NOT_FOUND) {
+            promise->set_exception(std::make_exception_ptr(error(status)));
+        } else if constexpr (std::is_void_v<T>) {
+            promise->set_value();
+        } else {
+            promise->set_value(value_of(status, value, len));
+        }
+    } catch (...) {
+        // set_value can only fail on a broken promise, which this code never makes.
+    }
+}
+
+/// Calls the user's callable with (status, value) (the value only for get and pop,
+/// `Valued`); an exception it throws must not unwind into C, so it ends the program as
+/// an exception escaping a thread would.
+template <class F, bool Valued>
+void invoke(void *user, cache_status status, const std::uint8_t *value, std::size_t len) {
+    std::unique_ptr<F> f(static_cast<F *>(user));
+    try {
+        (*f)(static_cast<int>(status),
+             Valued ? value_of(status, value, len) : std::optional<std::string>());
+    } catch (...) {
+        std::terminate();
+    }
+}
+
+}  // namespace detail
+
+/// An open cache of any kind.
+class Cache {
+public:
+    /// In-memory, exact LRU bounded by max_keys (0 = unbounded), per-entry TTL.
+    static Cache memory(std::uint64_t max_keys = 0) {
+        return open([&](cache_t **out) { return cache_open_memory(max_keys, out); });
+    }
+    /// One SQLite store in `dir`, bounded by size_limit bytes (0 = unlimited).
+    static Cache file(const std::string &dir, std::uint64_t size_limit = 0) {
+        return open([&](cache_t **out) { return cache_open_file(dir.c_str(), size_limit, out); });
+    }
+    /// File-cache shards under `dir`, each filled up to shard_size_limit bytes.
+    static Cache sharded(const std::string &dir, std::uint64_t shard_size_limit = 0,
+                         std::uint32_t max_open_shards = 0) {
+        return open([&](cache_t **out) {
+            return cache_open_sharded(dir.c_str(), shard_size_limit, max_open_shards, out);
+        });
+    }
+    /// One folder of plain files per key under `dir`.
+    static Cache folder(const std::string &dir, std::uint32_t max_open = 0) {
+        return open([&](cache_t **out) { return cache_open_folder(dir.c_str(), max_open, out); });
+    }
+
+    Cache(const Cache &) = delete;
+    Cache &operator=(const Cache &) = delete;
+    Cache(Cache &&other) noexcept : c_(std::exchange(other.c_, nullptr)) {}
+    Cache &operator=(Cache &&other) noexcept {
+        if (this != &other) {
+            cache_free(c_);
+            c_ = std::exchange(other.c_, nullptr);
+        }
+        return *this;
+    }
+    /// Frees the handle once its queued async operations have finished.
+    ~Cache() { cache_free(c_); }
+
+    /// Stores `value` under `key`; ttl_seconds < 0 or +inf never expires, 0 expires at once.
+    void set(std::string_view key, std::string_view value, double ttl_seconds = CACHE_NO_TTL) {
+        detail::check(cache_set(handle(), detail::bytes(key), key.size(), detail::bytes(value),
+                                value.size(), ttl_seconds));
+    }
+
+    /// The value of `key`, or nullopt when absent or expired.
+    std::optional<std::string> get(std::string_view key) const {
+        return take([&](cache_buf *b) { return cache_get(handle(), detail::bytes(key), key.size(), b); });
+    }
+
+    /// Removes `key` and returns its value; of concurrent pops exactly one gets it.
+    std::optional<std::string> pop(std::string_view key) {
+        return take([&](cache_buf *b) { return cache_pop(handle(), detail::bytes(key), key.size(), b); });
+    }
+
+    bool has(std::string_view key) const {
+        return detail::check(cache_has(handle(), detail::bytes(key), key.size()), CACHE_NOT_FOUND) ==
+               CACHE_OK;
+    }
+
+    /// Removes `key` (present or not).
+    void erase(std::string_view key) {
+        detail::check(cache_delete(handle(), detail::bytes(key), key.size()));
+    }
+
+    void clear() { detail::check(cache_clear(handle())); }
+
+    /// Entries that have not expired.
+    std::uint64_t size() const {
+        std::uint64_t n = 0;
+        detail::check(cache_len(handle(), &n));
+        return n;
+    }
+
+    Stats stats() const {
+        Stats s{};
+        detail::check(cache_get_stats(handle(), &s));
+        return s;
+    }
+
+    /// Makes everything written so far durable (a no-op in memory).
+    void save() { detail::check(cache_save(handle())); }
+
+    /// Waits for queued async operations, then releases files; later calls throw
+    /// Error(CACHE_ERR_CLOSED). Idempotent.
+    void close() { detail::check(cache_close(handle())); }
+
+    // --- asynchronous: the future is fulfilled on a library thread ---
+
+    std::future<void> set_async(std::string_view key, std::string_view value,
+                                double ttl_seconds = CACHE_NO_TTL) {
+        return submit<void>([&](cache_callback cb, void *user) {
+            return cache_set_async(handle(), detail::bytes(key), key.size(), detail::bytes(value),
+                                   value.size(), ttl_seconds, cb, user);
+        });
+    }
+    std::future<std::optional<std::string>> get_async(std::string_view key) {
+        return submit<std::optional<std::string>>([&](cache_callback cb, void *user) {
+            return cache_get_async(handle(), detail::bytes(key), key.size(), cb, user);
+        });
+    }
+    std::future<std::optional<std::string>> pop_async(std::string_view key) {
+        return submit<std::optional<std::string>>([&](cache_callback cb, void *user) {
+            return cache_pop_async(handle(), detail::bytes(key), key.size(), cb, user);
+        });
+    }
+    std::future<void> erase_async(std::string_view key) {
+        return submit<void>([&](cache_callback cb, void *user) {
+            return cache_delete_async(handle(), detail::bytes(key), key.size(), cb, user);
+        });
+    }
+    std::future<void> clear_async() {
+        return submit<void>([&](cache_callback cb, void *user) { return cache_clear_async(handle(), cb, user); });
+    }
+
+    /// Queues a get; `f(int status, std::optional<std::string> value)` runs once on a
+    /// library thread (status CACHE_OK, CACHE_NOT_FOUND or a CACHE_ERR_* value).
+    template <class F>
+    void get_async(std::string_view key, F f) {
+        call<F, true>(std::move(f), [&](cache_callback cb, void *user) {
+            return cache_get_async(handle(), detail::bytes(key), key.size(), cb, user);
+        });
+    }
+    /// As get_async with a callable, for pop.
+    template <class F>
+    void pop_async(std::string_view key, F f) {
+        call<F, true>(std::move(f), [&](cache_callback cb, void *user) {
+            return cache_pop_async(handle(), detail::bytes(key), key.size(), cb, user);
+        });
+    }
+    /// As get_async with a callable, for set (the value passed to `f` is nullopt).
+    template <class F>
+    void set_async(std::string_view key, std::string_view value, double ttl_seconds, F f) {
+        call<F, false>(std::move(f), [&](cache_callback cb, void *user) {
+            return cache_set_async(handle(), detail::bytes(key), key.size(), detail::bytes(value),
+                                   value.size(), ttl_seconds, cb, user);
+        });
+    }
+
+    /// The C handle, for calls this wrapper does not cover. Still owned by the Cache.
+    cache_t *handle() const {
+        if (!c_) throw Error(CACHE_ERR_INVALID_ARG, "the Cache was moved from");
+        return c_;
+    }
+
+private:
+    explicit Cache(cache_t *c) : c_(c) {}
+
+    template <class Open>
+    static Cache open(Open &&open_fn) {
+        cache_t *c = nullptr;
+        detail::check(open_fn(&c));
+        return Cache(c);
+    }
+
+    template <class Call>
+    static std::optional<std::string> take(Call &&call) {
+        cache_buf b{nullptr, 0};
+        if (detail::check(call(&b), CACHE_NOT_FOUND) == CACHE_NOT_FOUND) return std::nullopt;
+        std::string value(reinterpret_cast<const char *>(b.data), b.len);
+        cache_buf_free(&b);
+        return value;
+    }
+
+    template <class T, class Submit>
+    std::future<T> submit(Submit &&submit_fn) {
+        auto promise = std::make_unique<std::promise<T>>();
+        auto future = promise->get_future();
+        int status = submit_fn(&detail::complete<T>, promise.get());
+        if (status != CACHE_OK) throw detail::error(status);  // not queued: never called back
+        promise.release();  // the callback owns it now
+        return future;
+    }
+
+    template <class F, bool Valued, class Submit>
+    void call(F f, Submit &&submit_fn) {
+        auto owned = std::make_unique<F>(std::move(f));
+        int status = submit_fn(&detail::invoke<F, Valued>, owned.get());
+        if (status != CACHE_OK) throw detail::error(status);
+        owned.release();
+    }
+
+    cache_t *c_ = nullptr;
+};
+
+}  // namespace duckcache
+
+#endif  // DUCKCACHE_HPP

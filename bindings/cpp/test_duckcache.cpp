@@ -1,0 +1,162 @@
+// The C++ wrapper against every kind of cache: each member, errors as exceptions,
+// move semantics, futures and callables. Built and run by `make test`.
+#include "duckcache.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            std::exit(1);                                                             \
+        }                                                                             \
+    } while (0)
+
+template <class F>
+static int status_thrown(F &&f) {
+    try {
+        f();
+    } catch (const duckcache::Error &e) {
+        CHECK(std::string(e.what()).size() > 0);
+        return e.status();
+    }
+    return CACHE_OK;
+}
+
+static void exercise(duckcache::Cache cache) {
+    using namespace std::string_literals;
+    CHECK(!cache.get("a"));
+    cache.set("a", "alpha");
+    CHECK(cache.get("a") == "alpha"s);
+    const std::string binary_key("k\0\xff", 3), binary_value("\0\0v", 3);
+    cache.set(binary_key, binary_value);
+    CHECK(cache.get(binary_key) == binary_value);
+    CHECK(cache.has("a") && !cache.has("b"));
+    CHECK(cache.size() == 2);
+    cache.set("short", "v", 0.0);  // expires at once
+    CHECK(!cache.get("short"));
+    CHECK(cache.pop("a") == "alpha"s);
+    CHECK(!cache.pop("a"));
+    cache.erase(binary_key);
+    cache.erase(binary_key);
+    CHECK(cache.size() == 0);
+    CHECK(status_thrown([&] { cache.set("k", "v", std::nan("")); }) == CACHE_ERR_INVALID_ARG);
+
+    // futures
+    auto set = cache.set_async("f", "future");
+    set.get();
+    CHECK(cache.get_async("f").get() == "future"s);
+    CHECK(!cache.get_async("missing").get());
+    CHECK(cache.pop_async("f").get() == "future"s);
+    cache.set_async("g", "1").get();
+    cache.erase_async("g").get();
+    CHECK(!cache.has("g"));
+    cache.set("h", "1");
+    cache.clear_async().get();
+    CHECK(cache.size() == 0);
+
+    // callables, in order on one handle
+    std::atomic<int> seen{0};
+    cache.set_async("c", "callable", CACHE_NO_TTL, [&](int status, std::optional<std::string> v) {
+        CHECK(status == CACHE_OK && !v);
+        seen++;
+    });
+    cache.get_async("c", [&](int status, std::optional<std::string> v) {
+        CHECK(status == CACHE_OK && v == "callable"s);
+        seen++;
+    });
+    cache.pop_async("c", [&](int status, std::optional<std::string> v) {
+        CHECK(status == CACHE_OK && v == "callable"s);
+        seen++;
+    });
+    cache.get_async("c", [&](int status, std::optional<std::string> v) {
+        CHECK(status == CACHE_NOT_FOUND && !v);
+        seen++;
+    });
+
+    auto s = cache.stats();
+    cache.save();
+    cache.close();  // waits for the callables
+    CHECK(seen == 4);
+    CHECK(s.sets >= 5);
+    CHECK(status_thrown([&] { cache.get("a"); }) == CACHE_ERR_CLOSED);
+    CHECK(status_thrown([&] { cache.set_async("a", "b"); }) == CACHE_ERR_CLOSED);
+    CHECK(status_thrown([&] { cache.size(); }) == CACHE_ERR_CLOSED);
+    cache.close();  // idempotent
+}
+
+int main() {
+    char base[] = "/tmp/duckcache-cpptest-XXXXXX";
+    CHECK(mkdtemp(base) != nullptr);
+    const std::string dir = base;
+
+    exercise(duckcache::Cache::memory(100));
+    exercise(duckcache::Cache::file(dir + "/file"));
+    exercise(duckcache::Cache::sharded(dir + "/sharded", 1 << 20, 4));
+    exercise(duckcache::Cache::folder(dir + "/folder"));
+
+    // moves: the moved-from Cache refuses calls, the destination owns the handle
+    auto a = duckcache::Cache::memory();
+    a.set("k", "v");
+    auto b = std::move(a);
+    CHECK(b.get("k") == std::string("v"));
+    CHECK(status_thrown([&] { a.get("k"); }) == CACHE_ERR_INVALID_ARG);
+    a = duckcache::Cache::memory(1);
+    a.set("x", "1");
+    a.set("y", "2");  // evicts x: max_keys 1
+    CHECK(!a.has("x") && a.has("y"));
+
+    // errors from open: the status and the library's message
+    {
+        std::string file = dir + "/plain-file";
+        std::FILE *f = std::fopen(file.c_str(), "w");
+        CHECK(f != nullptr);
+        std::fclose(f);
+        try {
+            duckcache::Cache::file(file);
+            CHECK(false);
+        } catch (const duckcache::Error &e) {
+            CHECK(e.status() == CACHE_ERR_IO);
+            CHECK(std::string(e.what()).find("plain-file") != std::string::npos);
+        }
+        auto small = duckcache::Cache::file(dir + "/small", 10);
+        CHECK(status_thrown([&] { small.set("key", std::string(100, 'x')); }) == CACHE_ERR_TOO_LARGE);
+        // an async failure reaches the future as the same exception
+        auto failing = duckcache::Cache::sharded(dir + "/tiny", 8);
+        try {
+            failing.set_async("key", std::string(100, 'x')).get();
+            CHECK(false);
+        } catch (const duckcache::Error &e) {
+            CHECK(e.status() == CACHE_ERR_TOO_LARGE);
+        }
+    }
+
+    // many threads sharing one Cache
+    {
+        auto shared = duckcache::Cache::memory();
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; t++) {
+            threads.emplace_back([&shared, t] {
+                for (int i = 0; i < 1000; i++) {
+                    std::string k = "t" + std::to_string(t) + "-" + std::to_string(i);
+                    shared.set(k, k);
+                    CHECK(shared.get(k) == k);
+                }
+            });
+        }
+        for (auto &th : threads) th.join();
+        CHECK(shared.size() == 4000);
+    }
+
+    std::string rm = "rm -rf '" + dir + "'";
+    CHECK(std::system(rm.c_str()) == 0);
+    std::puts("test_duckcache (C++): ok");
+    return 0;
+}
