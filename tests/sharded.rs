@@ -306,3 +306,25 @@ fn closed_cache_refuses_everything() {
     c.close().unwrap();
     common::assert_refuses_everything_closed(&c);
 }
+
+#[test]
+fn a_stale_copy_that_cannot_be_removed_does_not_stop_open() {
+    let dir = TempDir::new("sharded-stale");
+    let c = ShardedCache::open(dir.path(), 0, 0).unwrap();
+    c.set(b"k", b"v", Ttl::Never).unwrap();
+    c.close().unwrap();
+    // What a crash can leave: a superseded copy recorded in a shard that is now damaged
+    // (here a plain file where its folder should be).
+    let index = rusqlite::Connection::open(dir.path().join("index.db")).unwrap();
+    index
+        .execute("INSERT INTO stale (shard, key) VALUES (99, x'6b')", [])
+        .unwrap();
+    drop(index);
+    std::fs::write(dir.path().join("shard-000099"), b"not a folder").unwrap();
+    let c = ShardedCache::open(dir.path(), 0, 0).unwrap();
+    assert_eq!(c.get_vec(b"k").unwrap(), Some(b"v".to_vec()));
+    c.set(b"k2", b"v2", Ttl::Never).unwrap();
+    c.delete(b"k").unwrap();
+    assert_eq!(c.len().unwrap(), 1);
+    c.close().unwrap();
+}

@@ -277,7 +277,9 @@ impl ShardedCache {
             }),
             dir,
         };
-        cache.state.lock().remove_all_stale()?;
+        // Best effort: a copy that cannot be removed now is never returned, and later
+        // writes try again.
+        let _ = cache.state.lock().remove_all_stale();
         Ok(cache)
     }
 
@@ -478,10 +480,10 @@ impl Backend for ShardedCache {
         if state.index.is_none() {
             return Ok(());
         }
-        let cleaned = state.remove_all_stale();
+        let _ = state.remove_all_stale(); // best effort, as at open
         let shards_closed = state.shards.close_all();
         let index = state.index.take().expect("checked above");
         let index_closed = index.close().map_err(|(_, e)| e.into());
-        cleaned.and(shards_closed).and(index_closed)
+        shards_closed.and(index_closed)
     }
 }
