@@ -58,6 +58,25 @@ static inline void check_refuses_closed(cache_t *c) {
     cache_free(c);
 }
 
+/* Opening with bad arguments, or on a path that is a file: the documented status, *out
+ * left untouched, and a message naming the path. Leaves `dir`/plain-file behind. */
+static inline void check_open_bad_input(opener open, const char *dir) {
+    cache_t *c = (cache_t *)0x1;
+    CHECK_EQ(open(NULL, &c), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(open("", &c), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(open(dir, NULL), CACHE_ERR_INVALID_ARG);
+    char file[512];
+    snprintf(file, sizeof file, "%s/plain-file", dir);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    fputs("x", f);
+    fclose(f);
+    CHECK_EQ(open(file, &c), CACHE_ERR_IO);
+    CHECK(c == (cache_t *)0x1); /* untouched */
+    char err[512];
+    CHECK(cache_last_error(err, sizeof err) > 0 && strstr(err, "plain-file") != NULL);
+}
+
 /* Two processes pop the same keys and each set keys of their own: each key is popped
  * exactly once, and what one process set the other (and the parent) reads. */
 static inline void check_two_processes(opener open, const char *dir) {

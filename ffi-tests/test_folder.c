@@ -138,20 +138,9 @@ static void test_symlink(const char *base) {
 }
 
 static void test_bad_input(const char *dir) {
-    cache_t *c = (cache_t *)0x1;
-    CHECK_EQ(cache_open_folder(NULL, 0, &c), CACHE_ERR_INVALID_ARG);
-    CHECK_EQ(cache_open_folder("", 0, &c), CACHE_ERR_INVALID_ARG);
-    CHECK_EQ(cache_open_folder(dir, 0, NULL), CACHE_ERR_INVALID_ARG);
-    char file[512];
-    snprintf(file, sizeof file, "%s/plain-file", dir);
-    FILE *f = fopen(file, "w");
-    CHECK(f != NULL);
-    fputs("x", f);
-    fclose(f);
-    CHECK_EQ(cache_open_folder(file, 0, &c), CACHE_ERR_IO);
-    CHECK(c == (cache_t *)0x1);
-    char err[512];
-    CHECK(cache_last_error(err, sizeof err) > 0 && strstr(err, "plain-file") != NULL);
+    check_open_bad_input(open_folder, dir);
+    cache_t *c = NULL;
+    FILE *f;
     /* a damaged entry: CACHE_ERR_CORRUPT once, then absent, and the cache usable */
     char store[512], meta[700];
     snprintf(store, sizeof store, "%s/damaged", dir);

@@ -82,18 +82,9 @@ static void test_operations(const char *dir) {
 }
 
 static void test_bad_input(const char *dir) {
-    cache_t *c = (cache_t *)0x1;
-    CHECK_EQ(cache_open_sharded(NULL, 0, 0, &c), CACHE_ERR_INVALID_ARG);
-    CHECK_EQ(cache_open_sharded("", 0, 0, &c), CACHE_ERR_INVALID_ARG);
-    CHECK_EQ(cache_open_sharded(dir, 0, 0, NULL), CACHE_ERR_INVALID_ARG);
-    char file[512];
-    snprintf(file, sizeof file, "%s/plain-file", dir);
-    FILE *f = fopen(file, "w");
-    CHECK(f != NULL);
-    fputs("x", f);
-    fclose(f);
-    CHECK_EQ(cache_open_sharded(file, 0, 0, &c), CACHE_ERR_IO);
-    CHECK(c == (cache_t *)0x1);
+    check_open_bad_input(open_sharded, dir);
+    cache_t *c = NULL;
+    FILE *f;
     /* a damaged index */
     char store[512], db[600];
     snprintf(store, sizeof store, "%s/damaged", dir);

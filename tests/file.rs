@@ -16,31 +16,7 @@ fn big(len: usize, seed: u8) -> Vec<u8> {
 fn every_operation() {
     let dir = TempDir::new("ops");
     let c = FileCache::open(dir.path(), 0).unwrap();
-    assert_eq!(c.get_vec(b"a").unwrap(), None);
-    c.set(b"a", b"1", Ttl::Never).unwrap();
-    c.set(b"a", b"22", Ttl::Never).unwrap();
-    c.set(b"", b"", Ttl::Never).unwrap();
-    c.set(b"\0\xff", b"\0", Ttl::Never).unwrap();
-    assert_eq!(c.get_vec(b"a").unwrap(), Some(b"22".to_vec()));
-    assert_eq!(c.get_vec(b"").unwrap(), Some(vec![]));
-    assert_eq!(c.get_vec(b"\0\xff").unwrap(), Some(vec![0]));
-    assert!(c.has(b"a").unwrap());
-    assert!(!c.has(b"b").unwrap());
-    assert_eq!(c.len().unwrap(), 3);
-    assert_eq!(c.pop_vec(b"a").unwrap(), Some(b"22".to_vec()));
-    assert_eq!(c.pop_vec(b"a").unwrap(), None);
-    c.delete(b"").unwrap();
-    c.delete(b"").unwrap();
-    assert_eq!(c.len().unwrap(), 1);
-    c.clear().unwrap();
-    assert_eq!(c.len().unwrap(), 0);
-    let s = c.stats().unwrap();
-    assert_eq!(
-        (s.sets, s.hits, s.misses, s.deletes, s.entries, s.bytes),
-        (4, 5, 3, 3, 0, 0)
-    );
-    c.save().unwrap();
-    c.close().unwrap();
+    common::check_every_operation(&c);
 }
 
 #[test]
