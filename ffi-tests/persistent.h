@@ -77,6 +77,26 @@ static inline void check_open_bad_input(opener open, const char *dir) {
     CHECK(cache_last_error(err, sizeof err) > 0 && strstr(err, "plain-file") != NULL);
 }
 
+/* Garbage written over the database file `db` of a store in `dir`: open gives
+ * CACHE_ERR_CORRUPT, leaves *out untouched, and names the file. */
+static inline void check_damaged_database(opener open, const char *dir, const char *db) {
+    cache_t *c = NULL;
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    CHECK_EQ(cache_set(c, K("k"), K("v"), CACHE_NO_TTL), CACHE_OK);
+    cache_free(c);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, db);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < 4096; i++) fputc(0x5a ^ i, f);
+    fclose(f);
+    c = (cache_t *)0x1;
+    CHECK_EQ(open(dir, &c), CACHE_ERR_CORRUPT);
+    CHECK(c == (cache_t *)0x1);
+    char err[512];
+    CHECK(cache_last_error(err, sizeof err) > 0 && strstr(err, db) != NULL);
+}
+
 /* Two processes pop the same keys and each set keys of their own: each key is popped
  * exactly once, and what one process set the other (and the parent) reads. */
 static inline void check_two_processes(opener open, const char *dir) {

@@ -81,23 +81,9 @@ static void test_size_limit(const char *dir) {
 static void test_bad_input(const char *dir) {
     check_open_bad_input(open_file, dir);
     cache_t *c = NULL;
-    FILE *f;
-    char err[512];
-    /* a damaged store */
-    char store[512], db[600];
+    char store[512];
     snprintf(store, sizeof store, "%s/damaged", dir);
-    CHECK_EQ(cache_open_file(store, 0, &c), CACHE_OK);
-    CHECK_EQ(cache_set(c, K("k"), K("v"), CACHE_NO_TTL), CACHE_OK);
-    cache_free(c);
-    snprintf(db, sizeof db, "%s/cache.db", store);
-    f = fopen(db, "w");
-    CHECK(f != NULL);
-    for (int i = 0; i < 4096; i++) fputc(0x5a ^ i, f);
-    fclose(f);
-    c = (cache_t *)0x1;
-    CHECK_EQ(cache_open_file(store, 0, &c), CACHE_ERR_CORRUPT);
-    CHECK(c == (cache_t *)0x1);
-    CHECK(cache_last_error(err, sizeof err) > 0 && strstr(err, "cache.db") != NULL);
+    check_damaged_database(open_file, store, "cache.db");
     /* calls after close */
     char ok[512];
     snprintf(ok, sizeof ok, "%s/closed", dir);

@@ -75,6 +75,15 @@ impl Placement {
     pub fn is_expired_at(&self, now: f64) -> bool {
         self.expires.is_some_and(|e| e <= now)
     }
+
+    /// From a row of (shard, size, expires).
+    fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Placement> {
+        Ok(Placement {
+            shard: r.get(0)?,
+            size: r.get::<_, i64>(1)?.max(0) as u64,
+            expires: r.get(2)?,
+        })
+    }
 }
 
 /// Opens the index; `on_create` fills a new one (from shards found on disk).
@@ -89,13 +98,7 @@ pub(super) fn open(
 pub(super) fn placement(conn: &Connection, key: &[u8]) -> Result<Option<Placement>> {
     Ok(conn
         .prepare_cached("SELECT shard, size, expires FROM keys WHERE key = ?1")?
-        .query_row([key], |r| {
-            Ok(Placement {
-                shard: r.get(0)?,
-                size: r.get::<_, i64>(1)?.max(0) as u64,
-                expires: r.get(2)?,
-            })
-        })
+        .query_row([key], Placement::from_row)
         .optional()?)
 }
 
@@ -103,13 +106,7 @@ pub(super) fn placement(conn: &Connection, key: &[u8]) -> Result<Option<Placemen
 pub(super) fn remove(tx: &Transaction, key: &[u8]) -> Result<Option<Placement>> {
     Ok(tx
         .prepare_cached("DELETE FROM keys WHERE key = ?1 RETURNING shard, size, expires")?
-        .query_row([key], |r| {
-            Ok(Placement {
-                shard: r.get(0)?,
-                size: r.get::<_, i64>(1)?.max(0) as u64,
-                expires: r.get(2)?,
-            })
-        })
+        .query_row([key], Placement::from_row)
         .optional()?)
 }
 
