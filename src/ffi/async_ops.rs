@@ -87,18 +87,28 @@ fn value_outcome(
     Ok((CACHE_OK, Some(value)))
 }
 
-/// The key and the callback every async function takes, checked and copied.
+/// The body of the async functions that take a key and nothing else: checks and copies
+/// the arguments, then queues `op` on the key.
 ///
 /// # Safety
-/// As for the exported functions: `key` NULL or `key_len` readable bytes.
-unsafe fn key_and_callback(
+/// As for the exported functions: `c` NULL or a live handle; `key` NULL or `key_len`
+/// readable bytes.
+unsafe fn submit_keyed(
+    function: &'static str,
+    c: *mut cache_t,
     key: *const u8,
     key_len: usize,
     cb: cache_callback,
     user_data: *mut c_void,
-) -> Result<(Vec<u8>, Callback), Failure> {
-    let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
-    Ok((key, Callback { cb, user_data }))
+    op: fn(&dyn Backend, &[u8]) -> Result<Outcome, Failure>,
+) -> cache_status {
+    boundary(function, || {
+        let handle = unsafe { args::handle(c) }?;
+        let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
+        submit(handle, function, Callback { cb, user_data }, move |b| {
+            op(b, &key)
+        })
+    })
 }
 
 /// Queues a set; the callback gets what cache_set would return. Key and value are
@@ -122,8 +132,9 @@ pub unsafe extern "C" fn cache_set_async(
 ) -> cache_status {
     boundary("cache_set_async", || {
         let handle = unsafe { args::handle(c) }?;
-        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
+        let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
         let value = try_copy(unsafe { args::bytes(value, value_len, "value") }?)?;
+        let callback = Callback { cb, user_data };
         let ttl = Ttl::from_seconds(ttl_seconds)?;
         submit(handle, "cache_set_async", callback, move |b| {
             b.set(&key, &value, ttl)?;
@@ -144,13 +155,17 @@ pub unsafe extern "C" fn cache_get_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    boundary("cache_get_async", || {
-        let handle = unsafe { args::handle(c) }?;
-        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
-        submit(handle, "cache_get_async", callback, move |b| {
-            value_outcome(|visit| b.get(&key, visit))
-        })
-    })
+    unsafe {
+        submit_keyed(
+            "cache_get_async",
+            c,
+            key,
+            key_len,
+            cb,
+            user_data,
+            |b, key| value_outcome(|visit| b.get(key, visit)),
+        )
+    }
 }
 
 /// Queues a pop; the callback gets CACHE_OK with the value (exactly one of any number of
@@ -166,13 +181,17 @@ pub unsafe extern "C" fn cache_pop_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    boundary("cache_pop_async", || {
-        let handle = unsafe { args::handle(c) }?;
-        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
-        submit(handle, "cache_pop_async", callback, move |b| {
-            value_outcome(|visit| b.pop(&key, visit))
-        })
-    })
+    unsafe {
+        submit_keyed(
+            "cache_pop_async",
+            c,
+            key,
+            key_len,
+            cb,
+            user_data,
+            |b, key| value_outcome(|visit| b.pop(key, visit)),
+        )
+    }
 }
 
 /// Queues a delete; the callback gets CACHE_OK whether or not the key was present.
@@ -187,14 +206,20 @@ pub unsafe extern "C" fn cache_delete_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    boundary("cache_delete_async", || {
-        let handle = unsafe { args::handle(c) }?;
-        let (key, callback) = unsafe { key_and_callback(key, key_len, cb, user_data) }?;
-        submit(handle, "cache_delete_async", callback, move |b| {
-            b.delete(&key)?;
-            Ok((CACHE_OK, None))
-        })
-    })
+    unsafe {
+        submit_keyed(
+            "cache_delete_async",
+            c,
+            key,
+            key_len,
+            cb,
+            user_data,
+            |b, key| {
+                b.delete(key)?;
+                Ok((CACHE_OK, None))
+            },
+        )
+    }
 }
 
 /// Queues a clear; the callback gets what cache_clear would return.

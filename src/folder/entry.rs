@@ -264,14 +264,19 @@ impl Root {
                 Err(e) => return Err(self.error(e, "cannot store entry", name)),
             }
         }
+        Err(self.gave_up(tmp, name))
+    }
+
+    /// After too many lost races with other writers: drops the written entry.
+    fn gave_up(&self, tmp: &str, name: &str) -> Error {
         self.discard(tmp);
-        Err(Error::new(
+        Error::new(
             ErrorKind::Busy,
             format!(
                 "{}: other writers kept replacing the entry",
                 self.path.join(name).display()
             ),
-        ))
+        )
     }
 
     /// Moves the folder `tmp` to `name` only if nothing is there.
@@ -293,14 +298,7 @@ impl Root {
                 Err(e) => return Err(self.error(e, "cannot store entry", name)),
             }
         }
-        self.discard(tmp);
-        Err(Error::new(
-            ErrorKind::Busy,
-            format!(
-                "{}: other writers kept replacing the entry",
-                self.path.join(name).display()
-            ),
-        ))
+        Err(self.gave_up(tmp, name))
     }
 
     /// Moves the entry `name` to the working name `to`: of any number of processes
