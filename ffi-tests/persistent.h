@@ -36,6 +36,15 @@ static inline void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
+/* A 1 s TTL: present at once, absent (and counted as an expiration) after it.
+ * Long enough that a slow run under valgrind still reads it before it expires. */
+static inline void check_ttl_expires(cache_t *c) {
+    CHECK_EQ(cache_set(c, K("ttl"), K("v"), 1.0), CACHE_OK);
+    CHECK_EQ(cache_has(c, K("ttl")), CACHE_OK);
+    sleep_ms(1100);
+    CHECK_MISS(c, "ttl");
+}
+
 /* Every call on a closed handle gives CACHE_ERR_CLOSED; close stays idempotent. Frees c. */
 static inline void check_refuses_closed(cache_t *c) {
     CHECK_EQ(cache_close(c), CACHE_OK);

@@ -40,10 +40,7 @@ static void test_operations(const char *dir) {
     CHECK_EQ(stat(path, &st), 0);
     CHECK_EQ(st.st_size, sizeof big);
     CHECK_EQ(st.st_mode & 0777, 0600);
-    CHECK_EQ(cache_set(c, K("ttl"), K("v"), 1.0), CACHE_OK);
-    CHECK_EQ(cache_has(c, K("ttl")), CACHE_OK);
-    sleep_ms(1100);
-    CHECK_MISS(c, "ttl");
+    check_ttl_expires(c);
     CHECK_EQ(cache_pop(c, K("big"), &b), CACHE_OK);
     CHECK_EQ(b.len, sizeof big);
     cache_buf_free(&b);

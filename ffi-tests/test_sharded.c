@@ -48,10 +48,7 @@ static void test_operations(const char *dir) {
     }
     uint8_t huge[1001] = {0};
     CHECK_EQ(cache_set(c, K("huge"), huge, sizeof huge, CACHE_NO_TTL), CACHE_ERR_TOO_LARGE);
-    CHECK_EQ(cache_set(c, K("ttl"), K("v"), 1.0), CACHE_OK);
-    CHECK_EQ(cache_has(c, K("ttl")), CACHE_OK);
-    sleep_ms(1100);
-    CHECK_MISS(c, "ttl");
+    check_ttl_expires(c);
     CHECK_EQ(cache_pop(c, K("k001"), &b), CACHE_OK);
     CHECK_EQ(b.len, sizeof v);
     cache_buf_free(&b);

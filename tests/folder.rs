@@ -267,3 +267,9 @@ fn closed_cache_refuses_everything() {
     c.close().unwrap();
     common::assert_refuses_everything_closed(&c);
 }
+
+#[test]
+fn one_mebibyte_key() {
+    let dir = TempDir::new("folder-hugekey");
+    common::check_one_mebibyte_key(&FolderCache::open(dir.path(), 0).unwrap());
+}

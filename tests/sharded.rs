@@ -302,3 +302,9 @@ fn a_stale_copy_that_cannot_be_removed_does_not_stop_open() {
     assert_eq!(c.len().unwrap(), 1);
     c.close().unwrap();
 }
+
+#[test]
+fn one_mebibyte_key() {
+    let dir = TempDir::new("sharded-hugekey");
+    common::check_one_mebibyte_key(&ShardedCache::open(dir.path(), 0, 0).unwrap());
+}

@@ -102,3 +102,16 @@ pub fn check_every_operation(c: &dyn duckcache::Backend) {
     c.close().unwrap();
     c.close().unwrap();
 }
+
+/// A 1 MiB key: stored, read, told apart from its prefix, popped.
+pub fn check_one_mebibyte_key(c: &dyn duckcache::Backend) {
+    use duckcache::Ttl;
+    let key: Vec<u8> = (0..1usize << 20)
+        .map(|i| (i as u8).wrapping_mul(31))
+        .collect();
+    c.set(&key, b"v", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(&key).unwrap(), Some(b"v".to_vec()));
+    assert!(!c.has(&key[..key.len() - 1]).unwrap());
+    assert_eq!(c.pop_vec(&key).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(c.len().unwrap(), 0);
+}
