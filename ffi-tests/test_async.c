@@ -4,6 +4,7 @@
  * handles, bad input, and process exit with work still queued. */
 #include "persistent.h"
 #include <pthread.h>
+#include <math.h>
 #include <stdatomic.h>
 
 #define THREADS 4
@@ -283,6 +284,64 @@ static void test_exit_with_work_queued(opener open, const char *dir) {
     CHECK_EQ(WEXITSTATUS(status), 0);
 }
 
+/* The flags word, synchronous and asynchronous: stored with the entry, returned by
+ * get and pop, replaced by a later set (a plain set stores 0), NULL out-pointer
+ * allowed, and seen by a flagged callback. */
+typedef struct {
+    atomic_int calls;
+    atomic_int status;
+    uint32_t flags;
+    char value[8];
+} flagged_slot;
+
+static void flagged_cb(void *user, cache_status status, const uint8_t *value, size_t len,
+                       uint32_t flags) {
+    flagged_slot *s = user;
+    s->flags = flags;
+    if (len < sizeof s->value && value) memcpy(s->value, value, len);
+    atomic_store(&s->status, status);
+    atomic_fetch_add(&s->calls, 1);
+}
+
+static void test_flags(opener open, const char *dir) {
+    cache_t *c = NULL;
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    uint32_t flags = 99;
+    cache_buf b = {0};
+    CHECK_EQ(cache_set_flagged(c, K("f"), K("pickled"), CACHE_NO_TTL, 1), CACHE_OK);
+    CHECK_EQ(cache_get_flagged(c, K("f"), &b, &flags), CACHE_OK);
+    CHECK(buf_equals(&b, "pickled") && flags == 1);
+    cache_buf_free(&b);
+    CHECK_GET(c, "f", "pickled"); /* the plain get ignores the flags */
+    CHECK_EQ(cache_get_flagged(c, K("f"), &b, NULL), CACHE_OK);
+    cache_buf_free(&b);
+    CHECK_EQ(cache_get_flagged(c, K("absent"), &b, &flags), CACHE_NOT_FOUND);
+    CHECK(b.data == NULL && flags == 0);
+    CHECK_EQ(cache_set(c, K("f"), K("raw"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_EQ(cache_get_flagged(c, K("f"), &b, &flags), CACHE_OK);
+    CHECK(buf_equals(&b, "raw") && flags == 0);
+    cache_buf_free(&b);
+    CHECK_EQ(cache_set_flagged(c, K("f"), K("x"), NAN, 1), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_get_flagged(c, K("f"), NULL, &flags), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_pop_flagged(NULL, K("f"), &b, &flags), CACHE_ERR_INVALID_ARG);
+
+    flagged_slot got = {0}, popped = {0}, again = {0};
+    CHECK_EQ(cache_set_flagged_async(c, K("a"), K("v1"), CACHE_NO_TTL, 0xdeadbeef, NULL, NULL), CACHE_OK);
+    CHECK_EQ(cache_get_flagged_async(c, K("a"), flagged_cb, &got), CACHE_OK);
+    CHECK_EQ(cache_pop_flagged_async(c, K("a"), flagged_cb, &popped), CACHE_OK);
+    CHECK_EQ(cache_pop_flagged_async(c, K("a"), flagged_cb, &again), CACHE_OK);
+    CHECK_EQ(cache_get_flagged_async(c, (const uint8_t *)NULL, 1, flagged_cb, &got), CACHE_ERR_INVALID_ARG);
+    wait_for(&again.calls, 1);
+    CHECK_EQ(atomic_load(&got.calls), 1);
+    CHECK(atomic_load(&got.status) == CACHE_OK && got.flags == 0xdeadbeef && memcmp(got.value, "v1", 2) == 0);
+    CHECK(atomic_load(&popped.status) == CACHE_OK && popped.flags == 0xdeadbeef);
+    CHECK(atomic_load(&again.status) == CACHE_NOT_FOUND && again.flags == 0);
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    CHECK_EQ(cache_set_flagged(c, K("f"), K("x"), CACHE_NO_TTL, 1), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_get_flagged_async(c, K("a"), flagged_cb, &got), CACHE_ERR_CLOSED);
+    cache_free(c);
+}
+
 static cache_status open_memory(const char *dir, cache_t **out) {
     (void)dir;
     return cache_open_memory(1000, out);
@@ -307,6 +366,7 @@ int main(void) {
         CHECK_EQ(kinds[k].open(dir, &c), CACHE_OK);
         test_many_threads(c);
         cache_free(c);
+        test_flags(kinds[k].open, dir);
         test_reentrancy(kinds[k].open, dir);
         test_close_and_free_with_work_queued(kinds[k].open, dir);
         test_null_callbacks_and_bad_input(kinds[k].open, dir);

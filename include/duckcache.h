@@ -64,6 +64,14 @@ typedef void (*cache_callback)(void *user_data,
                                const uint8_t *value,
                                size_t value_len);
 
+// As cache_callback, plus the flags word the entry was stored with (0 when there is
+// no value). Used by the `_flagged` functions.
+typedef void (*cache_flagged_callback)(void *user_data,
+                                       cache_status status,
+                                       const uint8_t *value,
+                                       size_t value_len,
+                                       uint32_t flags);
+
 // A value handed to the caller. `data` is owned by the caller and freed with
 // cache_buf_free; it may be NULL when `len` is 0.
 typedef struct cache_buf {
@@ -108,6 +116,20 @@ cache_status cache_set_async(struct cache_t *c,
                              cache_callback cb,
                              void *user_data);
 
+// As cache_set_async, storing `flags` with the entry (see cache_set_flagged).
+//
+// # Safety
+// As for cache_set_async.
+cache_status cache_set_flagged_async(struct cache_t *c,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const uint8_t *value,
+                                     size_t value_len,
+                                     double ttl_seconds,
+                                     uint32_t flags,
+                                     cache_callback cb,
+                                     void *user_data);
+
 // Queues a get; the callback gets CACHE_OK with the value, or CACHE_NOT_FOUND.
 //
 // # Safety
@@ -117,6 +139,16 @@ cache_status cache_get_async(struct cache_t *c,
                              size_t key_len,
                              cache_callback cb,
                              void *user_data);
+
+// As cache_get_async; the callback also gets the entry's flags word.
+//
+// # Safety
+// As for cache_set_async; `cb` NULL or a function of the cache_flagged_callback signature.
+cache_status cache_get_flagged_async(struct cache_t *c,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     cache_flagged_callback cb,
+                                     void *user_data);
 
 // Queues a pop; the callback gets CACHE_OK with the value (exactly one of any number of
 // concurrent pops of a key does), or CACHE_NOT_FOUND.
@@ -128,6 +160,16 @@ cache_status cache_pop_async(struct cache_t *c,
                              size_t key_len,
                              cache_callback cb,
                              void *user_data);
+
+// As cache_pop_async; the callback also gets the entry's flags word.
+//
+// # Safety
+// As for cache_get_flagged_async.
+cache_status cache_pop_flagged_async(struct cache_t *c,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     cache_flagged_callback cb,
+                                     void *user_data);
 
 // Queues a delete; the callback gets CACHE_OK whether or not the key was present.
 //
@@ -225,6 +267,41 @@ cache_status cache_get(struct cache_t *c,
                        const uint8_t *key,
                        size_t key_len,
                        struct cache_buf *out);
+
+// As cache_set, storing the 32-bit `flags` word with the entry. The library never
+// interprets it; cache_get_flagged and cache_pop_flagged return it (cache_get and
+// cache_set ignore it and store 0). Bindings use it to record how a value was encoded.
+//
+// # Safety
+// As cache_set.
+cache_status cache_set_flagged(struct cache_t *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               const uint8_t *value,
+                               size_t value_len,
+                               double ttl_seconds,
+                               uint32_t flags);
+
+// As cache_get, also writing the entry's flags word to `*flags` when `flags` is not
+// NULL (0 on CACHE_NOT_FOUND).
+//
+// # Safety
+// As cache_get; `flags` NULL or writable.
+cache_status cache_get_flagged(struct cache_t *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               struct cache_buf *out,
+                               uint32_t *flags);
+
+// As cache_pop, also writing the entry's flags word as cache_get_flagged does.
+//
+// # Safety
+// As cache_get_flagged.
+cache_status cache_pop_flagged(struct cache_t *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               struct cache_buf *out,
+                               uint32_t *flags);
 
 // Copies the value of `key` into the caller's buffer of `cap` bytes. Writes
 // *value_len on CACHE_OK and on CACHE_ERR_BUFFER_TOO_SMALL (then nothing is copied and

@@ -72,20 +72,43 @@ impl Stats {
     }
 }
 
+/// Called with a found value and the flags word it was stored with.
+pub type Visit<'a> = dyn FnMut(&[u8], u32) + 'a;
+
 /// A cache backend. Every method may be called from any thread at any time; after
 /// [`Backend::close`] every method returns an error of kind `Closed`.
+///
+/// Every entry carries a 32-bit flags word next to its value, as memcached keeps one:
+/// the library stores it and hands it back, never interprets it. Bindings use it to
+/// tell how a value was encoded (the Python binding marks pickled values). The plain
+/// `set`/`get`/`pop` store 0 and ignore it.
 pub trait Backend: Send + Sync {
-    /// Stores `value` under `key`, replacing any earlier value and TTL.
-    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()>;
+    /// Stores `value` with `flags` under `key`, replacing any earlier value, flags and TTL.
+    fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()>;
 
-    /// Looks `key` up. When found, `visit` is called once with the value (while the
-    /// backend still guards it, so callers copy straight into their own buffer) and the
-    /// result is `Ok(true)`.
-    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool>;
+    /// Looks `key` up. When found, `visit` is called once with the value and its flags
+    /// (while the backend still guards it, so callers copy straight into their own
+    /// buffer) and the result is `Ok(true)`.
+    fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool>;
 
-    /// Removes `key` and hands its value to `visit`, atomically: of any number of
-    /// concurrent pops of one key, exactly one returns `Ok(true)`.
-    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool>;
+    /// Removes `key` and hands its value and flags to `visit`, atomically: of any number
+    /// of concurrent pops of one key, exactly one returns `Ok(true)`.
+    fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool>;
+
+    /// `set_flagged` with flags 0.
+    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+        self.set_flagged(key, value, ttl, 0)
+    }
+
+    /// `get_flagged`, ignoring the flags.
+    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        self.get_flagged(key, &mut |value, _| visit(value))
+    }
+
+    /// `pop_flagged`, ignoring the flags.
+    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        self.pop_flagged(key, &mut |value, _| visit(value))
+    }
 
     /// True when `key` holds a live entry.
     fn has(&self, key: &[u8]) -> Result<bool>;

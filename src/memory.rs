@@ -20,7 +20,7 @@
 //!
 //! When `max_keys` is 0 the cache is unbounded and keeps no LRU order at all.
 
-use crate::backend::{Backend, Stats};
+use crate::backend::{Backend, Stats, Visit};
 use crate::clock::{mono_deadline, mono_expired, mono_now, MonoDeadline, NO_DEADLINE};
 use crate::error::{Error, Result};
 use crate::ttl::Ttl;
@@ -50,6 +50,8 @@ struct Node {
     /// Lamport touch stamp; orders entries across shards for eviction.
     stamp: u64,
     deadline: MonoDeadline,
+    /// The caller's flags word, stored and returned untouched.
+    flags: u32,
 }
 
 impl Node {
@@ -229,6 +231,7 @@ impl Shard {
         key_len: u32,
         data: Box<[u8]>,
         deadline: MonoDeadline,
+        flags: u32,
     ) -> Result<()> {
         let added = data.len() as u64;
         let has_deadline = (deadline != NO_DEADLINE) as u64;
@@ -237,6 +240,7 @@ impl Shard {
             let old_len = std::mem::replace(&mut n.data, data).len() as u64;
             let had_deadline = (n.deadline != NO_DEADLINE) as u64;
             n.deadline = deadline;
+            n.flags = flags;
             self.bytes = self.bytes - old_len + added;
             self.with_deadline = self.with_deadline - had_deadline + has_deadline;
             self.touch(slot);
@@ -249,6 +253,7 @@ impl Shard {
             next: NIL,
             stamp: 0,
             deadline,
+            flags,
         };
         let slot = self.allocate(node)?;
         let Shard {
@@ -533,7 +538,7 @@ impl MemoryCache {
 }
 
 impl Backend for MemoryCache {
-    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+    fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         let key_len = u32::try_from(key.len())
             .ok()
             .filter(|&l| l != VACANT)
@@ -558,7 +563,7 @@ impl Backend for MemoryCache {
         data.extend_from_slice(value);
         let data = data.into_boxed_slice();
         self.with_shard(hash, |shard| {
-            shard.upsert(hash, key_len, data, deadline)?;
+            shard.upsert(hash, key_len, data, deadline, flags)?;
             shard.counters.sets += 1;
             Ok(())
         })?;
@@ -568,24 +573,26 @@ impl Backend for MemoryCache {
         Ok(())
     }
 
-    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let hash = self.hash(key);
         self.with_shard(hash, |shard| {
             let found = shard.lookup_live(hash, key);
             if let Some(slot) = found {
-                visit(shard.nodes[slot as usize].value());
+                let node = &shard.nodes[slot as usize];
+                visit(node.value(), node.flags);
                 shard.touch(slot);
             }
             Ok(found.is_some())
         })
     }
 
-    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let hash = self.hash(key);
         self.with_shard(hash, |shard| {
             let found = shard.lookup_live(hash, key);
             if let Some(slot) = found {
-                visit(shard.nodes[slot as usize].value());
+                let node = &shard.nodes[slot as usize];
+                visit(node.value(), node.flags);
                 shard.remove(slot, Removal::Deleted);
             }
             Ok(found.is_some())

@@ -39,8 +39,12 @@ impl From<rusqlite::Error> for Error {
 
 /// A database schema: its SQL and the version stored in `PRAGMA user_version`.
 pub(crate) struct Schema {
+    /// Creates the current version.
     pub sql: &'static str,
     pub version: i64,
+    /// `upgrades[i]` turns version `i + 1` into version `i + 2`; the last one yields
+    /// `version`.
+    pub upgrades: &'static [&'static str],
     /// What the database is, for error messages ("store", "shard index").
     pub what: &'static str,
 }
@@ -97,6 +101,24 @@ fn configure(
             on_create(&tx)?;
             tx.execute_batch(&format!("PRAGMA user_version = {}", schema.version))?;
         }
+        tx.commit()?;
+    }
+    let found = version(conn)?;
+    if found >= 1 && found < schema.version {
+        let tx = immediate(conn)?;
+        // Another process may have upgraded it while this one waited for the lock.
+        let mut at = version(&tx)?;
+        while at >= 1 && at < schema.version {
+            let step = usize::try_from(at - 1)
+                .ok()
+                .and_then(|i| schema.upgrades.get(i));
+            let step = step.ok_or_else(|| {
+                Error::new(ErrorKind::Internal, format!("no upgrade from version {at}"))
+            })?;
+            tx.execute_batch(step)?;
+            at += 1;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {at}"))?;
         tx.commit()?;
     }
     match version(conn)? {

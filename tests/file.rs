@@ -285,3 +285,33 @@ fn one_mebibyte_key() {
     let dir = TempDir::new("hugekey");
     common::check_one_mebibyte_key(&FileCache::open(dir.path(), 0).unwrap());
 }
+
+#[test]
+fn flags_word() {
+    let dir = TempDir::new("file-flags");
+    common::check_flags(&|| Box::new(FileCache::open(dir.path(), 0).unwrap()), true);
+}
+
+#[test]
+fn a_version_1_store_is_upgraded_in_place() {
+    let dir = TempDir::new("file-upgrade");
+    let c = FileCache::open(dir.path(), 0).unwrap();
+    c.set_flagged(b"k", b"v", Ttl::Never, 5).unwrap();
+    c.close().unwrap();
+    // Make it the store an earlier duckcache wrote: no flags column, user_version 1.
+    let conn = rusqlite::Connection::open(dir.path().join("cache.db")).unwrap();
+    conn.execute_batch("ALTER TABLE entries DROP COLUMN flags; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let c = FileCache::open(dir.path(), 0).unwrap();
+    assert_eq!(common::get_flagged(&c, b"k"), Some((b"v".to_vec(), 0)));
+    c.set_flagged(b"k", b"w", Ttl::Never, 6).unwrap();
+    assert_eq!(common::get_flagged(&c, b"k"), Some((b"w".to_vec(), 6)));
+    c.close().unwrap();
+    // A newer version than this duckcache knows is refused, not misread.
+    let conn = rusqlite::Connection::open(dir.path().join("cache.db")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+    drop(conn);
+    let e = FileCache::open(dir.path(), 0).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}

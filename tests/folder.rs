@@ -273,3 +273,12 @@ fn one_mebibyte_key() {
     let dir = TempDir::new("folder-hugekey");
     common::check_one_mebibyte_key(&FolderCache::open(dir.path(), 0).unwrap());
 }
+
+#[test]
+fn flags_word() {
+    let dir = TempDir::new("folder-flags");
+    common::check_flags(
+        &|| Box::new(FolderCache::open(dir.path(), 0).unwrap()),
+        true,
+    );
+}

@@ -253,3 +253,9 @@ fn one_mebibyte_key() {
     assert_eq!(c.stats().unwrap().bytes, (1 << 20) + 1);
     assert_eq!(c.pop_vec(&key).unwrap(), Some(b"v".to_vec()));
 }
+
+#[test]
+fn flags_word() {
+    common::check_flags(&|| Box::new(MemoryCache::new(0)), false);
+    common::check_flags(&|| Box::new(MemoryCache::new(3)), false);
+}

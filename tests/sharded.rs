@@ -308,3 +308,12 @@ fn one_mebibyte_key() {
     let dir = TempDir::new("sharded-hugekey");
     common::check_one_mebibyte_key(&ShardedCache::open(dir.path(), 0, 0).unwrap());
 }
+
+#[test]
+fn flags_word() {
+    let dir = TempDir::new("sharded-flags");
+    common::check_flags(
+        &|| Box::new(ShardedCache::open(dir.path(), 0, 0).unwrap()),
+        true,
+    );
+}

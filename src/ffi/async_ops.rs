@@ -8,7 +8,7 @@ use super::args;
 use super::boundary::{boundary, Failure};
 use super::handle::cache_t;
 use super::types::cache_status::{self, *};
-use crate::backend::Backend;
+use crate::backend::{Backend, Visit};
 use crate::error::{try_copy, Result};
 use crate::ttl::Ttl;
 use std::ffi::c_void;
@@ -26,9 +26,29 @@ pub type cache_callback = Option<
     ),
 >;
 
+/// As cache_callback, plus the flags word the entry was stored with (0 when there is
+/// no value). Used by the `_flagged` functions.
+#[allow(non_camel_case_types)]
+pub type cache_flagged_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        status: cache_status,
+        value: *const u8,
+        value_len: usize,
+        flags: u32,
+    ),
+>;
+
+/// Which of the two callback signatures the caller gave.
+#[derive(Clone, Copy)]
+enum CallbackFn {
+    Plain(cache_callback),
+    Flagged(cache_flagged_callback),
+}
+
 /// The caller's callback and its user data, carried to the worker thread.
 struct Callback {
-    cb: cache_callback,
+    cb: CallbackFn,
     user_data: *mut c_void,
 }
 
@@ -38,21 +58,25 @@ unsafe impl Send for Callback {}
 
 impl Callback {
     /// Calls back with `value` (NULL/0 when empty, as for operations without a value).
-    fn call(self, status: cache_status, value: &[u8]) {
-        let Some(cb) = self.cb else { return };
+    fn call(self, status: cache_status, value: &[u8], flags: u32) {
         let ptr = if value.is_empty() {
             std::ptr::null()
         } else {
             value.as_ptr()
         };
         let len = value.len();
-        // SAFETY: the caller supplied a function of this signature.
-        unsafe { cb(self.user_data, status, ptr, len) };
+        match self.cb {
+            // SAFETY: the caller supplied a function of this signature.
+            CallbackFn::Plain(Some(cb)) => unsafe { cb(self.user_data, status, ptr, len) },
+            // SAFETY: as above.
+            CallbackFn::Flagged(Some(cb)) => unsafe { cb(self.user_data, status, ptr, len, flags) },
+            CallbackFn::Plain(None) | CallbackFn::Flagged(None) => {}
+        }
     }
 }
 
-/// What a job computes: the status, and the value for get and pop.
-type Outcome = (cache_status, Option<Vec<u8>>);
+/// What a job computes: the status, and for get and pop the value and its flags.
+type Outcome = (cache_status, Option<(Vec<u8>, u32)>);
 
 /// Queues `op` on the handle `c`; the callback gets its outcome. Refused (and never
 /// called back) when the handle is closed.
@@ -66,13 +90,13 @@ fn submit(
     let job = Box::new(move || {
         // A plain (always initialised) Vec rather than an Option, which optimised code
         // may inspect branch-free and so trip memory checkers.
-        let mut outcome = Vec::new();
+        let (mut outcome, mut flags) = (Vec::new(), 0);
         let status = boundary(function, || {
             let (status, value) = op(&*backend)?;
-            outcome = value.unwrap_or_default();
+            (outcome, flags) = value.unwrap_or_default();
             Ok(status)
         });
-        callback.call(status, &outcome);
+        callback.call(status, &outcome, flags);
     });
     c.queue
         .submit(job)
@@ -80,16 +104,24 @@ fn submit(
     Ok(CACHE_OK)
 }
 
-/// A get-like call's outcome: OK with a copy of the value, or NOT_FOUND.
-fn value_outcome(
-    call: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<bool>,
-) -> Result<Outcome, Failure> {
+/// A get-like call's outcome: OK with a copy of the value and its flags, or NOT_FOUND.
+fn value_outcome(call: impl FnOnce(&mut Visit) -> Result<bool>) -> Result<Outcome, Failure> {
     let mut copied = None;
-    if !call(&mut |value| copied = Some(try_copy(value)))? {
+    if !call(&mut |value, flags| copied = Some(try_copy(value).map(|v| (v, flags))))? {
         return Ok((CACHE_NOT_FOUND, None));
     }
-    let value = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))??;
-    Ok((CACHE_OK, Some(value)))
+    let found = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))??;
+    Ok((CACHE_OK, Some(found)))
+}
+
+/// A get-like operation on a key, for the `_async` and `_flagged_async` functions.
+fn get_outcome(b: &dyn Backend, key: &[u8]) -> Result<Outcome, Failure> {
+    value_outcome(|visit| b.get_flagged(key, visit))
+}
+
+/// A pop-like operation on a key, as `get_outcome`.
+fn pop_outcome(b: &dyn Backend, key: &[u8]) -> Result<Outcome, Failure> {
+    value_outcome(|visit| b.pop_flagged(key, visit))
 }
 
 /// The body of the async functions that take a key and nothing else: checks and copies
@@ -103,7 +135,7 @@ unsafe fn submit_keyed(
     c: *mut cache_t,
     key: *const u8,
     key_len: usize,
-    cb: cache_callback,
+    cb: CallbackFn,
     user_data: *mut c_void,
     op: fn(&dyn Backend, &[u8]) -> Result<Outcome, Failure>,
 ) -> cache_status {
@@ -135,17 +167,71 @@ pub unsafe extern "C" fn cache_set_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    boundary("cache_set_async", || {
+    let entry = (key, key_len, value, value_len);
+    let callback = Callback {
+        cb: CallbackFn::Plain(cb),
+        user_data,
+    };
+    unsafe { submit_set("cache_set_async", c, entry, ttl_seconds, 0, callback) }
+}
+
+/// The body of the set functions: checks and copies the arguments, then queues the set.
+///
+/// # Safety
+/// As for cache_set_async; `entry` is (key, key_len, value, value_len).
+unsafe fn submit_set(
+    function: &'static str,
+    c: *mut cache_t,
+    entry: (*const u8, usize, *const u8, usize),
+    ttl_seconds: f64,
+    flags: u32,
+    callback: Callback,
+) -> cache_status {
+    let (key, key_len, value, value_len) = entry;
+    boundary(function, || {
         let handle = unsafe { args::handle(c) }?;
         let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
         let value = try_copy(unsafe { args::bytes(value, value_len, "value") }?)?;
-        let callback = Callback { cb, user_data };
         let ttl = Ttl::from_seconds(ttl_seconds)?;
-        submit(handle, "cache_set_async", callback, move |b| {
-            b.set(&key, &value, ttl)?;
+        submit(handle, function, callback, move |b| {
+            b.set_flagged(&key, &value, ttl, flags)?;
             Ok((CACHE_OK, None))
         })
     })
+}
+
+/// As cache_set_async, storing `flags` with the entry (see cache_set_flagged).
+///
+/// # Safety
+/// As for cache_set_async.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cache_set_flagged_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_seconds: f64,
+    flags: u32,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    let entry = (key, key_len, value, value_len);
+    let callback = Callback {
+        cb: CallbackFn::Plain(cb),
+        user_data,
+    };
+    unsafe {
+        submit_set(
+            "cache_set_flagged_async",
+            c,
+            entry,
+            ttl_seconds,
+            flags,
+            callback,
+        )
+    }
 }
 
 /// Queues a get; the callback gets CACHE_OK with the value, or CACHE_NOT_FOUND.
@@ -166,9 +252,34 @@ pub unsafe extern "C" fn cache_get_async(
             c,
             key,
             key_len,
-            cb,
+            CallbackFn::Plain(cb),
             user_data,
-            |b, key| value_outcome(|visit| b.get(key, visit)),
+            get_outcome,
+        )
+    }
+}
+
+/// As cache_get_async; the callback also gets the entry's flags word.
+///
+/// # Safety
+/// As for cache_set_async; `cb` NULL or a function of the cache_flagged_callback signature.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get_flagged_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    cb: cache_flagged_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    unsafe {
+        submit_keyed(
+            "cache_get_flagged_async",
+            c,
+            key,
+            key_len,
+            CallbackFn::Flagged(cb),
+            user_data,
+            get_outcome,
         )
     }
 }
@@ -192,9 +303,34 @@ pub unsafe extern "C" fn cache_pop_async(
             c,
             key,
             key_len,
-            cb,
+            CallbackFn::Plain(cb),
             user_data,
-            |b, key| value_outcome(|visit| b.pop(key, visit)),
+            pop_outcome,
+        )
+    }
+}
+
+/// As cache_pop_async; the callback also gets the entry's flags word.
+///
+/// # Safety
+/// As for cache_get_flagged_async.
+#[no_mangle]
+pub unsafe extern "C" fn cache_pop_flagged_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    cb: cache_flagged_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    unsafe {
+        submit_keyed(
+            "cache_pop_flagged_async",
+            c,
+            key,
+            key_len,
+            CallbackFn::Flagged(cb),
+            user_data,
+            pop_outcome,
         )
     }
 }
@@ -217,7 +353,7 @@ pub unsafe extern "C" fn cache_delete_async(
             c,
             key,
             key_len,
-            cb,
+            CallbackFn::Plain(cb),
             user_data,
             |b, key| {
                 b.delete(key)?;
@@ -239,7 +375,10 @@ pub unsafe extern "C" fn cache_clear_async(
 ) -> cache_status {
     boundary("cache_clear_async", || {
         let handle = unsafe { args::handle(c) }?;
-        let callback = Callback { cb, user_data };
+        let callback = Callback {
+            cb: CallbackFn::Plain(cb),
+            user_data,
+        };
         submit(handle, "cache_clear_async", callback, move |b| {
             b.clear()?;
             Ok((CACHE_OK, None))
@@ -258,13 +397,13 @@ mod tests {
     struct Panicking;
 
     impl Backend for Panicking {
-        fn set(&self, _: &[u8], _: &[u8], _: Ttl) -> Result<()> {
+        fn set_flagged(&self, _: &[u8], _: &[u8], _: Ttl, _: u32) -> Result<()> {
             Ok(())
         }
-        fn get(&self, _: &[u8], _: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        fn get_flagged(&self, _: &[u8], _: &mut Visit) -> Result<bool> {
             panic!("backend bug")
         }
-        fn pop(&self, _: &[u8], _: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        fn pop_flagged(&self, _: &[u8], _: &mut Visit) -> Result<bool> {
             Ok(false)
         }
         fn has(&self, _: &[u8]) -> Result<bool> {

@@ -6,6 +6,7 @@ use super::boundary::{boundary, boundary_void, Failure};
 use super::handle::cache_t;
 use super::types::cache_status::{self, *};
 use super::types::{cache_buf, cache_stats};
+use crate::backend::Visit;
 use crate::error::{try_copy, Result};
 use crate::file::FileCache;
 use crate::folder::FolderCache;
@@ -33,19 +34,26 @@ impl cache_buf {
     }
 }
 
-/// Runs a get-like backend call and hands the value it visits to C in `out`.
+/// Runs a get-like backend call and hands the value it visits to C in `out`, and its
+/// flags in `flags_out` when given (0 when not found).
 fn value_into_buf(
     out: &mut cache_buf,
-    call: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<bool>,
+    flags_out: Option<&mut u32>,
+    call: impl FnOnce(&mut Visit) -> Result<bool>,
 ) -> Result<cache_status, Failure> {
     let mut copied = None;
-    if !call(&mut |value| copied = Some(try_copy(value)))? {
-        *out = cache_buf::EMPTY;
-        return Ok(CACHE_NOT_FOUND);
-    }
-    let value = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))??;
+    let found = call(&mut |value, flags| copied = Some(try_copy(value).map(|v| (v, flags))))?;
+    let (status, (value, flags)) = if found {
+        let copied = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))?;
+        (CACHE_OK, copied?)
+    } else {
+        (CACHE_NOT_FOUND, (Vec::new(), 0))
+    };
     *out = cache_buf::from_vec(value);
-    Ok(CACHE_OK)
+    if let Some(flags_out) = flags_out {
+        *flags_out = flags;
+    }
+    Ok(status)
 }
 
 /// Boxes a new handle into `*out`.
@@ -184,7 +192,76 @@ pub unsafe extern "C" fn cache_get(
         let c = unsafe { args::handle(c) }?;
         let key = unsafe { args::bytes(key, key_len, "key") }?;
         let out = unsafe { args::out(out, "out") }?;
-        value_into_buf(out, |visit| c.backend.get(key, visit))
+        value_into_buf(out, None, |visit| c.backend.get_flagged(key, visit))
+    })
+}
+
+/// As cache_set, storing the 32-bit `flags` word with the entry. The library never
+/// interprets it; cache_get_flagged and cache_pop_flagged return it (cache_get and
+/// cache_set ignore it and store 0). Bindings use it to record how a value was encoded.
+///
+/// # Safety
+/// As cache_set.
+#[no_mangle]
+pub unsafe extern "C" fn cache_set_flagged(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_seconds: f64,
+    flags: u32,
+) -> cache_status {
+    boundary("cache_set_flagged", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let value = unsafe { args::bytes(value, value_len, "value") }?;
+        c.backend
+            .set_flagged(key, value, Ttl::from_seconds(ttl_seconds)?, flags)?;
+        Ok(CACHE_OK)
+    })
+}
+
+/// As cache_get, also writing the entry's flags word to `*flags` when `flags` is not
+/// NULL (0 on CACHE_NOT_FOUND).
+///
+/// # Safety
+/// As cache_get; `flags` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get_flagged(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    out: *mut cache_buf,
+    flags: *mut u32,
+) -> cache_status {
+    boundary("cache_get_flagged", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        let flags = unsafe { flags.as_mut() };
+        value_into_buf(out, flags, |visit| c.backend.get_flagged(key, visit))
+    })
+}
+
+/// As cache_pop, also writing the entry's flags word as cache_get_flagged does.
+///
+/// # Safety
+/// As cache_get_flagged.
+#[no_mangle]
+pub unsafe extern "C" fn cache_pop_flagged(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    out: *mut cache_buf,
+    flags: *mut u32,
+) -> cache_status {
+    boundary("cache_pop_flagged", || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        let flags = unsafe { flags.as_mut() };
+        value_into_buf(out, flags, |visit| c.backend.pop_flagged(key, visit))
     })
 }
 
@@ -249,7 +326,7 @@ pub unsafe extern "C" fn cache_pop(
         let c = unsafe { args::handle(c) }?;
         let key = unsafe { args::bytes(key, key_len, "key") }?;
         let out = unsafe { args::out(out, "out") }?;
-        value_into_buf(out, |visit| c.backend.pop(key, visit))
+        value_into_buf(out, None, |visit| c.backend.pop_flagged(key, visit))
     })
 }
 

@@ -9,7 +9,7 @@ pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
 use crate::backend::Lookup;
-use crate::backend::{Backend, Stats};
+use crate::backend::{Backend, Stats, Visit};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
@@ -64,19 +64,40 @@ impl FileCache {
 
     /// Stores `value` under `key` until the Unix time `expires` (None = never). The
     /// sharded cache uses this so its index and the shard agree on the expiry.
-    pub(crate) fn set_until(&self, key: &[u8], value: &[u8], expires: Option<f64>) -> Result<()> {
+    pub(crate) fn set_until(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires: Option<f64>,
+        flags: u32,
+    ) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
         let mut state = self.state.lock();
         let store = state.store()?;
         let culled = if value.len() < INLINE_MAX {
-            store.put(key, Stored::Inline(value), size, expires, self.size_limit)?
+            store.put(
+                key,
+                Stored::Inline(value),
+                size,
+                expires,
+                flags,
+                self.size_limit,
+            )?
         } else {
             // The file's name is recorded before it is written and claimed by the row's
             // transaction, so a crash at any point leaves nothing unrecorded.
             let name = values::new_name();
             store.reserve_file(&name)?;
-            let stored = values::write(&self.dir, &name, value)
-                .and_then(|()| store.put(key, Stored::File(&name), size, expires, self.size_limit));
+            let stored = values::write(&self.dir, &name, value).and_then(|()| {
+                store.put(
+                    key,
+                    Stored::File(&name),
+                    size,
+                    expires,
+                    flags,
+                    self.size_limit,
+                )
+            });
             match stored {
                 Ok(culled) => culled,
                 Err(e) => {
@@ -104,7 +125,7 @@ impl FileCache {
 }
 
 impl Backend for FileCache {
-    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+    fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
         if self.size_limit != 0 && size > self.size_limit {
             return Err(Error::new(
@@ -123,16 +144,16 @@ impl Backend for FileCache {
             state.stats.expirations += (lookup != Lookup::Miss) as u64;
             return Ok(());
         }
-        self.set_until(key, value, ttl.deadline_from(wall_now()))
+        self.set_until(key, value, ttl.deadline_from(wall_now()), flags)
     }
 
-    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let mut state = self.state.lock();
         let lookup = state.store()?.get(key, visit)?;
         Ok(state.stats.count_lookup(lookup))
     }
 
-    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let mut state = self.state.lock();
         let lookup = state.store()?.pop(key, visit)?;
         let hit = state.stats.count_lookup(lookup);

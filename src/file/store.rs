@@ -17,7 +17,7 @@
 //!   file, and no crash leaks a file past the next open, without scanning `values/`.
 
 use super::values;
-use crate::backend::Lookup;
+use crate::backend::{Lookup, Visit};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 /// commits within the busy timeout).
 const STALE_PENDING: f64 = 120.0;
 
-/// Version 1; bump whenever the schema changes.
+/// Version 2 added `flags`; bump whenever the schema changes, with an upgrade step.
 const SCHEMA: Schema = Schema {
-    version: 1,
+    version: 2,
+    upgrades: &["ALTER TABLE entries ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"],
     what: "store",
     sql: "
 CREATE TABLE IF NOT EXISTS entries (
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS entries (
     value   BLOB,                  -- the value when stored inline, else NULL
     file    TEXT,                  -- the value's file under values/, else NULL
     size    INTEGER NOT NULL,      -- bytes of key and value
-    expires REAL                   -- Unix time the entry dies at; NULL = never
+    expires REAL,                  -- Unix time the entry dies at; NULL = never
+    flags   INTEGER NOT NULL DEFAULT 0 -- the caller's flags word, returned untouched
 );
 CREATE INDEX IF NOT EXISTS entries_expires ON entries(expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS totals (
@@ -199,6 +201,7 @@ impl Store {
         value: Stored,
         size: u64,
         expires: Option<f64>,
+        flags: u32,
         size_limit: u64,
     ) -> Result<Culled> {
         let now = wall_now();
@@ -221,8 +224,8 @@ impl Store {
                 .query_row([key], |r| r.get(0))
                 .optional()?;
             freed.extend(old.flatten());
-            tx.prepare_cached("INSERT INTO entries (key, value, file, size, expires) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![key, inline, file, size as i64, expires])?;
+            tx.prepare_cached("INSERT INTO entries (key, value, file, size, expires, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![key, inline, file, size as i64, expires, flags])?;
             if size_limit == 0 {
                 return Ok(Culled::default());
             }
@@ -250,7 +253,7 @@ impl Store {
 
     /// Looks `key` up and hands its value to `visit` (inline values straight from
     /// SQLite's buffer). An expired entry is removed.
-    pub fn get(&mut self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<Lookup> {
+    pub fn get(&mut self, key: &[u8], visit: &mut Visit) -> Result<Lookup> {
         // A value file can vanish between reading the row and opening the file when
         // another handle replaces the key at that moment: then look again.
         let mut last_missing = None;
@@ -259,23 +262,24 @@ impl Store {
             let found = self
                 .conn
                 .prepare_cached(
-                    "SELECT value, file, expires, size - length(key) FROM entries WHERE key = ?1",
+                    "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
                 )?
                 .query_row([key], |r| {
                     let expires: Option<f64> = r.get(2)?;
                     if expires.is_some_and(|e| e <= now) {
                         return Ok(None);
                     }
+                    let flags = stored_flags(r.get(4)?);
                     Ok(Some(match r.get::<_, Option<String>>(1)? {
-                        Some(name) => Some((name, r.get::<_, i64>(3)? as u64)),
+                        Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags)),
                         None => {
-                            visit(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default());
+                            visit(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default(), flags);
                             None
                         }
                     }))
                 })
                 .optional()?;
-            let (name, len) = match found {
+            let (name, len, flags) = match found {
                 None => return Ok(Lookup::Miss),
                 Some(None) => return self.remove_expired(key, now).map(|_| Lookup::Expired),
                 Some(Some(None)) => return Ok(Lookup::Hit),
@@ -283,7 +287,7 @@ impl Store {
             };
             match values::read(&self.dir, &name, len) {
                 Ok(Some(bytes)) => {
-                    visit(&bytes);
+                    visit(&bytes, flags);
                     return Ok(Lookup::Hit);
                 }
                 Ok(None) => last_missing = Some(name),
@@ -332,13 +336,13 @@ impl Store {
 
     /// Removes `key` and hands its value to `visit`, in one write transaction, so of
     /// any number of handles and processes popping a key exactly one gets it.
-    pub fn pop(&mut self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<Lookup> {
+    pub fn pop(&mut self, key: &[u8], visit: &mut Visit) -> Result<Lookup> {
         let now = wall_now();
         let dir = self.dir.clone();
         let taken = self.write(|tx, freed| {
             let row = tx
                 .prepare_cached(
-                    "DELETE FROM entries WHERE key = ?1 RETURNING value, file, expires, size - length(key)",
+                    "DELETE FROM entries WHERE key = ?1 RETURNING value, file, expires, size - length(key), flags",
                 )?
                 .query_row([key], |r| {
                     let expires: Option<f64> = r.get(2)?;
@@ -346,10 +350,10 @@ impl Store {
                         Some(name) => RowValue::File(name, r.get::<_, i64>(3)? as u64),
                         None => RowValue::Inline(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
                     };
-                    Ok((value, expires.is_some_and(|e| e <= now)))
+                    Ok((value, expires.is_some_and(|e| e <= now), stored_flags(r.get(4)?)))
                 })
                 .optional()?;
-            let Some((value, expired)) = row else { return Ok(None) };
+            let Some((value, expired, flags)) = row else { return Ok(None) };
             let bytes = match value {
                 RowValue::Inline(bytes) => bytes,
                 RowValue::File(name, len) => {
@@ -359,13 +363,13 @@ impl Store {
                     bytes
                 }
             };
-            Ok(Some((bytes, expired)))
+            Ok(Some((bytes, expired, flags)))
         })?;
         Ok(match taken {
             None => Lookup::Miss,
-            Some((_, true)) => Lookup::Expired,
-            Some((bytes, false)) => {
-                visit(&bytes);
+            Some((_, true, _)) => Lookup::Expired,
+            Some((bytes, false, flags)) => {
+                visit(&bytes, flags);
                 Lookup::Hit
             }
         })
@@ -527,6 +531,11 @@ fn cull(tx: &Transaction, limit: u64, now: f64, freed: &mut Vec<String>) -> Resu
 }
 
 /// Reads a value file that a row names; its absence is damage.
+/// The flags column as written by `put` (a u32); anything else reads as 0.
+fn stored_flags(column: i64) -> u32 {
+    u32::try_from(column).unwrap_or(0)
+}
+
 fn read_required(dir: &Path, name: &str, len: u64) -> Result<Vec<u8>> {
     values::read(dir, name, len)?.ok_or_else(|| {
         Error::new(

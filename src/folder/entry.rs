@@ -8,6 +8,7 @@
 //!   expires never            (or Unix seconds, e.g. "expires 1764000000.25")
 //!   value-bytes 5
 //!   key-bytes 3
+//!   flags 0                  (the caller's flags word; absent in early entries: 0)
 //!
 //!   <the key's bytes>
 //!   ```
@@ -41,6 +42,8 @@ pub struct Meta {
     pub value_len: u64,
     /// Unix time the entry dies at; None = never.
     pub expires: Option<f64>,
+    /// The caller's flags word, returned untouched.
+    pub flags: u32,
 }
 
 impl Meta {
@@ -54,9 +57,10 @@ impl Meta {
             Some(t) => format!("{t}"),
         };
         let mut out = format!(
-            "{MAGIC}\nexpires {expires}\nvalue-bytes {}\nkey-bytes {}\n\n",
+            "{MAGIC}\nexpires {expires}\nvalue-bytes {}\nkey-bytes {}\nflags {}\n\n",
             self.value_len,
-            self.key.len()
+            self.key.len(),
+            self.flags
         )
         .into_bytes();
         out.extend_from_slice(&self.key);
@@ -78,10 +82,18 @@ impl Meta {
         };
         let value_len = field("value-bytes")?.parse().ok()?;
         let key_len: usize = field("key-bytes")?.parse().ok()?;
+        let flags = match lines.next() {
+            None => 0,
+            Some(line) => line.strip_prefix("flags ")?.parse().ok()?,
+        };
+        if lines.next().is_some() {
+            return None;
+        }
         (key_len == key.len()).then(|| Meta {
             key: key.to_vec(),
             value_len,
             expires,
+            flags,
         })
     }
 }
@@ -406,14 +418,22 @@ mod tests {
 
     #[test]
     fn meta_round_trips() {
-        for expires in [None, Some(1764000000.25), Some(0.0)] {
+        for (expires, flags) in [(None, 0), (Some(1764000000.25), 7), (Some(0.0), u32::MAX)] {
             let meta = Meta {
                 key: b"a\n\nb\0".to_vec(),
                 value_len: 5,
                 expires,
+                flags,
             };
             assert_eq!(Meta::parse(&meta.encode()), Some(meta));
         }
+    }
+
+    #[test]
+    fn meta_without_flags_reads_as_flags_0() {
+        let meta =
+            Meta::parse(b"duckcache-entry 1\nexpires never\nvalue-bytes 1\nkey-bytes 1\n\nk");
+        assert_eq!(meta.map(|m| m.flags), Some(0));
     }
 
     #[test]
@@ -422,6 +442,7 @@ mod tests {
             key: b"key".to_vec(),
             value_len: 1,
             expires: None,
+            flags: 0,
         }
         .encode();
         assert!(Meta::parse(&good[..good.len() - 1]).is_none(), "short key");
@@ -438,5 +459,11 @@ mod tests {
             Meta::parse(b"duckcache-entry 1\nexpires never\nvalue-bytes x\nkey-bytes 0\n\n")
                 .is_none()
         );
+        for bad_flags in ["flags -1", "flags 4294967296", "flag 1", "flags 1\nextra"] {
+            let meta = format!(
+                "duckcache-entry 1\nexpires never\nvalue-bytes 1\nkey-bytes 0\n{bad_flags}\n\n"
+            );
+            assert!(Meta::parse(meta.as_bytes()).is_none(), "{bad_flags}");
+        }
     }
 }

@@ -14,7 +14,7 @@
 mod entry;
 pub mod naming;
 
-use crate::backend::{Backend, Lookup, Stats};
+use crate::backend::{Backend, Lookup, Stats, Visit};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
@@ -247,7 +247,7 @@ fn lookup_of(read: &Read) -> Lookup {
 }
 
 impl Backend for FolderCache {
-    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+    fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
             let old = self.with_root(|root| Self::take(root, key, false))?;
@@ -260,6 +260,7 @@ impl Backend for FolderCache {
             key: key.to_vec(),
             value_len: value.len() as u64,
             expires: ttl.deadline_from(wall_now()),
+            flags,
         };
         let name = naming::encode(key);
         self.with_root(|root| {
@@ -272,10 +273,10 @@ impl Backend for FolderCache {
         Ok(())
     }
 
-    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let read = self.with_root(|root| Self::read(root, key, true))?;
-        if let Read::Live(_, Value::Bytes(bytes)) = &read {
-            visit(bytes);
+        if let Read::Live(meta, Value::Bytes(bytes)) = &read {
+            visit(bytes, meta.flags);
         }
         Ok(self.count(&read))
     }
@@ -285,10 +286,10 @@ impl Backend for FolderCache {
         Ok(self.count(&read))
     }
 
-    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let read = self.with_root(|root| Self::take(root, key, true))?;
-        if let Read::Live(_, Value::Bytes(bytes)) = &read {
-            visit(bytes);
+        if let Read::Live(meta, Value::Bytes(bytes)) = &read {
+            visit(bytes, meta.flags);
         }
         let hit = self.count(&read);
         self.stats.lock().deletes += hit as u64;

@@ -22,6 +22,7 @@ use std::path::Path;
 
 pub(super) const SCHEMA: Schema = Schema {
     version: 1,
+    upgrades: &[],
     what: "shard index",
     sql: "
 CREATE TABLE IF NOT EXISTS shards (

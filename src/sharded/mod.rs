@@ -14,7 +14,7 @@
 
 mod index;
 
-use crate::backend::{Backend, Lookup, Stats};
+use crate::backend::{Backend, Lookup, Stats, Visit};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
@@ -351,7 +351,7 @@ fn remove_if_expired(state: &mut State, key: &[u8]) -> Result<Lookup> {
 }
 
 impl Backend for ShardedCache {
-    fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+    fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
         let limit = self.shard_size_limit;
         if size > limit {
@@ -379,7 +379,9 @@ impl Backend for ShardedCache {
             let old = index::placement(tx, key)?;
             let mut expired = 0;
             let shard = writable_shard(tx, shards, size, limit, old, &mut expired)?;
-            shards.get(shard, true)?.set_until(key, value, expires)?;
+            shards
+                .get(shard, true)?
+                .set_until(key, value, expires, flags)?;
             index::place(tx, key, shard, size, expires, old)?;
             Ok(expired)
         })?;
@@ -388,15 +390,15 @@ impl Backend for ShardedCache {
         Ok(())
     }
 
-    fn get(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
-        self.find(key, &mut |shard| shard.get(key, visit))
+    fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        self.find(key, &mut |shard| shard.get_flagged(key, visit))
     }
 
     fn has(&self, key: &[u8]) -> Result<bool> {
         self.find(key, &mut |shard| shard.has(key))
     }
 
-    fn pop(&self, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<bool> {
+    fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let mut state = self.state.lock();
         let now = wall_now();
         // Removing the row under the index lock is what makes the pop exactly-once
@@ -410,7 +412,7 @@ impl Backend for ShardedCache {
                 shard.delete(key)?;
                 return Ok(Lookup::Expired);
             }
-            Ok(if shard.pop(key, visit)? {
+            Ok(if shard.pop_flagged(key, visit)? {
                 Lookup::Hit
             } else {
                 Lookup::Miss

@@ -115,3 +115,50 @@ pub fn check_one_mebibyte_key(c: &dyn duckcache::Backend) {
     assert_eq!(c.pop_vec(&key).unwrap(), Some(b"v".to_vec()));
     assert_eq!(c.len().unwrap(), 0);
 }
+
+/// `get_flagged` returning an owned copy and the flags.
+pub fn get_flagged(c: &dyn duckcache::Backend, key: &[u8]) -> Option<(Vec<u8>, u32)> {
+    let mut out = None;
+    c.get_flagged(key, &mut |v, f| out = Some((v.to_vec(), f)))
+        .unwrap()
+        .then(|| out.unwrap())
+}
+
+/// The flags word: stored with the entry, replaced by a later set (a plain set stores
+/// 0), returned by get and pop, and, for the persistent kinds (`persistent`), still there
+/// in a fresh handle from `open`. Inline and large (file-held) values alike.
+pub fn check_flags(open: &dyn Fn() -> Box<dyn duckcache::Backend>, persistent: bool) {
+    use duckcache::Ttl;
+    let big = vec![7u8; 40 << 10];
+    let c = open();
+    c.set_flagged(b"small", b"v", Ttl::Never, 1).unwrap();
+    c.set_flagged(b"big", &big, Ttl::Never, u32::MAX).unwrap();
+    c.set_flagged(b"plain", b"p", Ttl::Never, 9).unwrap();
+    c.set(b"plain", b"p", Ttl::Never).unwrap();
+    assert_eq!(get_flagged(&*c, b"small"), Some((b"v".to_vec(), 1)));
+    assert_eq!(get_flagged(&*c, b"plain"), Some((b"p".to_vec(), 0)));
+    assert_eq!(get_flagged(&*c, b"absent"), None);
+    if persistent {
+        c.close().unwrap();
+        drop(c);
+        let c = open();
+        assert_eq!(get_flagged(&*c, b"big"), Some((big.clone(), u32::MAX)));
+        check_pop_flagged(&*c, &big);
+    } else {
+        check_pop_flagged(&*c, &big);
+    }
+}
+
+fn check_pop_flagged(c: &dyn duckcache::Backend, big: &[u8]) {
+    let mut popped = None;
+    assert!(c
+        .pop_flagged(b"big", &mut |v, f| popped = Some((v.to_vec(), f)))
+        .unwrap());
+    assert_eq!(popped, Some((big.to_vec(), u32::MAX)));
+    c.set_flagged(b"small", b"w", duckcache::Ttl::Never, 2)
+        .unwrap();
+    assert_eq!(get_flagged(c, b"small"), Some((b"w".to_vec(), 2)));
+    assert!(!c
+        .pop_flagged(b"big", &mut |_, _| panic!("popped twice"))
+        .unwrap());
+}
