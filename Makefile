@@ -1,6 +1,8 @@
 # duckcache: build, test, install.
 #   make                 release library (.so/.a) and the header
-#   make test            everything: Rust tests, C tests (plain and under valgrind), header drift
+#   make test            everything: Rust tests, C tests (plain and under valgrind), C++ and
+#                        Python binding tests, header drift, install
+#   make python          copy the library into the Python package (bindings/python)
 #   make bench           benchmarks against peers, figures and ratios
 #   make install PREFIX=/usr/local
 #   make clean
@@ -20,7 +22,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib header header-check test test-rust test-c test-c-valgrind test-cpp test-install bench install clean
+.PHONY: all lib header header-check python test test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
 
 all: lib header
 
@@ -33,7 +35,7 @@ header:
 header-check:
 	$(CARGO) run --quiet -p gen-header -- --verify
 
-test: header-check test-rust test-c test-c-valgrind test-cpp test-install
+test: header-check test-rust test-c test-c-valgrind test-cpp test-python test-install
 	@echo "make test: all passed"
 
 test-rust:
@@ -72,6 +74,30 @@ test-install: lib
 	    $$(PKG_CONFIG_PATH=$$tmp/lib/pkgconfig pkg-config --cflags --libs duckcache) -o $$tmp/example && \
 	$$tmp/example && echo "test-install: ok"
 
+# The Python package (bindings/python) with the library inside it.
+PYTHON   ?= python3
+PYENV    := $(BUILD)/pyenv
+PY_PKG   := bindings/python/duckcache
+
+python: lib
+	cp $(LIBDIR)/libduckcache.so $(PY_PKG)/libduckcache.so
+
+# A virtual environment with pytest, python-diskcache and the original module (the
+# duckframework package, without its web-framework dependencies) for the parity tests.
+$(PYENV)/.ready: bindings/python/pyproject.toml
+	rm -rf $(PYENV)
+	$(PYTHON) -m venv $(PYENV)
+	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel
+	$(PYENV)/bin/pip install -q --disable-pip-version-check --no-deps duckframework==2.3.2
+	touch $@
+
+# Installs the package into the environment (as a user would) and runs its tests there.
+test-python: python $(PYENV)/.ready
+	$(PYENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+	    --force-reinstall ./bindings/python
+	cd $(BUILD) && env -u DUCKCACHE_LIB $(abspath $(PYENV))/bin/python -m pytest -q \
+	    -p no:cacheprovider $(abspath bindings/python/tests)
+
 bench:
 	$(CARGO) bench --bench bench
 
@@ -86,4 +112,4 @@ install: lib
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(PY_PKG)/libduckcache.so

@@ -1,0 +1,434 @@
+"""The cache classes: the seed module's API (duck.utils.caching) over the C library.
+
+Keys are `str` (stored as UTF-8) or `bytes` (as they are). Values are any picklable
+object; `bytes` values are stored byte for byte with flags 0, everything else is
+pickled and stored with FLAG_PICKLED in the entry's flags word, so a C or C++ program
+sees exactly the bytes Python stored, and Python always knows how to read them back.
+"""
+
+import asyncio
+import atexit
+import ctypes
+import functools
+import itertools
+import math
+import os
+import pickle
+import threading
+import weakref
+from ctypes import byref, c_uint32, c_uint64, c_void_p
+
+from . import _native as native
+from ._native import lib
+
+# Sentinel for "no default given", as in the seed.
+MISSING = object()
+
+# The flags word of an entry whose value is a pickle. Flags 0 is raw bytes; any other
+# value (a C program's own flags) is also returned as raw bytes.
+FLAG_PICKLED = 1
+
+
+def _encode_value(value):
+    if type(value) is bytes:
+        return value, 0
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), FLAG_PICKLED
+
+
+def _decode_value(data, flags):
+    if flags == FLAG_PICKLED:
+        return pickle.loads(data)
+    return data
+
+
+def _encode_key(key):
+    if type(key) is str:
+        return key.encode("utf-8", "surrogatepass")
+    if isinstance(key, bytes):
+        return bytes(key)
+    raise KeyError(f"Key must be str or bytes, got {type(key).__name__}.")
+
+
+def _ttl(expiry):
+    """The seed's `expiry` (seconds, None = never) as the C ttl. A negative expiry is in
+    the past, as in the seed: the entry expires at once."""
+    if expiry is None:
+        return native.CACHE_NO_TTL
+    if isinstance(expiry, bool) or not isinstance(expiry, (int, float)):
+        raise TypeError(f"expiry must be a number of seconds or None, not {type(expiry).__name__}")
+    if math.isnan(expiry):
+        raise ValueError("expiry is NaN")
+    return max(float(expiry), 0.0)
+
+
+def _positive_int(name, value, limit):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+        raise ValueError(f"{name} must be an integer from 1 to {limit}, not {value!r}")
+    return value
+
+
+def _buf_bytes(buf):
+    """Copies a cache_buf's bytes and frees it."""
+    try:
+        return ctypes.string_at(buf.data, buf.len) if buf.len else b""
+    finally:
+        lib.cache_buf_free(byref(buf))
+
+
+class CacheBase:
+    """Base class of every cache: the interface (set, get, delete, pop, clear, save) and
+    the memoizing decorators. Subclasses override the operations."""
+
+    def save(self):
+        """Optional persistence hook. No-op unless overridden."""
+
+    def set(self, key, value, expiry=None):
+        raise NotImplementedError(f"'set' is not implemented on {type(self).__name__}.")
+
+    def get(self, key, default=None):
+        raise NotImplementedError(f"'get' is not implemented on {type(self).__name__}.")
+
+    def delete(self, key):
+        raise NotImplementedError(f"'delete' is not implemented on {type(self).__name__}.")
+
+    def pop(self, key, default=MISSING):
+        raise NotImplementedError(f"'pop' is not implemented on {type(self).__name__}.")
+
+    def clear(self):
+        raise NotImplementedError(f"'clear' is not implemented on {type(self).__name__}.")
+
+    async def async_set(self, key, value, expiry=None):
+        self.set(key, value, expiry)
+
+    async def async_get(self, key, default=None):
+        return self.get(key, default)
+
+    @staticmethod
+    def _memo_key(func, key_prefix, args, kwargs):
+        # The seed's key format, so both modules address the same entries.
+        return (
+            f"{key_prefix or func.__module__}."
+            f"{func.__qualname__}:"
+            f"{args}:"
+            f"{sorted(kwargs.items())}"
+        )
+
+    def cache(self, expiry=None, key_prefix=None):
+        """Decorates a function so its results are cached for `expiry` seconds (None:
+        until removed), keyed by its module, name and arguments."""
+
+        def decorator(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                key = self._memo_key(func, key_prefix, args, kwargs)
+                cached = self.get(key, MISSING)
+                if cached is not MISSING:
+                    return cached
+                result = func(*args, **kwargs)
+                self.set(key, result, expiry=expiry)
+                return result
+
+            return wrapper
+
+        return decorator
+
+    def async_cache(self, expiry=None, key_prefix=None):
+        """As `cache`, for coroutine functions. A missing value is computed once
+        however many callers wait for it: the others wait, then read it from the cache.
+        If the caller computing it is cancelled or fails, the next waiter computes."""
+        # (event loop, key) -> [lock, callers holding or waiting for it]
+        locks = {}
+        guard = threading.Lock()
+
+        def decorator(func):
+            @functools.wraps(func)
+            async def wrapper(*args, **kwargs):
+                key = self._memo_key(func, key_prefix, args, kwargs)
+                slot_key = (asyncio.get_running_loop(), key)
+                with guard:
+                    slot = locks.setdefault(slot_key, [asyncio.Lock(), 0])
+                    slot[1] += 1
+                try:
+                    async with slot[0]:
+                        cached = await self.async_get(key, MISSING)
+                        if cached is not MISSING:
+                            return cached
+                        result = await func(*args, **kwargs)
+                        await self.async_set(key, result, expiry=expiry)
+                        return result
+                finally:
+                    with guard:
+                        slot[1] -= 1
+                        if slot[1] == 0:
+                            del locks[slot_key]
+
+            return wrapper
+
+        return decorator
+
+
+# Every open native cache, closed at exit so queued async work finishes while the
+# interpreter can still run its callbacks.
+_open_caches = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit():
+    for cache in list(_open_caches):
+        try:
+            cache.close()
+        except Exception:
+            pass
+
+
+# Async operations in flight: token -> (loop, future, has_value). The C callback gets the
+# token as user_data and hands the outcome to the future's loop.
+_pending = {}
+_tokens = itertools.count(1)
+
+
+def _settle(future, status, data, flags, detail):
+    """Runs on the awaiting loop: completes the future unless it was cancelled."""
+    if future.done():
+        return
+    if status < 0:
+        future.set_exception(native.error_for(status, detail))
+    elif status == native.CACHE_NOT_FOUND:
+        future.set_result((False, None))
+    else:
+        try:
+            future.set_result((True, _decode_value(data, flags)))
+        except Exception as e:  # a damaged pickle
+            future.set_exception(e)
+
+
+def _complete(token, status, value, length, flags):
+    entry = _pending.pop(token or 0, None)
+    if entry is None:
+        return
+    loop, future = entry
+    data = ctypes.string_at(value, length) if length else b""
+    detail = native.last_error() if status < 0 else ""
+    try:
+        loop.call_soon_threadsafe(_settle, future, status, data, flags, detail)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more
+
+
+@native.PLAIN_CALLBACK
+def _on_done(token, status, value, length):
+    _complete(token, status, value, length, 0)
+
+
+@native.FLAGGED_CALLBACK
+def _on_done_flagged(token, status, value, length, flags):
+    _complete(token, status, value, length, flags)
+
+
+class _NativeCache(CacheBase):
+    """What the four classes share: one C handle and every operation on it."""
+
+    def _open(self, opener, *args):
+        handle = c_void_p()
+        native.check(opener(*args, byref(handle)))
+        self._handle = handle
+        self.closed = False
+        _open_caches.add(self)
+
+    # Context manager and lifetime.
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        handle = getattr(self, "_handle", None)
+        if handle:
+            self._handle = None
+            lib.cache_free(handle)
+
+    def close(self):
+        """Flushes and releases the cache; every later call raises RuntimeError."""
+        if getattr(self, "_handle", None) is not None:
+            self.closed = True
+            native.check(lib.cache_close(self._handle))
+
+    def _h(self):
+        return self._handle
+
+    # Synchronous operations.
+
+    def set(self, key, value, expiry=None):
+        """Stores `value` under `key`; `expiry` in seconds, None = never."""
+        k = _encode_key(key)
+        data, flags = _encode_value(value)
+        native.check(lib.cache_set_flagged(self._h(), k, len(k), data, len(data), _ttl(expiry), flags))
+
+    def _read(self, call, key):
+        k = _encode_key(key)
+        buf = native.Buf()
+        flags = c_uint32()
+        status = native.check(call(self._h(), k, len(k), byref(buf), byref(flags)))
+        if status == native.CACHE_NOT_FOUND:
+            return MISSING
+        return _decode_value(_buf_bytes(buf), flags.value)
+
+    def get(self, key, default=None):
+        """The value under `key`, or `default` when absent or expired."""
+        value = self._read(lib.cache_get_flagged, key)
+        return default if value is MISSING else value
+
+    def pop(self, key, default=MISSING):
+        """Removes and returns the value under `key`, atomically (of concurrent pops,
+        across threads and processes, exactly one gets it). KeyError when absent and
+        no default is given."""
+        value = self._read(lib.cache_pop_flagged, key)
+        if value is MISSING:
+            if default is MISSING:
+                raise KeyError(key)
+            return default
+        return value
+
+    def has(self, key):
+        """True when `key` holds a live entry."""
+        k = _encode_key(key)
+        return native.check(lib.cache_has(self._h(), k, len(k))) == native.CACHE_OK
+
+    def __contains__(self, key):
+        return self.has(key)
+
+    def delete(self, key):
+        """Removes `key`; silent when absent."""
+        k = _encode_key(key)
+        native.check(lib.cache_delete(self._h(), k, len(k)))
+
+    def clear(self):
+        """Removes every entry."""
+        native.check(lib.cache_clear(self._h()))
+
+    def save(self):
+        """Makes everything written so far durable (a no-op in memory)."""
+        native.check(lib.cache_save(self._h()))
+
+    def __len__(self):
+        n = c_uint64()
+        native.check(lib.cache_len(self._h(), byref(n)))
+        return n.value
+
+    def stats(self):
+        """Counters since this cache was opened, and its size, as a dict."""
+        s = native.Stats()
+        native.check(lib.cache_get_stats(self._h(), byref(s)))
+        return s.as_dict()
+
+    # Asynchronous operations: coroutines over the C async functions. The operation
+    # runs on a library thread; the event loop is never blocked. Cancelling the
+    # awaiting task stops the wait; the operation itself still completes.
+
+    async def _submit(self, submit, *args, flagged=False):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        token = next(_tokens)
+        _pending[token] = (loop, future)
+        callback = _on_done_flagged if flagged else _on_done
+        try:
+            status = submit(self._h(), *args, callback, c_void_p(token))
+        except BaseException:
+            _pending.pop(token, None)
+            raise
+        if status != native.CACHE_OK:
+            _pending.pop(token, None)  # not queued: the callback never runs
+            raise native.error_for(status)
+        return await future
+
+    async def async_set(self, key, value, expiry=None):
+        k = _encode_key(key)
+        data, flags = _encode_value(value)
+        await self._submit(lib.cache_set_flagged_async, k, len(k), data, len(data), _ttl(expiry), flags)
+
+    async def async_get(self, key, default=None):
+        k = _encode_key(key)
+        found, value = await self._submit(lib.cache_get_flagged_async, k, len(k), flagged=True)
+        return value if found else default
+
+    async def async_pop(self, key, default=MISSING):
+        k = _encode_key(key)
+        found, value = await self._submit(lib.cache_pop_flagged_async, k, len(k), flagged=True)
+        if found:
+            return value
+        if default is MISSING:
+            raise KeyError(key)
+        return default
+
+    async def async_delete(self, key):
+        k = _encode_key(key)
+        await self._submit(lib.cache_delete_async, k, len(k))
+
+    async def async_clear(self):
+        await self._submit(lib.cache_clear_async)
+
+
+def _directory(path):
+    return os.fsencode(os.fspath(path))
+
+
+class InMemoryCache(_NativeCache):
+    """In-memory cache with exact LRU eviction past `maxkeys` keys (None or 0:
+    unbounded) and a per-entry expiry."""
+
+    def __init__(self, maxkeys=None):
+        if maxkeys is not None and maxkeys != 0:
+            _positive_int("maxkeys", maxkeys, 2**64 - 1)
+        self.maxkeys = maxkeys
+        self._open(lib.cache_open_memory, maxkeys or 0)
+
+
+class PersistentFileCache(_NativeCache):
+    """Persistent cache in one SQLite store under the directory `path` (created when
+    missing). `cache_size` bounds the bytes held (None: unlimited); past it the oldest
+    entries are evicted."""
+
+    def __init__(self, path, cache_size=None):
+        if os.path.isfile(path):
+            raise FileExistsError(f"Path must be a directory, not a file: {path}")
+        if cache_size is not None:
+            _positive_int("cache_size", cache_size, 2**64 - 1)
+        self.path = path
+        self.cache_size = cache_size
+        self._open(lib.cache_open_file, _directory(path), cache_size or 0)
+
+
+class DynamicFileCache(_NativeCache):
+    """Persistent cache sharded by size under the existing directory `cache_dir`: a new
+    shard starts when the newest holds `cache_limit` bytes; at most `cached_objs_limit`
+    shards are open at once."""
+
+    DEFAULT_SHARD_SIZE = 1_000_000_000
+
+    def __init__(self, cache_dir, cache_limit=DEFAULT_SHARD_SIZE, cached_objs_limit=128):
+        if not os.path.isdir(cache_dir):
+            raise FileNotFoundError(f"Directory not found: {cache_dir}")
+        _positive_int("cache_limit", cache_limit, 2**64 - 1)
+        _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
+        self.cache_dir = cache_dir
+        self.cache_limit = cache_limit
+        self.cached_objs_limit = cached_objs_limit
+        self._open(lib.cache_open_sharded, _directory(cache_dir), cache_limit, cached_objs_limit)
+
+
+class KeyAsFolderCache(_NativeCache):
+    """Persistent cache with one folder per key under the existing directory
+    `cache_dir` (folder names are a reversible encoding of the key); at most
+    `cached_objs_limit` entries are worked on at once."""
+
+    DEFAULT_CACHE_OBJ_LIMIT = 128
+
+    def __init__(self, cache_dir, cached_objs_limit=DEFAULT_CACHE_OBJ_LIMIT):
+        if not os.path.isdir(cache_dir):
+            raise FileNotFoundError(f"Directory not found: {cache_dir}")
+        _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
+        self.cache_dir = cache_dir
+        self.cached_objs_limit = cached_objs_limit
+        self._open(lib.cache_open_folder, _directory(cache_dir), cached_objs_limit)

@@ -1,0 +1,236 @@
+"""The C library: finding it, declaring every function, and turning statuses into
+exceptions. Nothing here knows about Python values; see _caches.py for that."""
+
+import ctypes
+import os
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_char_p,
+    c_double,
+    c_int32,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+
+LIBRARY_NAME = "libduckcache.so"
+
+# Status codes (include/duckcache.h); their values are part of the ABI.
+CACHE_OK = 0
+CACHE_NOT_FOUND = 1
+CACHE_ERR_INVALID_ARG = -1
+CACHE_ERR_CLOSED = -2
+CACHE_ERR_IO = -3
+CACHE_ERR_CORRUPT = -4
+CACHE_ERR_TOO_LARGE = -5
+CACHE_ERR_BUSY = -6
+CACHE_ERR_BUFFER_TOO_SMALL = -7
+CACHE_ERR_NO_MEMORY = -8
+CACHE_ERR_INTERNAL = -9
+CACHE_NO_TTL = -1.0
+
+
+class CacheError(Exception):
+    """A failed call into the library: `status` is the C status code, `detail` the
+    library's explanation (cache_last_error)."""
+
+    def __init__(self, status, detail):
+        self.status = status
+        self.detail = detail
+        super().__init__(detail or status_name(status))
+
+
+# Each status also derives from the built-in exception a Python caller would catch for
+# it, so `except RuntimeError` after close or `except OSError` for I/O keeps working.
+class InvalidArgumentError(CacheError, ValueError):
+    pass
+
+
+class ClosedError(CacheError, RuntimeError):
+    pass
+
+
+class CacheIOError(CacheError, OSError):
+    def __init__(self, status, detail):
+        CacheError.__init__(self, status, detail)
+
+
+class CorruptError(CacheError):
+    pass
+
+
+class TooLargeError(CacheError, ValueError):
+    pass
+
+
+class BusyError(CacheError, TimeoutError):
+    pass
+
+
+class CacheMemoryError(CacheError, MemoryError):
+    pass
+
+
+class InternalError(CacheError):
+    pass
+
+
+_ERRORS = {
+    CACHE_ERR_INVALID_ARG: InvalidArgumentError,
+    CACHE_ERR_CLOSED: ClosedError,
+    CACHE_ERR_IO: CacheIOError,
+    CACHE_ERR_CORRUPT: CorruptError,
+    CACHE_ERR_TOO_LARGE: TooLargeError,
+    CACHE_ERR_BUSY: BusyError,
+    CACHE_ERR_NO_MEMORY: CacheMemoryError,
+    CACHE_ERR_INTERNAL: InternalError,
+}
+
+
+class Buf(Structure):
+    _fields_ = [("data", POINTER(c_uint8)), ("len", c_size_t)]
+
+
+class Stats(Structure):
+    _fields_ = [
+        (name, c_uint64)
+        for name in (
+            "hits",
+            "misses",
+            "sets",
+            "deletes",
+            "evictions",
+            "expirations",
+            "entries",
+            "bytes",
+        )
+    ]
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name, _ in self._fields_}
+
+
+HANDLE = c_void_p
+KEY = (c_char_p, c_size_t)
+PLAIN_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_uint8), c_size_t)
+FLAGGED_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_uint8), c_size_t, c_uint32)
+
+# name: (restype, argtypes). Every function the binding calls, declared once.
+_SIGNATURES = {
+    "cache_version": (c_char_p, []),
+    "cache_status_str": (c_char_p, [c_int32]),
+    "cache_last_error": (c_size_t, [c_char_p, c_size_t]),
+    "cache_open_memory": (c_int32, [c_uint64, POINTER(HANDLE)]),
+    "cache_open_file": (c_int32, [c_char_p, c_uint64, POINTER(HANDLE)]),
+    "cache_open_sharded": (c_int32, [c_char_p, c_uint64, c_uint32, POINTER(HANDLE)]),
+    "cache_open_folder": (c_int32, [c_char_p, c_uint32, POINTER(HANDLE)]),
+    "cache_set": (c_int32, [HANDLE, *KEY, c_char_p, c_size_t, c_double]),
+    "cache_set_flagged": (c_int32, [HANDLE, *KEY, c_char_p, c_size_t, c_double, c_uint32]),
+    "cache_get": (c_int32, [HANDLE, *KEY, POINTER(Buf)]),
+    "cache_get_flagged": (c_int32, [HANDLE, *KEY, POINTER(Buf), POINTER(c_uint32)]),
+    "cache_pop": (c_int32, [HANDLE, *KEY, POINTER(Buf)]),
+    "cache_pop_flagged": (c_int32, [HANDLE, *KEY, POINTER(Buf), POINTER(c_uint32)]),
+    "cache_get_into": (c_int32, [HANDLE, *KEY, c_void_p, c_size_t, POINTER(c_size_t)]),
+    "cache_has": (c_int32, [HANDLE, *KEY]),
+    "cache_delete": (c_int32, [HANDLE, *KEY]),
+    "cache_clear": (c_int32, [HANDLE]),
+    "cache_len": (c_int32, [HANDLE, POINTER(c_uint64)]),
+    "cache_get_stats": (c_int32, [HANDLE, POINTER(Stats)]),
+    "cache_save": (c_int32, [HANDLE]),
+    "cache_close": (c_int32, [HANDLE]),
+    "cache_free": (None, [HANDLE]),
+    "cache_buf_free": (None, [POINTER(Buf)]),
+    "cache_set_async": (
+        c_int32,
+        [HANDLE, *KEY, c_char_p, c_size_t, c_double, PLAIN_CALLBACK, c_void_p],
+    ),
+    "cache_set_flagged_async": (
+        c_int32,
+        [HANDLE, *KEY, c_char_p, c_size_t, c_double, c_uint32, PLAIN_CALLBACK, c_void_p],
+    ),
+    "cache_get_async": (c_int32, [HANDLE, *KEY, PLAIN_CALLBACK, c_void_p]),
+    "cache_get_flagged_async": (c_int32, [HANDLE, *KEY, FLAGGED_CALLBACK, c_void_p]),
+    "cache_pop_async": (c_int32, [HANDLE, *KEY, PLAIN_CALLBACK, c_void_p]),
+    "cache_pop_flagged_async": (c_int32, [HANDLE, *KEY, FLAGGED_CALLBACK, c_void_p]),
+    "cache_delete_async": (c_int32, [HANDLE, *KEY, PLAIN_CALLBACK, c_void_p]),
+    "cache_clear_async": (c_int32, [HANDLE, PLAIN_CALLBACK, c_void_p]),
+}
+
+
+def candidate_paths():
+    """Where the library is looked for, in order: $DUCKCACHE_LIB, this package's
+    folder (where `make python` and the install put it), then the release build of the
+    source tree this package sits in."""
+    env = os.environ.get("DUCKCACHE_LIB")
+    if env:
+        yield Path(env)
+    here = Path(__file__).resolve().parent
+    yield here / LIBRARY_NAME
+    for parent in here.parents:
+        built = parent / "target" / "release" / LIBRARY_NAME
+        if built.exists():
+            yield built
+            break
+
+
+def load():
+    """Loads and declares the library; OSError naming every place tried when absent."""
+    tried = []
+    for path in candidate_paths():
+        tried.append(str(path))
+        if path.exists():
+            lib = ctypes.CDLL(str(path))
+            for name, (restype, argtypes) in _SIGNATURES.items():
+                try:
+                    fn = getattr(lib, name)
+                except AttributeError:
+                    raise OSError(
+                        f"{path} lacks {name}: it is an older duckcache than this binding"
+                    ) from None
+                fn.restype = restype
+                fn.argtypes = argtypes
+            return lib, path
+    raise OSError(
+        f"cannot find {LIBRARY_NAME}; tried: {', '.join(tried)}. Build it with "
+        "`make lib` (or `make python`) or point DUCKCACHE_LIB at it."
+    )
+
+
+lib, library_path = load()
+
+
+def status_name(status):
+    return lib.cache_status_str(status).decode()
+
+
+def last_error():
+    """The library's detail for the last failing call on this thread."""
+    buf = ctypes.create_string_buffer(1024)
+    n = lib.cache_last_error(buf, len(buf))
+    if n >= len(buf):
+        buf = ctypes.create_string_buffer(n + 1)
+        lib.cache_last_error(buf, len(buf))
+    return buf.value.decode(errors="replace")
+
+
+def error_for(status, detail=None):
+    """The exception for a failing status (detail read from the library if not given)."""
+    if detail is None:
+        detail = last_error()
+    return _ERRORS.get(status, CacheError)(status, detail)
+
+
+def check(status):
+    """Raises for a negative status; returns CACHE_OK or CACHE_NOT_FOUND."""
+    if status < 0:
+        raise error_for(status)
+    return status
+
+
+def version():
+    return lib.cache_version().decode()

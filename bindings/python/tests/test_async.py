@@ -1,0 +1,151 @@
+"""The async_ variants: real coroutines over the C async functions."""
+
+import asyncio
+import time
+
+import pytest
+
+import duckcache
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_every_async_method(cache):
+    async def main():
+        assert await cache.async_get("k") is None
+        assert await cache.async_get("k", "d") == "d"
+        await cache.async_set("k", {"v": 1})
+        await cache.async_set("raw", b"\x00raw")
+        assert await cache.async_get("k") == {"v": 1}
+        assert await cache.async_get("raw") == b"\x00raw"
+        assert cache.get("k") == {"v": 1}, "async and sync calls see one cache"
+        assert await cache.async_pop("k") == {"v": 1}
+        with pytest.raises(KeyError):
+            await cache.async_pop("k")
+        assert await cache.async_pop("k", 7) == 7
+        await cache.async_set("gone", 1, expiry=0)
+        assert await cache.async_get("gone") is None
+        await cache.async_delete("raw")
+        await cache.async_delete("raw")
+        assert await cache.async_get("raw") is None
+        await cache.async_set("x", 1)
+        await cache.async_clear()
+        assert len(cache) == 0
+
+    run(main())
+
+
+def test_many_concurrent_operations_in_order_per_cache(cache):
+    async def main():
+        await asyncio.gather(*(cache.async_set(f"k{i}", i) for i in range(300)))
+        got = await asyncio.gather(*(cache.async_get(f"k{i}") for i in range(300)))
+        assert got == list(range(300))
+        popped = await asyncio.gather(*(cache.async_pop("k0", None) for _ in range(20)))
+        assert popped.count(0) == 1 and popped.count(None) == 19, "pop is exactly-once"
+
+    run(main())
+
+
+def test_the_loop_keeps_running_while_operations_are_in_flight(persistent_kind, opener):
+    """One slow write (32 MiB) is awaited; a ticker task must run many times meanwhile.
+    Were the call blocking, the ticker could not run at all before it returned."""
+    cache = opener(persistent_kind)
+    big = b"v" * (32 << 20)
+
+    async def main():
+        ticks = 0
+        done = False
+
+        async def ticker():
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = ticks
+        await cache.async_set("big", big)
+        during = ticks - start
+        done = True
+        await task
+        assert during > 10, f"the loop ran only {during} times during the write"
+        assert await cache.async_get("big") == big
+
+    run(main())
+
+
+def test_async_errors_carry_status_and_detail(tmp_path):
+    cache = duckcache.PersistentFileCache(str(tmp_path), cache_size=100)
+
+    async def main():
+        with pytest.raises(duckcache.TooLargeError) as info:
+            await cache.async_set("k", b"x" * 1000)
+        assert "1000" in info.value.detail or "100" in info.value.detail
+        with pytest.raises(ValueError):
+            await cache.async_set("k", 1, expiry=float("nan"))
+        with pytest.raises(KeyError):
+            await cache.async_get(3)
+        cache.close()
+        with pytest.raises(RuntimeError):
+            await cache.async_get("k")
+        with pytest.raises(RuntimeError):
+            await cache.async_clear()
+
+    run(main())
+
+
+def test_cancelling_the_awaiting_task_is_safe(cache):
+    async def main():
+        tasks = [asyncio.create_task(cache.async_set(f"k{i}", i)) for i in range(200)]
+        await asyncio.sleep(0)
+        for t in tasks[::2]:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+        assert 0 < cancelled <= 100
+        # The operations themselves completed; the cache is consistent and usable.
+        await cache.async_set("after", 1)
+        assert await cache.async_get("after") == 1
+        assert all(cache.get(f"k{i}") == i for i in range(200))
+
+    run(main())
+    assert not duckcache._caches._pending, "no completion is left waiting"
+
+
+def test_a_closed_loop_does_not_break_late_completions(cache):
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(cache.async_set("k", 1))
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    time.sleep(0.1)  # the completion arrives after the loop is gone
+    cache.set("k2", 2)
+    assert cache.get("k2") == 2
+    del task
+
+
+def test_several_threads_with_their_own_loops(cache):
+    import threading
+
+    errors = []
+
+    def worker(n):
+        async def main():
+            for i in range(100):
+                await cache.async_set(f"t{n}-{i}", i)
+                assert await cache.async_get(f"t{n}-{i}") == i
+
+        try:
+            asyncio.run(main())
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(cache) == 400
