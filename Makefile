@@ -3,7 +3,8 @@
 #   make test            everything: Rust tests, C tests (plain and under valgrind), C++ and
 #                        Python binding tests, header drift, install
 #   make python          copy the library into the Python package (bindings/python)
-#   make bench           benchmarks against peers, figures and ratios
+#   make speedtest       time every operation of every backend (ARGS="--help" for options)
+#   make bench           benchmarks against peers, figures and ratios; writes BENCHMARKS.md
 #   make install PREFIX=/usr/local
 #   make clean
 
@@ -22,7 +23,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib header header-check python test test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
+.PHONY: all lib header header-check python speedtest test test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
 
 all: lib header
 
@@ -97,6 +98,10 @@ test-python: python $(PYENV)/.ready
 	    --force-reinstall ./bindings/python
 	cd $(BUILD) && env -u DUCKCACHE_LIB $(abspath $(PYENV))/bin/python -m pytest -q \
 	    -p no:cacheprovider $(abspath bindings/python/tests)
+
+# The speed test: every operation of every backend. Options: make speedtest ARGS="--help".
+speedtest:
+	$(CARGO) run --release --quiet --bin cache-speedtest -- $(ARGS)
 
 bench:
 	$(CARGO) bench --bench bench

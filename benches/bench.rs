@@ -10,9 +10,11 @@
 //!   seed's KeyAsFolderCache works once more keys are in use than it keeps open).
 //! - async: submission-to-callback latency of a memory get (median, p99); async
 //!   throughput of a queued batch against synchronous gets on the same handle.
-//! - memory: get of a present key through the C ABI against `lru::LruCache` behind a
-//!   `parking_lot::Mutex` (get plus value copy); two threads against one; bytes per entry
-//!   beyond key and value at a million entries.
+//! - memory: get and set through the C ABI against `lru::LruCache` behind a
+//!   `parking_lot::Mutex`, `moka::sync::Cache` and `quick_cache::sync::Cache` (each
+//!   copying the value out), 1 and 2 threads, uniform and Zipf(0.99) keys; hit ratio on
+//!   a Zipf stream with room for a tenth of the keys; bytes per entry beyond key and
+//!   value at a million entries.
 
 use duckcache::ffi;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -133,7 +135,22 @@ impl CHandle {
         assert_eq!(s, ffi::cache_status::CACHE_OK);
     }
 
-    /// A get through the C ABI as a C caller does it: copy out, then free the buffer.
+    /// A get through the C ABI as a C caller does it (copy out, then free the buffer):
+    /// the value's length, or 0 on a miss.
+    #[inline]
+    fn get_or_miss(&self, k: &[u8]) -> usize {
+        let mut buf = ffi::cache_buf {
+            data: std::ptr::null_mut(),
+            len: 0,
+        };
+        let s = unsafe { ffi::cache_get(self.0, k.as_ptr(), k.len(), &mut buf) };
+        assert!(s == ffi::cache_status::CACHE_OK || s == ffi::cache_status::CACHE_NOT_FOUND);
+        let len = buf.len;
+        unsafe { ffi::cache_buf_free(&mut buf) };
+        len
+    }
+
+    /// As `get_or_miss`, for benchmarks where every get must hit.
     #[inline]
     fn get(&self, k: &[u8]) -> usize {
         let mut buf = ffi::cache_buf {
@@ -161,70 +178,203 @@ fn print_row(what: &str, ours: f64, peer: f64, peer_name: &str) {
     );
 }
 
+/// An in-memory cache under test: get copies the value out (as every contender must to
+/// hand it to a caller), set stores a copy.
+trait Contender: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The value's length, or 0 on a miss.
+    fn get(&self, k: &[u8]) -> usize;
+    fn set(&self, k: &[u8], v: &[u8]);
+}
+
+/// duckcache through the C ABI, bounded, so the LRU order is kept as lru's is.
+impl Contender for CHandle {
+    fn name(&self) -> &'static str {
+        "duckcache"
+    }
+    #[inline]
+    fn get(&self, k: &[u8]) -> usize {
+        self.get_or_miss(k)
+    }
+    fn set(&self, k: &[u8], v: &[u8]) {
+        CHandle::set(self, k, v)
+    }
+}
+
+struct MutexLru(parking_lot::Mutex<lru::LruCache<Vec<u8>, Vec<u8>>>);
+
+impl Contender for MutexLru {
+    fn name(&self) -> &'static str {
+        "Mutex<lru>"
+    }
+    fn get(&self, k: &[u8]) -> usize {
+        let copy = self.0.lock().get(k).map(|v| v.to_vec());
+        copy.map_or(0, |v| v.len())
+    }
+    fn set(&self, k: &[u8], v: &[u8]) {
+        self.0.lock().put(k.to_vec(), v.to_vec());
+    }
+}
+
+struct Moka(moka::sync::Cache<Vec<u8>, Vec<u8>>);
+
+impl Contender for Moka {
+    fn name(&self) -> &'static str {
+        "moka"
+    }
+    fn get(&self, k: &[u8]) -> usize {
+        self.0.get(k).map_or(0, |v| v.len())
+    }
+    fn set(&self, k: &[u8], v: &[u8]) {
+        self.0.insert(k.to_vec(), v.to_vec());
+    }
+}
+
+struct Quick(quick_cache::sync::Cache<Vec<u8>, Vec<u8>>);
+
+impl Contender for Quick {
+    fn name(&self) -> &'static str {
+        "quick_cache"
+    }
+    fn get(&self, k: &[u8]) -> usize {
+        self.0.get(k).map_or(0, |v| v.len())
+    }
+    fn set(&self, k: &[u8], v: &[u8]) {
+        self.0.insert(k.to_vec(), v.to_vec());
+    }
+}
+
+/// Every contender, holding at most `capacity` entries.
+fn memory_contenders(capacity: u64) -> Vec<Arc<dyn Contender>> {
+    let cap = capacity as usize;
+    vec![
+        Arc::new(CHandle::memory(capacity)),
+        Arc::new(MutexLru(parking_lot::Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(cap).unwrap(),
+        )))),
+        Arc::new(Moka(moka::sync::Cache::new(capacity))),
+        Arc::new(Quick(quick_cache::sync::Cache::new(cap))),
+    ]
+}
+
+/// A Zipf(s) stream of `len` ranks in 0..n (rank 0 the most popular), from a splitmix
+/// uniform stream and the inverse of the CDF.
+fn zipf_order(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
+    let mut cdf = Vec::with_capacity(n as usize);
+    let mut total = 0.0;
+    for rank in 1..=n {
+        total += 1.0 / (rank as f64).powf(s);
+        cdf.push(total);
+    }
+    access_order(u64::MAX, len, seed)
+        .into_iter()
+        .map(|u| {
+            let x = (u as f64 / u64::MAX as f64) * total;
+            cdf.partition_point(|&c| c < x).min(n as usize - 1) as u64
+        })
+        .collect()
+}
+
+/// ns per operation of `op` over `order`, on 1 thread or (aggregate) 2 threads.
+fn run_order(
+    threads: usize,
+    order: &Arc<Vec<u64>>,
+    op: Arc<dyn Fn(u64) -> usize + Send + Sync>,
+) -> f64 {
+    if threads == 1 {
+        return median_ns_per_op(|| {
+            let t = Instant::now();
+            let sum: usize = order.iter().map(|&i| op(i)).sum();
+            black_box(sum);
+            (order.len() as u64, t.elapsed().as_secs_f64())
+        });
+    }
+    let op = op.clone();
+    two_threads(order, move |i| op(i))
+}
+
 fn bench_memory() {
-    println!("== memory backend (in-process, value 64 B, key 16 B)");
     const KEYS: u64 = 100_000;
-    const OPS: usize = 1_000_000;
-    let value = [7u8; 64];
-    let order = access_order(KEYS, OPS, 42);
-
-    // duckcache through the C ABI, bounded so the LRU list is maintained like lru's.
-    let ours = CHandle::memory(KEYS);
-    for i in 0..KEYS {
-        ours.set(&key(i), &value);
-    }
-    let ours_1t = median_ns_per_op(|| {
-        let t = Instant::now();
-        let mut sum = 0;
-        for &i in &order {
-            sum += ours.get(&key(i));
-        }
-        black_box(sum);
-        (OPS as u64, t.elapsed().as_secs_f64())
-    });
-
-    let peer = parking_lot::Mutex::new(lru::LruCache::new(
-        std::num::NonZeroUsize::new(KEYS as usize).unwrap(),
-    ));
-    for i in 0..KEYS {
-        peer.lock().put(key(i).to_vec(), value.to_vec());
-    }
-    let peer_1t = median_ns_per_op(|| {
-        let t = Instant::now();
-        let mut sum = 0;
-        for &i in &order {
-            let copy = peer.lock().get(&key(i)[..]).map(|v| v.to_vec());
-            sum += copy.map_or(0, |v| v.len());
-        }
-        black_box(sum);
-        (OPS as u64, t.elapsed().as_secs_f64())
-    });
-    print_row(
-        "get hit, 1 thread (target <= 1.5x)",
-        ours_1t,
-        peer_1t,
-        "Mutex<lru::LruCache>",
-    );
-
-    // Two threads on one handle: aggregate throughput against one thread.
-    let ours = Arc::new(ours);
-    let ours_2t = two_threads(&order, {
-        let ours = ours.clone();
-        move |i| ours.get(&key(i))
-    });
-    let peer = Arc::new(peer);
-    let peer_2t = two_threads(&order, {
-        let peer = peer.clone();
-        move |i| peer.lock().get(&key(i)[..]).map_or(0, |v| v.to_vec().len())
-    });
+    const OPS: usize = 500_000;
     println!(
-        "  get hit, 2 threads aggregate                 duckcache {:>7.1} Mops/s ({:.2}x its 1 thread)   Mutex<lru::LruCache> {:>7.1} Mops/s ({:.2}x its 1 thread)",
-        1e3 / ours_2t,
-        ours_1t / ours_2t,
-        1e3 / peer_2t,
-        peer_1t / peer_2t
+        "== memory backend (value 64 B, key 16 B, {KEYS} keys, all present): ns/op, median of {ROUNDS} rounds; \
+         ratio = duckcache / Mutex<lru>, target get <= 1.5x"
     );
-    println!("  (target: duckcache 2-thread aggregate >= its 1-thread throughput)");
+    let value = [7u8; 64];
+    let orders = [
+        ("uniform", Arc::new(access_order(KEYS, OPS, 42))),
+        ("zipf 0.99", Arc::new(zipf_order(KEYS, 0.99, OPS, 43))),
+    ];
+    let contenders = memory_contenders(KEYS);
+    for c in &contenders {
+        for i in 0..KEYS {
+            c.set(&key(i), &value);
+        }
+    }
+    print!("  {:<28}", "operation");
+    for c in &contenders {
+        print!(" {:>12}", c.name());
+    }
+    println!("   ratio vs lru");
+    for op_name in ["get", "set"] {
+        for (dist, order) in &orders {
+            for threads in [1usize, 2] {
+                let figures: Vec<f64> = contenders
+                    .iter()
+                    .map(|c| {
+                        let c = c.clone();
+                        let op: Arc<dyn Fn(u64) -> usize + Send + Sync> = if op_name == "get" {
+                            Arc::new(move |i| c.get(&key(i)))
+                        } else {
+                            Arc::new(move |i| {
+                                c.set(&key(i), &value);
+                                1
+                            })
+                        };
+                        run_order(threads, order, op)
+                    })
+                    .collect();
+                let label = format!(
+                    "{op_name} {dist}, {threads} thread{}",
+                    if threads > 1 { "s" } else { "" }
+                );
+                print!("  {label:<28}");
+                for f in &figures {
+                    print!(" {f:>12.1}");
+                }
+                println!("   {:.2}x", figures[0] / figures[1]);
+            }
+        }
+    }
+    println!("  (2 threads: aggregate ns per operation over both threads; lower is better)");
+    bench_hit_ratio();
+}
+
+/// Hit ratio on a Zipf(0.99) stream with room for a tenth of the keys, cache-aside:
+/// a miss is followed by a set. LRU (duckcache, lru) against TinyLFU (moka) and S3-FIFO
+/// (quick_cache) admission.
+fn bench_hit_ratio() {
+    const KEYS: u64 = 100_000;
+    const CAPACITY: u64 = 10_000;
+    let order = zipf_order(KEYS, 0.99, 1_000_000, 44);
+    let value = [1u8; 64];
+    print!("  hit ratio, zipf 0.99, {KEYS} keys, room for {CAPACITY}:");
+    for c in memory_contenders(CAPACITY) {
+        let mut hits = 0u64;
+        for &i in &order {
+            if c.get(&key(i)) > 0 {
+                hits += 1;
+            } else {
+                c.set(&key(i), &value);
+            }
+        }
+        print!(
+            "  {} {:.1}%",
+            c.name(),
+            100.0 * hits as f64 / order.len() as f64
+        );
+    }
+    println!();
 }
 
 /// Aggregate ns per operation with two threads each running the whole order.
