@@ -321,6 +321,20 @@ static void test_flags(opener open, const char *dir) {
     CHECK_EQ(cache_get_flagged(c, K("f"), &b, &flags), CACHE_OK);
     CHECK(buf_equals(&b, "raw") && flags == 0);
     cache_buf_free(&b);
+    /* get_into_flagged: flags written with the length, also when the buffer is small */
+    CHECK_EQ(cache_set_flagged(c, K("g"), K("four"), CACHE_NO_TTL, 42), CACHE_OK);
+    uint8_t small[2], big[8];
+    size_t len = 0;
+    flags = 0;
+    CHECK_EQ(cache_get_into_flagged(c, K("g"), small, sizeof small, &len, &flags), CACHE_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 4 && flags == 42);
+    flags = 0;
+    CHECK_EQ(cache_get_into_flagged(c, K("g"), big, sizeof big, &len, &flags), CACHE_OK);
+    CHECK(len == 4 && flags == 42 && memcmp(big, "four", 4) == 0);
+    CHECK_EQ(cache_get_into_flagged(c, K("g"), big, sizeof big, &len, NULL), CACHE_OK);
+    CHECK_EQ(cache_get_into_flagged(c, K("absent"), big, sizeof big, &len, &flags), CACHE_NOT_FOUND);
+    CHECK_EQ(cache_get_into_flagged(c, K("g"), NULL, 8, &len, &flags), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_get_into_flagged(c, K("g"), big, sizeof big, NULL, &flags), CACHE_ERR_INVALID_ARG);
     CHECK_EQ(cache_set_flagged(c, K("f"), K("x"), NAN, 1), CACHE_ERR_INVALID_ARG);
     CHECK_EQ(cache_get_flagged(c, K("f"), NULL, &flags), CACHE_ERR_INVALID_ARG);
     CHECK_EQ(cache_pop_flagged(NULL, K("f"), &b, &flags), CACHE_ERR_INVALID_ARG);

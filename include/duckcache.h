@@ -317,6 +317,20 @@ cache_status cache_get_into(struct cache_t *c,
                             size_t cap,
                             size_t *value_len);
 
+// As cache_get_into, also writing the entry's flags word to `*flags` (when not NULL)
+// whenever it writes *value_len. With a buffer reused across calls this is the
+// cheapest read: one call, no allocation (the Python binding's get).
+//
+// # Safety
+// As cache_get_into; `flags` NULL or writable.
+cache_status cache_get_into_flagged(struct cache_t *c,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    uint8_t *buf,
+                                    size_t cap,
+                                    size_t *value_len,
+                                    uint32_t *flags);
+
 // Atomic read-and-remove: of any number of threads or processes popping the same key,
 // exactly one gets CACHE_OK. `out` as for cache_get.
 //

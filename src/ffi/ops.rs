@@ -281,21 +281,68 @@ pub unsafe extern "C" fn cache_get_into(
     cap: usize,
     value_len: *mut usize,
 ) -> cache_status {
-    boundary("cache_get_into", || {
+    let dest = (buf, cap, value_len);
+    unsafe {
+        get_into(
+            "cache_get_into",
+            c,
+            (key, key_len),
+            dest,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// As cache_get_into, also writing the entry's flags word to `*flags` (when not NULL)
+/// whenever it writes *value_len. With a buffer reused across calls this is the
+/// cheapest read: one call, no allocation (the Python binding's get).
+///
+/// # Safety
+/// As cache_get_into; `flags` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cache_get_into_flagged(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    cap: usize,
+    value_len: *mut usize,
+    flags: *mut u32,
+) -> cache_status {
+    let dest = (buf, cap, value_len);
+    unsafe { get_into("cache_get_into_flagged", c, (key, key_len), dest, flags) }
+}
+
+/// The body of the get_into functions; `dest` is (buf, cap, value_len).
+///
+/// # Safety
+/// As cache_get_into_flagged.
+unsafe fn get_into(
+    function: &'static str,
+    c: *mut cache_t,
+    (key, key_len): (*const u8, usize),
+    (buf, cap, value_len): (*mut u8, usize, *mut usize),
+    flags_out: *mut u32,
+) -> cache_status {
+    boundary(function, || {
         let c = unsafe { args::handle(c) }?;
         let key = unsafe { args::bytes(key, key_len, "key") }?;
         let buf = unsafe { args::buffer(buf, cap, "buf") }?;
         let value_len = unsafe { args::out(value_len, "value_len") }?;
-        let mut size = None;
-        let present = c.backend.get(key, &mut |value| {
+        let flags_out = unsafe { flags_out.as_mut() };
+        let mut found = None;
+        let present = c.backend.get_flagged(key, &mut |value, flags| {
             if let Some(dest) = buf.get_mut(..value.len()) {
                 dest.copy_from_slice(value);
             }
-            size = Some(value.len());
+            found = Some((value.len(), flags));
         })?;
-        match size {
-            Some(size) if present => {
+        match found {
+            Some((size, flags)) if present => {
                 *value_len = size;
+                if let Some(out) = flags_out {
+                    *out = flags;
+                }
                 if size <= cap {
                     Ok(CACHE_OK)
                 } else {

@@ -53,7 +53,7 @@ def _ttl(expiry):
     """The seed's `expiry` (seconds, None = never) as the C ttl. A negative expiry is in
     the past, as in the seed: the entry expires at once."""
     if expiry is None:
-        return native.CACHE_NO_TTL
+        return -1.0
     if isinstance(expiry, bool) or not isinstance(expiry, (int, float)):
         raise TypeError(f"expiry must be a number of seconds or None, not {type(expiry).__name__}")
     if math.isnan(expiry):
@@ -65,6 +65,53 @@ def _positive_int(name, value, limit):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
         raise ValueError(f"{name} must be an integer from 1 to {limit}, not {value!r}")
     return value
+
+
+# The values a get reads land in a buffer of the reading thread, reused from call to
+# call: one C call and no allocation per get (cache_get_into_flagged).
+_READ_BUFFER_KEPT = 1 << 20  # a larger value gets a buffer of its own, freed after
+
+
+class _ReadBuffer(threading.local):
+    def __init__(self):
+        self.length = ctypes.c_size_t()
+        self.flags = c_uint32()
+        self.length_at = ctypes.addressof(self.length)
+        self.flags_at = ctypes.addressof(self.flags)
+        self.use(ctypes.create_string_buffer(16 << 10))
+
+    def use(self, buf):
+        self.buf = buf  # keeps the memory alive
+        self.at = ctypes.addressof(buf)
+        self.cap = len(buf)
+        self.view = memoryview(buf).cast("B")
+
+
+_reader = _ReadBuffer()
+_get_into = lib.cache_get_into_flagged
+
+
+def _read_value(handle, k, missing):
+    """The value under the encoded key `k`, or `missing`."""
+    r = _reader
+    buf, at, cap, view = r.buf, r.at, r.cap, r.view
+    while True:
+        status = _get_into(handle, k, len(k), at, cap, r.length_at, r.flags_at)
+        if status == 0:
+            # Copied out before unpickling: a nested get (from a __setstate__) reuses
+            # the buffer.
+            data = view[: r.length.value].tobytes()
+            return pickle.loads(data) if r.flags.value == FLAG_PICKLED else data
+        if status == 1:
+            return missing
+        if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
+            raise native.error_for(status)
+        # The value is larger than the buffer: grow it (the value may change meanwhile,
+        # so ask again).
+        buf = ctypes.create_string_buffer(r.length.value)
+        at, cap, view = ctypes.addressof(buf), len(buf), memoryview(buf).cast("B")
+        if cap <= _READ_BUFFER_KEPT:
+            r.use(buf)
 
 
 def _buf_bytes(buf):
@@ -185,6 +232,7 @@ def _close_all_at_exit():
 # token as user_data and hands the outcome to the future's loop.
 _pending = {}
 _tokens = itertools.count(1)
+_set_flagged = lib.cache_set_flagged
 
 
 def _settle(future, status, data, flags, detail):
@@ -231,7 +279,8 @@ class _NativeCache(CacheBase):
     def _open(self, opener, *args):
         handle = c_void_p()
         native.check(opener(*args, byref(handle)))
-        self._handle = handle
+        # The address as an int: the cheapest argument for ctypes to convert.
+        self._handle = handle.value
         self.closed = False
         _open_caches.add(self)
 
@@ -255,46 +304,43 @@ class _NativeCache(CacheBase):
             self.closed = True
             native.check(lib.cache_close(self._handle))
 
-    def _h(self):
-        return self._handle
-
     # Synchronous operations.
 
     def set(self, key, value, expiry=None):
         """Stores `value` under `key`; `expiry` in seconds, None = never."""
-        k = _encode_key(key)
-        data, flags = _encode_value(value)
-        native.check(lib.cache_set_flagged(self._h(), k, len(k), data, len(data), _ttl(expiry), flags))
-
-    def _read(self, call, key):
-        k = _encode_key(key)
-        buf = native.Buf()
-        flags = c_uint32()
-        status = native.check(call(self._h(), k, len(k), byref(buf), byref(flags)))
-        if status == native.CACHE_NOT_FOUND:
-            return MISSING
-        return _decode_value(_buf_bytes(buf), flags.value)
+        k = key.encode("utf-8", "surrogatepass") if type(key) is str else _encode_key(key)
+        if type(value) is bytes:
+            data, flags = value, 0
+        else:
+            data, flags = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), FLAG_PICKLED
+        ttl = -1.0 if expiry is None else _ttl(expiry)
+        status = _set_flagged(self._handle, k, len(k), data, len(data), ttl, flags)
+        if status:
+            raise native.error_for(status)
 
     def get(self, key, default=None):
         """The value under `key`, or `default` when absent or expired."""
-        value = self._read(lib.cache_get_flagged, key)
-        return default if value is MISSING else value
+        k = key.encode("utf-8", "surrogatepass") if type(key) is str else _encode_key(key)
+        return _read_value(self._handle, k, default)
 
     def pop(self, key, default=MISSING):
         """Removes and returns the value under `key`, atomically (of concurrent pops,
         across threads and processes, exactly one gets it). KeyError when absent and
         no default is given."""
-        value = self._read(lib.cache_pop_flagged, key)
-        if value is MISSING:
+        k = _encode_key(key)
+        buf = native.Buf()
+        flags = c_uint32()
+        status = native.check(lib.cache_pop_flagged(self._handle, k, len(k), byref(buf), byref(flags)))
+        if status == native.CACHE_NOT_FOUND:
             if default is MISSING:
                 raise KeyError(key)
             return default
-        return value
+        return _decode_value(_buf_bytes(buf), flags.value)
 
     def has(self, key):
         """True when `key` holds a live entry."""
         k = _encode_key(key)
-        return native.check(lib.cache_has(self._h(), k, len(k))) == native.CACHE_OK
+        return native.check(lib.cache_has(self._handle, k, len(k))) == native.CACHE_OK
 
     def __contains__(self, key):
         return self.has(key)
@@ -302,25 +348,25 @@ class _NativeCache(CacheBase):
     def delete(self, key):
         """Removes `key`; silent when absent."""
         k = _encode_key(key)
-        native.check(lib.cache_delete(self._h(), k, len(k)))
+        native.check(lib.cache_delete(self._handle, k, len(k)))
 
     def clear(self):
         """Removes every entry."""
-        native.check(lib.cache_clear(self._h()))
+        native.check(lib.cache_clear(self._handle))
 
     def save(self):
         """Makes everything written so far durable (a no-op in memory)."""
-        native.check(lib.cache_save(self._h()))
+        native.check(lib.cache_save(self._handle))
 
     def __len__(self):
         n = c_uint64()
-        native.check(lib.cache_len(self._h(), byref(n)))
+        native.check(lib.cache_len(self._handle, byref(n)))
         return n.value
 
     def stats(self):
         """Counters since this cache was opened, and its size, as a dict."""
         s = native.Stats()
-        native.check(lib.cache_get_stats(self._h(), byref(s)))
+        native.check(lib.cache_get_stats(self._handle, byref(s)))
         return s.as_dict()
 
     # Asynchronous operations: coroutines over the C async functions. The operation
@@ -334,7 +380,7 @@ class _NativeCache(CacheBase):
         _pending[token] = (loop, future)
         callback = _on_done_flagged if flagged else _on_done
         try:
-            status = submit(self._h(), *args, callback, c_void_p(token))
+            status = submit(self._handle, *args, callback, c_void_p(token))
         except BaseException:
             _pending.pop(token, None)
             raise

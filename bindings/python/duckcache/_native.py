@@ -136,6 +136,12 @@ _SIGNATURES = {
     "cache_pop": (c_int32, [HANDLE, *KEY, POINTER(Buf)]),
     "cache_pop_flagged": (c_int32, [HANDLE, *KEY, POINTER(Buf), POINTER(c_uint32)]),
     "cache_get_into": (c_int32, [HANDLE, *KEY, c_void_p, c_size_t, POINTER(c_size_t)]),
+    # The hot read: buffer, length and flags are passed as plain addresses, which
+    # ctypes converts about twice as fast as pointer objects.
+    "cache_get_into_flagged": (
+        c_int32,
+        [HANDLE, *KEY, c_void_p, c_size_t, c_void_p, c_void_p],
+    ),
     "cache_has": (c_int32, [HANDLE, *KEY]),
     "cache_delete": (c_int32, [HANDLE, *KEY]),
     "cache_clear": (c_int32, [HANDLE]),

@@ -322,3 +322,29 @@ def test_library_facts():
     assert duckcache.library_path.name == "libduckcache.so"
     assert issubclass(duckcache.CacheIOError, OSError)
     assert issubclass(duckcache.ClosedError, RuntimeError)
+
+
+class Nested:
+    """Reads from the cache while being unpickled: the outer read must not be damaged."""
+
+    cache = None
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.inner = Nested.cache.get("inner")
+
+
+def test_reads_of_every_size_and_nested_reads(cache):
+    for size in (0, 1, 16 << 10, (16 << 10) + 1, 3 << 20):
+        value = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        cache.set(f"v{size}", value)
+        assert cache.get(f"v{size}") == value
+    assert cache.get("v1") == b"x", "a small read after a large one"
+    Nested.cache = cache
+    cache.set("inner", b"i" * 50_000)
+    cache.set("outer", Nested("o" * 30_000))
+    got = cache.get("outer")
+    assert got.payload == "o" * 30_000 and got.inner == b"i" * 50_000

@@ -1,0 +1,149 @@
+"""Python-level benchmark: duckcache's Python classes against the original
+duck.utils.caching classes (PyPI: duckframework) and python-diskcache's Cache, same
+workload, in one run. Prints a table per class and the ratios (how many times faster
+duckcache is). Run by `make bench` in the virtual environment it creates."""
+
+import importlib.util
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import diskcache
+
+import duckcache
+
+ROUNDS = 3
+
+
+def load_original():
+    """The original module, loaded from its file (importing the `duck` package would
+    patch threading process-wide, see tests/test_parity.py)."""
+    spec = importlib.util.find_spec("duck")
+    path = Path(next(iter(spec.submodule_search_locations))) / "utils" / "caching" / "__init__.py"
+    module_spec = importlib.util.spec_from_file_location("duck_original_caching", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+original = load_original()
+
+
+class DiskcacheAdapter:
+    """python-diskcache's Cache with the seed's method names."""
+
+    def __init__(self, path):
+        self.c = diskcache.Cache(path)
+
+    def set(self, key, value, expiry=None):
+        self.c.set(key, value, expire=expiry)
+
+    def get(self, key, default=None):
+        return self.c.get(key, default=default)
+
+    def delete(self, key):
+        self.c.delete(key)
+
+    def pop(self, key, default=None):
+        return self.c.pop(key, default=default)
+
+    def close(self):
+        self.c.close()
+
+
+def per_op_us(fn, items):
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - start) * 1e6 / len(items)
+
+
+def workload(make, n, value):
+    """Microseconds per operation: open, set (new keys), get hit, get miss, delete, pop."""
+    root = tempfile.mkdtemp(prefix="duckcache-pybench-")
+    try:
+        keys = [f"key-{i:08d}" for i in range(n)]
+        t = time.perf_counter()
+        cache = make(root)
+        result = {"open": (time.perf_counter() - t) * 1e6}
+        result["set"] = per_op_us(lambda k: cache.set(k, value), keys)
+        result["get hit"] = per_op_us(lambda k: cache.get(k), keys[::-1])
+        assert cache.get(keys[0]) == value
+        result["get miss"] = per_op_us(lambda k: cache.get(k + "-absent"), keys)
+        half = n // 2
+        result["delete"] = per_op_us(cache.delete, keys[:half])
+        result["pop"] = per_op_us(lambda k: cache.pop(k, None), keys[half:])
+        close = getattr(cache, "close", None)
+        if close:
+            close()
+        return result
+    finally:
+        time.sleep(0.05)  # the original's close() may still be closing shards in a thread
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def median_workload(make, n, value):
+    runs = [workload(make, n, value) for _ in range(ROUNDS)]
+    return {op: statistics.median(r[op] for r in runs) for op in runs[0]}
+
+
+def subdir(root, make):
+    def opener(path):
+        p = os.path.join(path, "c")
+        os.makedirs(p, exist_ok=True)
+        return make(p)
+
+    return opener
+
+
+CLASSES = [
+    # (name, keys, contenders: label -> opener)
+    ("InMemoryCache", 5000, {
+        "duckcache": lambda d: duckcache.InMemoryCache(),
+        "original": lambda d: original.InMemoryCache(),
+    }),
+    ("PersistentFileCache", 3000, {
+        "duckcache": lambda d: duckcache.PersistentFileCache(d),
+        "original": lambda d: original.PersistentFileCache(d),
+        "diskcache.Cache": lambda d: DiskcacheAdapter(d),
+    }),
+    ("DynamicFileCache", 3000, {
+        "duckcache": lambda d: duckcache.DynamicFileCache(d),
+        "original": lambda d: original.DynamicFileCache(d),
+    }),
+    # More keys than the original keeps open (128), as in any cache of real size.
+    ("KeyAsFolderCache", 300, {
+        "duckcache": lambda d: duckcache.KeyAsFolderCache(d),
+        "original": lambda d: original.KeyAsFolderCache(d),
+    }),
+]
+
+OPS = ["open", "set", "get hit", "get miss", "delete", "pop"]
+
+
+def main():
+    value = {"id": 7, "name": "duck", "payload": "x" * 1000}
+    print(f"== Python level: µs per operation, median of {ROUNDS} rounds; value: a dict pickled to "
+          f"~1 KiB; Python {sys.version.split()[0]}, diskcache {diskcache.__version__}")
+    print("   ratio = original (or diskcache) time / duckcache time: how many times faster duckcache is")
+    for name, n, contenders in CLASSES:
+        figures = {label: median_workload(make, n, value) for label, make in contenders.items()}
+        peers = [label for label in contenders if label != "duckcache"]
+        print(f"\n  {name} ({n} keys)")
+        header = f"    {'operation':<10}" + "".join(f"{label:>18}" for label in contenders)
+        header += "".join(f"{'vs ' + p:>22}" for p in peers)
+        print(header)
+        for op in OPS:
+            row = f"    {op:<10}" + "".join(f"{figures[label][op]:>15.1f} µs" for label in contenders)
+            row += "".join(f"{figures[p][op] / figures['duckcache'][op]:>21.1f}x" for p in peers)
+            print(row)
+    print("\n  targets: PersistentFileCache set >= 3x and get >= 2x faster than the original; "
+          "KeyAsFolderCache >= 100x faster than the original")
+
+
+if __name__ == "__main__":
+    main()
