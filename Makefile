@@ -23,7 +23,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib header header-check python speedtest test test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
+.PHONY: all lib header header-check python python-installed speedtest test test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
 
 all: lib header
 
@@ -92,10 +92,13 @@ $(PYENV)/.ready: bindings/python/pyproject.toml
 	$(PYENV)/bin/pip install -q --disable-pip-version-check --no-deps duckframework==2.3.2
 	touch $@
 
-# Installs the package into the environment (as a user would) and runs its tests there.
-test-python: python $(PYENV)/.ready
+# Installs the package into the environment, as a user would.
+python-installed: python $(PYENV)/.ready
 	$(PYENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
 	    --force-reinstall ./bindings/python
+
+# Runs the package's tests in that environment.
+test-python: python-installed
 	cd $(BUILD) && env -u DUCKCACHE_LIB $(abspath $(PYENV))/bin/python -m pytest -q \
 	    -p no:cacheprovider $(abspath bindings/python/tests)
 
@@ -103,8 +106,8 @@ test-python: python $(PYENV)/.ready
 speedtest:
 	$(CARGO) run --release --quiet --bin cache-speedtest -- $(ARGS)
 
-bench:
-	$(CARGO) bench --bench bench
+bench: python-installed
+	benches/run-all.sh $(PYENV)/bin/python
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
