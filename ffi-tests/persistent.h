@@ -22,8 +22,9 @@ static inline void make_tmpdir(char *out, size_t cap) {
 }
 
 static inline void remove_tree(const char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    char cmd[1100];
+    int n = snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(n > 0 && (size_t)n < sizeof cmd);
     CHECK_EQ(system(cmd), 0);
 }
 
