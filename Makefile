@@ -23,7 +23,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib header header-check python python-installed speedtest test test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
+.PHONY: all lib header header-check python python-installed speedtest test test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
 
 all: lib header
 
@@ -36,7 +36,8 @@ header:
 header-check:
 	$(CARGO) run --quiet -p gen-header -- --verify
 
-test: header-check test-rust test-c test-c-valgrind test-cpp test-python test-install
+test: header-check test-rust test-c test-c-valgrind test-cpp test-python test-install \
+      test-asan test-tsan fuzz-short
 	@echo "make test: all passed"
 
 test-rust:
@@ -105,6 +106,75 @@ test-python: python-installed
 # The speed test: every operation of every backend. Options: make speedtest ARGS="--help".
 speedtest:
 	$(CARGO) run --release --quiet --bin cache-speedtest -- $(ARGS)
+
+# AddressSanitizer (with LeakSanitizer): every C test and the C++ test, built with
+# -fsanitize=address against the release library (whose allocations ASan intercepts),
+# and the Python suite with the ASan runtime preloaded and Python's own allocator off.
+# Leak checking is off for Python only: the interpreter does not free everything at
+# exit; tests/test_leaks.py checks the binding's memory use instead.
+ASAN      := -fsanitize=address -fno-omit-frame-pointer
+ASAN_LIB   = $(shell $(CC) -print-file-name=libasan.so)
+
+test-asan: lib python-installed
+	@mkdir -p $(BUILD)/asan
+	@for t in $(C_TESTS); do n=$$(basename $$t); \
+	    $(CC) $(C_WARN) $(CFLAGS) $(ASAN) -Iinclude ffi-tests/$$n.c -L$(LIBDIR) -lduckcache \
+	        -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $(BUILD)/asan/$$n || exit 1; \
+	    echo "== asan $$n"; DUCKCACHE_TEST_SCALE=small ASAN_OPTIONS=detect_leaks=1 \
+	        ./$(BUILD)/asan/$$n > $(BUILD)/asan/$$n.log 2>&1 || { cat $(BUILD)/asan/$$n.log; exit 1; }; done
+	$(CXX) $(CXX_WARN) $(CFLAGS) $(ASAN) -Iinclude -Ibindings/cpp bindings/cpp/test_duckcache.cpp \
+	    -L$(LIBDIR) -lduckcache -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -o $(BUILD)/asan/test_cpp
+	@echo "== asan test_cpp" && ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_cpp
+	@echo "== asan python tests"
+	cd $(BUILD) && PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 \
+	    $(abspath $(PYENV))/bin/python -m pytest -q -p no:cacheprovider $(abspath bindings/python/tests)
+
+# ThreadSanitizer on the threaded C tests, where the toolchain allows: the library is
+# rebuilt instrumented with the nightly toolchain (-Zsanitizer=thread) and linked with
+# that toolchain's TSan runtime. Without a nightly toolchain it says so and skips.
+TSAN_DIR  := target/tsan/x86_64-unknown-linux-gnu/release
+TSAN_RT    = $(shell rustc +nightly --print sysroot 2>/dev/null)/lib/rustlib/x86_64-unknown-linux-gnu/lib/librustc-nightly_rt.tsan.a
+
+test-tsan:
+	@if ! rustc +nightly --version >/dev/null 2>&1 || [ ! -f "$(TSAN_RT)" ]; then \
+	    echo "test-tsan: skipped: no nightly Rust toolchain with a TSan runtime here"; exit 0; fi; \
+	RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" $(CARGO) +nightly build \
+	    --quiet --release --lib --target x86_64-unknown-linux-gnu --target-dir target/tsan || exit 1; \
+	mkdir -p $(BUILD)/tsan; \
+	for n in test_threads test_async; do \
+	    $(CC) $(C_WARN) $(CFLAGS) -fsanitize=thread -Iinclude -c ffi-tests/$$n.c -o $(BUILD)/tsan/$$n.o && \
+	    $(CC) $(BUILD)/tsan/$$n.o -o $(BUILD)/tsan/$$n -Wl,--whole-archive $(TSAN_RT) -Wl,--no-whole-archive \
+	        -L$(TSAN_DIR) -lduckcache -Wl,-rpath,$(abspath $(TSAN_DIR)) -lpthread -lm -ldl -lstdc++ || exit 1; \
+	    echo "== tsan $$n"; \
+	    DUCKCACHE_TEST_SCALE=small TSAN_OPTIONS="suppressions=ffi-tests/tsan.supp halt_on_error=1 exitcode=66" \
+	        ./$(BUILD)/tsan/$$n || exit 1; done
+
+# Coverage-guided fuzzing of the C ABI (fuzz/fuzz_targets/c_api.rs) with libFuzzer on
+# the stable toolchain: coverage instrumentation through stable -C flags. fuzz-short
+# (in make test) runs 30 s; make fuzz runs FUZZ_SECONDS and the model-based tests with
+# many more cases.
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+    -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
+FUZZ_BIN       := target/fuzz/x86_64-unknown-linux-gnu/release/c_api
+FUZZ_SECONDS   ?= 600
+
+fuzz-build:
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --quiet --release --manifest-path fuzz/Cargo.toml \
+	    --target x86_64-unknown-linux-gnu --target-dir target/fuzz
+
+fuzz-short: fuzz-build
+	@mkdir -p fuzz/corpus/c_api fuzz/artifacts
+	@mkdir -p $(BUILD)
+	@$(FUZZ_BIN) fuzz/corpus/c_api fuzz/seeds -max_total_time=30 -max_len=4096 \
+	    -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 > $(BUILD)/fuzz.log 2>&1; \
+	    status=$$?; tail -n 12 $(BUILD)/fuzz.log; exit $$status
+
+fuzz: fuzz-build
+	@mkdir -p fuzz/corpus/c_api fuzz/artifacts
+	$(FUZZ_BIN) fuzz/corpus/c_api fuzz/seeds -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=fuzz/artifacts/ -print_final_stats=1
+	DUCKCACHE_MODEL_CASES=5000 $(CARGO) test --release --test model
 
 bench: python-installed
 	benches/run-all.sh $(PYENV)/bin/python

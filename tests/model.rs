@@ -1,0 +1,205 @@
+//! Model-based tests: random sequences of operations run against each backend and
+//! against a plain reference model (a map, plus exact LRU order for the bounded memory
+//! cache), checking every result. TTLs are left out (the TTL tests use real time);
+//! persistent kinds also reopen their store in the middle of a sequence.
+
+mod common;
+
+use common::TempDir;
+use duckcache::{Backend, FileCache, FolderCache, MemoryCache, ShardedCache, Ttl};
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set(u8, Vec<u8>, u32),
+    Get(u8),
+    Pop(u8),
+    Has(u8),
+    Delete(u8),
+    Clear,
+    Len,
+    Reopen,
+}
+
+/// A few keys, so operations meet; key 0 is empty and key 7 has every byte value.
+fn key(k: u8) -> Vec<u8> {
+    match k % 8 {
+        0 => Vec::new(),
+        7 => (0..=255u8).collect(),
+        n => format!("key-{n}").into_bytes(),
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Values: mostly small, sometimes at and past the file cache's inline limit.
+    let value = prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..64),
+        1 => (0usize..3).prop_map(|i| vec![i as u8; duckcache::INLINE_MAX - 1 + i]),
+    ];
+    prop_oneof![
+        6 => (any::<u8>(), value, any::<u32>()).prop_map(|(k, v, f)| Op::Set(k, v, f)),
+        4 => any::<u8>().prop_map(Op::Get),
+        2 => any::<u8>().prop_map(Op::Pop),
+        2 => any::<u8>().prop_map(Op::Has),
+        2 => any::<u8>().prop_map(Op::Delete),
+        1 => Just(Op::Clear),
+        1 => Just(Op::Len),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The reference: key -> (value, flags), and the keys from least to most recently used.
+#[derive(Default)]
+struct Model {
+    entries: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    recency: Vec<Vec<u8>>,
+    max_keys: usize,
+}
+
+impl Model {
+    fn touch(&mut self, k: &[u8]) {
+        self.recency.retain(|x| x != k);
+        self.recency.push(k.to_vec());
+    }
+
+    fn forget(&mut self, k: &[u8]) {
+        self.recency.retain(|x| x != k);
+    }
+
+    fn set(&mut self, k: &[u8], v: &[u8], flags: u32) {
+        self.entries.insert(k.to_vec(), (v.to_vec(), flags));
+        self.touch(k);
+        if self.max_keys > 0 && self.entries.len() > self.max_keys {
+            let oldest = self.recency.remove(0);
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+fn read(c: &dyn Backend, k: &[u8], pop: bool) -> Option<(Vec<u8>, u32)> {
+    let mut out = None;
+    let mut visit = |v: &[u8], f: u32| out = Some((v.to_vec(), f));
+    let found = if pop {
+        c.pop_flagged(k, &mut visit).unwrap()
+    } else {
+        c.get_flagged(k, &mut visit).unwrap()
+    };
+    assert_eq!(found, out.is_some());
+    out
+}
+
+/// Runs `ops` on a cache from `open` and on the model; panics at the first difference.
+fn check(open: &dyn Fn() -> Box<dyn Backend>, ops: &[Op], max_keys: usize, persistent: bool) {
+    let mut c = open();
+    let mut m = Model {
+        max_keys,
+        ..Model::default()
+    };
+    for (step, op) in ops.iter().enumerate() {
+        let at = format!("step {step}: {op:?}");
+        match op {
+            Op::Set(k, v, f) => {
+                c.set_flagged(&key(*k), v, Ttl::Never, *f).unwrap();
+                m.set(&key(*k), v, *f);
+            }
+            Op::Get(k) => {
+                let want = m.entries.get(&key(*k)).cloned();
+                if want.is_some() {
+                    m.touch(&key(*k));
+                }
+                assert_eq!(read(&*c, &key(*k), false), want, "{at}");
+            }
+            Op::Pop(k) => {
+                let want = m.entries.remove(&key(*k));
+                m.forget(&key(*k));
+                assert_eq!(read(&*c, &key(*k), true), want, "{at}");
+            }
+            Op::Has(k) => {
+                let want = m.entries.contains_key(&key(*k));
+                if want {
+                    m.touch(&key(*k));
+                }
+                assert_eq!(c.has(&key(*k)).unwrap(), want, "{at}");
+            }
+            Op::Delete(k) => {
+                m.entries.remove(&key(*k));
+                m.forget(&key(*k));
+                c.delete(&key(*k)).unwrap();
+            }
+            Op::Clear => {
+                m.entries.clear();
+                m.recency.clear();
+                c.clear().unwrap();
+            }
+            Op::Len => assert_eq!(c.len().unwrap(), m.entries.len() as u64, "{at}"),
+            Op::Reopen if persistent => {
+                c.close().unwrap();
+                c = open();
+            }
+            Op::Reopen => {}
+        }
+    }
+    // Everything agrees at the end too: every key, the count and the byte total.
+    for k in 0..8 {
+        assert_eq!(
+            read(&*c, &key(k), false),
+            m.entries.get(&key(k)).cloned(),
+            "final key {k}"
+        );
+    }
+    let stats = c.stats().unwrap();
+    assert_eq!(stats.entries, m.entries.len() as u64);
+    let bytes: usize = m.entries.iter().map(|(k, (v, _))| k.len() + v.len()).sum();
+    assert_eq!(stats.bytes, bytes as u64);
+}
+
+fn cases(n: u32) -> ProptestConfig {
+    // DUCKCACHE_MODEL_CASES raises the count for a longer run (make fuzz).
+    let n = std::env::var("DUCKCACHE_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    ProptestConfig {
+        cases: n,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn memory_unbounded(ops in proptest::collection::vec(op(), 1..120)) {
+        check(&|| Box::new(MemoryCache::new(0)), &ops, 0, false);
+    }
+
+    #[test]
+    fn memory_bounded_lru(ops in proptest::collection::vec(op(), 1..120)) {
+        // Several internal shards, so the exact order across shards is checked too.
+        check(&|| Box::new(MemoryCache::with_shards(3, 4)), &ops, 3, false);
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(24))]
+
+    #[test]
+    fn file(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = TempDir::new("model-file");
+        check(&|| Box::new(FileCache::open(dir.path(), 0).unwrap()), &ops, 0, true);
+    }
+
+    #[test]
+    fn sharded(ops in proptest::collection::vec(op(), 1..60)) {
+        // Shards of 100 KB: the large values roll over to new shards.
+        let dir = TempDir::new("model-sharded");
+        check(&|| Box::new(ShardedCache::open(dir.path(), 100_000, 2).unwrap()), &ops, 0, true);
+    }
+
+    #[test]
+    fn folder(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = TempDir::new("model-folder");
+        check(&|| Box::new(FolderCache::open(dir.path(), 0).unwrap()), &ops, 0, true);
+    }
+}
