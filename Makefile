@@ -1,7 +1,8 @@
 # duckcache: build, test, install.
 #   make                 release library (.so/.a) and the header
-#   make test            everything: Rust tests, C tests (plain and under valgrind), C++ and
-#                        Python binding tests, header drift, install
+#   make test            everything: Rust tests, C tests (plain, valgrind, ASan, TSan), C++ and
+#                        Python binding tests, header drift, install, a 30 s fuzz run
+#   make fuzz            a longer fuzzing campaign (FUZZ_SECONDS) and 5000 model cases
 #   make python          copy the library into the Python package (bindings/python)
 #   make speedtest       time every operation of every backend (ARGS="--help" for options)
 #   make bench           benchmarks against peers, figures and ratios; writes BENCHMARKS.md

@@ -4,8 +4,17 @@ tracemalloc cannot see)."""
 
 import asyncio
 import gc
+import os
+
+import pytest
 
 import duckcache
+
+# Under AddressSanitizer freed memory sits in a quarantine, so resident memory grows
+# whatever the code does; make test runs these tests in the plain pass.
+pytestmark = pytest.mark.skipif(
+    "asan" in os.environ.get("LD_PRELOAD", ""), reason="resident memory means nothing under ASan"
+)
 
 
 def resident_bytes():
