@@ -4,7 +4,8 @@
 //! proceed in parallel. The executor knows nothing about caches or C: a job is a closure.
 //!
 //! Pool size: the `DUCKCACHE_WORKERS` environment variable when set (1 to 256), else
-//! the number of CPUs, at least 2 and at most 16.
+//! the number of CPUs, at least 2 and at most 16. A process made by fork() starts a pool
+//! of its own on first use.
 //!
 //! Draining ([`Queue::close_and_drain`]) waits for every job of a queue to finish. From a
 //! worker thread it runs the remaining jobs itself rather than wait, so a job that
@@ -15,7 +16,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// A unit of work.
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -69,30 +70,45 @@ thread_local! {
 
 struct Pool {
     ready: Sender<Arc<Queue>>,
+    /// The process that started the threads.
+    pid: u32,
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let (ready, incoming) = unbounded();
-        for i in 0..worker_count() {
-            let incoming: Receiver<Arc<Queue>> = incoming.clone();
-            // A pool that cannot start any thread would leave jobs unrun forever; with
-            // at least one thread the pool works, only slower.
-            let started = std::thread::Builder::new()
-                .name(format!("duckcache-worker-{i}"))
-                .spawn(move || {
-                    IS_WORKER.with(|w| w.set(true));
-                    for queue in incoming {
-                        queue.run_batch();
-                    }
-                });
-            if started.is_err() && i == 0 {
-                panic!("cannot start the duckcache worker thread");
-            }
+/// The pool of this process. A child made by fork() has none of its parent's threads,
+/// so it starts its own pool on its first async call (the parent's stays the parent's).
+fn pool() -> Arc<Pool> {
+    static POOL: Mutex<Option<Arc<Pool>>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut current = POOL.lock();
+    match &*current {
+        Some(pool) if pool.pid == pid => pool.clone(),
+        _ => {
+            let pool = Arc::new(start_pool(pid));
+            *current = Some(pool.clone());
+            pool
         }
-        Pool { ready }
-    })
+    }
+}
+
+fn start_pool(pid: u32) -> Pool {
+    let (ready, incoming) = unbounded();
+    for i in 0..worker_count() {
+        let incoming: Receiver<Arc<Queue>> = incoming.clone();
+        // A pool that cannot start any thread would leave jobs unrun forever; with
+        // at least one thread the pool works, only slower.
+        let started = std::thread::Builder::new()
+            .name(format!("duckcache-worker-{i}"))
+            .spawn(move || {
+                IS_WORKER.with(|w| w.set(true));
+                for queue in incoming {
+                    queue.run_batch();
+                }
+            });
+        if started.is_err() && i == 0 {
+            panic!("cannot start the duckcache worker thread");
+        }
+    }
+    Pool { ready, pid }
 }
 
 /// The pool size: `DUCKCACHE_WORKERS`, else the CPU count within 2..=16.

@@ -219,6 +219,14 @@ class CacheBase:
 _open_caches = weakref.WeakSet()
 
 
+def _reopen_all_after_fork():
+    for cache in list(_open_caches):
+        cache._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reopen_all_after_fork)
+
+
 @atexit.register
 def _close_all_at_exit():
     for cache in list(_open_caches):
@@ -281,8 +289,25 @@ class _NativeCache(CacheBase):
         native.check(opener(*args, byref(handle)))
         # The address as an int: the cheapest argument for ctypes to convert.
         self._handle = handle.value
+        self._opener = (opener, args)
         self.closed = False
         _open_caches.add(self)
+
+    def _after_fork_in_child(self):
+        """In a child made by fork(): a persistent cache gets a handle of its own on the
+        same directory, as SQLite requires (a connection must not cross a fork); the
+        inherited one is left alone, never closed, so the parent's stays intact. An
+        in-memory cache keeps the child's copy of the entries, as a dict would."""
+        if self.closed or isinstance(self, InMemoryCache):
+            return
+        opener, args = self._opener
+        handle = c_void_p()
+        if opener(*args, byref(handle)) == native.CACHE_OK:
+            self._handle = handle.value
+        else:
+            # Cannot reopen here: every call raises, with the reason.
+            self._handle = None
+            self.closed = True
 
     # Context manager and lifetime.
 

@@ -47,3 +47,50 @@ def test_speed_test_keeps_the_seeds_shape(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == [], "its temporary directories are removed"
     with pytest.raises(ValueError):
         duckcache.CacheSpeedTest(repeat=0)
+
+
+def test_caches_work_in_a_forked_child(tmp_path):
+    """A pre-forking server opens its caches in the parent and forks workers: each
+    child gets a handle of its own on the persistent stores (SQLite connections must
+    not cross a fork), keeps a copy of the in-memory cache, and async calls work there
+    (the child starts its own worker threads)."""
+    import asyncio
+    import os
+
+    import duckcache
+
+    disk = duckcache.PersistentFileCache(str(tmp_path / "file"))
+    folder_dir = tmp_path / "folder"
+    folder_dir.mkdir()
+    folder = duckcache.KeyAsFolderCache(str(folder_dir))
+    memory = duckcache.InMemoryCache()
+    for c in (disk, folder, memory):
+        c.set("from-parent", "p")
+    asyncio.run(memory.async_set("async-parent", 1))  # the parent's pool is running
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            async def child_async():
+                for c in (disk, folder, memory):
+                    await c.async_set("async-child", 2)
+                    assert await c.async_get("async-child") == 2
+
+            for c in (disk, folder, memory):
+                assert c.get("from-parent") == "p"
+                c.set("from-child", "c")
+            asyncio.run(child_async())
+            assert disk.pop("from-parent") == "p"
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert disk.get("from-child") == "c" and disk.get("from-parent") is None
+    assert folder.get("from-child") == "c"
+    assert memory.get("from-child") is None, "the child changed its own copy only"
+    assert asyncio.run(disk.async_get("async-child")) == 2
+    assert asyncio.run(memory.async_get("async-parent")) == 1
+    for c in (disk, folder, memory):
+        c.close()
