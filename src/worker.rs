@@ -42,11 +42,25 @@ struct State {
     closed: bool,
     /// Runs once the queue is closed and empty (a free deferred from inside a job).
     on_drained: Option<Job>,
+    /// The process `scheduled` and `executing` describe (0 before the first job).
+    pid: u32,
 }
 
 impl State {
     fn is_idle(&self) -> bool {
         self.jobs.is_empty() && !self.executing
+    }
+
+    /// After fork() a child has a copy of the queue but none of the threads that were
+    /// scheduled to run it or running it (a worker finishing its bookkeeping after the
+    /// last callback, say): forget that activity, so the child's own pool takes over.
+    fn claim_for_this_process(&mut self) {
+        let pid = std::process::id();
+        if self.pid != pid {
+            self.scheduled = false;
+            self.executing = false;
+            self.pid = pid;
+        }
     }
 }
 
@@ -145,6 +159,7 @@ impl Queue {
             if state.closed {
                 return Err(Closed);
             }
+            state.claim_for_this_process();
             state.jobs.push_back(job);
             !std::mem::replace(&mut state.scheduled, true)
         };
@@ -156,13 +171,20 @@ impl Queue {
     }
 
     /// Stops accepting jobs and waits until every queued job has run. Idempotent.
-    pub fn close_and_drain(&self) -> Result<(), DrainError> {
+    pub fn close_and_drain(self: &Arc<Self>) -> Result<(), DrainError> {
         if self.is_current() {
             return Err(DrainError::InsideOwnJob);
         }
         let helping = IS_WORKER.with(|w| w.get());
         let mut state = self.state.lock();
+        state.claim_for_this_process();
         state.closed = true;
+        if !state.jobs.is_empty() && !state.scheduled && !state.executing {
+            // Jobs nobody is scheduled to run: inherited through fork() from a parent
+            // that had them queued. Run them here rather than wait forever.
+            state.scheduled = true;
+            let _ = pool().ready.send(self.clone());
+        }
         while !state.is_idle() {
             if helping && !state.executing {
                 // A worker waiting here would hold up the very jobs it waits for when
@@ -183,6 +205,7 @@ impl Queue {
     /// after the last queued job (on the thread that ran it).
     pub fn close_then(&self, f: Job) {
         let mut state = self.state.lock();
+        state.claim_for_this_process();
         state.closed = true;
         if state.is_idle() {
             drop(state);
@@ -250,6 +273,44 @@ impl Queue {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A queue as a fork() child inherits it: marked scheduled and executing by a
+    /// worker of the parent (another pid), with `jobs` left over.
+    fn inherited_mid_run(jobs: Vec<Job>) -> Arc<Queue> {
+        let q = Queue::new();
+        let mut state = q.state.lock();
+        state.scheduled = true;
+        state.executing = true;
+        state.pid = std::process::id().wrapping_add(1);
+        state.jobs.extend(jobs);
+        drop(state);
+        q
+    }
+
+    #[test]
+    fn a_queue_inherited_through_fork_is_taken_over_by_this_process() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = inherited_mid_run(Vec::new());
+        let sent = tx.clone();
+        q.submit(Box::new(move || sent.send("submitted").unwrap()))
+            .unwrap();
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(
+            got,
+            Ok("submitted"),
+            "a new job runs on this process's pool"
+        );
+
+        let sent = tx.clone();
+        let left: Job = Box::new(move || sent.send("inherited").unwrap());
+        let q = inherited_mid_run(vec![left]);
+        q.close_and_drain().unwrap();
+        assert_eq!(
+            rx.try_recv(),
+            Ok("inherited"),
+            "a drain runs jobs nobody else will"
+        );
+    }
 
     #[test]
     fn jobs_of_one_queue_run_in_order_and_queues_in_parallel() {
