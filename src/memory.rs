@@ -97,6 +97,11 @@ struct Shard {
     head: u32,
     /// Least recently used (only maintained when bounded).
     tail: u32,
+    /// The tail's stamp (EMPTY_SHARD when empty), kept here so publishing it on unlock
+    /// does not read the coldest node of the shard on every call.
+    tail_stamp: u64,
+    /// The tail stamp last stored in the shard's published atomic.
+    published_stamp: u64,
     /// Occupied slots, expired-but-not-yet-removed ones included.
     occupied: u64,
     /// Occupied slots with a deadline; when 0, `len` needs no scan.
@@ -123,6 +128,8 @@ impl Shard {
             free_head: NIL,
             head: NIL,
             tail: NIL,
+            tail_stamp: EMPTY_SHARD,
+            published_stamp: EMPTY_SHARD,
             occupied: 0,
             with_deadline: 0,
             bytes: 0,
@@ -147,11 +154,7 @@ impl Shard {
     }
 
     fn tail_stamp(&self) -> u64 {
-        if self.tail == NIL {
-            EMPTY_SHARD
-        } else {
-            self.nodes[self.tail as usize].stamp
-        }
+        self.tail_stamp
     }
 
     fn unlink(&mut self, slot: u32) {
@@ -164,7 +167,14 @@ impl Shard {
             p => self.nodes[p as usize].next = next,
         }
         match next {
-            NIL => self.tail = prev,
+            NIL => {
+                self.tail = prev;
+                // The new tail was just written above, so its stamp is at hand.
+                self.tail_stamp = match prev {
+                    NIL => EMPTY_SHARD,
+                    p => self.nodes[p as usize].stamp,
+                };
+            }
             n => self.nodes[n as usize].prev = prev,
         }
     }
@@ -178,7 +188,10 @@ impl Shard {
             n.stamp = stamp;
         }
         match old_head {
-            NIL => self.tail = slot,
+            NIL => {
+                self.tail = slot;
+                self.tail_stamp = stamp;
+            }
             h => self.nodes[h as usize].prev = slot,
         }
         self.head = slot;
@@ -197,11 +210,20 @@ impl Shard {
 
     /// Makes `slot` the most recently used entry.
     fn touch(&mut self, slot: u32) {
-        if self.bounded {
-            self.unlink(slot);
-            let stamp = self.next_stamp();
-            self.push_front(slot, stamp);
+        if !self.bounded {
+            return;
         }
+        let stamp = self.next_stamp();
+        if self.head == slot {
+            // Already the most recently used: only its stamp moves on.
+            self.nodes[slot as usize].stamp = stamp;
+            if self.tail == slot {
+                self.tail_stamp = stamp;
+            }
+            return;
+        }
+        self.unlink(slot);
+        self.push_front(slot, stamp);
     }
 
     /// Puts a new entry in a free slot (or a new one) and returns the slot.
@@ -349,6 +371,7 @@ impl Shard {
         self.free_head = NIL;
         self.head = NIL;
         self.tail = NIL;
+        self.tail_stamp = EMPTY_SHARD;
         self.occupied = 0;
         self.with_deadline = 0;
         self.bytes = 0;
@@ -382,8 +405,10 @@ struct ShardGuard<'a> {
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
-        if self.guard.bounded {
-            self.tail_stamp.store(self.guard.tail_stamp(), Relaxed);
+        let shard = &mut *self.guard;
+        if shard.bounded && shard.tail_stamp != shard.published_stamp {
+            shard.published_stamp = shard.tail_stamp;
+            self.tail_stamp.store(shard.tail_stamp, Relaxed);
         }
     }
 }
