@@ -6,7 +6,7 @@ use super::boundary::{boundary, boundary_void, Failure};
 use super::handle::cache_t;
 use super::types::cache_status::{self, *};
 use super::types::{cache_buf, cache_stats};
-use crate::backend::Visit;
+use crate::backend::{Backend, Visit};
 use crate::error::{try_copy, Result};
 use crate::file::FileCache;
 use crate::folder::FolderCache;
@@ -54,6 +54,31 @@ fn value_into_buf(
         *flags_out = flags;
     }
     Ok(status)
+}
+
+/// The backend call behind a read into a cache_buf: a get or a pop.
+type Read = fn(&dyn Backend, &[u8], &mut Visit) -> Result<bool>;
+
+/// The body of cache_get, cache_pop and their _flagged forms: checks the arguments,
+/// runs `read` and hands the value (and its flags, when `flags` is not NULL) to C.
+///
+/// # Safety
+/// As cache_get_flagged.
+unsafe fn read_into_buf(
+    function: &'static str,
+    c: *mut cache_t,
+    (key, key_len): (*const u8, usize),
+    out: *mut cache_buf,
+    flags: *mut u32,
+    read: Read,
+) -> cache_status {
+    boundary(function, || {
+        let c = unsafe { args::handle(c) }?;
+        let key = unsafe { args::bytes(key, key_len, "key") }?;
+        let out = unsafe { args::out(out, "out") }?;
+        let flags = unsafe { flags.as_mut() };
+        value_into_buf(out, flags, |visit| read(&*c.backend, key, visit))
+    })
 }
 
 /// Boxes a new handle into `*out`.
@@ -188,12 +213,17 @@ pub unsafe extern "C" fn cache_get(
     key_len: usize,
     out: *mut cache_buf,
 ) -> cache_status {
-    boundary("cache_get", || {
-        let c = unsafe { args::handle(c) }?;
-        let key = unsafe { args::bytes(key, key_len, "key") }?;
-        let out = unsafe { args::out(out, "out") }?;
-        value_into_buf(out, None, |visit| c.backend.get_flagged(key, visit))
-    })
+    let read: Read = |b, key, visit| b.get_flagged(key, visit);
+    unsafe {
+        read_into_buf(
+            "cache_get",
+            c,
+            (key, key_len),
+            out,
+            std::ptr::null_mut(),
+            read,
+        )
+    }
 }
 
 /// As cache_set, storing the 32-bit `flags` word with the entry. The library never
@@ -235,13 +265,8 @@ pub unsafe extern "C" fn cache_get_flagged(
     out: *mut cache_buf,
     flags: *mut u32,
 ) -> cache_status {
-    boundary("cache_get_flagged", || {
-        let c = unsafe { args::handle(c) }?;
-        let key = unsafe { args::bytes(key, key_len, "key") }?;
-        let out = unsafe { args::out(out, "out") }?;
-        let flags = unsafe { flags.as_mut() };
-        value_into_buf(out, flags, |visit| c.backend.get_flagged(key, visit))
-    })
+    let read: Read = |b, key, visit| b.get_flagged(key, visit);
+    unsafe { read_into_buf("cache_get_flagged", c, (key, key_len), out, flags, read) }
 }
 
 /// As cache_pop, also writing the entry's flags word as cache_get_flagged does.
@@ -256,13 +281,8 @@ pub unsafe extern "C" fn cache_pop_flagged(
     out: *mut cache_buf,
     flags: *mut u32,
 ) -> cache_status {
-    boundary("cache_pop_flagged", || {
-        let c = unsafe { args::handle(c) }?;
-        let key = unsafe { args::bytes(key, key_len, "key") }?;
-        let out = unsafe { args::out(out, "out") }?;
-        let flags = unsafe { flags.as_mut() };
-        value_into_buf(out, flags, |visit| c.backend.pop_flagged(key, visit))
-    })
+    let read: Read = |b, key, visit| b.pop_flagged(key, visit);
+    unsafe { read_into_buf("cache_pop_flagged", c, (key, key_len), out, flags, read) }
 }
 
 /// Copies the value of `key` into the caller's buffer of `cap` bytes. Writes
@@ -369,12 +389,17 @@ pub unsafe extern "C" fn cache_pop(
     key_len: usize,
     out: *mut cache_buf,
 ) -> cache_status {
-    boundary("cache_pop", || {
-        let c = unsafe { args::handle(c) }?;
-        let key = unsafe { args::bytes(key, key_len, "key") }?;
-        let out = unsafe { args::out(out, "out") }?;
-        value_into_buf(out, None, |visit| c.backend.pop_flagged(key, visit))
-    })
+    let read: Read = |b, key, visit| b.pop_flagged(key, visit);
+    unsafe {
+        read_into_buf(
+            "cache_pop",
+            c,
+            (key, key_len),
+            out,
+            std::ptr::null_mut(),
+            read,
+        )
+    }
 }
 
 /// CACHE_OK when `key` holds a live entry, CACHE_NOT_FOUND otherwise. Makes the key

@@ -333,6 +333,7 @@ class _NativeCache(CacheBase):
 
     def set(self, key, value, expiry=None):
         """Stores `value` under `key`; `expiry` in seconds, None = never."""
+        # _encode_key and _encode_value, inlined: this is the hottest call.
         k = key.encode("utf-8", "surrogatepass") if type(key) is str else _encode_key(key)
         if type(value) is bytes:
             data, flags = value, 0
