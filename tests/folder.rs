@@ -6,7 +6,7 @@ use common::TempDir;
 use duckcache::{Backend, ErrorKind, FolderCache, Ttl};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,20 +213,7 @@ fn pop_is_exactly_once_and_writers_never_tear_values() {
             .set(format!("k{i}").as_bytes(), &[7u8; 100], Ttl::Never)
             .unwrap();
     }
-    let popped = Arc::new(AtomicUsize::new(0));
-    let mut threads: Vec<_> = (0..4)
-        .map(|t| {
-            let c = handles[t % 2].clone();
-            let popped = popped.clone();
-            std::thread::spawn(move || {
-                for i in 0..KEYS {
-                    if c.pop_vec(format!("k{i}").as_bytes()).unwrap().is_some() {
-                        popped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let (mut threads, popped) = common::spawn_poppers(&handles, KEYS);
     // Meanwhile two writers replace one key with whole values that readers check.
     for t in 0..2u8 {
         let c = handles[t as usize].clone();

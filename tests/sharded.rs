@@ -5,7 +5,7 @@ mod common;
 use common::TempDir;
 use duckcache::{Backend, ErrorKind, FileCache, ShardedCache, Ttl, INLINE_MAX};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,20 +231,7 @@ fn pop_is_exactly_once_across_handles_and_threads() {
             .set(format!("k{i}").as_bytes(), &[1u8; 50], Ttl::Never)
             .unwrap();
     }
-    let popped = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let c = handles[t % 2].clone();
-            let popped = popped.clone();
-            std::thread::spawn(move || {
-                for i in 0..KEYS {
-                    if c.pop_vec(format!("k{i}").as_bytes()).unwrap().is_some() {
-                        popped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let (threads, popped) = common::spawn_poppers(&handles, KEYS);
     for t in threads {
         t.join().unwrap();
     }

@@ -162,3 +162,30 @@ fn check_pop_flagged(c: &dyn duckcache::Backend, big: &[u8]) {
         .pop_flagged(b"big", &mut |_, _| panic!("popped twice"))
         .unwrap());
 }
+
+/// Four threads, two on each of `handles`, each popping keys `k0..k{keys}`. Returns the
+/// threads and the count of successful pops: `keys` once they have all finished when
+/// pop is exactly-once.
+pub fn spawn_poppers<B: duckcache::Backend + 'static>(
+    handles: &[std::sync::Arc<B>],
+    keys: usize,
+) -> (
+    Vec<std::thread::JoinHandle<()>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let popped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads = (0..4)
+        .map(|t| {
+            let c = handles[t % handles.len()].clone();
+            let popped = popped.clone();
+            std::thread::spawn(move || {
+                for i in 0..keys {
+                    if c.pop_vec(format!("k{i}").as_bytes()).unwrap().is_some() {
+                        popped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    (threads, popped)
+}
