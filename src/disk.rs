@@ -1,9 +1,13 @@
 //! Small filesystem helpers every persistent backend shares.
 
 use crate::error::{Error, ErrorKind, Result};
+use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::io::Errno;
 use std::fs::{self, File};
 use std::io::ErrorKind as IoKind;
-use std::os::unix::fs::DirBuilderExt;
+use std::io::Read;
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Creates `path` and its parents owner-only; a path that exists and is not a directory
@@ -22,11 +26,141 @@ pub fn create_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(e, "cannot create directory", path))
 }
 
-/// fsync of a file or directory by path.
+/// fsync of a file or directory by path (a missing one is fine). Never follows a link
+/// or blocks on a FIFO: anything but a regular file or a directory is refused.
 pub fn sync_path(path: &Path) -> Result<()> {
-    match File::open(path) {
-        Ok(f) => f.sync_all().map_err(|e| Error::io(e, "cannot sync", path)),
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    match opened {
+        Ok(f) => {
+            let meta = f
+                .metadata()
+                .map_err(|e| Error::io(e, "cannot stat", path))?;
+            if !meta.is_dir() {
+                check_regular(&meta, path)?;
+            }
+            f.sync_all().map_err(|e| Error::io(e, "cannot sync", path))
+        }
         Err(e) if e.kind() == IoKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(e, "cannot open", path)),
+    }
+}
+
+/// Opens `path` for reading and writing, creating it owner-only when missing, without
+/// following a symbolic link and without blocking on a FIFO; anything but a regular
+/// file is refused.
+pub fn create_regular_file(path: &Path) -> Result<()> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(e, "cannot open", path))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(e, "cannot stat", path))?;
+    check_regular(&meta, path)
+}
+
+/// A file that exists at `path` must be a regular file (a missing one is fine).
+pub fn refuse_non_regular(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => check_regular(&meta, path),
+        Err(e) if e.kind() == IoKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(e, "cannot stat", path)),
+    }
+}
+
+fn check_regular(meta: &fs::Metadata, path: &Path) -> Result<()> {
+    if meta.file_type().is_file() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Io,
+        format!("{} is not a regular file", path.display()),
+    ))
+}
+
+/// Flags for opening a directory relative to another without following a link.
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Opens the file `name` in the directory `dir` for reading: never through a symbolic
+/// link, never blocking on a FIFO, and only if it is a regular file. `Ok(None)` when
+/// there is no such file (or a link or a folder stands in its place); `path` names it in
+/// errors.
+pub(crate) fn open_regular_at(dir: BorrowedFd, name: &str, path: &Path) -> Result<Option<File>> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(Error::io(e.into(), "cannot open", path)),
+    };
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(e, "cannot stat", path))?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// Reads the regular file `name` in `dir` whole (see [`open_regular_at`]). When
+/// `expected_len` is given the file must hold exactly that many bytes, or it is damage
+/// (`Corrupt`). `Ok(None)` when the file is absent.
+pub(crate) fn read_regular_at(
+    dir: BorrowedFd,
+    name: &str,
+    expected_len: Option<u64>,
+    path: &Path,
+) -> Result<Option<Vec<u8>>> {
+    let Some(mut f) = open_regular_at(dir, name, path)? else {
+        return Ok(None);
+    };
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io(e, "cannot stat", path))?
+        .len();
+    let wrong_len = |found: u64, what: &str| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{} {what} {found} bytes, {} expected",
+                path.display(),
+                expected_len.unwrap_or_default()
+            ),
+        )
+    };
+    if expected_len.is_some_and(|want| want != len) {
+        return Err(wrong_len(len, "holds"));
+    }
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len as usize)
+        .map_err(|_| Error::no_memory(len as usize))?;
+    f.read_to_end(&mut buf)
+        .map_err(|e| Error::io(e, "cannot read", path))?;
+    if expected_len.is_some_and(|want| want != buf.len() as u64) {
+        return Err(wrong_len(buf.len() as u64, "changed while read to"));
+    }
+    Ok(Some(buf))
+}
+
+/// fsync of the file `name` in `dir` (a missing one is fine), opened as
+/// [`open_regular_at`] opens it.
+pub(crate) fn sync_at(dir: BorrowedFd, name: &str, path: &Path) -> Result<()> {
+    match open_regular_at(dir, name, path)? {
+        Some(f) => f.sync_all().map_err(|e| Error::io(e, "cannot sync", path)),
+        None => Ok(()),
     }
 }

@@ -7,13 +7,15 @@
 //! an entry, no boxed key), and when the cache is bounded links them in an intrusive list
 //! from most to least recently used.
 //!
-//! Exact LRU across shards. Every touch (get, has, set) gives the entry a stamp from a
-//! Lamport clock: one more than the larger of the shard's last stamp and the calling
-//! thread's last stamp. So stamps grow within a shard (the list is in stamp order and the
-//! tail is the shard's oldest entry) and along each thread's sequence of calls, and a
-//! touch that follows another through the same shard is stamped later: the order is
-//! exact for every sequence of calls a program can observe through the cache, without a
-//! shared counter that two cores would fight over on every get. Each shard publishes its
+//! Exact LRU across shards. Every touch (get, set) gives the entry a stamp from one
+//! counter per cache, taken under the shard's lock. An atomic's increments are totally
+//! ordered, and that order agrees with everything that happens before them in any
+//! thread (a join, a lock, a channel the program uses outside the cache), so a touch
+//! that follows another in any way a program can observe is stamped later. (A clock
+//! per thread and shard, as this cache used before, misses orders made outside the
+//! cache: a thread's thousand sets, then a join, then a set in another thread stamped
+//! earlier.) Stamps also grow within a shard, so its list is in stamp order and its
+//! tail is its oldest entry. Each shard publishes its
 //! tail's stamp in an atomic; eviction picks the shard with the smallest published stamp,
 //! locks it and checks the tail still carries that stamp (a shard's tail stamp only
 //! grows) before removing it.
@@ -27,9 +29,9 @@ use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, MutexGuard};
-use std::cell::Cell;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// No slot: the end of a list.
 const NIL: u32 = u32::MAX;
@@ -107,18 +109,13 @@ struct Shard {
     /// Occupied slots with a deadline; when 0, `len` needs no scan.
     with_deadline: u64,
     bytes: u64,
-    /// The largest stamp given out in this shard.
-    last_stamp: u64,
+    /// The cache's stamp counter, shared by its shards.
+    clock: Arc<CachePadded<AtomicU64>>,
     counters: Counters,
 }
 
-thread_local! {
-    /// The largest stamp this thread has given out, in any shard of any cache.
-    static THREAD_STAMP: Cell<u64> = const { Cell::new(0) };
-}
-
 impl Shard {
-    fn new(hasher: DefaultHashBuilder, bounded: bool) -> Self {
+    fn new(hasher: DefaultHashBuilder, bounded: bool, clock: Arc<CachePadded<AtomicU64>>) -> Self {
         Shard {
             hasher,
             bounded,
@@ -133,7 +130,7 @@ impl Shard {
             occupied: 0,
             with_deadline: 0,
             bytes: 0,
-            last_stamp: 0,
+            clock,
             counters: Counters::default(),
         }
     }
@@ -197,15 +194,9 @@ impl Shard {
         self.head = slot;
     }
 
-    /// The next Lamport stamp: later than anything this shard or this thread has seen.
+    /// The next stamp: later than every touch that happened before this one.
     fn next_stamp(&mut self) -> u64 {
-        let stamp = THREAD_STAMP.with(|t| {
-            let s = self.last_stamp.max(t.get()) + 1;
-            t.set(s);
-            s
-        });
-        self.last_stamp = stamp;
-        stamp
+        self.clock.fetch_add(1, Relaxed) + 1
     }
 
     /// Makes `slot` the most recently used entry.
@@ -439,10 +430,11 @@ impl MemoryCache {
         let count = shards.clamp(1, 1 << 16).next_power_of_two();
         let hasher = DefaultHashBuilder::default();
         let bounded = max_keys != 0;
+        let clock = Arc::new(CachePadded::new(AtomicU64::new(0)));
         let shards = (0..count)
             .map(|_| {
                 CachePadded::new(ShardCell {
-                    shard: Mutex::new(Shard::new(hasher.clone(), bounded)),
+                    shard: Mutex::new(Shard::new(hasher.clone(), bounded, clock.clone())),
                     tail_stamp: AtomicU64::new(EMPTY_SHARD),
                 })
             })

@@ -5,10 +5,8 @@
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a lock held by another process is waited for before `Busy`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,32 +50,56 @@ pub(crate) struct Schema {
 /// Opens (creating owner-only when missing) the database at `path`, configured, with the
 /// schema in place. `on_create` runs inside the transaction that creates the schema, so
 /// of several processes opening a new database at once exactly one runs it.
+///
+/// Refused with an error, never handed out half-working:
+/// - a path that is a symbolic link, a FIFO or anything but a regular file (SQLite would
+///   follow the link, or block forever opening the FIFO), and likewise its `-wal` and
+///   `-shm` files;
+/// - a database SQLite could open only read-only (it falls back silently when opening
+///   for writing fails, as on a transient I/O error), whose every write would fail.
+///
+/// Several processes opening one new database at once race to create the file, switch
+/// it to WAL and create the schema; a step that finds another process's lock is retried
+/// until [`BUSY_TIMEOUT`], as every later operation waits.
 pub(crate) fn open(
     path: &Path,
     schema: &Schema,
-    on_create: impl FnOnce(&Transaction) -> Result<()>,
+    on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<Connection> {
-    // Create the file before SQLite does (its default is 0644); -wal and -shm inherit
-    // these permissions.
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(e, "cannot open", path))?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    disk::create_regular_file(path)?;
+    for suffix in ["-wal", "-shm"] {
+        disk::refuse_non_regular(&PathBuf::from(format!("{}{suffix}", path.display())))?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let with_path = |e: Error| Error::new(e.kind(), format!("{}: {}", path.display(), e.message()));
     let mut conn = Connection::open_with_flags(path, flags).map_err(|e| with_path(e.into()))?;
-    configure(&mut conn, schema, on_create).map_err(with_path)?;
-    Ok(conn)
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        return Err(with_path(Error::new(
+            ErrorKind::Io,
+            "SQLite could open it only read-only (cannot open it for writing)",
+        )));
+    }
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match configure(&mut conn, schema, &on_create) {
+            Err(e) if e.kind() == ErrorKind::Busy && started.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return r.map(|()| conn).map_err(with_path),
+        }
+    }
 }
 
 /// Pragmas, then the schema only when it is not there yet.
+/// Safe to run again after a `Busy` failure: each step checks what is already done.
 fn configure(
     conn: &mut Connection,
     schema: &Schema,
-    on_create: impl FnOnce(&Transaction) -> Result<()>,
+    on_create: &impl Fn(&Transaction) -> Result<()>,
 ) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // journal_mode reads the header first, so a file that is not a database fails here.
@@ -88,7 +110,9 @@ fn configure(
             format!("cannot switch to WAL journal (got {mode})"),
         ));
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 67108864;")?;
+    // No memory map: a page of a mapped file that another process truncates faults
+    // with SIGBUS in whatever thread reads it, killing the host. read() fails cleanly.
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0;")?;
     conn.set_prepared_statement_cache_capacity(32);
     let version = |c: &Connection| -> Result<i64> {
         Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)

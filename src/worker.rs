@@ -9,14 +9,23 @@
 //!
 //! Draining ([`Queue::close_and_drain`]) waits for every job of a queue to finish. From a
 //! worker thread it runs the remaining jobs itself rather than wait, so a job that
-//! closes another handle cannot deadlock the pool, and from a job of the queue being
-//! drained it refuses ([`DrainError::InsideOwnJob`]).
+//! closes another handle cannot deadlock the pool. It refuses
+//! ([`DrainError::InsideOwnJob`]) where waiting could never end: inside a job of the
+//! queue being drained, also when that job is further up this thread's stack (a job of
+//! B drains A, which runs A's job here, which drains B), and when the thread running
+//! the queue is itself waiting, directly or through others, for a queue this thread is
+//! running (B's job on one worker drains A while A's job on another drains B).
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
-use std::cell::Cell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::thread::ThreadId;
+
+/// For each thread waiting in a drain, the queue it waits for: the edges along which
+/// [`Queue::close_and_drain`] looks for a cycle before it waits.
+static DRAIN_WAITS: Mutex<Option<HashMap<ThreadId, Arc<Queue>>>> = Mutex::new(None);
 
 /// A unit of work.
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -44,6 +53,8 @@ struct State {
     on_drained: Option<Job>,
     /// The process `scheduled` and `executing` describe (0 before the first job).
     pid: u32,
+    /// The thread running a job of this queue now (when `executing`).
+    executor: Option<ThreadId>,
 }
 
 impl State {
@@ -59,6 +70,7 @@ impl State {
         if self.pid != pid {
             self.scheduled = false;
             self.executing = false;
+            self.executor = None;
             self.pid = pid;
         }
     }
@@ -76,8 +88,9 @@ pub enum DrainError {
 }
 
 thread_local! {
-    /// The queue whose job this thread is running (null when none).
-    static CURRENT: Cell<*const Queue> = const { Cell::new(std::ptr::null()) };
+    /// The queues whose jobs this thread is running, outermost first (a job that drains
+    /// another queue runs that queue's jobs nested inside its own).
+    static RUNNING: RefCell<Vec<*const Queue>> = const { RefCell::new(Vec::new()) };
     /// True on the pool's threads.
     static IS_WORKER: Cell<bool> = const { Cell::new(false) };
 }
@@ -147,9 +160,30 @@ impl Queue {
         })
     }
 
-    /// True on a thread running one of this queue's jobs.
+    /// True on a thread running one of this queue's jobs, also further up its stack.
     pub fn is_current(&self) -> bool {
-        CURRENT.with(|c| std::ptr::eq(c.get(), self))
+        RUNNING.with(|r| r.borrow().iter().any(|q| std::ptr::eq(*q, self)))
+    }
+
+    /// True when waiting for this queue would close a cycle: the thread running it waits
+    /// for a queue whose runner waits ... for a queue this thread is running. Called
+    /// with the wait table locked, so two threads cannot both miss the cycle they form.
+    fn would_deadlock(&self, waits: &HashMap<ThreadId, Arc<Queue>>) -> bool {
+        let mut runner = self.state.lock().executor;
+        for _ in 0..=waits.len() {
+            let Some(thread) = runner else { return false };
+            if thread == std::thread::current().id() {
+                return true;
+            }
+            let Some(next) = waits.get(&thread) else {
+                return false;
+            };
+            if next.is_current() {
+                return true;
+            }
+            runner = next.state.lock().executor;
+        }
+        false
     }
 
     /// Queues `job`; it runs after every job submitted before it.
@@ -191,14 +225,40 @@ impl Queue {
                 // the pool is small: run them here instead, in order.
                 let job = state.jobs.pop_front().expect("not idle and not executing");
                 state.executing = true;
+                state.executor = Some(std::thread::current().id());
                 drop(state);
                 self.run_jobs([job]);
                 state = self.state.lock();
             } else {
-                self.finished.wait(&mut state);
+                drop(state);
+                self.register_wait()?;
+                state = self.state.lock();
+                if !state.is_idle() {
+                    self.finished.wait(&mut state);
+                }
+                drop(state);
+                self.unregister_wait();
+                state = self.state.lock();
             }
         }
         Ok(())
+    }
+
+    /// Records that this thread waits for this queue, unless that closes a cycle.
+    fn register_wait(self: &Arc<Self>) -> Result<(), DrainError> {
+        let mut waits = DRAIN_WAITS.lock();
+        let waits = waits.get_or_insert_with(HashMap::new);
+        if self.would_deadlock(waits) {
+            return Err(DrainError::InsideOwnJob);
+        }
+        waits.insert(std::thread::current().id(), self.clone());
+        Ok(())
+    }
+
+    fn unregister_wait(&self) {
+        if let Some(waits) = DRAIN_WAITS.lock().as_mut() {
+            waits.remove(&std::thread::current().id());
+        }
     }
 
     /// Closes the queue and runs `f` once it is empty: now, when it already is, else
@@ -219,13 +279,13 @@ impl Queue {
     /// thread's current one, then records that they finished (running a deferred
     /// `on_drained` when the queue is now closed and empty).
     fn run_jobs(&self, jobs: impl IntoIterator<Item = Job>) {
-        let previous = CURRENT.with(|c| c.replace(self));
+        RUNNING.with(|r| r.borrow_mut().push(self));
         for job in jobs {
             // A job is expected not to panic (the C layer catches panics inside it); if
             // one does, the worker and the queue must survive it.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
-        CURRENT.with(|c| c.set(previous));
+        RUNNING.with(|r| r.borrow_mut().pop());
         // A closed queue takes no more jobs, so one empty now stays empty: run the
         // deferred work before anyone waiting for the queue is told it is idle.
         let drained = {
@@ -239,7 +299,11 @@ impl Queue {
         if let Some(f) = drained {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         }
-        self.state.lock().executing = false;
+        {
+            let mut state = self.state.lock();
+            state.executing = false;
+            state.executor = None;
+        }
         self.finished.notify_all();
     }
 
@@ -254,6 +318,7 @@ impl Queue {
                 return;
             }
             state.executing = true;
+            state.executor = Some(std::thread::current().id());
             let n = state.jobs.len().min(BATCH);
             state.jobs.drain(..n).collect()
         };

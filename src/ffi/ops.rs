@@ -503,7 +503,7 @@ pub unsafe extern "C" fn cache_close(c: *mut cache_t) -> cache_status {
         handle.queue.close_and_drain().map_err(|_| {
             Failure::new(
                 CACHE_ERR_BUSY,
-                "called from inside one of this handle's callbacks, which must return before the handle can close",
+                "called from inside one of this handle's callbacks (or a callback that one of them waits for), which must return before the handle can close",
             )
         })?;
         handle.backend.close()?;
@@ -537,13 +537,15 @@ pub unsafe extern "C" fn cache_free(c: *mut cache_t) {
             return;
         };
         let owned = Owned(c);
-        if handle.queue.is_current() {
+        // Where waiting for the queue could never end (inside one of its callbacks, or
+        // a cycle of callbacks closing each other's handles), the free is deferred to
+        // the moment the queue is empty.
+        if handle.queue.is_current() || handle.queue.close_and_drain().is_err() {
             handle
                 .queue
                 .clone()
                 .close_then(Box::new(move || owned.free()));
         } else {
-            let _ = handle.queue.close_and_drain();
             owned.free();
         }
     })

@@ -88,7 +88,7 @@ impl FileCache {
             // transaction, so a crash at any point leaves nothing unrecorded.
             let name = values::new_name();
             store.reserve_file(&name)?;
-            let stored = values::write(&self.dir, &name, value).and_then(|()| {
+            let stored = store.values.write(&name, value).and_then(|()| {
                 store.put(
                     key,
                     Stored::File(&name),

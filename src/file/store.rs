@@ -16,7 +16,7 @@
 //!   [`STALE_PENDING`], and the records. So no row ever names a missing or partial
 //!   file, and no crash leaks a file past the next open, without scanning `values/`.
 
-use super::values;
+use super::values::Values;
 use crate::backend::{Lookup, Visit};
 use crate::clock::wall_now;
 use crate::disk;
@@ -24,6 +24,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sqlite::{self, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A pending value file older than this belongs to a writer that died (a live writer
 /// commits within the busy timeout).
@@ -90,6 +91,8 @@ enum RowValue {
 pub(crate) struct Store {
     conn: Connection,
     dir: PathBuf,
+    /// Shared with closures that run inside a transaction (which borrows the store).
+    pub values: Arc<Values>,
     /// Orphan records whose files this handle has removed; deleted in the next write.
     removed_orphans: Vec<String>,
     /// Value files written since the last save, to fsync on save.
@@ -100,11 +103,12 @@ impl Store {
     /// Opens (creating when needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
         disk::create_dir(dir)?;
-        disk::create_dir(&values::values_dir(dir))?;
+        let values = Arc::new(Values::open(dir)?);
         let conn = sqlite::open(&dir.join("cache.db"), &SCHEMA, |_| Ok(()))?;
         let mut store = Store {
             conn,
             dir: dir.to_owned(),
+            values,
             removed_orphans: Vec::new(),
             unsynced: Vec::new(),
         };
@@ -125,7 +129,7 @@ impl Store {
             return Ok(());
         }
         for name in &stale {
-            values::remove(&self.dir, name);
+            self.values.remove(name);
         }
         self.removed_orphans.extend(stale);
         self.write(|_, _| Ok(()))
@@ -164,7 +168,7 @@ impl Store {
         match result {
             Ok(r) => {
                 for name in &freed {
-                    values::remove(&self.dir, name);
+                    self.values.remove(name);
                 }
                 self.removed_orphans = freed;
                 Ok(r)
@@ -187,7 +191,7 @@ impl Store {
     /// Gives up a reserved file that will not be stored (best effort: if this fails,
     /// the record goes stale and the next open removes the file).
     pub fn release_file(&mut self, name: &str) {
-        values::remove(&self.dir, name);
+        self.values.remove(name);
         let _ = self
             .conn
             .execute("DELETE FROM orphans WHERE name = ?1", [name]);
@@ -285,7 +289,7 @@ impl Store {
                 Some(Some(None)) => return Ok(Lookup::Hit),
                 Some(Some(Some(file))) => file,
             };
-            match values::read(&self.dir, &name, len) {
+            match self.values.read(&name, len) {
                 Ok(Some(bytes)) => {
                     visit(&bytes, flags);
                     return Ok(Lookup::Hit);
@@ -338,7 +342,7 @@ impl Store {
     /// any number of handles and processes popping a key exactly one gets it.
     pub fn pop(&mut self, key: &[u8], visit: &mut Visit) -> Result<Lookup> {
         let now = wall_now();
-        let dir = self.dir.clone();
+        let values = self.values.clone();
         let taken = self.write(|tx, freed| {
             let row = tx
                 .prepare_cached(
@@ -358,7 +362,7 @@ impl Store {
                 RowValue::Inline(bytes) => bytes,
                 RowValue::File(name, len) => {
                     // Read before the commit: if the file cannot be read, nothing is popped.
-                    let bytes = if expired { Vec::new() } else { read_required(&dir, &name, len)? };
+                    let bytes = if expired { Vec::new() } else { values.read_required(&name, len)? };
                     freed.push(name);
                     bytes
                 }
@@ -438,7 +442,7 @@ impl Store {
         if !self.removed_orphans.is_empty() {
             self.write(|_, _| Ok(()))?;
         }
-        values::sync(&self.dir, &self.unsynced)?;
+        self.values.sync(&self.unsynced)?;
         self.unsynced.clear();
         sqlite::sync(&self.conn, &self.dir.join("cache.db"))
     }
@@ -460,7 +464,7 @@ impl Store {
     /// has reserved (what a crash between a reserve and its record could leave, and
     /// anything put there by hand). Returns how many files went.
     pub fn remove_unreferenced_files(&mut self) -> Result<u64> {
-        let on_disk = values::list(&self.dir)?;
+        let on_disk = self.values.list()?;
         let mut removed = 0;
         let mut referenced = self.conn.prepare(
             "SELECT EXISTS (SELECT 1 FROM entries WHERE file = ?1)
@@ -468,7 +472,7 @@ impl Store {
         )?;
         for name in on_disk {
             if !referenced.query_row([&name], |r| r.get::<_, bool>(0))? {
-                values::remove(&self.dir, &name);
+                self.values.remove(&name);
                 removed += 1;
             }
         }
@@ -530,17 +534,7 @@ fn cull(tx: &Transaction, limit: u64, now: f64, freed: &mut Vec<String>) -> Resu
     Ok(culled)
 }
 
-/// Reads a value file that a row names; its absence is damage.
 /// The flags column as written by `put` (a u32); anything else reads as 0.
 fn stored_flags(column: i64) -> u32 {
     u32::try_from(column).unwrap_or(0)
-}
-
-fn read_required(dir: &Path, name: &str, len: u64) -> Result<Vec<u8>> {
-    values::read(dir, name, len)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("value file {name} named by the store is missing"),
-        )
-    })
 }

@@ -1,12 +1,19 @@
 //! Value files: values of [`INLINE_MAX`] bytes and more live in their own files under
 //! `<dir>/values/`, created owner-only, never overwritten, and named uniquely across
 //! processes so a name is never reused while a row or an orphan record may mention it.
+//!
+//! Every call goes through the descriptor of `values/` opened once without following a
+//! link, and opens files with `O_NOFOLLOW | O_NONBLOCK`: a link planted as `values` or
+//! as a value file is never followed (nothing outside the store is read, written or
+//! removed), and a FIFO in a value file's place is refused instead of blocking.
 
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind as IoKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,8 +21,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Values this size or larger go to their own file (diskcache's threshold).
 pub const INLINE_MAX: usize = 32 * 1024;
 
-pub(crate) fn values_dir(dir: &Path) -> PathBuf {
-    dir.join("values")
+/// The open `values/` directory of a store.
+pub(crate) struct Values {
+    fd: OwnedFd,
+    path: PathBuf,
 }
 
 /// A name no other writer, in this or another process, will ever pick.
@@ -28,85 +37,91 @@ pub(crate) fn new_name() -> String {
     format!("{:016x}-{:08x}-{:x}.val", nanos, std::process::id(), n)
 }
 
-/// Writes a new value file completely (not synced: `sync` does that on save).
-pub(crate) fn write(dir: &Path, name: &str, value: &[u8]) -> Result<()> {
-    let path = values_dir(dir).join(name);
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(value)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&path);
-        Error::io(e, "cannot write value file", &path)
-    })
-}
-
-/// Reads a value file that must hold exactly `expected_len` bytes. `Ok(None)` when the
-/// file does not exist (a concurrent writer may have just replaced it); a file of the
-/// wrong length is damage.
-pub(crate) fn read(dir: &Path, name: &str, expected_len: u64) -> Result<Option<Vec<u8>>> {
-    let path = values_dir(dir).join(name);
-    let mut f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == IoKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(e, "cannot open value file", &path)),
-    };
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io(e, "cannot stat value file", &path))?
-        .len();
-    if len != expected_len {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "value file {} holds {len} bytes, the store expects {expected_len}",
-                path.display()
-            ),
-        ));
-    }
-    let mut buf = Vec::new();
-    buf.try_reserve_exact(len as usize)
-        .map_err(|_| Error::no_memory(len as usize))?;
-    f.read_to_end(&mut buf)
-        .map_err(|e| Error::io(e, "cannot read value file", &path))?;
-    if buf.len() as u64 != expected_len {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!("value file {} changed while read", path.display()),
-        ));
-    }
-    Ok(Some(buf))
-}
-
-/// Removes a value file; one already gone is fine.
-pub(crate) fn remove(dir: &Path, name: &str) {
-    let _ = fs::remove_file(values_dir(dir).join(name));
-}
-
-/// Flushes the named files (those still present) and the values directory to disk.
-pub(crate) fn sync(dir: &Path, names: &[String]) -> Result<()> {
-    for name in names {
-        let path = values_dir(dir).join(name);
-        match File::open(&path) {
-            Ok(f) => f
-                .sync_all()
-                .map_err(|e| Error::io(e, "cannot sync value file", &path))?,
-            Err(e) if e.kind() == IoKind::NotFound => {}
-            Err(e) => return Err(Error::io(e, "cannot open value file", &path)),
+impl Values {
+    /// Opens (creating owner-only when missing) `<dir>/values`; a link or anything but a
+    /// directory there is refused.
+    pub fn open(dir: &Path) -> Result<Values> {
+        let path = dir.join("values");
+        match rfs::mkdir(&path, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(Error::io(e.into(), "cannot create directory", &path)),
         }
+        let fd = rfs::open(&path, disk::DIR_FLAGS, Mode::empty()).map_err(|e| {
+            let why = if e == Errno::LOOP || e == Errno::NOTDIR {
+                "is not a directory (a link or a file stands there):"
+            } else {
+                "cannot open"
+            };
+            Error::io(e.into(), why, &path)
+        })?;
+        Ok(Values { fd, path })
     }
-    disk::sync_path(&values_dir(dir))
-}
 
-/// Names of every file in the values directory (for a full cleanup pass).
-pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
-    let vdir = values_dir(dir);
-    let entries = fs::read_dir(&vdir).map_err(|e| Error::io(e, "cannot list", &vdir))?;
-    Ok(entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect())
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes a new value file completely (not synced: `sync` does that on save).
+    pub fn write(&self, name: &str, value: &[u8]) -> Result<()> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let written = rfs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600))
+            .map_err(std::io::Error::from)
+            .and_then(|fd| File::from(fd).write_all(value));
+        written.map_err(|e| {
+            self.remove(name);
+            Error::io(e, "cannot write value file", &self.path_of(name))
+        })
+    }
+
+    /// Reads a value file that must hold exactly `expected_len` bytes. `Ok(None)` when
+    /// the file does not exist (a concurrent writer may have just replaced it); a file
+    /// of the wrong length, or not a regular file, is damage.
+    pub fn read(&self, name: &str, expected_len: u64) -> Result<Option<Vec<u8>>> {
+        disk::read_regular_at(
+            self.fd.as_fd(),
+            name,
+            Some(expected_len),
+            &self.path_of(name),
+        )
+    }
+
+    /// Removes a value file (or whatever stands at its name); one already gone is fine.
+    pub fn remove(&self, name: &str) {
+        let _ = rfs::unlinkat(&self.fd, name, AtFlags::empty());
+    }
+
+    /// Flushes the named files (those still present) and the values directory to disk.
+    pub fn sync(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            disk::sync_at(self.fd.as_fd(), name, &self.path_of(name))?;
+        }
+        rfs::fsync(&self.fd).map_err(|e| Error::io(e.into(), "cannot sync", &self.path))
+    }
+
+    /// Names of every file in the values directory (for a full cleanup pass).
+    pub fn list(&self) -> Result<Vec<String>> {
+        let dir = rfs::Dir::read_from(&self.fd)
+            .map_err(|e| Error::io(e.into(), "cannot list", &self.path))?;
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| Error::io(e.into(), "cannot list", &self.path))?;
+            if let Ok(name) = entry.file_name().to_str() {
+                if name != "." && name != ".." {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Reads a value file that a row names; its absence is damage.
+    pub fn read_required(&self, name: &str, len: u64) -> Result<Vec<u8>> {
+        self.read(name, len)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("value file {name} named by the store is missing"),
+            )
+        })
+    }
 }

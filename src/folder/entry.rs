@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,10 +110,7 @@ fn is_absent(e: Errno) -> bool {
     matches!(e, Errno::NOENT | Errno::LOOP | Errno::NOTDIR)
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+use crate::disk::DIR_FLAGS;
 
 impl Root {
     /// Opens the directory `path` (created owner-only, with parents, when missing).
@@ -179,40 +176,8 @@ impl Root {
         file: &str,
         expected_len: Option<u64>,
     ) -> Result<Option<Vec<u8>>> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = match rfs::openat(folder, file, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e) if is_absent(e) => return Ok(None),
-            Err(e) => return Err(self.error(e, "cannot open", &format!("{name}/{file}"))),
-        };
-        let path = || self.path.join(name).join(file);
-        let mut f = File::from(fd);
-        let len = f
-            .metadata()
-            .map_err(|e| Error::io(e, "cannot stat", &path()))?
-            .len();
-        if expected_len.is_some_and(|want| want != len) {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "{} holds {len} bytes, its metadata says {}",
-                    path().display(),
-                    expected_len.unwrap_or_default()
-                ),
-            ));
-        }
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(len as usize)
-            .map_err(|_| Error::no_memory(len as usize))?;
-        f.read_to_end(&mut buf)
-            .map_err(|e| Error::io(e, "cannot read", &path()))?;
-        if expected_len.is_some_and(|want| want != buf.len() as u64) {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!("{} changed while read", path().display()),
-            ));
-        }
-        Ok(Some(buf))
+        let path = self.path.join(name).join(file);
+        crate::disk::read_regular_at(folder, file, expected_len, &path)
     }
 
     /// A working folder name no other writer, in this or another process, will pick.
@@ -371,16 +336,8 @@ impl Root {
             return Ok(());
         };
         for file in ["value", "meta"] {
-            match rfs::openat(
-                &folder,
-                file,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => rfs::fsync(&fd).map_err(|e| self.error(e, "cannot sync", name))?,
-                Err(e) if is_absent(e) => {}
-                Err(e) => return Err(self.error(e, "cannot open", name)),
-            }
+            let path = self.path.join(name).join(file);
+            crate::disk::sync_at(folder.as_fd(), file, &path)?;
         }
         rfs::fsync(&folder).map_err(|e| self.error(e, "cannot sync", name))
     }

@@ -90,7 +90,7 @@ impl Placement {
 /// Opens the index; `on_create` fills a new one (from shards found on disk).
 pub(super) fn open(
     path: &Path,
-    on_create: impl FnOnce(&Transaction) -> Result<()>,
+    on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<Connection> {
     sqlite::open(path, &SCHEMA, on_create)
 }
