@@ -3,6 +3,7 @@
 #   make test            everything: Rust tests, C tests (plain, valgrind, ASan, TSan), C++ and
 #                        Python binding tests, header drift, install, a 30 s fuzz run
 #   make fuzz            a longer fuzzing campaign (FUZZ_SECONDS) and 5000 model cases
+#   make stress          long fault-injection and hostile-environment campaigns (minutes)
 #   make python          copy the library into the Python package (bindings/python)
 #   make speedtest       time every operation of every backend (ARGS="--help" for options)
 #   make bench           benchmarks against peers, figures and ratios; writes BENCHMARKS.md
@@ -24,7 +25,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib header header-check python python-installed speedtest test test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
+.PHONY: stress test-faults all lib header header-check python python-installed speedtest test test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
 
 all: lib header
 
@@ -37,7 +38,7 @@ header:
 header-check:
 	$(CARGO) run --quiet -p gen-header -- --verify
 
-test: header-check test-rust test-c test-c-valgrind test-cpp test-python test-python-valgrind \
+test: header-check test-rust test-c test-faults test-c-valgrind test-cpp test-python test-python-valgrind \
       test-install test-asan test-tsan fuzz-short
 	@echo "make test: all passed"
 
@@ -52,6 +53,22 @@ $(BUILD)/%: ffi-tests/%.c ffi-tests/check.h ffi-tests/persistent.h include/duckc
 
 test-c: lib $(C_TESTS)
 	@for t in $(C_TESTS); do echo "== $$t"; ./$$t || exit 1; done
+
+# Seeded fault-injection campaigns (ffi-tests/fault_campaign.c: EIO and ENOSPC injected
+# through a seccomp listener into every persistent kind's system calls). make test runs
+# short ones with fixed seeds; make stress long ones with a fresh seed, printed to replay.
+$(BUILD)/fault_campaign: ffi-tests/fault_campaign.c ffi-tests/faults.h ffi-tests/check.h ffi-tests/persistent.h include/duckcache.h lib
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic $(CFLAGS) -Iinclude $< -L$(LIBDIR) -lduckcache \
+	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $@
+
+FAULT_SEEDS ?= 1 2 3
+test-faults: $(BUILD)/fault_campaign
+	@for seed in $(FAULT_SEEDS); do timeout 600 ./$< 1500 $$seed || exit 1; done
+
+stress: $(BUILD)/fault_campaign $(BUILD)/test_hostile
+	timeout 3600 ./$(BUILD)/fault_campaign 30000
+	DUCKCACHE_STRESS=1 timeout 3600 ./$(BUILD)/test_hostile
 
 test-c-valgrind: lib $(C_TESTS)
 	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }

@@ -29,6 +29,9 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The connection that failed cannot write again (SQLite fell back to read-only,
+    /// or its file was moved or removed); a new one may.
+    stale_connection: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,7 +41,19 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            stale_connection: false,
         }
+    }
+
+    /// Marks the error as one a new database connection would not have.
+    pub(crate) fn from_stale_connection(mut self) -> Self {
+        self.stale_connection = true;
+        self
+    }
+
+    /// True when a new database connection would not have failed this way.
+    pub(crate) fn is_stale_connection(&self) -> bool {
+        self.stale_connection
     }
 
     pub fn kind(&self) -> ErrorKind {

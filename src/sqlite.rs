@@ -27,12 +27,28 @@ impl From<rusqlite::Error> for Error {
                 | NoLargeFileSupport => ErrorKind::Io,
                 OutOfMemory => ErrorKind::NoMemory,
                 TooBig => ErrorKind::TooLarge,
+                // The schema this library created is gone: the file was replaced or
+                // emptied by someone else (not a bug in a statement).
+                Unknown if f.extended_code == 1 && is_missing_schema(&e) => ErrorKind::Corrupt,
                 _ => ErrorKind::Internal,
             },
             _ => ErrorKind::Internal,
         };
-        Error::new(kind, format!("SQLite: {e}"))
+        let error = Error::new(kind, format!("SQLite: {e}"));
+        match &e {
+            // SQLITE_READONLY and its extended codes: the connection opened a file
+            // read-only after a fault, or its file was moved or removed.
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ReadOnly => {
+                error.from_stale_connection()
+            }
+            _ => error,
+        }
     }
+}
+
+fn is_missing_schema(e: &rusqlite::Error) -> bool {
+    let text = e.to_string();
+    text.contains("no such table") || text.contains("no such column")
 }
 
 /// A database schema: its SQL and the version stored in `PRAGMA user_version`.

@@ -27,13 +27,12 @@ pub struct FileCache {
 struct State {
     /// None once closed.
     store: Option<Store>,
+    /// The last call failed with an I/O error: the connection is replaced before the
+    /// next call. SQLite can leave a connection unable to write after a transient
+    /// fault (a `-wal` or `-shm` it could reopen only read-only), which a new
+    /// connection does not inherit.
+    suspect: bool,
     stats: Stats,
-}
-
-impl State {
-    fn store(&mut self) -> Result<&mut Store> {
-        self.store.as_mut().ok_or_else(Error::closed)
-    }
 }
 
 impl FileCache {
@@ -47,9 +46,39 @@ impl FileCache {
             size_limit,
             state: Mutex::new(State {
                 store: Some(store),
+                suspect: false,
                 stats: Stats::default(),
             }),
         })
+    }
+
+    /// Runs `f` on the store and the counters, under the handle's lock. An I/O error
+    /// marks the connection suspect (see [`State::suspect`]); one that only the old
+    /// connection could have (it can no longer write) reconnects and runs `f` again at
+    /// once (nothing was written by the failed attempt).
+    fn with_store<R>(&self, mut f: impl FnMut(&mut Store, &mut Stats) -> Result<R>) -> Result<R> {
+        let mut state = self.state.lock();
+        let State {
+            store,
+            suspect,
+            stats,
+        } = &mut *state;
+        let store = store.as_mut().ok_or_else(Error::closed)?;
+        if *suspect {
+            store.reconnect(&self.dir)?;
+            *suspect = false;
+        }
+        let mut result = f(store, stats);
+        if result.as_ref().is_err_and(Error::is_stale_connection) {
+            *suspect = true; // until the new connection is open
+            store.reconnect(&self.dir)?;
+            *suspect = false;
+            result = f(store, stats);
+        }
+        if let Err(e) = &result {
+            *suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
+        }
+        result
     }
 
     /// The directory of the store.
@@ -72,55 +101,42 @@ impl FileCache {
         flags: u32,
     ) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
-        let mut state = self.state.lock();
-        let store = state.store()?;
-        let culled = if value.len() < INLINE_MAX {
-            store.put(
-                key,
-                Stored::Inline(value),
-                size,
-                expires,
-                flags,
-                self.size_limit,
-            )?
-        } else {
-            // The file's name is recorded before it is written and claimed by the row's
-            // transaction, so a crash at any point leaves nothing unrecorded.
-            let name = values::new_name();
-            store.reserve_file(&name)?;
-            let stored = store.values.write(&name, value).and_then(|()| {
-                store.put(
-                    key,
-                    Stored::File(&name),
-                    size,
-                    expires,
-                    flags,
-                    self.size_limit,
-                )
-            });
-            match stored {
-                Ok(culled) => culled,
-                Err(e) => {
-                    store.release_file(&name);
-                    return Err(e);
+        let limit = self.size_limit;
+        self.with_store(|store, stats| {
+            let culled = if value.len() < INLINE_MAX {
+                store.put(key, Stored::Inline(value), size, expires, flags, limit)?
+            } else {
+                // The file's name is recorded before it is written and claimed by the
+                // row's transaction, so a crash at any point leaves nothing unrecorded.
+                let name = values::new_name();
+                store.reserve_file(&name)?;
+                let stored = store.values.write(&name, value).and_then(|()| {
+                    store.put(key, Stored::File(&name), size, expires, flags, limit)
+                });
+                match stored {
+                    Ok(culled) => culled,
+                    Err(e) => {
+                        store.release_file(&name);
+                        return Err(e);
+                    }
                 }
-            }
-        };
-        state.stats.sets += 1;
-        state.stats.evictions += culled.evicted;
-        state.stats.expirations += culled.expired;
-        Ok(())
+            };
+            stats.sets += 1;
+            stats.evictions += culled.evicted;
+            stats.expirations += culled.expired;
+            Ok(())
+        })
     }
 
     /// Calls `f` with every entry's key, size and expiry (expired ones included).
     pub(crate) fn for_each_entry(&self, f: &mut store::EntryVisitor) -> Result<()> {
-        self.state.lock().store()?.for_each_entry(f)
+        self.with_store(|store, _| store.for_each_entry(f))
     }
 
     /// A full cleanup pass over `values/`: removes files no entry names (what a crash
     /// at the worst moment, or a hand, can leave). Returns how many were removed.
     pub fn remove_unreferenced_files(&self) -> Result<u64> {
-        self.state.lock().store()?.remove_unreferenced_files()
+        self.with_store(|store, _| store.remove_unreferenced_files())
     }
 }
 
@@ -138,67 +154,64 @@ impl Backend for FileCache {
         }
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
-            let mut state = self.state.lock();
-            let lookup = state.store()?.delete(key)?;
-            state.stats.sets += 1;
-            state.stats.expirations += (lookup != Lookup::Miss) as u64;
-            return Ok(());
+            return self.with_store(|store, stats| {
+                let lookup = store.delete(key)?;
+                stats.sets += 1;
+                stats.expirations += (lookup != Lookup::Miss) as u64;
+                Ok(())
+            });
         }
         self.set_until(key, value, ttl.deadline_from(wall_now()), flags)
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let mut state = self.state.lock();
-        let lookup = state.store()?.get(key, visit)?;
-        Ok(state.stats.count_lookup(lookup))
+        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, visit)?)))
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let mut state = self.state.lock();
-        let lookup = state.store()?.pop(key, visit)?;
-        let hit = state.stats.count_lookup(lookup);
-        state.stats.deletes += hit as u64;
-        Ok(hit)
+        self.with_store(|store, stats| {
+            let hit = stats.count_lookup(store.pop(key, visit)?);
+            stats.deletes += hit as u64;
+            Ok(hit)
+        })
     }
 
     fn has(&self, key: &[u8]) -> Result<bool> {
-        let mut state = self.state.lock();
-        let lookup = state.store()?.has(key)?;
-        Ok(state.stats.count_lookup(lookup))
+        self.with_store(|store, stats| Ok(stats.count_lookup(store.has(key)?)))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        let mut state = self.state.lock();
-        let lookup = state.store()?.delete(key)?;
-        state.stats.count_delete(lookup);
-        Ok(())
+        self.with_store(|store, stats| {
+            stats.count_delete(store.delete(key)?);
+            Ok(())
+        })
     }
 
     fn clear(&self) -> Result<()> {
-        let mut state = self.state.lock();
-        let removed = state.store()?.clear()?;
-        state.stats.deletes += removed;
-        Ok(())
+        self.with_store(|store, stats| {
+            stats.deletes += store.clear()?;
+            Ok(())
+        })
     }
 
     fn len(&self) -> Result<u64> {
-        self.state.lock().store()?.len()
+        self.with_store(|store, _| store.len())
     }
 
     fn stats(&self) -> Result<Stats> {
-        let mut state = self.state.lock();
-        let store = state.store()?;
-        let entries = store.len()?;
-        let (_, bytes) = store.totals()?;
-        Ok(Stats {
-            entries,
-            bytes,
-            ..state.stats
+        self.with_store(|store, stats| {
+            let entries = store.len()?;
+            let (_, bytes) = store.totals()?;
+            Ok(Stats {
+                entries,
+                bytes,
+                ..*stats
+            })
         })
     }
 
     fn save(&self) -> Result<()> {
-        self.state.lock().store()?.save()
+        self.with_store(|store, _| store.save())
     }
 
     fn close(&self) -> Result<()> {

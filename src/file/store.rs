@@ -116,6 +116,25 @@ impl Store {
         Ok(store)
     }
 
+    /// Replaces the connection (and the `values/` descriptor) with new ones, keeping
+    /// what this handle still owes the store: value files to sync, orphan records to
+    /// delete.
+    ///
+    /// The old connection closes first: SQLite shares one `-shm` mapping among a
+    /// process's connections to a database, so a new connection opened beside a
+    /// read-only one would inherit its read-only state. Until the new one is open the
+    /// store holds an empty in-memory connection, and the caller tries again later.
+    pub fn reconnect(&mut self, dir: &Path) -> Result<()> {
+        let placeholder = Connection::open_in_memory()?;
+        let old = std::mem::replace(&mut self.conn, placeholder);
+        let _ = old.close();
+        let mut fresh = Store::open(dir)?;
+        fresh.unsynced.append(&mut self.unsynced);
+        fresh.removed_orphans.append(&mut self.removed_orphans);
+        *self = fresh;
+        Ok(())
+    }
+
     /// Removes the value files a crashed or finished writer left recorded as orphans.
     fn collect_orphans(&mut self) -> Result<()> {
         let stale: Vec<String> = {

@@ -24,6 +24,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::fs::File;
 use std::io::Write;
+use parking_lot::Mutex;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,6 +103,20 @@ impl Meta {
 pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
+}
+
+/// Work a failed system call left unfinished, by cache directory: tried again after
+/// every operation of any handle of this process on that directory, at open and at
+/// close, so a fault neither leaves working folders to fill the disk nor loses an entry
+/// a failed pop was putting back.
+static LEFTOVERS: Mutex<Vec<Leftover>> = Mutex::new(Vec::new());
+
+struct Leftover {
+    dir: PathBuf,
+    /// The working folder.
+    tmp: String,
+    /// Where it goes back to (an entry a failed pop took away), or None to remove it.
+    restore_to: Option<String>,
 }
 
 /// A folder that is not a plain directory (a planted link or file) or is gone reads as
@@ -256,10 +271,19 @@ impl Root {
         )
     }
 
-    /// Moves the folder `tmp` to `name` only if nothing is there.
-    pub fn install_if_vacant(&self, tmp: &str, name: &str) -> Result<()> {
-        rfs::renameat_with(&self.fd, tmp, &self.fd, name, RenameFlags::NOREPLACE)
-            .map_err(|e| self.error(e, "cannot restore entry", name))
+    /// Puts the entry taken away to `tmp` back at `name`, unless a newer entry is there
+    /// now (then the taken one is removed). When the move fails for another reason it
+    /// is tried again after later operations rather than dropped.
+    pub fn put_back(&self, tmp: &str, name: &str) {
+        match rfs::renameat_with(&self.fd, tmp, &self.fd, name, RenameFlags::NOREPLACE) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(Errno::EXIST | Errno::NOTEMPTY) => self.discard(tmp),
+            Err(_) => LEFTOVERS.lock().push(Leftover {
+                dir: self.path.clone(),
+                tmp: tmp.to_owned(),
+                restore_to: Some(name.to_owned()),
+            }),
+        }
     }
 
     /// `install` without atomic exchange: move the old entry away, then the new in.
@@ -301,7 +325,35 @@ impl Root {
     /// Best-effort removal of the working folder (or planted link or file) `name` and
     /// everything in it, never following a link.
     pub fn discard(&self, name: &str) {
-        remove_tree(self.fd.as_fd(), name, 8);
+        if !remove_tree(self.fd.as_fd(), name, 8) {
+            LEFTOVERS.lock().push(Leftover {
+                dir: self.path.clone(),
+                tmp: name.to_owned(),
+                restore_to: None,
+            });
+        }
+    }
+
+    /// Tries again to remove the working folders of this directory that earlier
+    /// removals left behind.
+    pub fn retry_leftovers(&self) {
+        let mine: Vec<Leftover> = {
+            let mut all = LEFTOVERS.lock();
+            if all.is_empty() {
+                return;
+            }
+            let (mine, others) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|l| l.dir == self.path);
+            *all = others;
+            mine
+        };
+        for leftover in mine {
+            match &leftover.restore_to {
+                Some(name) => self.put_back(&leftover.tmp, name),
+                None => self.discard(&leftover.tmp),
+            }
+        }
     }
 
     /// Names in the directory.
@@ -350,10 +402,11 @@ impl Root {
 
 /// Removes `name` under `dir`: a link or file is unlinked, a folder emptied (to `depth`
 /// levels) and removed.
-fn remove_tree(dir: BorrowedFd, name: &str, depth: u32) {
+fn remove_tree(dir: BorrowedFd, name: &str, depth: u32) -> bool {
     match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return true,
         Err(Errno::ISDIR | Errno::PERM) if depth > 0 => {}
-        _ => return,
+        Err(_) => return false,
     }
     if let Ok(folder) = rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
         if let Ok(entries) = rfs::Dir::read_from(&folder) {
@@ -366,7 +419,10 @@ fn remove_tree(dir: BorrowedFd, name: &str, depth: u32) {
             }
         }
     }
-    let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+    matches!(
+        rfs::unlinkat(dir, name, AtFlags::REMOVEDIR),
+        Ok(()) | Err(Errno::NOENT)
+    )
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ enum Read {
     Absent,
     Expired,
     Live(Meta, Value),
+    /// Taken away by a delete, though its metadata could not be read.
+    Unreadable,
 }
 
 /// A value read from disk, or its absence when only the metadata was wanted.
@@ -92,6 +94,7 @@ impl FolderCache {
     pub fn open(dir: impl AsRef<Path>, max_open: u32) -> Result<FolderCache> {
         let dir = dir.as_ref().to_owned();
         let root = Root::open(&dir)?;
+        root.retry_leftovers();
         // Working folders of writers that died.
         for name in root.list()? {
             if name.starts_with(TMP_PREFIX) && root.is_older_than(&name, STALE_TMP) {
@@ -135,7 +138,11 @@ impl FolderCache {
         let root = self.root.read();
         let root = root.as_ref().ok_or_else(Error::closed)?;
         let _permit = self.budget.acquire();
-        f(root)
+        // Before: an entry a failed pop is putting back is in place for this call.
+        root.retry_leftovers();
+        let result = f(root);
+        root.retry_leftovers();
+        result
     }
 
     /// Reads the entry of `key` (its value too when `want_value`). An expired entry is
@@ -186,7 +193,7 @@ impl FolderCache {
         if !root.take(&name, &tmp)? {
             return Ok(Read::Absent);
         }
-        let read = (|| {
+        let read = (|| -> Result<Read> {
             let Some(folder) = root.open_folder(&tmp)? else {
                 return Ok(Read::Absent); // a planted link or file, now gone
             };
@@ -202,18 +209,31 @@ impl FolderCache {
             let bytes = root.read_value(folder.as_fd(), &tmp, &meta)?;
             Ok(bytes.map_or(Read::Absent, |b| Read::Live(meta, Value::Bytes(b))))
         })();
-        match &read {
+        let put_back = || root.put_back(&tmp, &name);
+        match read {
             // Another key that shares a hashed name: put its entry back if nothing
             // has replaced it meanwhile.
             Ok(Read::Live(meta, _)) if meta.key != key => {
-                if root.install_if_vacant(&tmp, &name).is_err() {
-                    root.discard(&tmp);
-                }
-                return Ok(Read::Absent);
+                put_back();
+                Ok(Read::Absent)
             }
-            _ => root.discard(&tmp),
+            // The entry could not be read (an I/O error, not damage): a pop that fails
+            // must leave it as it was, so it goes back unless a newer one is there.
+            Err(e) if want_value && e.kind() != ErrorKind::Corrupt => {
+                put_back();
+                Err(e)
+            }
+            // A delete takes effect at the rename: what the entry held no longer
+            // matters.
+            Err(e) if !want_value && e.kind() != ErrorKind::Corrupt => {
+                root.discard(&tmp);
+                Ok(Read::Unreadable)
+            }
+            read => {
+                root.discard(&tmp);
+                read
+            }
         }
-        read
     }
 
     /// Calls `f` with the metadata of every entry on disk.
@@ -242,7 +262,7 @@ fn lookup_of(read: &Read) -> Lookup {
     match read {
         Read::Absent => Lookup::Miss,
         Read::Expired => Lookup::Expired,
-        Read::Live(..) => Lookup::Hit,
+        Read::Live(..) | Read::Unreadable => Lookup::Hit,
     }
 }
 
@@ -266,7 +286,7 @@ impl Backend for FolderCache {
         self.with_root(|root| {
             let tmp = Root::new_tmp_name();
             root.write_tmp(&tmp, &meta, value)?;
-            root.install(&tmp, &name)
+            root.install(&tmp, &name).inspect_err(|_| root.discard(&tmp))
         })?;
         self.unsynced.lock().insert(name);
         self.stats.lock().sets += 1;
@@ -358,7 +378,9 @@ impl Backend for FolderCache {
     }
 
     fn close(&self) -> Result<()> {
-        self.root.write().take();
+        if let Some(root) = self.root.write().take() {
+            root.retry_leftovers();
+        }
         Ok(())
     }
 }

@@ -46,6 +46,10 @@ pub struct ShardedCache {
 struct State {
     /// The index connection; None once closed.
     index: Option<Connection>,
+    /// The last call failed with an I/O error or found the index damaged: the index is
+    /// opened anew before the next call (a connection SQLite left unable to write, or
+    /// an `index.db` removed or replaced, which the new open finds or rebuilds).
+    suspect: bool,
     shards: OpenShards,
     stats: Stats,
 }
@@ -267,6 +271,7 @@ impl ShardedCache {
             },
             state: Mutex::new(State {
                 index: Some(index),
+                suspect: false,
                 shards: OpenShards {
                     dir: dir.clone(),
                     max_open: max_open as usize,
@@ -295,8 +300,7 @@ impl ShardedCache {
 
     /// How many shards exist.
     pub fn shard_count(&self) -> Result<u64> {
-        let state = self.state.lock();
-        Ok(index::shard_ids(state.index()?)?.len() as u64)
+        self.with_state(|state| Ok(index::shard_ids(state.index()?)?.len() as u64))
     }
 
     /// How many shard stores are open right now.
@@ -304,16 +308,83 @@ impl ShardedCache {
         self.state.lock().shards.open.len()
     }
 
+    /// Runs `f` on the state under the handle's lock, the index reopened first if the
+    /// last call left it suspect; an I/O or damage error leaves it suspect.
+    /// An error only the old index connection could have (it can no longer write)
+    /// reopens it and runs `f` again at once.
+    fn with_state<R>(&self, mut f: impl FnMut(&mut State) -> Result<R>) -> Result<R> {
+        let mut state = self.state.lock();
+        if state.suspect {
+            self.reopen_index(&mut state)?;
+        }
+        let mut result = f(&mut state);
+        if result.as_ref().is_err_and(Error::is_stale_connection) {
+            self.reopen_index(&mut state)?;
+            result = f(&mut state);
+        }
+        if let Err(e) = &result {
+            state.suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
+        }
+        result
+    }
+
+    /// Replaces the index connection with a new one (rebuilding the index if the file
+    /// is new). The old one closes first, as in `Store::reconnect` (a process's
+    /// connections to one database share its `-shm` state); until the new one is open
+    /// an empty in-memory connection stands in, and the handle stays suspect.
+    fn reopen_index(&self, state: &mut State) -> Result<()> {
+        let index = state.index.as_mut().ok_or_else(Error::closed)?;
+        let old = std::mem::replace(index, Connection::open_in_memory()?);
+        let _ = old.close();
+        state.suspect = true;
+        *index = self::index::open(&self.dir.join("index.db"), |tx| rebuild_index(tx, &self.dir))?;
+        state.suspect = false;
+        Ok(())
+    }
+
+    /// Stores `value` under `key` until `expires`, in the newest shard while it fits.
+    fn set_in(
+        &self,
+        state: &mut State,
+        key: &[u8],
+        value: &[u8],
+        expires: Option<f64>,
+        flags: u32,
+    ) -> Result<()> {
+        let size = (key.len() + value.len()) as u64;
+        let limit = self.shard_size_limit;
+        let expired = state.write(|tx, shards| {
+            let old = index::placement(tx, key)?;
+            let mut expired = 0;
+            let shard = writable_shard(tx, shards, size, limit, old, &mut expired)?;
+            shards
+                .get(shard, true)?
+                .set_until(key, value, expires, flags)?;
+            index::place(tx, key, shard, size, expires, old)?;
+            Ok(expired)
+        })?;
+        state.stats.sets += 1;
+        state.stats.expirations += expired;
+        Ok(())
+    }
+
     /// Looks `key` up, then asks its shard with `probe`. Lock-free of other writers in
     /// the common case; when the row's shard lacks the key (a writer moved it meanwhile,
     /// or a crash left the row behind) it looks again under the write lock and drops a
     /// row that is really left behind.
     fn find(&self, key: &[u8], probe: &mut dyn FnMut(&FileCache) -> Result<bool>) -> Result<bool> {
-        let mut state = self.state.lock();
+        self.with_state(|state| Self::find_in(state, key, probe))
+    }
+
+    fn find_in(
+        state: &mut State,
+        key: &[u8],
+        probe: &mut dyn FnMut(&FileCache) -> Result<bool>,
+    ) -> Result<bool> {
         let now = wall_now();
         let lookup = match index::placement(state.index()?, key)? {
             None => Lookup::Miss,
-            Some(p) if p.is_expired_at(now) => remove_if_expired(&mut state, key)?,
+            Some(p) if p.is_expired_at(now) => remove_if_expired(state, key)?,
             Some(p) => {
                 if probe(state.shards.get(p.shard, false)?)? {
                     Lookup::Hit
@@ -333,6 +404,13 @@ impl ShardedCache {
         };
         Ok(state.stats.count_lookup(lookup))
     }
+}
+
+/// What a pop took from the index and its shard.
+enum Taken {
+    Miss,
+    Expired,
+    Hit(Vec<u8>, u32),
 }
 
 /// Removes `key` if it has expired by now (checked again under the write lock).
@@ -360,34 +438,23 @@ impl Backend for ShardedCache {
                 format!("the entry is {size} bytes and a shard holds at most {limit}"),
             ));
         }
-        let mut state = self.state.lock();
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
-            let existed = state.write(|tx, shards| {
-                let old = index::remove(tx, key)?;
-                if let Some(o) = old {
-                    shards.get(o.shard, true)?.delete(key)?;
-                }
-                Ok(old.is_some())
-            })?;
-            state.stats.sets += 1;
-            state.stats.expirations += existed as u64;
-            return Ok(());
+            return self.with_state(|state| {
+                let existed = state.write(|tx, _| {
+                    let old = index::remove(tx, key)?;
+                    if let Some(o) = old {
+                        index::mark_stale(tx, o.shard, key)?;
+                    }
+                    Ok(old.is_some())
+                })?;
+                state.stats.sets += 1;
+                state.stats.expirations += existed as u64;
+                Ok(())
+            });
         }
         let expires = ttl.deadline_from(wall_now());
-        let expired = state.write(|tx, shards| {
-            let old = index::placement(tx, key)?;
-            let mut expired = 0;
-            let shard = writable_shard(tx, shards, size, limit, old, &mut expired)?;
-            shards
-                .get(shard, true)?
-                .set_until(key, value, expires, flags)?;
-            index::place(tx, key, shard, size, expires, old)?;
-            Ok(expired)
-        })?;
-        state.stats.sets += 1;
-        state.stats.expirations += expired;
-        Ok(())
+        self.with_state(|state| self.set_in(state, key, value, expires, flags))
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
@@ -399,82 +466,50 @@ impl Backend for ShardedCache {
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let mut state = self.state.lock();
-        let now = wall_now();
-        // Removing the row under the index lock is what makes the pop exactly-once
-        // across processes; the shard's own pop hands over the value.
-        let lookup = state.write(|tx, shards| {
-            let Some(p) = index::remove(tx, key)? else {
-                return Ok(Lookup::Miss);
-            };
-            let shard = shards.get(p.shard, true)?;
-            if p.is_expired_at(now) {
-                shard.delete(key)?;
-                return Ok(Lookup::Expired);
-            }
-            Ok(if shard.pop_flagged(key, visit)? {
-                Lookup::Hit
-            } else {
-                Lookup::Miss
-            })
-        })?;
-        let hit = state.stats.count_lookup(lookup);
-        state.stats.deletes += hit as u64;
-        Ok(hit)
+        self.with_state(|state| Self::pop_in(state, key, visit))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        let mut state = self.state.lock();
-        let now = wall_now();
-        let lookup = state.write(|tx, shards| {
-            let Some(p) = index::remove(tx, key)? else {
-                return Ok(Lookup::Miss);
-            };
-            shards.get(p.shard, true)?.delete(key)?;
-            Ok(if p.is_expired_at(now) {
-                Lookup::Expired
-            } else {
-                Lookup::Hit
-            })
-        })?;
-        state.stats.count_delete(lookup);
-        Ok(())
+        self.with_state(|state| Self::delete_in(state, key))
     }
 
     fn clear(&self) -> Result<()> {
-        let mut state = self.state.lock();
-        let removed = state.write(|tx, shards| {
-            let removed = index::clear(tx)?;
-            for id in index::shard_ids(tx)? {
-                shards.get(id, true)?.clear()?;
-            }
-            Ok(removed)
-        })?;
-        state.stats.deletes += removed;
-        Ok(())
+        self.with_state(|state| {
+            let removed = state.write(|tx, shards| {
+                let removed = index::clear(tx)?;
+                for id in index::shard_ids(tx)? {
+                    shards.get(id, true)?.clear()?;
+                }
+                Ok(removed)
+            })?;
+            state.stats.deletes += removed;
+            Ok(())
+        })
     }
 
     fn len(&self) -> Result<u64> {
-        index::live_count(self.state.lock().index()?, wall_now())
+        self.with_state(|state| index::live_count(state.index()?, wall_now()))
     }
 
     fn stats(&self) -> Result<Stats> {
-        let state = self.state.lock();
-        let index = state.index()?;
-        let entries = index::live_count(index, wall_now())?;
-        let (_, bytes) = index::totals(index)?;
-        Ok(Stats {
-            entries,
-            bytes,
-            ..state.stats
+        self.with_state(|state| {
+            let index = state.index()?;
+            let entries = index::live_count(index, wall_now())?;
+            let (_, bytes) = index::totals(index)?;
+            Ok(Stats {
+                entries,
+                bytes,
+                ..state.stats
+            })
         })
     }
 
     fn save(&self) -> Result<()> {
-        let mut state = self.state.lock();
-        state.index()?;
-        state.shards.save_all()?;
-        sqlite::sync(state.index()?, &self.dir.join("index.db"))
+        self.with_state(|state| {
+            state.index()?;
+            state.shards.save_all()?;
+            sqlite::sync(state.index()?, &self.dir.join("index.db"))
+        })
     }
 
     fn close(&self) -> Result<()> {
@@ -487,5 +522,58 @@ impl Backend for ShardedCache {
         let index = state.index.take().expect("checked above");
         let index_closed = index.close().map_err(|(_, e)| e.into());
         shards_closed.and(index_closed)
+    }
+}
+
+impl ShardedCache {
+    fn pop_in(state: &mut State, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        let now = wall_now();
+        // Removing the row under the index lock is what makes the pop exactly-once
+        // across processes. The shard's copy is only read here and recorded as stale,
+        // for a later write to remove: the index commit is the one step that takes the
+        // entry, so a pop that fails (at that commit or before) leaves it whole.
+        let taken = state.write(|tx, shards| {
+            let Some(p) = index::remove(tx, key)? else {
+                return Ok(Taken::Miss);
+            };
+            index::mark_stale(tx, p.shard, key)?;
+            if p.is_expired_at(now) {
+                return Ok(Taken::Expired);
+            }
+            let mut value = None;
+            shards
+                .get(p.shard, false)?
+                .get_flagged(key, &mut |v, flags| value = Some((v.to_vec(), flags)))?;
+            Ok(value.map_or(Taken::Miss, |(v, flags)| Taken::Hit(v, flags)))
+        })?;
+        let lookup = match taken {
+            Taken::Miss => Lookup::Miss,
+            Taken::Expired => Lookup::Expired,
+            Taken::Hit(value, flags) => {
+                visit(&value, flags);
+                Lookup::Hit
+            }
+        };
+        let hit = state.stats.count_lookup(lookup);
+        state.stats.deletes += hit as u64;
+        Ok(hit)
+    }
+
+    fn delete_in(state: &mut State, key: &[u8]) -> Result<()> {
+        let now = wall_now();
+        // As in pop: the index commit takes the entry, the copy is removed later.
+        let lookup = state.write(|tx, _| {
+            let Some(p) = index::remove(tx, key)? else {
+                return Ok(Lookup::Miss);
+            };
+            index::mark_stale(tx, p.shard, key)?;
+            Ok(if p.is_expired_at(now) {
+                Lookup::Expired
+            } else {
+                Lookup::Hit
+            })
+        })?;
+        state.stats.count_delete(lookup);
+        Ok(())
     }
 }
