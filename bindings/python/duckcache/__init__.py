@@ -16,6 +16,7 @@ from ._caches import (
     InMemoryCache,
     KeyAsFolderCache,
     PersistentFileCache,
+    ValueDecodeError,
 )
 from ._native import (
     BusyError,
@@ -52,6 +53,7 @@ __all__ = [
     "MISSING",
     "PersistentFileCache",
     "TooLargeError",
+    "ValueDecodeError",
     "library_path",
     "version",
 ]

@@ -35,9 +35,24 @@ def _encode_value(value):
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), FLAG_PICKLED
 
 
+class ValueDecodeError(pickle.UnpicklingError):
+    """A stored pickle that cannot be loaded (damaged, or naming a class this process
+    cannot import). Nothing is lost: `data` holds the stored bytes and `flags` their
+    flags word, so a caller can store them back or inspect them. Raised by get (the
+    entry stays) and by pop (the entry is gone from the cache, and its bytes are here)."""
+
+    def __init__(self, data, flags, cause):
+        super().__init__(f"cannot unpickle the stored value ({len(data)} bytes): {cause!r}")
+        self.data = data
+        self.flags = flags
+
+
 def _decode_value(data, flags):
     if flags == FLAG_PICKLED:
-        return pickle.loads(data)
+        try:
+            return pickle.loads(data)
+        except Exception as e:
+            raise ValueDecodeError(data, flags, e) from e
     return data
 
 
@@ -101,7 +116,7 @@ def _read_value(handle, k, missing):
             # Copied out before unpickling: a nested get (from a __setstate__) reuses
             # the buffer.
             data = view[: r.length.value].tobytes()
-            return pickle.loads(data) if r.flags.value == FLAG_PICKLED else data
+            return _decode_value(data, r.flags.value)
         if status == 1:
             return missing
         if status != native.CACHE_ERR_BUFFER_TOO_SMALL:

@@ -6,6 +6,8 @@ import math
 import os
 import time
 
+import pickle
+
 import pytest
 
 import duckcache
@@ -311,10 +313,26 @@ def test_a_damaged_store_raises_with_status_and_detail(tmp_path):
 def test_a_damaged_pickle_raises_and_the_cache_stays_usable(cache):
     lib = _native.lib
     assert lib.cache_set_flagged(cache._handle, b"bad", 3, b"\x80\x05garbage", 9, -1.0, 1) == 0
-    with pytest.raises(Exception):
+    with pytest.raises(duckcache.ValueDecodeError) as info:
         cache.get("bad")
+    assert info.value.data == b"\x80\x05garbage" and info.value.flags == 1
+    assert isinstance(info.value, pickle.UnpicklingError)
+    assert cache.has("bad")  # a get leaves it
     cache.set("good", 1)
     assert cache.get("good") == 1
+
+
+def test_a_pop_that_cannot_unpickle_hands_over_the_stored_bytes(cache):
+    """The entry is gone after the pop; its bytes are not: they travel in the exception,
+    for the caller to store back or inspect."""
+    unloadable = pickle.dumps(Unimportable())
+    unloadable = unloadable.replace(b"Unimportable", b"Nonexistent_")
+    lib = _native.lib
+    assert lib.cache_set_flagged(cache._handle, b"gone", 4, unloadable, len(unloadable), -1.0, 1) == 0
+    with pytest.raises(duckcache.ValueDecodeError) as info:
+        cache.pop("gone")
+    assert info.value.data == unloadable and info.value.flags == 1
+    assert not cache.has("gone")
 
 
 def test_library_facts():
@@ -322,6 +340,10 @@ def test_library_facts():
     assert duckcache.library_path.name == "libduckcache.so"
     assert issubclass(duckcache.CacheIOError, OSError)
     assert issubclass(duckcache.ClosedError, RuntimeError)
+
+
+class Unimportable:
+    pass
 
 
 class Nested:
