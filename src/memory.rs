@@ -25,6 +25,7 @@
 use crate::backend::{Backend, Stats, Visit};
 use crate::clock::{mono_deadline, mono_expired, mono_now, MonoDeadline, NO_DEADLINE};
 use crate::error::{Error, Result};
+use crate::ffi::fork::{self, ForkLocks, ForkMutex};
 use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -378,8 +379,28 @@ struct ShardCell {
 }
 
 /// The in-memory cache. See the module documentation for the design.
+/// The shards of one cache.
+struct Shards(Box<[CachePadded<ShardCell>]>);
+
+impl std::ops::Deref for Shards {
+    type Target = [CachePadded<ShardCell>];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl ForkLocks for Shards {
+    fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
+        self.0
+            .iter()
+            .map(|cell| &cell.shard as &dyn ForkMutex)
+            .collect()
+    }
+}
+
 pub struct MemoryCache {
-    shards: Box<[CachePadded<ShardCell>]>,
+    /// Shared with the fork handlers, which hold every shard's lock across fork().
+    shards: Arc<Shards>,
     hasher: DefaultHashBuilder,
     shard_mask: u64,
     /// 0 = unbounded.
@@ -439,6 +460,7 @@ impl MemoryCache {
                 })
             })
             .collect();
+        let shards = fork::registered(fork::RANK_MEMORY, Shards(shards));
         MemoryCache {
             shards,
             hasher,

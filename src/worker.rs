@@ -16,6 +16,7 @@
 //! the queue is itself waiting, directly or through others, for a queue this thread is
 //! running (B's job on one worker drains A while A's job on another drains B).
 
+use crate::ffi::fork::{self, ForkLocks, ForkMutex};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::cell::{Cell, RefCell};
@@ -103,8 +104,21 @@ struct Pool {
 
 /// The pool of this process. A child made by fork() has none of its parent's threads,
 /// so it starts its own pool on its first async call (the parent's stays the parent's).
+static POOL: Mutex<Option<Arc<Pool>>> = Mutex::new(None);
+
+/// Registers the executor's process-wide locks with the fork handlers.
+fn register_global_locks() {
+    fork::register_static(fork::RANK_DRAIN_WAITS, &DRAIN_WAITS);
+    fork::register_static(fork::RANK_POOL, &POOL);
+}
+
+impl ForkLocks for Queue {
+    fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
+        vec![&self.state]
+    }
+}
+
 fn pool() -> Arc<Pool> {
-    static POOL: Mutex<Option<Arc<Pool>>> = Mutex::new(None);
     let pid = std::process::id();
     let mut current = POOL.lock();
     match &*current {
@@ -154,10 +168,13 @@ pub fn worker_count() -> usize {
 
 impl Queue {
     pub fn new() -> Arc<Queue> {
-        Arc::new(Queue {
+        let queue = Arc::new(Queue {
             state: Mutex::new(State::default()),
             finished: Condvar::new(),
-        })
+        });
+        register_global_locks();
+        fork::register(fork::RANK_QUEUE, Arc::downgrade(&queue));
+        queue
     }
 
     /// True on a thread running one of this queue's jobs, also further up its stack.

@@ -56,6 +56,7 @@ pub(crate) fn boundary(
     function: &str,
     body: impl FnOnce() -> Result<cache_status, Failure>,
 ) -> cache_status {
+    super::fork::install();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(status)) => status,
         Ok(Err(failure)) => {

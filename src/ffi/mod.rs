@@ -10,6 +10,7 @@
 mod args;
 mod async_ops;
 mod boundary;
+pub(crate) mod fork;
 mod handle;
 mod library;
 mod ops;

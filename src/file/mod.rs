@@ -12,16 +12,19 @@ use crate::backend::Lookup;
 use crate::backend::{Backend, Stats, Visit};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
+use crate::ffi::fork;
 use crate::ttl::Ttl;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use store::{Store, Stored};
 
 /// The persistent SQLite-backed cache.
 pub struct FileCache {
     dir: PathBuf,
     size_limit: u64,
-    state: Mutex<State>,
+    /// Registered with the fork handlers (`crate::ffi::fork`).
+    state: Arc<Mutex<State>>,
 }
 
 struct State {
@@ -44,11 +47,14 @@ impl FileCache {
         Ok(FileCache {
             dir,
             size_limit,
-            state: Mutex::new(State {
-                store: Some(store),
-                suspect: false,
-                stats: Stats::default(),
-            }),
+            state: fork::registered(
+                fork::RANK_FILE,
+                Mutex::new(State {
+                    store: Some(store),
+                    suspect: false,
+                    stats: Stats::default(),
+                }),
+            ),
         })
     }
 

@@ -20,11 +20,11 @@
 //! atomic exchange when one exists), so no reader ever sees a partial entry.
 
 use crate::error::{Error, ErrorKind, Result};
+use parking_lot::Mutex;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::fs::File;
 use std::io::Write;
-use parking_lot::Mutex;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +130,8 @@ use crate::disk::DIR_FLAGS;
 impl Root {
     /// Opens the directory `path` (created owner-only, with parents, when missing).
     pub fn open(path: &Path) -> Result<Root> {
+        // Taken inside operations (which hold the handle's root lock): after it.
+        crate::ffi::fork::register_static(crate::ffi::fork::RANK_FOLDER_LEFTOVERS, &LEFTOVERS);
         crate::disk::create_dir(path)?;
         let fd = rfs::open(
             path,

@@ -17,12 +17,14 @@ pub mod naming;
 use crate::backend::{Backend, Lookup, Stats, Visit};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
+use crate::ffi::fork;
 use crate::ttl::Ttl;
 use entry::{Meta, Root, TMP_PREFIX};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The limit used when 0 is given (the seed's DEFAULT_CACHE_OBJ_LIMIT).
@@ -39,16 +41,18 @@ pub struct FolderCache {
     dir: PathBuf,
     max_open: u32,
     /// None once closed; operations hold the read side, close takes the write side.
-    root: RwLock<Option<Root>>,
+    /// This and the locks below are registered with the fork handlers
+    /// (`crate::ffi::fork`), in this order.
+    root: Arc<RwLock<Option<Root>>>,
     budget: Budget,
-    stats: Mutex<Stats>,
+    stats: Arc<Mutex<Stats>>,
     /// Entries written since the last save, to flush on save.
-    unsynced: Mutex<HashSet<String>>,
+    unsynced: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Bounds the operations touching the disk at once, and so the open descriptors.
 struct Budget {
-    free: Mutex<u32>,
+    free: Arc<Mutex<u32>>,
     freed: Condvar,
 }
 
@@ -108,13 +112,13 @@ impl FolderCache {
         Ok(FolderCache {
             dir,
             max_open,
-            root: RwLock::new(Some(root)),
+            root: fork::registered(fork::RANK_FOLDER, RwLock::new(Some(root))),
             budget: Budget {
-                free: Mutex::new(max_open),
+                free: fork::registered(fork::RANK_FOLDER, Mutex::new(max_open)),
                 freed: Condvar::new(),
             },
-            stats: Mutex::new(Stats::default()),
-            unsynced: Mutex::new(HashSet::new()),
+            stats: fork::registered(fork::RANK_FOLDER, Mutex::new(Stats::default())),
+            unsynced: fork::registered(fork::RANK_FOLDER, Mutex::new(HashSet::new())),
         })
     }
 
@@ -286,7 +290,8 @@ impl Backend for FolderCache {
         self.with_root(|root| {
             let tmp = Root::new_tmp_name();
             root.write_tmp(&tmp, &meta, value)?;
-            root.install(&tmp, &name).inspect_err(|_| root.discard(&tmp))
+            root.install(&tmp, &name)
+                .inspect_err(|_| root.discard(&tmp))
         })?;
         self.unsynced.lock().insert(name);
         self.stats.lock().sets += 1;

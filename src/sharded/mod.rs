@@ -18,6 +18,7 @@ use crate::backend::{Backend, Lookup, Stats, Visit};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
+use crate::ffi::fork;
 use crate::file::FileCache;
 use crate::sqlite;
 use crate::ttl::Ttl;
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Shard size limit used when 0 is given (the seed's DEFAULT_SHARD_SIZE, 1 GB).
 pub const DEFAULT_SHARD_SIZE: u64 = 1_000_000_000;
@@ -40,7 +42,8 @@ const STALE_PER_WRITE: u32 = 4;
 pub struct ShardedCache {
     dir: PathBuf,
     shard_size_limit: u64,
-    state: Mutex<State>,
+    /// Registered with the fork handlers (`crate::ffi::fork`).
+    state: Arc<Mutex<State>>,
 }
 
 struct State {
@@ -269,17 +272,20 @@ impl ShardedCache {
                 0 => DEFAULT_SHARD_SIZE,
                 n => n,
             },
-            state: Mutex::new(State {
-                index: Some(index),
-                suspect: false,
-                shards: OpenShards {
-                    dir: dir.clone(),
-                    max_open: max_open as usize,
-                    open: HashMap::new(),
-                    uses: 0,
-                },
-                stats: Stats::default(),
-            }),
+            state: fork::registered(
+                fork::RANK_SHARDED,
+                Mutex::new(State {
+                    index: Some(index),
+                    suspect: false,
+                    shards: OpenShards {
+                        dir: dir.clone(),
+                        max_open: max_open as usize,
+                        open: HashMap::new(),
+                        uses: 0,
+                    },
+                    stats: Stats::default(),
+                }),
+            ),
             dir,
         };
         // Best effort: a copy that cannot be removed now is never returned, and later
@@ -337,7 +343,9 @@ impl ShardedCache {
         let old = std::mem::replace(index, Connection::open_in_memory()?);
         let _ = old.close();
         state.suspect = true;
-        *index = self::index::open(&self.dir.join("index.db"), |tx| rebuild_index(tx, &self.dir))?;
+        *index = self::index::open(&self.dir.join("index.db"), |tx| {
+            rebuild_index(tx, &self.dir)
+        })?;
         state.suspect = false;
         Ok(())
     }

@@ -1,6 +1,7 @@
 """Several processes on one directory, and CacheSpeedTest."""
 
 import multiprocessing
+import time
 
 import pytest
 
@@ -94,3 +95,62 @@ def test_caches_work_in_a_forked_child(tmp_path):
     assert asyncio.run(memory.async_get("async-parent")) == 1
     for c in (disk, folder, memory):
         c.close()
+
+
+def test_fork_while_other_threads_are_inside_calls(tmp_path, kind):
+    """A fork in a busy process (issue 14): two threads hammer the cache with sync calls
+    and a third keeps async work queued while the main thread forks, 15 times. Each
+    child must use the cache at once (its after-fork reopen included) and exit; a child
+    that waits on a lock a parent thread held is killed by its alarm and fails the
+    test. The library's fork handlers hold every lock it takes across the fork."""
+    import asyncio
+    import os
+    import signal
+    import threading
+
+    from conftest import open_kind
+
+    (tmp_path / "c").mkdir()
+    cache = open_kind(kind, tmp_path / "c")
+    stop = threading.Event()
+
+    def hammer(i):
+        n = 0
+        while not stop.is_set():
+            cache.set(f"k{i}-{n % 50}", b"x" * 100)
+            cache.get(f"k{i}-{n % 50}")
+            n += 1
+
+    def async_hammer():
+        async def go():
+            while not stop.is_set():
+                await asyncio.gather(*(cache.async_set(f"a{j}", j) for j in range(20)))
+
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
+    threads.append(threading.Thread(target=async_hammer))
+    for t in threads:
+        t.start()
+    failures = []
+    try:
+        for round_ in range(15):
+            time.sleep(0.03)
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(15)
+                code = 1
+                try:
+                    cache.set("child", round_)
+                    assert cache.get("child") == round_
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                failures.append((round_, status))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == [], f"children that failed or hung (round, wait status): {failures}"

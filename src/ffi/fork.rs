@@ -1,0 +1,215 @@
+//! fork() with other threads inside the library.
+//!
+//! A child made by fork() has one thread; every lock another thread of the parent held at
+//! that moment stays locked in the child forever, so the child's first call that needs it
+//! hangs (a memory cache's shard, a worker queue, SQLite's own global mutexes: a
+//! pre-forking server whose threads are busy in the cache hung that way). The remedy is
+//! the one malloc uses: `pthread_atfork` handlers that, just before fork, take every such
+//! lock (waiting for the threads holding them to let go), and release them right after,
+//! in the parent and in the child alike, so the child starts with all of them free.
+//!
+//! What is taken, in this order (the order the library itself nests them in):
+//! 1. the registered lock sets ([`register`]), by rank: the executor's table of drain
+//!    waits, every worker queue, the worker pool, then every handle's own lock (sharded,
+//!    file, folder, memory shards). Holding a persistent handle's lock means no thread
+//!    is inside SQLite on its connections at the fork, so the child inherits SQLite's
+//!    per-process lock bookkeeping at rest, and a connection the child opens on the same
+//!    database takes its locks normally (with a transaction in flight the child would
+//!    wait forever for a lock only a parent thread could release);
+//! 2. SQLite's global VFS mutex (its list of open files, taken by every open and close).
+//!
+//! SQLite's memory statistics, which take a global mutex on every allocation, are turned
+//! off before the first connection (the library never reads them), so no allocation
+//! anywhere in SQLite waits on a lock a parent thread held.
+//!
+//! None of these locks is held while waiting for anything else, or while a user's
+//! callback runs, so the handler's wait is short and cannot deadlock with the thread
+//! that forks (which may hold the Python interpreter's lock, say).
+
+use parking_lot::{Mutex, RwLock};
+use std::sync::{Arc, Once, Weak};
+
+/// A lock the fork handlers take and release.
+pub(crate) trait ForkMutex: Sync {
+    /// Takes the lock and keeps it (the guard is forgotten).
+    fn lock_for_fork(&self);
+    /// Releases a lock taken by [`ForkMutex::lock_for_fork`].
+    ///
+    /// # Safety
+    /// Only after `lock_for_fork` on this mutex by this thread (or, in a child of fork,
+    /// by the thread that forked), once.
+    unsafe fn unlock_after_fork(&self);
+}
+
+impl<T: Send> ForkMutex for Mutex<T> {
+    fn lock_for_fork(&self) {
+        std::mem::forget(self.lock());
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: the caller guarantees this thread holds the lock through a guard
+        // forgotten by `lock_for_fork`.
+        unsafe { self.force_unlock() }
+    }
+}
+
+/// Something holding locks that must be free in a child of fork.
+pub(crate) trait ForkLocks: Send + Sync {
+    /// Its locks, in the order to take them.
+    fn fork_mutexes(&self) -> Vec<&dyn ForkMutex>;
+}
+
+/// A mutex is a lock set of its own.
+impl<T: Send> ForkLocks for Mutex<T> {
+    fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
+        vec![self]
+    }
+}
+
+/// A read-write lock is taken for writing: every reader has left.
+impl<T: Send + Sync> ForkMutex for RwLock<T> {
+    fn lock_for_fork(&self) {
+        std::mem::forget(self.write());
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: the caller guarantees this thread holds the write lock through a guard
+        // forgotten by `lock_for_fork`.
+        unsafe { self.force_unlock_write() }
+    }
+}
+
+impl<T: Send + Sync> ForkLocks for RwLock<T> {
+    fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
+        vec![self]
+    }
+}
+
+/// Lock sets by rank (taken lowest rank first): see the module comment. A handle's lock
+/// is taken before the locks of what it wraps (a sharded cache's before its shards').
+pub(crate) const RANK_DRAIN_WAITS: usize = 0;
+pub(crate) const RANK_QUEUE: usize = 1;
+pub(crate) const RANK_POOL: usize = 2;
+pub(crate) const RANK_SHARDED: usize = 3;
+pub(crate) const RANK_FILE: usize = 4;
+pub(crate) const RANK_FOLDER: usize = 5;
+pub(crate) const RANK_FOLDER_LEFTOVERS: usize = 6;
+pub(crate) const RANK_MEMORY: usize = 7;
+const RANKS: usize = 8;
+
+struct Registry {
+    /// Process-wide locks (statics), taken before the sets of the same rank.
+    statics: [Vec<&'static dyn ForkMutex>; RANKS],
+    sets: [Vec<Weak<dyn ForkLocks>>; RANKS],
+    /// The sets locked by `prepare`, kept alive until `release`.
+    held: Vec<Arc<dyn ForkLocks>>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    statics: [const { Vec::new() }; RANKS],
+    sets: [const { Vec::new() }; RANKS],
+    held: Vec::new(),
+});
+
+/// Adds a lock set, held only weakly (a dropped one is skipped and forgotten).
+pub(crate) fn register<L: ForkLocks + 'static>(rank: usize, locks: Weak<L>) {
+    let locks: Weak<dyn ForkLocks> = locks;
+    install();
+    let mut registry = REGISTRY.lock();
+    let set = &mut registry.sets[rank];
+    set.retain(|w| w.strong_count() > 0);
+    set.push(locks);
+}
+
+/// Wraps `locks` in an `Arc` and registers it (see [`register`]).
+pub(crate) fn registered<L: ForkLocks + 'static>(rank: usize, locks: L) -> Arc<L> {
+    let locks = Arc::new(locks);
+    let weak: Weak<L> = Arc::downgrade(&locks);
+    register(rank, weak);
+    locks
+}
+
+/// Adds a process-wide lock (a static), once however often it is called.
+pub(crate) fn register_static(rank: usize, lock: &'static dyn ForkMutex) {
+    install();
+    let mut registry = REGISTRY.lock();
+    let statics = &mut registry.statics[rank];
+    if !statics.iter().any(|l| std::ptr::addr_eq(*l, lock)) {
+        statics.push(lock);
+    }
+}
+
+/// Installs the handlers (once per process) and turns SQLite's memory statistics off
+/// before its first use. Called by every exported function; after the first call it
+/// costs one atomic load.
+pub(crate) fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is called with an int argument as SQLITE_CONFIG_MEMSTATUS
+        // documents. Before SQLite is initialised it applies; afterwards it returns
+        // SQLITE_MISUSE and changes nothing, which is fine (statistics stay on).
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as libc::c_int);
+        }
+        // SAFETY: the three handlers are plain functions that live as long as the
+        // process; pthread_atfork only records them.
+        unsafe {
+            libc::pthread_atfork(Some(prepare), Some(release), Some(release));
+        }
+    });
+}
+
+/// SQLite's global mutex guarding its list of open files (taken on every open and close
+/// of a connection).
+fn sqlite_vfs_mutex() -> *mut rusqlite::ffi::sqlite3_mutex {
+    // SAFETY: allocating a static mutex only looks it up; SQLite is initialised by then
+    // (this runs after a connection was opened, or returns NULL if not).
+    unsafe { rusqlite::ffi::sqlite3_mutex_alloc(rusqlite::ffi::SQLITE_MUTEX_STATIC_VFS1) }
+}
+
+extern "C" fn prepare() {
+    // The registry stays locked until `release`: no set is added or dropped meanwhile.
+    let registry = REGISTRY.lock();
+    let mut held: Vec<Arc<dyn ForkLocks>> = Vec::new();
+    for (statics, set) in registry.statics.iter().zip(&registry.sets) {
+        for lock in statics {
+            lock.lock_for_fork();
+        }
+        for locks in set.iter().filter_map(Weak::upgrade) {
+            for m in locks.fork_mutexes() {
+                m.lock_for_fork();
+            }
+            held.push(locks);
+        }
+    }
+    let vfs = sqlite_vfs_mutex();
+    if !vfs.is_null() {
+        // SAFETY: a valid static mutex; released in `release`.
+        unsafe { rusqlite::ffi::sqlite3_mutex_enter(vfs) };
+    }
+    let registry = parking_lot::MutexGuard::leak(registry);
+    registry.held = held;
+}
+
+extern "C" fn release() {
+    // SAFETY: `prepare` ran on this thread (in the child: on the thread that forked,
+    // the child's only thread) and left the registry locked with its guard leaked.
+    let registry = unsafe { &mut *REGISTRY.data_ptr() };
+    let vfs = sqlite_vfs_mutex();
+    if !vfs.is_null() {
+        // SAFETY: entered by `prepare` on this thread.
+        unsafe { rusqlite::ffi::sqlite3_mutex_leave(vfs) };
+    }
+    for locks in std::mem::take(&mut registry.held).iter().rev() {
+        for m in locks.fork_mutexes().iter().rev() {
+            // SAFETY: each was locked by `prepare` on this thread, once.
+            unsafe { m.unlock_after_fork() };
+        }
+    }
+    for lock in registry.statics.iter().flatten() {
+        // SAFETY: locked by `prepare` on this thread, once.
+        unsafe { lock.unlock_after_fork() };
+    }
+    // SAFETY: locked by `prepare` on this thread, guard leaked.
+    unsafe { REGISTRY.force_unlock() };
+}
