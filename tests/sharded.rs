@@ -304,3 +304,134 @@ fn flags_word() {
         true,
     );
 }
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// Rewrites of a fixed set of live keys (issue 14): shards emptied by supersession are
+/// removed and sparse ones compacted, so the shard count and the disk use follow the
+/// live data (100 KB here) instead of the bytes ever written (20 MB).
+#[test]
+fn rewrites_keep_shards_and_disk_in_proportion_to_live_data() {
+    let dir = TempDir::new("sharded-rewrites");
+    let limit = 20_000;
+    let c = ShardedCache::open(dir.path(), limit, 8).unwrap();
+    let value = vec![7u8; 1000];
+    let mut seed = 12345u64;
+    for i in 0..20_000u64 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Skewed: a third of the keys are rewritten far more often than the rest.
+        let k = if i % 3 == 0 {
+            (seed >> 33) % 100
+        } else {
+            (seed >> 33) % 33
+        };
+        c.set_flagged(format!("key-{k}").as_bytes(), &value, Ttl::Never, 0)
+            .unwrap();
+    }
+    c.save().unwrap();
+    let live: u64 = c.stats().unwrap().bytes;
+    assert!(live <= 101_000, "live bytes {live}");
+    let shards = c.shard_count().unwrap();
+    // Live data fills 5 shards; at most half of each old shard may be dead.
+    assert!(
+        shards <= 2 * live.div_ceil(limit) + 2,
+        "{shards} shards for {live} live bytes"
+    );
+    let on_disk = disk_bytes(dir.path());
+    // The stated bound (README): twice the live bytes, plus per shard and for the index
+    // a SQLite store's fixed cost, at most a 4 MB write-ahead log (SQLite's automatic
+    // checkpoint point) and a 32 KiB shared-memory file.
+    let fixed = (shards + 1) * (4 * 1024 * 1024 + 64 * 1024);
+    assert!(
+        on_disk <= 2 * live + fixed,
+        "{on_disk} bytes on disk for {live} live bytes in {shards} shards"
+    );
+    for k in 0..100 {
+        let key = format!("key-{k}");
+        assert_eq!(
+            common::get_flagged(&c, key.as_bytes()).map(|(v, _)| v),
+            Some(value.clone()),
+            "{key}"
+        );
+    }
+}
+
+/// An index written by an earlier duckcache (schema version 1: no key count per shard)
+/// is upgraded in place, its counts computed from its rows, and empty shards are then
+/// found and removed as usual.
+#[test]
+fn a_version_1_index_is_upgraded_in_place() {
+    let dir = TempDir::new("sharded-index-upgrade");
+    {
+        let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+        for i in 0..20 {
+            c.set_flagged(format!("k{i}").as_bytes(), &[1u8; 300], Ttl::Never, 0)
+                .unwrap();
+        }
+        c.close().unwrap();
+    }
+    // Make it the index version 1 had: the shards table without `count`, the old
+    // triggers, user_version 1.
+    let db = rusqlite::Connection::open(dir.path().join("index.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER keys_added; DROP TRIGGER keys_removed; DROP TRIGGER keys_moved;
+         ALTER TABLE shards DROP COLUMN count;
+         CREATE TRIGGER keys_added AFTER INSERT ON keys BEGIN
+             UPDATE shards SET size = size + new.size WHERE id = new.shard;
+             UPDATE totals SET count = count + 1, size = size + new.size WHERE id = 0;
+         END;
+         CREATE TRIGGER keys_removed AFTER DELETE ON keys BEGIN
+             UPDATE shards SET size = size - old.size WHERE id = old.shard;
+             UPDATE totals SET count = count - 1, size = size - old.size WHERE id = 0;
+         END;
+         CREATE TRIGGER keys_moved AFTER UPDATE ON keys BEGIN
+             UPDATE shards SET size = size - old.size WHERE id = old.shard;
+             UPDATE shards SET size = size + new.size WHERE id = new.shard;
+             UPDATE totals SET size = size - old.size + new.size WHERE id = 0;
+         END;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(db);
+    let c = ShardedCache::open(dir.path(), 1000, 0).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("index.db")).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let counted: i64 = db
+        .query_row("SELECT sum(count) FROM shards", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(counted, 20);
+    for i in 0..20 {
+        assert!(c.has(format!("k{i}").as_bytes()).unwrap());
+    }
+    let before = c.shard_count().unwrap();
+    // Emptying the old shards and writing on: they are removed.
+    for i in 0..20 {
+        c.delete(format!("k{i}").as_bytes()).unwrap();
+    }
+    for i in 0..20 {
+        c.set_flagged(format!("n{i}").as_bytes(), &[2u8; 300], Ttl::Never, 0)
+            .unwrap();
+    }
+    assert!(
+        c.shard_count().unwrap() < before + 7,
+        "{before} shards before"
+    );
+    assert!(shard_folders(dir.path()).len() as u64 == c.shard_count().unwrap());
+}

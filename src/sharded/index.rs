@@ -20,14 +20,44 @@ use crate::sqlite::{self, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 
+/// The triggers that keep each shard's size and key count, and the totals, in step with
+/// `keys` (version 2 added the count).
+macro_rules! key_triggers {
+    () => {
+        "
+CREATE TRIGGER IF NOT EXISTS keys_added AFTER INSERT ON keys BEGIN
+    UPDATE shards SET size = size + new.size, count = count + 1 WHERE id = new.shard;
+    UPDATE totals SET count = count + 1, size = size + new.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS keys_removed AFTER DELETE ON keys BEGIN
+    UPDATE shards SET size = size - old.size, count = count - 1 WHERE id = old.shard;
+    UPDATE totals SET count = count - 1, size = size - old.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS keys_moved AFTER UPDATE ON keys BEGIN
+    UPDATE shards SET size = size - old.size, count = count - 1 WHERE id = old.shard;
+    UPDATE shards SET size = size + new.size, count = count + 1 WHERE id = new.shard;
+    UPDATE totals SET size = size - old.size + new.size WHERE id = 0;
+END;
+"
+    };
+}
+
+/// Version 2 added each shard's key count (so empty shards are found without a scan).
 pub(super) const SCHEMA: Schema = Schema {
-    version: 1,
-    upgrades: &[],
+    version: 2,
+    upgrades: &[concat!(
+        "ALTER TABLE shards ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
+UPDATE shards SET count = (SELECT count(*) FROM keys WHERE keys.shard = shards.id);
+DROP TRIGGER keys_added; DROP TRIGGER keys_removed; DROP TRIGGER keys_moved;",
+        key_triggers!()
+    )],
     what: "shard index",
-    sql: "
+    sql: concat!(
+        "
 CREATE TABLE IF NOT EXISTS shards (
     id    INTEGER PRIMARY KEY,     -- creation order; the folder is shard-<id>
-    size  INTEGER NOT NULL DEFAULT 0  -- bytes of keys and values the index places there
+    size  INTEGER NOT NULL DEFAULT 0, -- bytes of keys and values the index places there
+    count INTEGER NOT NULL DEFAULT 0  -- keys the index places there
 );
 CREATE TABLE IF NOT EXISTS keys (
     key     BLOB PRIMARY KEY,
@@ -42,25 +72,14 @@ CREATE TABLE IF NOT EXISTS totals (
     size  INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
-CREATE TRIGGER IF NOT EXISTS keys_added AFTER INSERT ON keys BEGIN
-    UPDATE shards SET size = size + new.size WHERE id = new.shard;
-    UPDATE totals SET count = count + 1, size = size + new.size WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS keys_removed AFTER DELETE ON keys BEGIN
-    UPDATE shards SET size = size - old.size WHERE id = old.shard;
-    UPDATE totals SET count = count - 1, size = size - old.size WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS keys_moved AFTER UPDATE ON keys BEGIN
-    UPDATE shards SET size = size - old.size WHERE id = old.shard;
-    UPDATE shards SET size = size + new.size WHERE id = new.shard;
-    UPDATE totals SET size = size - old.size + new.size WHERE id = 0;
-END;
 CREATE TABLE IF NOT EXISTS stale (
     shard INTEGER NOT NULL,        -- a superseded copy of key waits in this shard
     key   BLOB NOT NULL,
     PRIMARY KEY (shard, key)
 ) WITHOUT ROWID;
 ",
+        key_triggers!()
+    ),
 };
 
 /// A key's row: its shard, size and expiry.
@@ -170,6 +189,62 @@ pub(super) fn add_shard(tx: &Transaction) -> Result<i64> {
             "INSERT INTO shards (id) SELECT coalesce(max(id), 0) + 1 FROM shards RETURNING id",
         )?
         .query_row([], |r| r.get(0))?)
+}
+
+/// Shards other than the newest where the index places no key.
+pub(super) fn empty_old_shards(tx: &Transaction) -> Result<Vec<i64>> {
+    let ids = tx
+        .prepare_cached(
+            "SELECT id FROM shards WHERE count = 0 AND id < (SELECT max(id) FROM shards)",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// Forgets the shard `id` and its stale copies (its folder is being removed).
+pub(super) fn drop_shard(tx: &Transaction, id: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM stale WHERE shard = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM shards WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// The shard count, and the least filled shard older than `newest` with its bytes.
+pub(super) fn sparsest_old_shard(
+    tx: &Transaction,
+    newest: i64,
+) -> Result<(u64, Option<(i64, u64)>)> {
+    let count: i64 = tx
+        .prepare_cached("SELECT count(*) FROM shards")?
+        .query_row([], |r| r.get(0))?;
+    let sparsest = tx
+        .prepare_cached("SELECT id, size FROM shards WHERE id < ?1 ORDER BY size LIMIT 1")?
+        .query_row([newest], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })
+        .optional()?;
+    Ok((count.max(0) as u64, sparsest))
+}
+
+/// Every key the index places in `shard`, with its row.
+pub(super) fn keys_in(tx: &Transaction, shard: i64) -> Result<Vec<(Vec<u8>, Placement)>> {
+    let rows = tx
+        .prepare_cached("SELECT key, shard, size, expires FROM keys WHERE shard = ?1")?
+        .query_map([shard], |r| {
+            let key: Vec<u8> = r.get(0)?;
+            Ok((
+                key,
+                Placement {
+                    shard: r.get(1)?,
+                    size: r.get::<_, i64>(2)?.max(0) as u64,
+                    expires: r.get(3)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// Records a shard found on disk (when rebuilding the index).

@@ -120,6 +120,21 @@ impl OpenShards {
         Ok(&shard.cache)
     }
 
+    /// The shard `id` for a read: None when its folder is gone (never created anew).
+    fn get_existing(&mut self, id: i64) -> Result<Option<&FileCache>> {
+        if !self.open.contains_key(&id) && !shard_dir(&self.dir, id).is_dir() {
+            return Ok(None);
+        }
+        self.get(id, false).map(Some)
+    }
+
+    /// Closes the shard `id` if it is open, without saving it (it is being removed).
+    fn forget(&mut self, id: i64) {
+        if let Some(shard) = self.open.remove(&id) {
+            let _ = shard.cache.close();
+        }
+    }
+
     fn close_least_recent(&mut self) -> Result<()> {
         let Some(id) = self
             .open
@@ -215,6 +230,7 @@ fn rebuild_index(tx: &Transaction, dir: &Path) -> Result<()> {
 fn writable_shard(
     tx: &Transaction,
     shards: &mut OpenShards,
+    key: &[u8],
     size: u64,
     limit: u64,
     old: Option<Placement>,
@@ -239,7 +255,81 @@ fn writable_shard(
             return Ok(id);
         }
     }
-    index::add_shard(tx)
+    let id = index::add_shard(tx)?;
+    remove_empty_shards(tx, shards)?;
+    compact_into(tx, shards, id, limit, key)?;
+    remove_empty_shards(tx, shards)?;
+    Ok(id)
+}
+
+/// Keeps the shards in proportion to the live data when keys are rewritten (each write
+/// goes to the newest shard and leaves a dead copy behind). Called when the new shard
+/// `into` starts: if the shards are on average less than half full, the live entries
+/// of the sparsest older one (at most half a shard) move into `into`, so that shard
+/// empties and goes. Each new shard moves at most half a shard's bytes, and the shard
+/// count stays within about twice the live bytes over the shard limit, plus two.
+/// `skip` is the key being stored, which its own write moves.
+fn compact_into(
+    tx: &Transaction,
+    shards: &mut OpenShards,
+    into: i64,
+    limit: u64,
+    skip: &[u8],
+) -> Result<()> {
+    let (count, sparsest) = index::sparsest_old_shard(tx, into)?;
+    let Some((from, bytes)) = sparsest else {
+        return Ok(());
+    };
+    let (_, live) = index::totals(tx)?;
+    if count < 3 || live.saturating_mul(2) >= (count - 1).saturating_mul(limit) || bytes > limit / 2
+    {
+        return Ok(());
+    }
+    for (key, placement) in index::keys_in(tx, from)? {
+        if key == skip {
+            continue;
+        }
+        let mut found = None;
+        shards
+            .get(from, false)?
+            .get_flagged(&key, &mut |v, flags| found = Some((v.to_vec(), flags)))?;
+        match found {
+            Some((value, flags)) => {
+                shards
+                    .get(into, true)?
+                    .set_until(&key, &value, placement.expires, flags)?;
+                index::place(
+                    tx,
+                    &key,
+                    into,
+                    placement.size,
+                    placement.expires,
+                    Some(placement),
+                )?;
+            }
+            // A row whose shard lacks the key (left by a crash): it reads as a miss.
+            None => {
+                index::remove(tx, &key)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the shards older than the newest where no key is placed: their folders, and
+/// their stale copies, which nothing can reach.
+fn remove_empty_shards(tx: &Transaction, shards: &mut OpenShards) -> Result<()> {
+    for id in index::empty_old_shards(tx)? {
+        shards.forget(id);
+        let dir = shard_dir(&shards.dir, id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(e, "cannot remove empty shard", &dir)),
+        }
+        index::drop_shard(tx, id)?;
+    }
+    Ok(())
 }
 
 /// Removes every expired entry from the index and its shard; returns how many.
@@ -364,7 +454,7 @@ impl ShardedCache {
         let expired = state.write(|tx, shards| {
             let old = index::placement(tx, key)?;
             let mut expired = 0;
-            let shard = writable_shard(tx, shards, size, limit, old, &mut expired)?;
+            let shard = writable_shard(tx, shards, key, size, limit, old, &mut expired)?;
             shards
                 .get(shard, true)?
                 .set_until(key, value, expires, flags)?;
@@ -394,7 +484,13 @@ impl ShardedCache {
             None => Lookup::Miss,
             Some(p) if p.is_expired_at(now) => remove_if_expired(state, key)?,
             Some(p) => {
-                if probe(state.shards.get(p.shard, false)?)? {
+                // Read outside the write lock, the row may name a shard another process
+                // has just emptied and removed: then look again under the lock.
+                let found = match state.shards.get_existing(p.shard)? {
+                    Some(shard) => probe(shard)?,
+                    None => false,
+                };
+                if found {
                     Lookup::Hit
                 } else {
                     state.write(|tx, shards| match index::placement(tx, key)? {
