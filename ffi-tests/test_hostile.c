@@ -295,6 +295,32 @@ static void run_values_link(void *arg) {
     CHECK_EQ(system(cmd), 0);
 }
 
+/* The sharded index removed (with its -wal and -shm) while a handle is open: no call
+ * answers INTERNAL, the handle goes on with a new index (rebuilt from the shards), and a
+ * handle opened afterwards shares it: each sees the other's writes. */
+static void run_index_removed(void *arg) {
+    const char *dir = arg;
+    cache_t *c = NULL;
+    CHECK_EQ(open_sharded(dir, &c), CACHE_OK);
+    populate(c);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "rm -f '%s/index.db' '%s/index.db-wal' '%s/index.db-shm'", dir, dir, dir);
+    CHECK_EQ(system(cmd), 0);
+    CHECK_EQ(cache_set(c, K("after"), K("a"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_GET(c, "p1", "value"); /* the new index is rebuilt from the shards */
+    cache_t *d = NULL;
+    CHECK_EQ(open_sharded(dir, &d), CACHE_OK);
+    CHECK_GET(d, "after", "a");
+    CHECK_GET(d, "p1", "value");
+    CHECK_EQ(cache_set(d, K("from-new"), K("n"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_GET(c, "from-new", "n");
+    CHECK_EQ(cache_set(c, K("from-old"), K("o"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_GET(d, "from-old", "o");
+    exercise(c);
+    cache_free(d);
+    cache_free(c);
+}
+
 /* ---- several processes opening one new directory at once ---- */
 
 typedef struct {
@@ -465,6 +491,9 @@ int main(void) {
     char values_dir[400];
     snprintf(values_dir, sizeof values_dir, "%s/values-link", base);
     guarded("file values/ replaced by a link", run_values_link, values_dir, 60);
+    char index_dir[400];
+    snprintf(index_dir, sizeof index_dir, "%s/index-removed", base);
+    guarded("sharded index.db removed while open", run_index_removed, index_dir, 60);
     for (size_t k = 0; k < NKINDS; k++) {
         open_race r = {&KINDS[k], base};
         char name[100];

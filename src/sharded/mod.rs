@@ -26,6 +26,7 @@ use index::Placement;
 use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub struct ShardedCache {
 struct State {
     /// The index connection; None once closed.
     index: Option<Connection>,
+    /// Device and inode of the `index.db` the connection has open.
+    index_file: Option<(u64, u64)>,
     /// The last call failed with an I/O error or found the index damaged: the index is
     /// opened anew before the next call (a connection SQLite left unable to write, or
     /// an `index.db` removed or replaced, which the new open finds or rebuilds).
@@ -70,6 +73,11 @@ struct OpenShard {
     last_use: u64,
     /// Written since the last save: saved before it is closed to make room.
     dirty: bool,
+}
+
+/// Device and inode of the file at `path`.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn shard_dir(dir: &Path, id: i64) -> PathBuf {
@@ -183,6 +191,7 @@ impl State {
         &mut self,
         f: impl FnOnce(&Transaction, &mut OpenShards) -> Result<R>,
     ) -> Result<R> {
+        self.check_index_file()?;
         let State { index, shards, .. } = self;
         let tx = sqlite::immediate(index.as_mut().ok_or_else(Error::closed)?)?;
         // Best effort: a copy that cannot be removed now is tried again later, and is
@@ -191,6 +200,22 @@ impl State {
         let r = f(&tx, shards)?;
         tx.commit()?;
         Ok(r)
+    }
+
+    /// Fails with a stale-connection error when `index.db` is no longer the file this
+    /// handle has open (removed, or replaced by another process's new index): writing
+    /// on would split the cache in two. The caller reopens the index and tries again.
+    fn check_index_file(&self) -> Result<()> {
+        let path = self.shards.dir.join("index.db");
+        let now = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        if now.is_some() && now == self.index_file {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("{} was removed or replaced while open", path.display()),
+        )
+        .from_stale_connection())
     }
 
     /// Removes every superseded copy (at open and close).
@@ -366,6 +391,7 @@ impl ShardedCache {
                 fork::RANK_SHARDED,
                 Mutex::new(State {
                     index: Some(index),
+                    index_file: file_id(&dir.join("index.db")),
                     suspect: false,
                     shards: OpenShards {
                         dir: dir.clone(),
@@ -481,7 +507,11 @@ impl ShardedCache {
     ) -> Result<bool> {
         let now = wall_now();
         let lookup = match index::placement(state.index()?, key)? {
-            None => Lookup::Miss,
+            // A miss may come from an index file another process has since replaced.
+            None => {
+                state.check_index_file()?;
+                Lookup::Miss
+            }
             Some(p) if p.is_expired_at(now) => remove_if_expired(state, key)?,
             Some(p) => {
                 // Read outside the write lock, the row may name a shard another process
