@@ -20,13 +20,19 @@ use crate::ffi::fork::{self, ForkLocks, ForkMutex};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::ThreadId;
 
 /// For each thread waiting in a drain, the queue it waits for: the edges along which
-/// [`Queue::close_and_drain`] looks for a cycle before it waits.
-static DRAIN_WAITS: Mutex<Option<HashMap<ThreadId, Arc<Queue>>>> = Mutex::new(None);
+/// [`Queue::close_and_drain`] looks for a cycle before it waits. (A short list: one
+/// entry per thread waiting right now. A Vec rather than a map also keeps leak checkers
+/// quiet about the static's allocation at exit.)
+static DRAIN_WAITS: Mutex<Vec<(ThreadId, Arc<Queue>)>> = Mutex::new(Vec::new());
+
+fn waited_for(waits: &[(ThreadId, Arc<Queue>)], thread: ThreadId) -> Option<&Arc<Queue>> {
+    waits.iter().find(|(t, _)| *t == thread).map(|(_, q)| q)
+}
 
 /// A unit of work.
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -185,14 +191,14 @@ impl Queue {
     /// True when waiting for this queue would close a cycle: the thread running it waits
     /// for a queue whose runner waits ... for a queue this thread is running. Called
     /// with the wait table locked, so two threads cannot both miss the cycle they form.
-    fn would_deadlock(&self, waits: &HashMap<ThreadId, Arc<Queue>>) -> bool {
+    fn would_deadlock(&self, waits: &[(ThreadId, Arc<Queue>)]) -> bool {
         let mut runner = self.state.lock().executor;
         for _ in 0..=waits.len() {
             let Some(thread) = runner else { return false };
             if thread == std::thread::current().id() {
                 return true;
             }
-            let Some(next) = waits.get(&thread) else {
+            let Some(next) = waited_for(waits, thread) else {
                 return false;
             };
             if next.is_current() {
@@ -264,18 +270,16 @@ impl Queue {
     /// Records that this thread waits for this queue, unless that closes a cycle.
     fn register_wait(self: &Arc<Self>) -> Result<(), DrainError> {
         let mut waits = DRAIN_WAITS.lock();
-        let waits = waits.get_or_insert_with(HashMap::new);
-        if self.would_deadlock(waits) {
+        if self.would_deadlock(&waits) {
             return Err(DrainError::InsideOwnJob);
         }
-        waits.insert(std::thread::current().id(), self.clone());
+        waits.push((std::thread::current().id(), self.clone()));
         Ok(())
     }
 
     fn unregister_wait(&self) {
-        if let Some(waits) = DRAIN_WAITS.lock().as_mut() {
-            waits.remove(&std::thread::current().id());
-        }
+        let me = std::thread::current().id();
+        DRAIN_WAITS.lock().retain(|(t, _)| *t != me);
     }
 
     /// Closes the queue and runs `f` once it is empty: now, when it already is, else
