@@ -459,9 +459,9 @@ impl ShardedCache {
         let old = std::mem::replace(index, Connection::open_in_memory()?);
         let _ = old.close();
         state.suspect = true;
-        *index = self::index::open(&self.dir.join("index.db"), |tx| {
-            rebuild_index(tx, &self.dir)
-        })?;
+        let path = self.dir.join("index.db");
+        *index = self::index::open(&path, |tx| rebuild_index(tx, &self.dir))?;
+        state.index_file = file_id(&path);
         state.suspect = false;
         Ok(())
     }
