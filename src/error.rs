@@ -46,7 +46,7 @@ impl Error {
     }
 
     /// Marks the error as one a new database connection would not have.
-    pub(crate) fn from_stale_connection(mut self) -> Self {
+    pub(crate) fn with_stale_connection(mut self) -> Self {
         self.stale_connection = true;
         self
     }

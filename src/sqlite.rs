@@ -39,7 +39,7 @@ impl From<rusqlite::Error> for Error {
             // SQLITE_READONLY and its extended codes: the connection opened a file
             // read-only after a fault, or its file was moved or removed.
             rusqlite::Error::SqliteFailure(f, _) if f.code == ReadOnly => {
-                error.from_stale_connection()
+                error.with_stale_connection()
             }
             _ => error,
         }

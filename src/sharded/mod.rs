@@ -215,7 +215,7 @@ impl State {
             ErrorKind::Corrupt,
             format!("{} was removed or replaced while open", path.display()),
         )
-        .from_stale_connection())
+        .with_stale_connection())
     }
 
     /// Removes every superseded copy (at open and close).
