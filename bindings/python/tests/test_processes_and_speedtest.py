@@ -108,6 +108,12 @@ def test_fork_while_other_threads_are_inside_calls(tmp_path, kind):
     import signal
     import threading
 
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        # GCC 12's AddressSanitizer allocator has no fork handlers (glibc's malloc has):
+        # a thread in the middle of any malloc at the fork leaves the child's first
+        # malloc waiting forever, whoever's code it is. The plain run covers this.
+        pytest.skip("AddressSanitizer's allocator is not fork-safe")
+
     from conftest import open_kind
 
     (tmp_path / "c").mkdir()
