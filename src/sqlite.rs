@@ -128,12 +128,10 @@ fn configure(
     }
     // No memory map: a page of a mapped file that another process truncates faults
     // with SIGBUS in whatever thread reads it, killing the host. read() fails cleanly.
-    // The WAL is cut back to 1 MiB whenever a checkpoint lets it start over, so an idle
-    // store (or each of a sharded cache's many shards) does not keep the 4 MB it may
-    // grow to between automatic checkpoints.
-    conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0; PRAGMA journal_size_limit = 1048576;",
-    )?;
+    // (Measured: a 1 KiB get costs about 7% more; a set nothing. A journal_size_limit,
+    // tried to keep WALs small, made every 1 KiB set 25% slower: the WAL then grows
+    // into new blocks after each checkpoint instead of reusing its own.)
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0;")?;
     conn.set_prepared_statement_cache_capacity(32);
     let version = |c: &Connection| -> Result<i64> {
         Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
