@@ -85,14 +85,14 @@ static void test_lru(void) {
     CHECK_GET(c, "a", "1");                  /* b is now least recently used */
     CHECK_EQ(cache_set(c, K("d"), K("4"), CACHE_NO_TTL), CACHE_OK);
     CHECK_MISS(c, "b");
-    CHECK_EQ(cache_has(c, K("c")), CACHE_OK); /* a is now least recently used */
+    CHECK_EQ(cache_has(c, K("c")), CACHE_OK); /* a peek: c stays least recently used */
     CHECK_EQ(cache_set(c, K("e"), K("5"), CACHE_NO_TTL), CACHE_OK);
-    CHECK_MISS(c, "a");
+    CHECK_MISS(c, "c");
     uint8_t buf[8];
     size_t len = 0;
-    CHECK_EQ(cache_get_into(c, K("d"), buf, sizeof buf, &len), CACHE_OK); /* c is LRU */
+    CHECK_EQ(cache_get_into(c, K("d"), buf, sizeof buf, &len), CACHE_OK); /* a is LRU */
     CHECK_EQ(cache_set(c, K("f"), K("6"), CACHE_NO_TTL), CACHE_OK);
-    CHECK_MISS(c, "c");
+    CHECK_MISS(c, "a");
     uint64_t n = 0;
     CHECK_EQ(cache_len(c, &n), CACHE_OK);
     CHECK_EQ(n, 3);

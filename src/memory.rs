@@ -7,7 +7,7 @@
 //! an entry, no boxed key), and when the cache is bounded links them in an intrusive list
 //! from most to least recently used.
 //!
-//! Exact LRU across shards. Every touch (get, set) gives the entry a stamp from one
+//! Exact LRU across shards. Every touch (get, set; `has` is a peek) gives the entry a stamp from one
 //! counter per cache, taken under the shard's lock. An atomic's increments are totally
 //! ordered, and that order agrees with everything that happens before them in any
 //! thread (a join, a lock, a channel the program uses outside the cache), so a touch
@@ -638,15 +638,11 @@ impl Backend for MemoryCache {
         })
     }
 
+    /// A peek: the entry's recency is left as it is (the contract's clarification of
+    /// version 1, and the original InMemoryCache's `has`).
     fn has(&self, key: &[u8]) -> Result<bool> {
         let hash = self.hash(key);
-        self.with_shard(hash, |shard| {
-            let found = shard.lookup_live(hash, key);
-            if let Some(slot) = found {
-                shard.touch(slot);
-            }
-            Ok(found.is_some())
-        })
+        self.with_shard(hash, |shard| Ok(shard.lookup_live(hash, key).is_some()))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {

@@ -144,6 +144,12 @@ class CacheBase:
     def save(self):
         """Optional persistence hook. No-op unless overridden."""
 
+    def __bool__(self):
+        # A cache is a thing, not a container to test for emptiness: without this, an
+        # empty cache would be false (it has __len__), and Duck's `backend or DEFAULT`
+        # would silently replace a user's empty cache with the default.
+        return True
+
     def set(self, key, value, expiry=None):
         raise NotImplementedError(f"'set' is not implemented on {type(self).__name__}.")
 

@@ -370,3 +370,22 @@ def test_reads_of_every_size_and_nested_reads(cache):
     cache.set("outer", Nested("o" * 30_000))
     got = cache.get("outer")
     assert got.payload == "o" * 30_000 and got.inner == b"i" * 50_000
+
+
+def test_every_cache_is_true_even_when_empty(cache):
+    """Duck writes `cache_backend or DEFAULT`: an empty cache must not read as false."""
+    cache.clear()
+    assert len(cache) == 0
+    assert bool(cache) is True
+
+
+def test_has_is_a_peek(tmp_path):
+    """As the original InMemoryCache: has() does not make a key the most recent, so LRU
+    evicts the same key as the original does."""
+    c = duckcache.InMemoryCache(maxkeys=2)
+    c.set("a", 1)
+    c.set("b", 2)
+    assert c.has("a")
+    c.set("c", 3)  # evicts a, the least recently used, whatever has() asked
+    assert not c.has("a")
+    assert c.get("b") == 2 and c.get("c") == 3
