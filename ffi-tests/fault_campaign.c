@@ -9,7 +9,14 @@
  * - the handle is usable at once after the fault;
  * - at the end a new handle reads exactly the model, and the folder kind has no
  *   working folder left behind.
- * Usage: fault_campaign [OPS [SEED]]; the seed is printed so a failure replays. */
+ * Usage: fault_campaign [OPS [SEED]]; the seed is printed so a failure replays.
+ * To study a failure (the system calls of the sharded kind vary a little with timing,
+ * the other kinds replay exactly):
+ *   DUCKCACHE_FAULT_TRACE=K   print every operation on key K;
+ *   DUCKCACHE_FAULT_FROM=N    print every operation from operation N on;
+ *   DUCKCACHE_FAULT_WATCH=K   after each operation from N on, read key K and print it;
+ *   DUCKCACHE_FAULT_STOP=N    exit after operation N, leaving the store as it is;
+ *   DUCKCACHE_FAULT_LOG=1     print every injected fault. */
 #define _GNU_SOURCE
 #include "faults.h"
 #include "persistent.h"
@@ -76,6 +83,21 @@ static int identify(cache_status s, const cache_buf *b, int k) {
     return -3;
 }
 
+/* Which version (1..last) `b` holds, for failure reports; -3 if none. */
+static int version_of(const cache_buf *b, int last) {
+    for (int v = 1; v <= last; v++) {
+        size_t len = value_of(v, scratch);
+        if (b->len == len && memcmp(b->data, scratch, len) == 0) return v;
+    }
+    return -3;
+}
+
+/* DUCKCACHE_FAULT_TRACE=K prints every operation on key K (to replay a failure). */
+static int traced_key(void) {
+    const char *t = getenv("DUCKCACHE_FAULT_TRACE");
+    return t ? atoi(t) : -1;
+}
+
 /* With injection off: key k reads as one of its allowed states, which becomes the
  * model. */
 static void settle(cache_t *c, int k, const char *kind, uint64_t seed, long op) {
@@ -130,8 +152,11 @@ static void campaign(int kind_index, const char *base, long ops, uint64_t seed, 
         } else if (what < 65) { /* get */
             s = cache_get(c, K(key), &b);
             faults_arm(0);
-            if ((s == CACHE_OK || s == CACHE_NOT_FOUND) && identify(s, &b, k) != model[k])
+            if ((s == CACHE_OK || s == CACHE_NOT_FOUND) && identify(s, &b, k) != model[k]) {
+                fprintf(stderr, "get: status %d, %zu bytes, version %d; model %d\n", s, b.len,
+                        s == CACHE_OK ? version_of(&b, version) : ABSENT, model[k]);
                 fail(kind, seed, op, "get returned a wrong value", k, model[k]);
+            }
         } else if (what < 77) { /* pop */
             s = cache_pop(c, K(key), &b);
             faults_arm(0);
@@ -169,7 +194,23 @@ static void campaign(int kind_index, const char *base, long ops, uint64_t seed, 
                 CHECK_EQ(open(dir, &c), CACHE_OK);
             }
         }
+        if (k == traced_key() || (getenv("DUCKCACHE_FAULT_FROM") && op >= atol(getenv("DUCKCACHE_FAULT_FROM"))))
+            fprintf(stderr, "op %ld: what %u on key-%d: status %d; model %d alt %d (next version %d)\n", op, what,
+                    k, s, model[k], alt[k], version);
         cache_buf_free(&b);
+        if (getenv("DUCKCACHE_FAULT_STOP") && op == atol(getenv("DUCKCACHE_FAULT_STOP"))) {
+            fprintf(stderr, "stopped after op %ld in %s\n", op, dir);
+            _exit(3);
+        }
+        if (getenv("DUCKCACHE_FAULT_WATCH") && op >= (getenv("DUCKCACHE_FAULT_FROM") ? atol(getenv("DUCKCACHE_FAULT_FROM")) : 0)) {
+            char wk[16];
+            key_of(atoi(getenv("DUCKCACHE_FAULT_WATCH")), wk);
+            cache_buf w = {0};
+            cache_status ws = cache_get(c, K(wk), &w);
+            fprintf(stderr, "  after op %ld (what %u, status %d): watched key status %d version %d\n", op, what, s, ws,
+                    ws == CACHE_OK ? version_of(&w, version) : -1);
+            cache_buf_free(&w);
+        }
         if (s != CACHE_OK && s != CACHE_NOT_FOUND) {
             if (!is_fault_status(s)) fail(kind, seed, op, "unexpected status", k, s);
             failures++;

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -88,6 +89,8 @@ static void *fault_supervisor(void *arg) {
                     resp.flags = 0;
                     resp.error = -FAULT_CALLS[i].errors[fault_next() % 2];
                     faults.injected++;
+                    if (getenv("DUCKCACHE_FAULT_LOG"))
+                        fprintf(stderr, "    injected %s -> %s\n", FAULT_CALLS[i].name, strerror(-resp.error));
                 }
             }
         }

@@ -66,6 +66,9 @@ struct OpenShards {
     max_open: usize,
     open: HashMap<i64, OpenShard>,
     uses: u64,
+    /// Shards the current write transaction drops from the index: their folders go
+    /// after it commits.
+    unlisted: Vec<i64>,
 }
 
 struct OpenShard {
@@ -136,11 +139,13 @@ impl OpenShards {
         self.get(id, false).map(Some)
     }
 
-    /// Closes the shard `id` if it is open, without saving it (it is being removed).
-    fn forget(&mut self, id: i64) {
+    /// Closes the shard `id` if it is open, without saving it, and removes its folder
+    /// (best effort: a folder left behind is swept at the next open).
+    fn remove_folder(&mut self, id: i64) {
         if let Some(shard) = self.open.remove(&id) {
             let _ = shard.cache.close();
         }
+        let _ = std::fs::remove_dir_all(shard_dir(&self.dir, id));
     }
 
     fn close_least_recent(&mut self) -> Result<()> {
@@ -197,9 +202,14 @@ impl State {
         // Best effort: a copy that cannot be removed now is tried again later, and is
         // never returned meanwhile.
         let _ = remove_stale(&tx, shards, STALE_PER_WRITE);
-        let r = f(&tx, shards)?;
-        tx.commit()?;
-        Ok(r)
+        let done = f(&tx, shards).and_then(|r| Ok(tx.commit().map(|()| r)?));
+        let unlisted = std::mem::take(&mut shards.unlisted);
+        if done.is_ok() {
+            for id in unlisted {
+                shards.remove_folder(id);
+            }
+        }
+        done
     }
 
     /// Fails with a stale-connection error when `index.db` is no longer the file this
@@ -343,16 +353,13 @@ fn compact_into(
 
 /// Removes the shards older than the newest where no key is placed: their folders, and
 /// their stale copies, which nothing can reach.
+/// Only their rows go here: the folders are removed once this transaction has
+/// committed (a folder removed before a commit that then fails would take with it the
+/// keys the index still places there).
 fn remove_empty_shards(tx: &Transaction, shards: &mut OpenShards) -> Result<()> {
     for id in index::empty_old_shards(tx)? {
-        shards.forget(id);
-        let dir = shard_dir(&shards.dir, id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(e, "cannot remove empty shard", &dir)),
-        }
         index::drop_shard(tx, id)?;
+        shards.unlisted.push(id);
     }
     Ok(())
 }
@@ -398,6 +405,7 @@ impl ShardedCache {
                         max_open: max_open as usize,
                         open: HashMap::new(),
                         uses: 0,
+                        unlisted: Vec::new(),
                     },
                     stats: Stats::default(),
                 }),
@@ -406,7 +414,21 @@ impl ShardedCache {
         };
         // Best effort: a copy that cannot be removed now is never returned, and later
         // writes try again.
-        let _ = cache.state.lock().remove_all_stale();
+        let mut state = cache.state.lock();
+        let _ = state.remove_all_stale();
+        // Best effort too: folders of shards the index dropped whose removal a crash or
+        // an I/O error interrupted.
+        let _ = state.write(|tx, shards| {
+            let listed = index::shard_ids(tx)?;
+            let newest = listed.last().copied().unwrap_or(0);
+            for id in shards_on_disk(&shards.dir)? {
+                if id < newest && listed.binary_search(&id).is_err() {
+                    shards.unlisted.push(id);
+                }
+            }
+            Ok(())
+        });
+        drop(state);
         Ok(cache)
     }
 
