@@ -187,8 +187,17 @@ static void campaign(int kind_index, const char *base, long ops, uint64_t seed, 
         } else { /* a new handle, opened under faults */
             cache_free(c);
             c = NULL;
+            if (getenv("DUCKCACHE_FAULT_STOP") && op == atol(getenv("DUCKCACHE_FAULT_STOP"))) {
+                faults_arm(0);
+                fprintf(stderr, "stopped after the close of op %ld in %s\n", op, dir);
+                _exit(3);
+            }
             s = open(dir, &c);
             faults_arm(0);
+            if (getenv("DUCKCACHE_FAULT_STOP_OPEN") && op == atol(getenv("DUCKCACHE_FAULT_STOP_OPEN"))) {
+                fprintf(stderr, "stopped after the open of op %ld (status %d) in %s\n", op, s, dir);
+                _exit(3);
+            }
             if (s != CACHE_OK) {
                 if (!is_fault_status(s)) fail(kind, seed, op, "open failed with an unexpected status", k, s);
                 CHECK_EQ(open(dir, &c), CACHE_OK);
