@@ -406,23 +406,33 @@ static void run_lru_threads(void *arg) {
 
 /* ---- nested closes from callbacks with one worker ---- */
 
+/* A callback that closes another handle. With `started` set, it first waits (up to
+ * 5 s) until the other closer's callback has started too, so both run at once. */
 typedef struct {
     cache_t *other;
     cache_status closed;
+    volatile int *started;
     volatile int done;
 } closer_t;
 
 static void close_other(void *user, cache_status status, const uint8_t *v, size_t n) {
     (void)status, (void)v, (void)n;
     closer_t *cl = user;
+    if (cl->started) {
+        __atomic_add_fetch(cl->started, 1, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < 5000 && __atomic_load_n(cl->started, __ATOMIC_SEQ_CST) < 2; i++) sleep_ms(1);
+    }
     cl->closed = cache_close(cl->other);
     __atomic_store_n(&cl->done, 1, __ATOMIC_RELEASE);
 }
 
 /* cache_free must not race with other calls on the handle (the contract): wait until
- * every callback that closes another handle has returned from that close. */
-static void wait_done(volatile int *done) {
-    while (!__atomic_load_n(done, __ATOMIC_ACQUIRE)) sleep_ms(1);
+ * both closers have returned from their close, then free both handles. */
+static void free_after_closers(cache_t *a, cache_t *b, closer_t *x, closer_t *y) {
+    while (!__atomic_load_n(&x->done, __ATOMIC_ACQUIRE) || !__atomic_load_n(&y->done, __ATOMIC_ACQUIRE))
+        sleep_ms(1);
+    cache_free(a);
+    cache_free(b);
 }
 
 static void wait_gate(void *user, cache_status status, const uint8_t *v, size_t n) {
@@ -441,37 +451,18 @@ static void run_nested_close(void *arg) {
         cache_t *a = NULL, *b = NULL;
         CHECK_EQ(cache_open_memory(0, &a), CACHE_OK);
         CHECK_EQ(cache_open_memory(0, &b), CACHE_OK);
-        closer_t in_b = {a, 99, 0}, in_a = {b, 99, 0};
+        closer_t in_b = {a, 99, NULL, 0}, in_a = {b, 99, NULL, 0};
         volatile int gate = 0;
         CHECK_EQ(cache_get_async(b, K("gate"), wait_gate, (void *)&gate), CACHE_OK);
         CHECK_EQ(cache_set_async(b, K("k"), K("v"), CACHE_NO_TTL, close_other, &in_b), CACHE_OK);
         CHECK_EQ(cache_set_async(a, K("k"), K("v"), CACHE_NO_TTL, close_other, &in_a), CACHE_OK);
         gate = 1;
-        wait_done(&in_a.done);
-        wait_done(&in_b.done);
-        cache_free(a);
-        cache_free(b);
+        free_after_closers(a, b, &in_a, &in_b);
         /* Both callbacks ran; a close from inside a callback of the handle's own
          * (nested) queue answers BUSY rather than waiting for itself. */
         CHECK(in_b.closed == CACHE_OK || in_b.closed == CACHE_ERR_BUSY);
         CHECK(in_a.closed == CACHE_OK || in_a.closed == CACHE_ERR_BUSY);
     }
-}
-
-typedef struct {
-    cache_t *other;
-    cache_status closed;
-    volatile int *started;
-    volatile int done;
-} cross_t;
-
-static void close_other_when_both_run(void *user, cache_status status, const uint8_t *v, size_t n) {
-    (void)status, (void)v, (void)n;
-    cross_t *x = user;
-    __atomic_add_fetch(x->started, 1, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < 5000 && __atomic_load_n(x->started, __ATOMIC_SEQ_CST) < 2; i++) sleep_ms(1);
-    x->closed = cache_close(x->other);
-    __atomic_store_n(&x->done, 1, __ATOMIC_RELEASE);
 }
 
 /* Two workers: A's callback and B's callback run at once and each closes the other's
@@ -484,13 +475,10 @@ static void run_cross_close(void *arg) {
         CHECK_EQ(cache_open_memory(0, &a), CACHE_OK);
         CHECK_EQ(cache_open_memory(0, &b), CACHE_OK);
         volatile int started = 0;
-        cross_t in_a = {b, 99, &started, 0}, in_b = {a, 99, &started, 0};
-        CHECK_EQ(cache_set_async(a, K("k"), K("v"), CACHE_NO_TTL, close_other_when_both_run, &in_a), CACHE_OK);
-        CHECK_EQ(cache_set_async(b, K("k"), K("v"), CACHE_NO_TTL, close_other_when_both_run, &in_b), CACHE_OK);
-        wait_done(&in_a.done);
-        wait_done(&in_b.done);
-        cache_free(a);
-        cache_free(b);
+        closer_t in_a = {b, 99, &started, 0}, in_b = {a, 99, &started, 0};
+        CHECK_EQ(cache_set_async(a, K("k"), K("v"), CACHE_NO_TTL, close_other, &in_a), CACHE_OK);
+        CHECK_EQ(cache_set_async(b, K("k"), K("v"), CACHE_NO_TTL, close_other, &in_b), CACHE_OK);
+        free_after_closers(a, b, &in_a, &in_b);
         CHECK(in_a.closed == CACHE_OK || in_a.closed == CACHE_ERR_BUSY);
         CHECK(in_b.closed == CACHE_OK || in_b.closed == CACHE_ERR_BUSY);
         CHECK(in_a.closed == CACHE_ERR_BUSY || in_b.closed == CACHE_ERR_BUSY);

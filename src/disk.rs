@@ -39,7 +39,7 @@ pub fn sync_path(path: &Path) -> Result<()> {
                 .metadata()
                 .map_err(|e| Error::io(e, "cannot stat", path))?;
             if !meta.is_dir() {
-                check_regular(&meta, path)?;
+                check_regular(&meta, path, ErrorKind::Io)?;
             }
             f.sync_all().map_err(|e| Error::io(e, "cannot sync", path))
         }
@@ -64,24 +64,26 @@ pub fn create_regular_file(path: &Path) -> Result<()> {
     let meta = file
         .metadata()
         .map_err(|e| Error::io(e, "cannot stat", path))?;
-    check_regular(&meta, path)
+    check_regular(&meta, path, ErrorKind::Io)
 }
 
 /// A file that exists at `path` must be a regular file (a missing one is fine).
 pub fn refuse_non_regular(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) => check_regular(&meta, path),
+        Ok(meta) => check_regular(&meta, path, ErrorKind::Io),
         Err(e) if e.kind() == IoKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(e, "cannot stat", path)),
     }
 }
 
-fn check_regular(meta: &fs::Metadata, path: &Path) -> Result<()> {
+/// Anything but a regular file at `path` is an error of `kind` (`Io` where the store's
+/// own files are concerned, `Corrupt` for an entry's data).
+fn check_regular(meta: &fs::Metadata, path: &Path, kind: ErrorKind) -> Result<()> {
     if meta.file_type().is_file() {
         return Ok(());
     }
     Err(Error::new(
-        ErrorKind::Io,
+        kind,
         format!("{} is not a regular file", path.display()),
     ))
 }
@@ -107,12 +109,7 @@ pub(crate) fn open_regular_at(dir: BorrowedFd, name: &str, path: &Path) -> Resul
     let meta = file
         .metadata()
         .map_err(|e| Error::io(e, "cannot stat", path))?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!("{} is not a regular file", path.display()),
-        ));
-    }
+    check_regular(&meta, path, ErrorKind::Corrupt)?;
     Ok(Some(file))
 }
 
@@ -154,6 +151,22 @@ pub(crate) fn read_regular_at(
         return Err(wrong_len(buf.len() as u64, "changed while read to"));
     }
     Ok(Some(buf))
+}
+
+/// Names in the directory `dir` (`.` and `..` left out, names that are not UTF-8
+/// skipped); `path` names it in errors.
+pub(crate) fn list_at(dir: BorrowedFd, path: &Path) -> Result<Vec<String>> {
+    let entries = rfs::Dir::read_from(dir).map_err(|e| Error::io(e.into(), "cannot list", path))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(e.into(), "cannot list", path))?;
+        if let Ok(name) = entry.file_name().to_str() {
+            if name != "." && name != ".." {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// fsync of the file `name` in `dir` (a missing one is fine), opened as

@@ -101,18 +101,7 @@ impl Values {
 
     /// Names of every file in the values directory (for a full cleanup pass).
     pub fn list(&self) -> Result<Vec<String>> {
-        let dir = rfs::Dir::read_from(&self.fd)
-            .map_err(|e| Error::io(e.into(), "cannot list", &self.path))?;
-        let mut names = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(|e| Error::io(e.into(), "cannot list", &self.path))?;
-            if let Ok(name) = entry.file_name().to_str() {
-                if name != "." && name != ".." {
-                    names.push(name.to_owned());
-                }
-            }
-        }
-        Ok(names)
+        disk::list_at(self.fd.as_fd(), &self.path)
     }
 
     /// Reads a value file that a row names; its absence is damage.

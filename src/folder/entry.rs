@@ -360,17 +360,7 @@ impl Root {
 
     /// Names in the directory.
     pub fn list(&self) -> Result<Vec<String>> {
-        let dir = rfs::Dir::read_from(&self.fd).map_err(|e| self.error(e, "cannot list", ""))?;
-        let mut names = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(|e| self.error(e, "cannot list", ""))?;
-            if let Ok(name) = entry.file_name().to_str() {
-                if name != "." && name != ".." {
-                    names.push(name.to_owned());
-                }
-            }
-        }
-        Ok(names)
+        crate::disk::list_at(self.fd.as_fd(), &self.path)
     }
 
     /// True when the working folder `name` was last changed longer ago than `age`.
