@@ -97,10 +97,11 @@ pub(crate) fn open(
             "SQLite could open it only read-only (cannot open it for writing)",
         )));
     }
+    keep_wal_on_close(&conn).map_err(with_path)?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        match configure(&mut conn, schema, &on_create) {
+        match configure(&mut conn, schema, &on_create).and_then(|()| probe_writable(&mut conn)) {
             Err(e) if e.kind() == ErrorKind::Busy && started.elapsed() < BUSY_TIMEOUT => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
@@ -108,6 +109,28 @@ pub(crate) fn open(
             r => return r.map(|()| conn).map_err(with_path),
         }
     }
+}
+
+/// Tells SQLite not to checkpoint, and so never to delete the WAL, when this connection
+/// closes.
+///
+/// A close checkpoints and, when that succeeds, deletes the WAL. Under I/O faults a
+/// connection whose `-shm` setup failed could believe a checkpoint succeeded that copied
+/// nothing, and its close then deleted a WAL holding acknowledged commits (found by the
+/// fault campaign). Kept, the WAL is replayed by the next connection that opens it;
+/// checkpoints still run as the WAL grows and at every [`sync`].
+fn keep_wal_on_close(conn: &Connection) -> Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    Ok(())
+}
+
+/// Refuses a connection that cannot write. When SQLite cannot open `-shm` read-write
+/// (a transient fault) it silently falls back to a read-only `-shm`: such a connection
+/// reads the WAL without the shared index, can see an older state, and fails every write.
+/// Taking the write lock once shows it before anything is read or written.
+fn probe_writable(conn: &mut Connection) -> Result<()> {
+    immediate(conn)?.rollback()?;
+    Ok(())
 }
 
 /// Pragmas, then the schema only when it is not there yet.
