@@ -4,6 +4,17 @@
  *
  * Every function returning cache_status may be called from any thread. A failing call
  * leaves a message for cache_last_error on the calling thread.
+ *
+ * Pointer rules, for every function (a NULL where a value is needed is refused with
+ * CACHE_ERR_INVALID_ARG, never dereferenced):
+ * - a cache_t * is NULL or a handle from an open function, not yet freed;
+ * - a (pointer, length) pair is NULL with length 0, or that many readable bytes (writable
+ *   for a caller's buffer) valid for the call;
+ * - an out-parameter is NULL or valid for writes of its type;
+ * - a path is NULL or a NUL-terminated string;
+ * - a callback is NULL or a function of its declared type; its user_data may be used on
+ *   a library thread;
+ * - cache_free and cache_buf_free receive what the library handed out, once.
  */
 
 #ifndef DUCKCACHE_H
@@ -103,10 +114,6 @@ extern "C" {
 // Queues a set; the callback gets what cache_set would return. Key and value are
 // copied before the call returns. CACHE_OK means queued; any other status means not
 // queued, and the callback never runs. `cb` may be NULL.
-//
-// # Safety
-// `c` NULL or a live handle; `key`/`value` NULL or `key_len`/`value_len` readable bytes;
-// `cb` NULL or a function of the cache_callback signature.
 cache_status cache_set_async(struct cache_t *c,
                              const uint8_t *key,
                              size_t key_len,
@@ -117,9 +124,6 @@ cache_status cache_set_async(struct cache_t *c,
                              void *user_data);
 
 // As cache_set_async, storing `flags` with the entry (see cache_set_flagged).
-//
-// # Safety
-// As for cache_set_async.
 cache_status cache_set_flagged_async(struct cache_t *c,
                                      const uint8_t *key,
                                      size_t key_len,
@@ -131,9 +135,6 @@ cache_status cache_set_flagged_async(struct cache_t *c,
                                      void *user_data);
 
 // Queues a get; the callback gets CACHE_OK with the value, or CACHE_NOT_FOUND.
-//
-// # Safety
-// As for cache_set_async.
 cache_status cache_get_async(struct cache_t *c,
                              const uint8_t *key,
                              size_t key_len,
@@ -141,9 +142,6 @@ cache_status cache_get_async(struct cache_t *c,
                              void *user_data);
 
 // As cache_get_async; the callback also gets the entry's flags word.
-//
-// # Safety
-// As for cache_set_async; `cb` NULL or a function of the cache_flagged_callback signature.
 cache_status cache_get_flagged_async(struct cache_t *c,
                                      const uint8_t *key,
                                      size_t key_len,
@@ -152,9 +150,6 @@ cache_status cache_get_flagged_async(struct cache_t *c,
 
 // Queues a pop; the callback gets CACHE_OK with the value (exactly one of any number of
 // concurrent pops of a key does), or CACHE_NOT_FOUND.
-//
-// # Safety
-// As for cache_set_async.
 cache_status cache_pop_async(struct cache_t *c,
                              const uint8_t *key,
                              size_t key_len,
@@ -162,9 +157,6 @@ cache_status cache_pop_async(struct cache_t *c,
                              void *user_data);
 
 // As cache_pop_async; the callback also gets the entry's flags word.
-//
-// # Safety
-// As for cache_get_flagged_async.
 cache_status cache_pop_flagged_async(struct cache_t *c,
                                      const uint8_t *key,
                                      size_t key_len,
@@ -172,9 +164,6 @@ cache_status cache_pop_flagged_async(struct cache_t *c,
                                      void *user_data);
 
 // Queues a delete; the callback gets CACHE_OK whether or not the key was present.
-//
-// # Safety
-// As for cache_set_async.
 cache_status cache_delete_async(struct cache_t *c,
                                 const uint8_t *key,
                                 size_t key_len,
@@ -182,9 +171,6 @@ cache_status cache_delete_async(struct cache_t *c,
                                 void *user_data);
 
 // Queues a clear; the callback gets what cache_clear would return.
-//
-// # Safety
-// `c` NULL or a live handle; `cb` NULL or a function of the cache_callback signature.
 cache_status cache_clear_async(struct cache_t *c, cache_callback cb, void *user_data);
 
 // The library version, "MAJOR.MINOR.PATCH". Static; never free it.
@@ -203,9 +189,6 @@ size_t cache_last_error(char *buf, size_t cap);
 
 // Opens an in-memory cache with exact LRU order and per-entry TTL.
 // max_keys 0 = unbounded. Writes *out only on CACHE_OK.
-//
-// # Safety
-// `out` must be NULL or valid for writes.
 cache_status cache_open_memory(uint64_t max_keys, struct cache_t **out);
 
 // Opens (creating when needed, with parents) the persistent cache stored in `dir`: one
@@ -213,9 +196,6 @@ cache_status cache_open_memory(uint64_t max_keys, struct cache_t **out);
 // bytes of keys and values (0 = unlimited); a set that would pass it removes expired
 // entries first, then the least recently stored. A path that is not a directory gives
 // CACHE_ERR_IO; a damaged store CACHE_ERR_CORRUPT. Writes *out only on CACHE_OK.
-//
-// # Safety
-// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
 cache_status cache_open_file(const char *dir, uint64_t size_limit, struct cache_t **out);
 
 // Opens (creating when needed, with parents) the sharded persistent cache in `dir`:
@@ -224,9 +204,6 @@ cache_status cache_open_file(const char *dir, uint64_t size_limit, struct cache_
 // shards there are. shard_size_limit bounds the bytes of keys and values per shard
 // (0 = 1,000,000,000); an entry larger gives CACHE_ERR_TOO_LARGE. max_open_shards
 // bounds the shard stores open at once (0 = 128). Writes *out only on CACHE_OK.
-//
-// # Safety
-// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
 cache_status cache_open_sharded(const char *dir,
                                 uint64_t shard_size_limit,
                                 uint32_t max_open_shards,
@@ -237,18 +214,11 @@ cache_status cache_open_sharded(const char *dir,
 // `meta`, the full key and expiry), named by a reversible encoding that keeps every key
 // inside `dir`; symbolic links in `dir` are never followed. At most max_open operations
 // of the handle touch the disk at once (0 = 128). Writes *out only on CACHE_OK.
-//
-// # Safety
-// `dir` must be NULL or a NUL-terminated string; `out` NULL or valid for writes.
 cache_status cache_open_folder(const char *dir, uint32_t max_open, struct cache_t **out);
 
 // Stores a copy of `value` under `key`, replacing any earlier value and TTL.
 // ttl_seconds: < 0 never expires (CACHE_NO_TTL), +inf never expires, 0 expires at once
 // (a later get misses), NaN -> CACHE_ERR_INVALID_ARG.
-//
-// # Safety
-// `c` must be NULL or a live handle; `key`/`value` must be NULL or point to
-// `key_len`/`value_len` readable bytes.
 cache_status cache_set(struct cache_t *c,
                        const uint8_t *key,
                        size_t key_len,
@@ -259,10 +229,6 @@ cache_status cache_set(struct cache_t *c,
 // Looks `key` up. CACHE_OK: `out` holds a copy of the value, to free with
 // cache_buf_free (out->data may be NULL when len is 0). CACHE_NOT_FOUND: `out` is set
 // to {NULL, 0}. Makes the key the most recently used.
-//
-// # Safety
-// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes; `out`
-// NULL or writable.
 cache_status cache_get(struct cache_t *c,
                        const uint8_t *key,
                        size_t key_len,
@@ -271,9 +237,6 @@ cache_status cache_get(struct cache_t *c,
 // As cache_set, storing the 32-bit `flags` word with the entry. The library never
 // interprets it; cache_get_flagged and cache_pop_flagged return it (cache_get and
 // cache_set ignore it and store 0). Bindings use it to record how a value was encoded.
-//
-// # Safety
-// As cache_set.
 cache_status cache_set_flagged(struct cache_t *c,
                                const uint8_t *key,
                                size_t key_len,
@@ -284,9 +247,6 @@ cache_status cache_set_flagged(struct cache_t *c,
 
 // As cache_get, also writing the entry's flags word to `*flags` when `flags` is not
 // NULL (0 on CACHE_NOT_FOUND).
-//
-// # Safety
-// As cache_get; `flags` NULL or writable.
 cache_status cache_get_flagged(struct cache_t *c,
                                const uint8_t *key,
                                size_t key_len,
@@ -294,9 +254,6 @@ cache_status cache_get_flagged(struct cache_t *c,
                                uint32_t *flags);
 
 // As cache_pop, also writing the entry's flags word as cache_get_flagged does.
-//
-// # Safety
-// As cache_get_flagged.
 cache_status cache_pop_flagged(struct cache_t *c,
                                const uint8_t *key,
                                size_t key_len,
@@ -306,10 +263,6 @@ cache_status cache_pop_flagged(struct cache_t *c,
 // Copies the value of `key` into the caller's buffer of `cap` bytes. Writes
 // *value_len on CACHE_OK and on CACHE_ERR_BUFFER_TOO_SMALL (then nothing is copied and
 // *value_len is the size needed).
-//
-// # Safety
-// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes; `buf`
-// NULL or `cap` writable bytes; `value_len` NULL or writable.
 cache_status cache_get_into(struct cache_t *c,
                             const uint8_t *key,
                             size_t key_len,
@@ -320,9 +273,6 @@ cache_status cache_get_into(struct cache_t *c,
 // As cache_get_into, also writing the entry's flags word to `*flags` (when not NULL)
 // whenever it writes *value_len. With a buffer reused across calls this is the
 // cheapest read: one call, no allocation (the Python binding's get).
-//
-// # Safety
-// As cache_get_into; `flags` NULL or writable.
 cache_status cache_get_into_flagged(struct cache_t *c,
                                     const uint8_t *key,
                                     size_t key_len,
@@ -333,9 +283,6 @@ cache_status cache_get_into_flagged(struct cache_t *c,
 
 // Atomic read-and-remove: of any number of threads or processes popping the same key,
 // exactly one gets CACHE_OK. `out` as for cache_get.
-//
-// # Safety
-// As cache_get.
 cache_status cache_pop(struct cache_t *c,
                        const uint8_t *key,
                        size_t key_len,
@@ -343,62 +290,35 @@ cache_status cache_pop(struct cache_t *c,
 
 // CACHE_OK when `key` holds a live entry, CACHE_NOT_FOUND otherwise. Makes the key
 // the most recently used.
-//
-// # Safety
-// `c` must be NULL or a live handle; `key` NULL or `key_len` readable bytes.
 cache_status cache_has(struct cache_t *c, const uint8_t *key, size_t key_len);
 
 // Removes `key`. CACHE_OK whether or not it was present.
-//
-// # Safety
-// As cache_has.
 cache_status cache_delete(struct cache_t *c, const uint8_t *key, size_t key_len);
 
 // Removes every entry.
-//
-// # Safety
-// `c` must be NULL or a live handle.
 cache_status cache_clear(struct cache_t *c);
 
 // Writes the number of entries that have not expired to *out.
-//
-// # Safety
-// `c` must be NULL or a live handle; `out` NULL or writable.
 cache_status cache_len(struct cache_t *c, uint64_t *out);
 
 // Writes the handle's counters and current size to *out.
-//
-// # Safety
-// `c` must be NULL or a live handle; `out` NULL or writable.
 cache_status cache_get_stats(struct cache_t *c, struct cache_stats *out);
 
 // Makes everything written so far durable (value files and the SQLite journal are
 // synced to disk); a no-op in memory.
-//
-// # Safety
-// `c` must be NULL or a live handle.
 cache_status cache_save(struct cache_t *c);
 
 // Flushes and releases files and memory. Idempotent; the handle stays valid and every
 // later call on it returns CACHE_ERR_CLOSED. Free it with cache_free.
-//
-// # Safety
-// `c` must be NULL or a live handle.
 cache_status cache_close(struct cache_t *c);
 
 // Closes the handle if needed and frees it, after its queued async operations have run.
 // Called from inside one of the handle's own callbacks, it returns at once and the free
 // happens when the queue is empty. NULL is a no-op. Must not race with other calls on
 // the same handle.
-//
-// # Safety
-// `c` must be NULL or a live handle, not used again afterwards.
 void cache_free(struct cache_t *c);
 
 // Frees buf->data and zeroes `buf`. NULL or a zeroed buf is a no-op.
-//
-// # Safety
-// `buf` must be NULL or point to a cache_buf filled by this library (or zeroed).
 void cache_buf_free(struct cache_buf *buf);
 
 #ifdef __cplusplus

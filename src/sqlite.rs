@@ -92,12 +92,12 @@ pub(crate) fn open(
     let with_path = |e: Error| Error::new(e.kind(), format!("{}: {}", path.display(), e.message()));
     let mut conn = Connection::open_with_flags(path, flags).map_err(|e| with_path(e.into()))?;
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        discard(conn);
         return Err(with_path(Error::new(
             ErrorKind::Io,
             "SQLite could open it only read-only (cannot open it for writing)",
         )));
     }
-    keep_wal_on_close(&conn).map_err(with_path)?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -106,22 +106,27 @@ pub(crate) fn open(
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            r => return r.map(|()| conn).map_err(with_path),
+            Ok(()) => return Ok(conn),
+            Err(e) => {
+                discard(conn);
+                return Err(with_path(e));
+            }
         }
     }
 }
 
-/// Tells SQLite not to checkpoint, and so never to delete the WAL, when this connection
-/// closes.
+/// Closes a connection that failed, without the checkpoint a close normally runs.
 ///
-/// A close checkpoints and, when that succeeds, deletes the WAL. Under I/O faults a
-/// connection whose `-shm` setup failed could believe a checkpoint succeeded that copied
+/// A close checkpoints and, when that succeeds, deletes the WAL. A connection whose
+/// `-shm` setup failed under I/O faults can believe a checkpoint succeeded that copied
 /// nothing, and its close then deleted a WAL holding acknowledged commits (found by the
-/// fault campaign). Kept, the WAL is replayed by the next connection that opens it;
-/// checkpoints still run as the WAL grows and at every [`sync`].
-fn keep_wal_on_close(conn: &Connection) -> Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-    Ok(())
+/// fault campaign). Kept, the WAL is replayed by the next connection that opens it.
+pub(crate) fn discard(conn: Connection) {
+    let _ = conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    );
+    let _ = conn.close();
 }
 
 /// Refuses a connection that cannot write. When SQLite cannot open `-shm` read-write

@@ -4,12 +4,13 @@
 //! caller's callback on the worker thread. A failed job also leaves its message for
 //! `cache_last_error` on that thread, so a callback can ask for the detail.
 
-use super::args;
 use super::boundary::{boundary, Failure};
 use super::handle::cache_t;
+use super::macros::{exported, function_name};
 use super::types::cache_status::{self, *};
+use super::values::copy_visited;
 use crate::backend::{Backend, Visit};
-use crate::error::{try_copy, Result};
+use crate::error::Result;
 use crate::ttl::Ttl;
 use std::ffi::c_void;
 
@@ -57,6 +58,20 @@ struct Callback {
 unsafe impl Send for Callback {}
 
 impl Callback {
+    fn plain(cb: cache_callback, user_data: *mut c_void) -> Self {
+        Callback {
+            cb: CallbackFn::Plain(cb),
+            user_data,
+        }
+    }
+
+    fn flagged(cb: cache_flagged_callback, user_data: *mut c_void) -> Self {
+        Callback {
+            cb: CallbackFn::Flagged(cb),
+            user_data,
+        }
+    }
+
     /// Calls back with `value` (NULL/0 when empty, as for operations without a value).
     fn call(self, status: cache_status, value: &[u8], flags: u32) {
         let ptr = if value.is_empty() {
@@ -78,8 +93,8 @@ impl Callback {
 /// What a job computes: the status, and for get and pop the value and its flags.
 type Outcome = (cache_status, Option<(Vec<u8>, u32)>);
 
-/// Queues `op` on the handle `c`; the callback gets its outcome. Refused (and never
-/// called back) when the handle is closed.
+/// Queues `op` on the handle `c`; the callback gets its outcome, and a failure's message
+/// is recorded under `function`. Refused (and never called back) when the handle is closed.
 fn submit(
     c: &cache_t,
     function: &'static str,
@@ -106,55 +121,36 @@ fn submit(
 
 /// A get-like call's outcome: OK with a copy of the value and its flags, or NOT_FOUND.
 fn value_outcome(call: impl FnOnce(&mut Visit) -> Result<bool>) -> Result<Outcome, Failure> {
-    let mut copied = None;
-    if !call(&mut |value, flags| copied = Some(try_copy(value).map(|v| (v, flags))))? {
-        return Ok((CACHE_NOT_FOUND, None));
-    }
-    let found = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))??;
-    Ok((CACHE_OK, Some(found)))
+    Ok(match copy_visited(call)? {
+        Some(found) => (CACHE_OK, Some(found)),
+        None => (CACHE_NOT_FOUND, None),
+    })
 }
 
-/// A get-like operation on a key, for the `_async` and `_flagged_async` functions.
-fn get_outcome(b: &dyn Backend, key: &[u8]) -> Result<Outcome, Failure> {
-    value_outcome(|visit| b.get_flagged(key, visit))
+/// An operation without a value to hand back: CACHE_OK once it has run.
+fn done(result: Result<()>) -> Result<Outcome, Failure> {
+    result?;
+    Ok((CACHE_OK, None))
 }
 
-/// A pop-like operation on a key, as `get_outcome`.
-fn pop_outcome(b: &dyn Backend, key: &[u8]) -> Result<Outcome, Failure> {
-    value_outcome(|visit| b.pop_flagged(key, visit))
-}
-
-/// The body of the async functions that take a key and nothing else: checks and copies
-/// the arguments, then queues `op` on the key.
-///
-/// # Safety
-/// As for the exported functions: `c` NULL or a live handle; `key` NULL or `key_len`
-/// readable bytes.
-unsafe fn submit_keyed(
+/// The body of the set functions: checks the TTL, then queues the set of the copies.
+fn queue_set(
+    c: &cache_t,
     function: &'static str,
-    c: *mut cache_t,
-    key: *const u8,
-    key_len: usize,
-    cb: CallbackFn,
-    user_data: *mut c_void,
-    op: fn(&dyn Backend, &[u8]) -> Result<Outcome, Failure>,
-) -> cache_status {
-    boundary(function, || {
-        let handle = unsafe { args::handle(c) }?;
-        let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
-        submit(handle, function, Callback { cb, user_data }, move |b| {
-            op(b, &key)
-        })
+    (key, value): (Vec<u8>, Vec<u8>),
+    ttl_seconds: f64,
+    flags: u32,
+    callback: Callback,
+) -> Result<cache_status, Failure> {
+    let ttl = Ttl::from_seconds(ttl_seconds)?;
+    submit(c, function, callback, move |b| {
+        done(b.set_flagged(&key, &value, ttl, flags))
     })
 }
 
 /// Queues a set; the callback gets what cache_set would return. Key and value are
 /// copied before the call returns. CACHE_OK means queued; any other status means not
 /// queued, and the callback never runs. `cb` may be NULL.
-///
-/// # Safety
-/// `c` NULL or a live handle; `key`/`value` NULL or `key_len`/`value_len` readable bytes;
-/// `cb` NULL or a function of the cache_callback signature.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cache_set_async(
@@ -167,43 +163,13 @@ pub unsafe extern "C" fn cache_set_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    let entry = (key, key_len, value, value_len);
-    let callback = Callback {
-        cb: CallbackFn::Plain(cb),
-        user_data,
-    };
-    unsafe { submit_set("cache_set_async", c, entry, ttl_seconds, 0, callback) }
-}
-
-/// The body of the set functions: checks and copies the arguments, then queues the set.
-///
-/// # Safety
-/// As for cache_set_async; `entry` is (key, key_len, value, value_len).
-unsafe fn submit_set(
-    function: &'static str,
-    c: *mut cache_t,
-    entry: (*const u8, usize, *const u8, usize),
-    ttl_seconds: f64,
-    flags: u32,
-    callback: Callback,
-) -> cache_status {
-    let (key, key_len, value, value_len) = entry;
-    boundary(function, || {
-        let handle = unsafe { args::handle(c) }?;
-        let key = try_copy(unsafe { args::bytes(key, key_len, "key") }?)?;
-        let value = try_copy(unsafe { args::bytes(value, value_len, "value") }?)?;
-        let ttl = Ttl::from_seconds(ttl_seconds)?;
-        submit(handle, function, callback, move |b| {
-            b.set_flagged(&key, &value, ttl, flags)?;
-            Ok((CACHE_OK, None))
-        })
+    exported!(handle c, owned key[key_len], owned value[value_len] => {
+        let callback = Callback::plain(cb, user_data);
+        queue_set(c, function_name!(), (key, value), ttl_seconds, 0, callback)
     })
 }
 
 /// As cache_set_async, storing `flags` with the entry (see cache_set_flagged).
-///
-/// # Safety
-/// As for cache_set_async.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cache_set_flagged_async(
@@ -217,27 +183,13 @@ pub unsafe extern "C" fn cache_set_flagged_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    let entry = (key, key_len, value, value_len);
-    let callback = Callback {
-        cb: CallbackFn::Plain(cb),
-        user_data,
-    };
-    unsafe {
-        submit_set(
-            "cache_set_flagged_async",
-            c,
-            entry,
-            ttl_seconds,
-            flags,
-            callback,
-        )
-    }
+    exported!(handle c, owned key[key_len], owned value[value_len] => {
+        let callback = Callback::plain(cb, user_data);
+        queue_set(c, function_name!(), (key, value), ttl_seconds, flags, callback)
+    })
 }
 
 /// Queues a get; the callback gets CACHE_OK with the value, or CACHE_NOT_FOUND.
-///
-/// # Safety
-/// As for cache_set_async.
 #[no_mangle]
 pub unsafe extern "C" fn cache_get_async(
     c: *mut cache_t,
@@ -246,23 +198,14 @@ pub unsafe extern "C" fn cache_get_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    unsafe {
-        submit_keyed(
-            "cache_get_async",
-            c,
-            key,
-            key_len,
-            CallbackFn::Plain(cb),
-            user_data,
-            get_outcome,
-        )
-    }
+    exported!(handle c, owned key[key_len] => {
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            value_outcome(|visit| b.get_flagged(&key, visit))
+        })
+    })
 }
 
 /// As cache_get_async; the callback also gets the entry's flags word.
-///
-/// # Safety
-/// As for cache_set_async; `cb` NULL or a function of the cache_flagged_callback signature.
 #[no_mangle]
 pub unsafe extern "C" fn cache_get_flagged_async(
     c: *mut cache_t,
@@ -271,24 +214,15 @@ pub unsafe extern "C" fn cache_get_flagged_async(
     cb: cache_flagged_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    unsafe {
-        submit_keyed(
-            "cache_get_flagged_async",
-            c,
-            key,
-            key_len,
-            CallbackFn::Flagged(cb),
-            user_data,
-            get_outcome,
-        )
-    }
+    exported!(handle c, owned key[key_len] => {
+        submit(c, function_name!(), Callback::flagged(cb, user_data), move |b| {
+            value_outcome(|visit| b.get_flagged(&key, visit))
+        })
+    })
 }
 
 /// Queues a pop; the callback gets CACHE_OK with the value (exactly one of any number of
 /// concurrent pops of a key does), or CACHE_NOT_FOUND.
-///
-/// # Safety
-/// As for cache_set_async.
 #[no_mangle]
 pub unsafe extern "C" fn cache_pop_async(
     c: *mut cache_t,
@@ -297,23 +231,14 @@ pub unsafe extern "C" fn cache_pop_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    unsafe {
-        submit_keyed(
-            "cache_pop_async",
-            c,
-            key,
-            key_len,
-            CallbackFn::Plain(cb),
-            user_data,
-            pop_outcome,
-        )
-    }
+    exported!(handle c, owned key[key_len] => {
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            value_outcome(|visit| b.pop_flagged(&key, visit))
+        })
+    })
 }
 
 /// As cache_pop_async; the callback also gets the entry's flags word.
-///
-/// # Safety
-/// As for cache_get_flagged_async.
 #[no_mangle]
 pub unsafe extern "C" fn cache_pop_flagged_async(
     c: *mut cache_t,
@@ -322,23 +247,14 @@ pub unsafe extern "C" fn cache_pop_flagged_async(
     cb: cache_flagged_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    unsafe {
-        submit_keyed(
-            "cache_pop_flagged_async",
-            c,
-            key,
-            key_len,
-            CallbackFn::Flagged(cb),
-            user_data,
-            pop_outcome,
-        )
-    }
+    exported!(handle c, owned key[key_len] => {
+        submit(c, function_name!(), Callback::flagged(cb, user_data), move |b| {
+            value_outcome(|visit| b.pop_flagged(&key, visit))
+        })
+    })
 }
 
 /// Queues a delete; the callback gets CACHE_OK whether or not the key was present.
-///
-/// # Safety
-/// As for cache_set_async.
 #[no_mangle]
 pub unsafe extern "C" fn cache_delete_async(
     c: *mut cache_t,
@@ -347,42 +263,22 @@ pub unsafe extern "C" fn cache_delete_async(
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    unsafe {
-        submit_keyed(
-            "cache_delete_async",
-            c,
-            key,
-            key_len,
-            CallbackFn::Plain(cb),
-            user_data,
-            |b, key| {
-                b.delete(key)?;
-                Ok((CACHE_OK, None))
-            },
-        )
-    }
+    exported!(handle c, owned key[key_len] => {
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            done(b.delete(&key))
+        })
+    })
 }
 
 /// Queues a clear; the callback gets what cache_clear would return.
-///
-/// # Safety
-/// `c` NULL or a live handle; `cb` NULL or a function of the cache_callback signature.
 #[no_mangle]
 pub unsafe extern "C" fn cache_clear_async(
     c: *mut cache_t,
     cb: cache_callback,
     user_data: *mut c_void,
 ) -> cache_status {
-    boundary("cache_clear_async", || {
-        let handle = unsafe { args::handle(c) }?;
-        let callback = Callback {
-            cb: CallbackFn::Plain(cb),
-            user_data,
-        };
-        submit(handle, "cache_clear_async", callback, move |b| {
-            b.clear()?;
-            Ok((CACHE_OK, None))
-        })
+    exported!(handle c => {
+        submit(c, function_name!(), Callback::plain(cb, user_data), |b| done(b.clear()))
     })
 }
 
@@ -435,9 +331,12 @@ mod tests {
         _: *const u8,
         _: usize,
     ) {
+        // SAFETY: the test passes a pointer to a Sender that outlives both jobs.
         let tx = unsafe { &*(user_data as *const mpsc::Sender<(cache_status, String)>) };
         let mut msg = [0 as std::ffi::c_char; 256];
+        // SAFETY: `msg` is a writable buffer of its length.
         unsafe { crate::ffi::cache_last_error(msg.as_mut_ptr(), msg.len()) };
+        // SAFETY: cache_last_error NUL-terminated it.
         let msg = unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) };
         tx.send((status, msg.to_string_lossy().into_owned()))
             .unwrap();
@@ -448,6 +347,7 @@ mod tests {
         let c = Box::into_raw(Box::new(cache_t::new(Panicking)));
         let (tx, rx) = mpsc::channel::<(cache_status, String)>();
         let user = &tx as *const _ as *mut c_void;
+        // SAFETY: a live handle, a 1-byte key, a callback of the declared type.
         unsafe {
             assert_eq!(
                 cache_get_async(c, b"k".as_ptr(), 1, Some(report), user),
@@ -465,6 +365,7 @@ mod tests {
             "{msg}"
         );
         assert_eq!(rx.recv().unwrap().0, CACHE_OK, "the next job still runs");
+        // SAFETY: the handle made above, freed once.
         unsafe { crate::ffi::cache_free(c) };
     }
 }

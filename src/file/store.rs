@@ -127,7 +127,7 @@ impl Store {
     pub fn reconnect(&mut self, dir: &Path) -> Result<()> {
         let placeholder = Connection::open_in_memory()?;
         let old = std::mem::replace(&mut self.conn, placeholder);
-        let _ = old.close();
+        sqlite::discard(old);
         let mut fresh = Store::open(dir)?;
         fresh.unsynced.append(&mut self.unsynced);
         fresh.removed_orphans.append(&mut self.removed_orphans);

@@ -479,7 +479,7 @@ impl ShardedCache {
     fn reopen_index(&self, state: &mut State) -> Result<()> {
         let index = state.index.as_mut().ok_or_else(Error::closed)?;
         let old = std::mem::replace(index, Connection::open_in_memory()?);
-        let _ = old.close();
+        sqlite::discard(old);
         state.suspect = true;
         let path = self.dir.join("index.db");
         *index = self::index::open(&path, |tx| rebuild_index(tx, &self.dir))?;
