@@ -1,7 +1,8 @@
 # duckcache: build, test, install.
 #   make                 release library (.so/.a) and the header
 #   make test            everything: Rust tests, C tests (plain, valgrind, ASan, TSan), C++ and
-#                        Python binding tests, header drift, install, a 30 s fuzz run
+#                        Python binding tests, rustfmt + clippy, header drift, install,
+#                        fault campaigns, a 30 s fuzz run
 #   make fuzz            a longer fuzzing campaign (FUZZ_SECONDS) and 5000 model cases
 #   make stress          long fault-injection and hostile-environment campaigns (minutes)
 #   make python          copy the library into the Python package (bindings/python)
@@ -25,7 +26,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: stress test-faults all lib header header-check python python-installed speedtest test test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
+.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
 
 all: lib header
 
@@ -38,12 +39,17 @@ header:
 header-check:
 	$(CARGO) run --quiet -p gen-header -- --verify
 
-test: header-check test-rust test-c test-faults test-c-valgrind test-cpp test-python test-python-valgrind \
+test: lint header-check test-rust test-c test-faults test-c-valgrind test-cpp test-python test-python-valgrind \
       test-install test-asan test-tsan fuzz-short
 	@echo "make test: all passed"
 
 test-rust:
 	$(CARGO) test --workspace
+
+# Formatting and clippy's lints (warnings are errors), over every crate and target.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 # The C tests link the release shared library through the committed header.
 $(BUILD)/%: ffi-tests/%.c ffi-tests/check.h ffi-tests/persistent.h include/duckcache.h lib
