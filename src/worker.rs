@@ -421,7 +421,7 @@ mod tests {
     fn drain_from_own_job_is_refused_and_from_another_queue_helps() {
         let a = Queue::new();
         let b = Queue::new();
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..100 {
             let ran = ran.clone();
@@ -430,19 +430,30 @@ mod tests {
             }))
             .unwrap();
         }
-        let (a2, ran2) = (a.clone(), ran.clone());
-        b.submit(Box::new(move || {
-            let own = Queue::new();
-            let own2 = own.clone();
-            own.submit(Box::new(move || {
-                assert_eq!(own2.close_and_drain(), Err(DrainError::InsideOwnJob));
-            }))
-            .unwrap();
-            a2.close_and_drain().unwrap();
-            tx.send(ran2.load(Ordering::SeqCst)).unwrap();
+        // A job draining its own queue: the result goes back through a channel, since a
+        // panic inside a job is swallowed by the worker.
+        let own = Queue::new();
+        let (own2, own_tx) = (own.clone(), tx.clone());
+        own.submit(Box::new(move || {
+            own_tx.send(Err(own2.close_and_drain())).unwrap();
         }))
         .unwrap();
-        assert_eq!(rx.recv().unwrap(), 100);
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(),
+            Err(Err(DrainError::InsideOwnJob))
+        );
+        // A job of b draining a: it runs a's jobs itself if needed, and all are done.
+        let (a2, ran2) = (a.clone(), ran.clone());
+        b.submit(Box::new(move || {
+            let drained = a2.close_and_drain();
+            tx.send(Ok((drained, ran2.load(Ordering::SeqCst)))).unwrap();
+        }))
+        .unwrap();
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(),
+            Ok((Ok(()), 100))
+        );
+        own.close_and_drain().unwrap();
     }
 
     #[test]
@@ -450,19 +461,22 @@ mod tests {
         let q = Queue::new();
         let order = Arc::new(Mutex::new(Vec::new()));
         let (q2, o1) = (q.clone(), order.clone());
+        // The first job waits until the second is queued behind it, then closes the
+        // queue with deferred work: the queued job still runs, and the deferred work last.
+        let (queued_tx, queued_rx) = crossbeam_channel::bounded::<()>(1);
         q.submit(Box::new(move || {
+            queued_rx.recv().unwrap();
             let o2 = o1.clone();
             q2.close_then(Box::new(move || o2.lock().push("drained")));
             o1.lock().push("first");
         }))
         .unwrap();
         let o3 = order.clone();
-        // Still queued behind the first job, so it runs before the deferred one.
-        let _ = q.submit(Box::new(move || o3.lock().push("second")));
+        q.submit(Box::new(move || o3.lock().push("second")))
+            .unwrap();
+        queued_tx.send(()).unwrap();
         q.close_and_drain().unwrap();
-        let order = order.lock().clone();
-        assert_eq!(order.last(), Some(&"drained"));
-        assert_eq!(order[0], "first");
+        assert_eq!(*order.lock(), ["first", "second", "drained"]);
     }
 
     #[test]

@@ -2,15 +2,9 @@
 
 mod common;
 
-use common::{value_files, TempDir};
+use common::{outlive_short_ttl, pattern as big, short_ttl, value_files, TempDir};
 use duckcache::{Backend, ErrorKind, FileCache, Ttl, INLINE_MAX};
 use std::time::Duration;
-
-fn big(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
 
 #[test]
 fn every_operation() {
@@ -25,15 +19,14 @@ fn survives_reopen_with_ttl() {
     {
         let c = FileCache::open(dir.path(), 0).unwrap();
         c.set(b"keep", b"v", Ttl::Never).unwrap();
-        c.set(b"short", b"v", Ttl::After(Duration::from_millis(300)))
-            .unwrap();
+        c.set(b"short", b"v", short_ttl()).unwrap();
         c.set(b"long", b"v", Ttl::After(Duration::from_secs(3600)))
             .unwrap();
         c.close().unwrap();
     }
     let c = FileCache::open(dir.path(), 0).unwrap();
     assert!(c.has(b"short").unwrap());
-    std::thread::sleep(Duration::from_millis(400));
+    outlive_short_ttl();
     drop(c);
     let c = FileCache::open(dir.path(), 0).unwrap();
     assert_eq!(c.len().unwrap(), 2);
@@ -62,9 +55,8 @@ fn size_limit_evicts_expired_first_then_least_recently_stored() {
     for k in [b"a", b"b", b"c", b"d"] {
         c.set(k, &v, Ttl::Never).unwrap();
     }
-    c.set(b"x", &v, Ttl::After(Duration::from_millis(50)))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(80));
+    c.set(b"x", &v, short_ttl()).unwrap();
+    outlive_short_ttl();
     c.set(b"e", &v, Ttl::Never).unwrap(); // x has expired: it goes, nothing live does
     for k in [b"a", b"b", b"c", b"d", b"e"] {
         assert!(c.has(k).unwrap(), "{}", k[0] as char);
@@ -130,9 +122,8 @@ fn large_values_live_in_files_and_leave_none_behind() {
     c.set(b"five", &v1, Ttl::Never).unwrap();
     c.clear().unwrap();
     assert_eq!(value_files(dir.path()), 0);
-    c.set(b"six", &v1, Ttl::After(Duration::from_millis(20)))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(40));
+    c.set(b"six", &v1, short_ttl()).unwrap();
+    outlive_short_ttl();
     assert_eq!(c.get_vec(b"six").unwrap(), None);
     assert_eq!(value_files(dir.path()), 0);
     drop(c);

@@ -131,13 +131,12 @@ fn planted_symlinks_are_never_followed() {
 fn ttl_expiry_removes_the_folder_when_read() {
     let dir = TempDir::new("folder-ttl");
     let c = FolderCache::open(dir.path(), 0).unwrap();
-    c.set(b"short", b"v", Ttl::After(Duration::from_millis(200)))
-        .unwrap();
+    c.set(b"short", b"v", common::short_ttl()).unwrap();
     c.set(b"keep", b"v", Ttl::Never).unwrap();
     c.set(b"keep", b"w", Ttl::After(Duration::ZERO)).unwrap();
     assert_eq!(c.get_vec(b"keep").unwrap(), None);
     assert!(c.has(b"short").unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    common::outlive_short_ttl();
     assert_eq!(c.len().unwrap(), 0);
     assert_eq!(names(dir.path()), ["short"]);
     assert_eq!(c.get_vec(b"short").unwrap(), None);

@@ -2,18 +2,11 @@
 
 mod common;
 
+use common::{get, outlive_short_ttl, set, short_ttl};
 use duckcache::{Backend, MemoryCache, Ttl};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
-
-fn get(c: &impl Backend, key: &str) -> Option<Vec<u8>> {
-    c.get_vec(key.as_bytes()).unwrap()
-}
-
-fn set(c: &impl Backend, key: &str, value: &str) {
-    c.set(key.as_bytes(), value.as_bytes(), Ttl::Never).unwrap();
-}
 
 #[test]
 fn set_get_replace_delete() {
@@ -100,13 +93,12 @@ fn lru_long_sequence_matches_a_model() {
 #[test]
 fn ttl_expiry() {
     let c = MemoryCache::new(0);
-    c.set(b"short", b"v", Ttl::After(Duration::from_millis(30)))
-        .unwrap();
+    c.set(b"short", b"v", short_ttl()).unwrap();
     c.set(b"long", b"v", Ttl::After(Duration::from_secs(60)))
         .unwrap();
     c.set(b"never", b"v", Ttl::Never).unwrap();
     assert!(c.has(b"short").unwrap());
-    std::thread::sleep(Duration::from_millis(60));
+    outlive_short_ttl();
     assert_eq!(c.len().unwrap(), 2);
     assert!(!c.has(b"short").unwrap());
     assert_eq!(c.get_vec(b"short").unwrap(), None);
@@ -119,11 +111,10 @@ fn ttl_expiry() {
 #[test]
 fn expired_entry_is_never_returned_by_any_call() {
     let c = MemoryCache::new(0);
-    let ttl = Ttl::After(Duration::from_millis(20));
     for k in [&b"g"[..], b"p", b"h", b"d"] {
-        c.set(k, b"v", ttl).unwrap();
+        c.set(k, b"v", short_ttl()).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(40));
+    outlive_short_ttl();
     assert_eq!(c.get_vec(b"g").unwrap(), None);
     assert_eq!(c.pop_vec(b"p").unwrap(), None);
     assert!(!c.has(b"h").unwrap());
@@ -150,10 +141,9 @@ fn ttl_zero_replaces_and_never_returns() {
 #[test]
 fn set_clears_earlier_ttl() {
     let c = MemoryCache::new(0);
-    c.set(b"k", b"1", Ttl::After(Duration::from_millis(20)))
-        .unwrap();
+    c.set(b"k", b"1", short_ttl()).unwrap();
     c.set(b"k", b"2", Ttl::Never).unwrap();
-    std::thread::sleep(Duration::from_millis(40));
+    outlive_short_ttl();
     assert_eq!(c.get_vec(b"k").unwrap(), Some(b"2".to_vec()));
 }
 

@@ -1,8 +1,42 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use duckcache::{Backend, Ttl};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a "short" TTL lasts: long enough that a check made right after the set still
+/// sees the entry on a loaded machine, short enough to wait out. No test depends on a
+/// sleep being exact to tens of milliseconds.
+pub const SHORT_TTL: Duration = Duration::from_millis(500);
+
+/// A TTL of [`SHORT_TTL`].
+pub fn short_ttl() -> Ttl {
+    Ttl::After(SHORT_TTL)
+}
+
+/// Sleeps until every entry set with [`short_ttl`] before the call has expired.
+pub fn outlive_short_ttl() {
+    std::thread::sleep(SHORT_TTL + Duration::from_millis(250));
+}
+
+/// `len` bytes of a pattern that differs with `seed`.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The value under the text key `key`, unwrapped.
+pub fn get(c: &dyn Backend, key: &str) -> Option<Vec<u8>> {
+    c.get_vec(key.as_bytes()).unwrap()
+}
+
+/// Sets text `key` to text `value` without a TTL, unwrapped.
+pub fn set(c: &dyn Backend, key: &str, value: &str) {
+    c.set(key.as_bytes(), value.as_bytes(), Ttl::Never).unwrap();
+}
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
