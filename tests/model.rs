@@ -77,7 +77,7 @@ impl Model {
     }
 }
 
-fn read(c: &dyn Backend, k: &[u8], pop: bool) -> Option<(Vec<u8>, u32)> {
+fn read<B: Backend + ?Sized>(c: &B, k: &[u8], pop: bool) -> Option<(Vec<u8>, u32)> {
     let mut out = None;
     let mut visit = |v: &[u8], f: u32| out = Some((v.to_vec(), f));
     let found = if pop {
@@ -89,8 +89,20 @@ fn read(c: &dyn Backend, k: &[u8], pop: bool) -> Option<(Vec<u8>, u32)> {
     out
 }
 
-/// Runs `ops` on a cache from `open` and on the model; panics at the first difference.
-fn check(open: &dyn Fn() -> Box<dyn Backend>, ops: &[Op], max_keys: usize, persistent: bool) {
+/// No internal structure to check beyond the results.
+fn nothing<B: ?Sized>(_: &B) -> Result<(), String> {
+    Ok(())
+}
+
+/// Runs `ops` on a cache from `open` and on the model; panics at the first difference,
+/// or at the first operation after which `invariants` finds the cache's structure broken.
+fn check<B: Backend + ?Sized>(
+    open: &dyn Fn() -> Box<B>,
+    ops: &[Op],
+    max_keys: usize,
+    persistent: bool,
+    invariants: &dyn Fn(&B) -> Result<(), String>,
+) {
     let mut c = open();
     let mut m = Model {
         max_keys,
@@ -137,6 +149,9 @@ fn check(open: &dyn Fn() -> Box<dyn Backend>, ops: &[Op], max_keys: usize, persi
             }
             Op::Reopen => {}
         }
+        if let Err(broken) = invariants(&c) {
+            panic!("{at}: {broken}");
+        }
     }
     // Everything agrees at the end too: every key, the count and the byte total.
     for k in 0..8 {
@@ -169,13 +184,13 @@ proptest! {
 
     #[test]
     fn memory_unbounded(ops in proptest::collection::vec(op(), 1..120)) {
-        check(&|| Box::new(MemoryCache::new(0)), &ops, 0, false);
+        check(&|| Box::new(MemoryCache::new(0)), &ops, 0, false, &MemoryCache::check_invariants);
     }
 
     #[test]
     fn memory_bounded_lru(ops in proptest::collection::vec(op(), 1..120)) {
         // Several internal shards, so the exact order across shards is checked too.
-        check(&|| Box::new(MemoryCache::with_shards(3, 4)), &ops, 3, false);
+        check(&|| Box::new(MemoryCache::with_shards(3, 4)), &ops, 3, false, &MemoryCache::check_invariants);
     }
 }
 
@@ -185,19 +200,19 @@ proptest! {
     #[test]
     fn file(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = TempDir::new("model-file");
-        check(&|| Box::new(FileCache::open(dir.path(), 0).unwrap()), &ops, 0, true);
+        check(&|| Box::new(FileCache::open(dir.path(), 0).unwrap()), &ops, 0, true, &nothing);
     }
 
     #[test]
     fn sharded(ops in proptest::collection::vec(op(), 1..60)) {
         // Shards of 100 KB: the large values roll over to new shards.
         let dir = TempDir::new("model-sharded");
-        check(&|| Box::new(ShardedCache::open(dir.path(), 100_000, 2).unwrap()), &ops, 0, true);
+        check(&|| Box::new(ShardedCache::open(dir.path(), 100_000, 2).unwrap()), &ops, 0, true, &nothing);
     }
 
     #[test]
     fn folder(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = TempDir::new("model-folder");
-        check(&|| Box::new(FolderCache::open(dir.path(), 0).unwrap()), &ops, 0, true);
+        check(&|| Box::new(FolderCache::open(dir.path(), 0).unwrap()), &ops, 0, true, &nothing);
     }
 }

@@ -1,0 +1,329 @@
+//! In-memory backend (the original `duck.utils.caching` InMemoryCache): exact LRU bounded by key count, and a
+//! per-entry TTL on the monotonic clock.
+//!
+//! Layout. Keys are spread over a power-of-two number of shards, each behind its own
+//! mutex, so threads working on different keys rarely meet. Each shard keeps its entries
+//! in a slab (`Vec<Node>`), finds them through a `HashTable<u32>` of slot numbers (4 bytes
+//! an entry, no boxed key), and when the cache is bounded links them in an intrusive list
+//! from most to least recently used.
+//!
+//! Exact LRU across shards. Every touch (get, set; `has` is a peek) gives the entry a stamp from one
+//! counter per cache, taken under the shard's lock. An atomic's increments are totally
+//! ordered, and that order agrees with everything that happens before them in any
+//! thread (a join, a lock, a channel the program uses outside the cache), so a touch
+//! that follows another in any way a program can observe is stamped later. (A clock
+//! per thread and shard, as this cache used before, misses orders made outside the
+//! cache: a thread's thousand sets, then a join, then a set in another thread stamped
+//! earlier.) Stamps also grow within a shard, so its list is in stamp order and its
+//! tail is its oldest entry. Each shard publishes its
+//! tail's stamp in an atomic; eviction picks the shard with the smallest published stamp,
+//! locks it and checks the tail still carries that stamp (a shard's tail stamp only
+//! grows) before removing it.
+//!
+//! When `max_keys` is 0 the cache is unbounded and keeps no LRU order at all.
+//!
+//! Modules, as quick_cache splits its cache: [`slab`] holds a shard's entries and their
+//! recency list, [`shard`] a shard with its index, counters and published stamp, and
+//! this module the cache: shard selection, cross-shard eviction, the [`Backend`] impl.
+
+mod shard;
+mod slab;
+
+use crate::backend::{Backend, Stats, Visit};
+use crate::clock::mono_deadline;
+use crate::error::{Error, Result};
+use crate::ffi::fork;
+use crate::ttl::Ttl;
+use crossbeam_utils::CachePadded;
+use hashbrown::DefaultHashBuilder;
+use shard::{Removal, Shard, ShardCell, ShardGuard, Shards};
+use slab::{NIL, NO_STAMP, VACANT};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// The in-memory cache. See the module documentation for the design.
+pub struct MemoryCache {
+    /// Shared with the fork handlers, which hold every shard's lock across fork().
+    shards: Arc<Shards>,
+    hasher: DefaultHashBuilder,
+    shard_mask: u64,
+    /// 0 = unbounded.
+    max_keys: u64,
+    /// Occupied entries over all shards, minus evictions claimed but not yet done.
+    occupied: CachePadded<AtomicI64>,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `max_keys` entries (0 = unbounded), sharded for the
+    /// machine's parallelism.
+    pub fn new(max_keys: u64) -> Self {
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        Self::with_shards(max_keys, (threads * 4).next_power_of_two().clamp(4, 64))
+    }
+
+    /// As [`MemoryCache::new`] with an explicit shard count (rounded up to a power of two).
+    pub fn with_shards(max_keys: u64, shards: usize) -> Self {
+        let count = shards.clamp(1, 1 << 16).next_power_of_two();
+        let hasher = DefaultHashBuilder::default();
+        let bounded = max_keys != 0;
+        let clock = Arc::new(CachePadded::new(AtomicU64::new(0)));
+        let shards = (0..count)
+            .map(|_| {
+                let shard = Shard::new(hasher.clone(), bounded, clock.clone());
+                CachePadded::new(ShardCell::new(shard))
+            })
+            .collect();
+        let shards = fork::registered(fork::RANK_MEMORY, Shards(shards));
+        MemoryCache {
+            shards,
+            hasher,
+            shard_mask: count as u64 - 1,
+            max_keys,
+            occupied: CachePadded::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// The configured bound (0 = unbounded).
+    pub fn max_keys(&self) -> u64 {
+        self.max_keys
+    }
+
+    /// Checks every shard's internal structure (slab, recency list, index, totals) and
+    /// the cache-wide count; for the model tests. Returns what is wrong.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let mut occupied = 0;
+        for (index, cell) in self.shards.iter().enumerate() {
+            let shard = cell.lock();
+            shard.check().map_err(|e| format!("shard {index}: {e}"))?;
+            occupied += shard.occupied;
+        }
+        let counted = self.occupied.load(Relaxed);
+        if counted != occupied as i64 {
+            return Err(format!(
+                "{occupied} entries in the shards, {counted} counted"
+            ));
+        }
+        Ok(())
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of `hash`, locked. High bits pick the shard: hashbrown uses the low bits
+    /// for the bucket and the top seven for its tags.
+    fn lock(&self, hash: u64) -> ShardGuard<'_> {
+        self.shards[((hash >> 40) & self.shard_mask) as usize].lock()
+    }
+
+    fn forget(&self, removed: u64) {
+        if removed > 0 {
+            self.occupied.fetch_sub(removed as i64, Relaxed);
+        }
+    }
+
+    /// Evicts least recently used entries until the cache is back within `max_keys`.
+    fn evict_overflow(&self) {
+        let max = i64::try_from(self.max_keys).unwrap_or(i64::MAX);
+        // Claim one eviction at a time so concurrent setters never evict more than needed.
+        while self
+            .occupied
+            .fetch_update(
+                Relaxed,
+                Relaxed,
+                |n| if n > max { Some(n - 1) } else { None },
+            )
+            .is_ok()
+        {
+            if !self.evict_one() {
+                self.occupied.fetch_add(1, Relaxed); // nothing left to evict: hand it back
+                return;
+            }
+        }
+    }
+
+    /// Removes the globally least recently used entry; false when every shard is empty.
+    fn evict_one(&self) -> bool {
+        loop {
+            let oldest = self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| (cell.published.load(Relaxed), i))
+                .min();
+            let Some((stamp, index)) = oldest.filter(|&(s, _)| s != NO_STAMP) else {
+                return false;
+            };
+            let mut shard = self.shards[index].lock();
+            if shard.closed {
+                return false;
+            }
+            // A shard's oldest stamp only grows, so if its tail still carries the smallest
+            // stamp seen it is still the oldest entry anywhere. Otherwise look again.
+            let tail = shard.slab.tail();
+            if tail != NIL && shard.slab.oldest_stamp() == stamp {
+                let why = if shard.is_expired(tail) {
+                    Removal::Expired
+                } else {
+                    Removal::Evicted
+                };
+                shard.remove(tail, why);
+                return true;
+            }
+        }
+    }
+
+    /// Runs `f` on the open shard of `hash` and keeps the global entry count in step with
+    /// whatever `f` added or removed.
+    fn with_shard<R>(&self, hash: u64, f: impl FnOnce(&mut Shard) -> Result<R>) -> Result<R> {
+        let mut shard = self.lock(hash);
+        shard.check_open()?;
+        let before = shard.occupied;
+        let result = f(&mut shard);
+        let delta = shard.occupied as i64 - before as i64;
+        drop(shard);
+        if delta != 0 {
+            self.occupied.fetch_add(delta, Relaxed);
+        }
+        result
+    }
+
+    /// Runs `f` on every shard in turn, locked and open.
+    fn for_each_shard(&self, mut f: impl FnMut(&mut Shard)) -> Result<()> {
+        for cell in self.shards.iter() {
+            let mut shard = cell.lock();
+            shard.check_open()?;
+            f(&mut shard);
+        }
+        Ok(())
+    }
+}
+
+impl Backend for MemoryCache {
+    fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
+        let key_len = u32::try_from(key.len())
+            .ok()
+            .filter(|&l| l != VACANT)
+            .ok_or_else(|| Error::invalid_arg("key longer than 4 GiB"))?;
+        let hash = self.hash(key);
+        if ttl.is_expired_at_once() {
+            // Dead on arrival: it replaces (removes) the old value and is never stored.
+            return self.with_shard(hash, |shard| {
+                shard.stats.sets += 1;
+                if let Some(slot) = shard.find(hash, key) {
+                    shard.remove(slot, Removal::Expired);
+                }
+                Ok(())
+            });
+        }
+        let deadline = mono_deadline(ttl);
+        // Build the entry's allocation before taking the lock.
+        let mut data = Vec::new();
+        data.try_reserve_exact(key.len() + value.len())
+            .map_err(|_| Error::no_memory(key.len() + value.len()))?;
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        let data = data.into_boxed_slice();
+        self.with_shard(hash, |shard| {
+            shard.upsert(hash, key_len, data, deadline, flags)?;
+            shard.stats.sets += 1;
+            Ok(())
+        })?;
+        if self.max_keys != 0 {
+            self.evict_overflow();
+        }
+        Ok(())
+    }
+
+    fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            let found = shard.lookup_live(hash, key);
+            if let Some(slot) = found {
+                let node = shard.node(slot);
+                visit(node.value(), node.flags);
+                shard.touch(slot);
+            }
+            Ok(found.is_some())
+        })
+    }
+
+    fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            let found = shard.lookup_live(hash, key);
+            if let Some(slot) = found {
+                let node = shard.node(slot);
+                visit(node.value(), node.flags);
+                shard.remove(slot, Removal::Deleted);
+            }
+            Ok(found.is_some())
+        })
+    }
+
+    /// A peek: the entry's recency is left as it is (the contract's clarification of
+    /// version 1, and the original InMemoryCache's `has`).
+    fn has(&self, key: &[u8]) -> Result<bool> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| Ok(shard.lookup_live(hash, key).is_some()))
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            if let Some(slot) = shard.find(hash, key) {
+                shard.delete(slot);
+            }
+            Ok(())
+        })
+    }
+
+    fn clear(&self) -> Result<()> {
+        let mut removed = 0;
+        self.for_each_shard(|shard| {
+            let n = shard.reset();
+            shard.stats.deletes += n;
+            removed += n;
+        })?;
+        self.forget(removed);
+        Ok(())
+    }
+
+    fn len(&self) -> Result<u64> {
+        let (mut live, mut purged) = (0, 0);
+        self.for_each_shard(|shard| {
+            purged += shard.purge_expired();
+            live += shard.occupied;
+        })?;
+        self.forget(purged);
+        Ok(live)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let mut total = Stats::default();
+        let mut purged = 0;
+        self.for_each_shard(|shard| {
+            purged += shard.purge_expired();
+            total.add_counters(&shard.stats());
+        })?;
+        self.forget(purged);
+        Ok(total)
+    }
+
+    fn save(&self) -> Result<()> {
+        self.shards[0].lock().check_open()
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut removed = 0;
+        for cell in self.shards.iter() {
+            let mut shard = cell.lock();
+            removed += shard.reset();
+            shard.closed = true;
+        }
+        self.forget(removed);
+        Ok(())
+    }
+}
