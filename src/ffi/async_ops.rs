@@ -6,7 +6,7 @@
 
 use super::boundary::{boundary, Failure};
 use super::handle::cache_t;
-use super::macros::{exported, function_name};
+use super::macros::{exported, function_name, FunctionName};
 use super::types::cache_status::{self, *};
 use super::values::copy_visited;
 use crate::backend::{Backend, Visit};
@@ -97,7 +97,7 @@ type Outcome = (cache_status, Option<(Vec<u8>, u32)>);
 /// is recorded under `function`. Refused (and never called back) when the handle is closed.
 fn submit(
     c: &cache_t,
-    function: &'static str,
+    function: FunctionName,
     callback: Callback,
     op: impl FnOnce(&dyn Backend) -> Result<Outcome, Failure> + Send + 'static,
 ) -> Result<cache_status, Failure> {
@@ -136,7 +136,7 @@ fn done(result: Result<()>) -> Result<Outcome, Failure> {
 /// The body of the set functions: checks the TTL, then queues the set of the copies.
 fn queue_set(
     c: &cache_t,
-    function: &'static str,
+    function: FunctionName,
     (key, value): (Vec<u8>, Vec<u8>),
     ttl_seconds: f64,
     flags: u32,

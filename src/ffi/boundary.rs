@@ -1,6 +1,7 @@
 //! The panic boundary every exported function goes through, and the per-thread record
 //! of the last failure behind `cache_last_error`.
 
+use super::macros::FunctionName;
 use super::types::cache_status;
 use crate::error::Error;
 use std::cell::RefCell;
@@ -53,7 +54,7 @@ pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
 /// Runs the body of an exported function: a panic becomes `CACHE_ERR_INTERNAL`, a
 /// failure its status; both leave their message for `cache_last_error`.
 pub(crate) fn boundary(
-    function: &str,
+    function: FunctionName,
     body: impl FnOnce() -> Result<cache_status, Failure>,
 ) -> cache_status {
     super::fork::install();
@@ -77,7 +78,7 @@ pub(crate) fn boundary(
 
 /// The boundary for functions with no status to return: a panic is swallowed (and
 /// recorded) rather than unwinding into C.
-pub(crate) fn boundary_void(function: &str, body: impl FnOnce()) {
+pub(crate) fn boundary_void(function: FunctionName, body: impl FnOnce()) {
     boundary(function, || {
         body();
         Ok(cache_status::CACHE_OK)

@@ -27,12 +27,14 @@
 //! Every `unsafe` these expansions contain relies on the pointer rules the C contract
 //! states once for all functions (see the [`ffi`](super) module).
 
-/// The name of the enclosing function, e.g. `"cache_set"`, from the type name of an item
-/// declared inside it (closures around the call are skipped).
+/// The name of the enclosing function, e.g. `cache_set`, from the type name of an item
+/// declared inside it (closures around the call are skipped). A [`FunctionName`]: the
+/// type name is a constant, and is cut down to the function's name only when a failure
+/// is reported, so naming costs a successful call nothing.
 macro_rules! function_name {
     () => {{
         fn here() {}
-        $crate::ffi::macros::enclosing_function(::std::any::type_name_of_val(&here))
+        $crate::ffi::macros::FunctionName(::std::any::type_name_of_val(&here))
     }};
 }
 
@@ -88,11 +90,24 @@ macro_rules! exported_void {
 
 pub(crate) use {exported, exported_void, function_name};
 
-/// `"duckcache::ffi::ops::cache_set::{{closure}}::here"` → `"cache_set"`.
-pub(crate) fn enclosing_function(path: &'static str) -> &'static str {
-    path.rsplit("::")
-        .find(|segment| *segment != "here" && !segment.starts_with('{'))
-        .unwrap_or(path)
+/// An exported function's name, held as the type path of an item inside it.
+#[derive(Clone, Copy)]
+pub(crate) struct FunctionName(pub &'static str);
+
+impl FunctionName {
+    /// `"duckcache::ffi::ops::cache_set::{{closure}}::here"` → `"cache_set"`.
+    pub fn get(self) -> &'static str {
+        let path = self.0;
+        path.rsplit("::")
+            .find(|segment| *segment != "here" && !segment.starts_with('{'))
+            .unwrap_or(path)
+    }
+}
+
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
 }
 
 #[cfg(test)]
@@ -100,9 +115,9 @@ mod tests {
     #[test]
     fn the_function_name_comes_from_the_code() {
         fn cache_example() -> &'static str {
-            let inner = || function_name!();
+            let inner = || function_name!().get();
             assert_eq!(inner(), "cache_example");
-            function_name!()
+            function_name!().get()
         }
         assert_eq!(cache_example(), "cache_example");
     }
