@@ -7,7 +7,7 @@
 //!   table with the same pragmas (the floor for this design); open time of a store.
 //! - sharded: get with 32 shards against 1 shard, and against the file backend.
 //! - folder: set and get against a SQLite store per key opened for each call (how the
-//!   seed's KeyAsFolderCache works once more keys are in use than it keeps open).
+//!   original module's KeyAsFolderCache works once more keys are in use than it keeps open).
 //! - async: submission-to-callback latency of a memory get (median, p99); async
 //!   throughput of a queued batch against synchronous gets on the same handle.
 //! - memory: get and set through the C ABI against `lru::LruCache` behind a
@@ -637,7 +637,7 @@ fn bench_sharded() {
 
 fn bench_folder() {
     println!(
-        "== folder backend against a SQLite store per key opened on each call (the seed's design, without Python); target >= 100x faster"
+        "== folder backend against a SQLite store per key opened on each call (the original `duck.utils.caching` design, without Python); target >= 100x faster"
     );
     const KEYS: u64 = 1000;
     let value = vec![9u8; 1024];

@@ -34,7 +34,7 @@ original = load_original()
 
 
 class DiskcacheAdapter:
-    """python-diskcache's Cache with the seed's method names."""
+    """python-diskcache's Cache with the original module's method names."""
 
     def __init__(self, path):
         self.c = diskcache.Cache(path)

@@ -1,7 +1,7 @@
 //! The one trait every backend implements. The C layer and the async executor only ever
 //! talk to this trait; a backend never knows it is called from C.
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
 
 /// Counters since the cache was opened, plus the current size.
@@ -25,7 +25,26 @@ pub struct Stats {
     pub bytes: u64,
 }
 
+/// Refuses an entry of `size` bytes (key and value) that can never fit under `limit`
+/// (0 = no limit) with `TooLarge`; `holder` names what holds at most `limit` bytes.
+pub(crate) fn check_fits(size: u64, limit: u64, holder: &str) -> Result<()> {
+    if limit != 0 && size > limit {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("the entry is {size} bytes and {holder} holds at most {limit}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Stats {
+    /// Counts a set with a TTL of 0, dead on arrival: it is a set, and the entry it
+    /// replaced (if any, `replaced`) leaves as expired.
+    pub(crate) fn count_dead_on_arrival(&mut self, replaced: bool) {
+        self.sets += 1;
+        self.expirations += replaced as u64;
+    }
+
     /// Adds the counters of `other` (used to sum shards).
     pub fn add_counters(&mut self, other: &Stats) {
         self.hits += other.hits;

@@ -10,6 +10,20 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
+/// A name part no other writer, in this or another process, will ever pick: the time in
+/// nanoseconds, the process id and a per-process counter. Value files and working
+/// folders add their own prefix or suffix.
+pub fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{nanos:016x}-{:08x}-{n:x}", std::process::id())
+}
+
 /// Creates `path` and its parents owner-only; a path that exists and is not a directory
 /// is an I/O error naming it.
 pub fn create_dir(path: &Path) -> Result<()> {
@@ -176,4 +190,18 @@ pub(crate) fn sync_at(dir: BorrowedFd, name: &str, path: &Path) -> Result<()> {
         Some(f) => f.sync_all().map_err(|e| Error::io(e, "cannot sync", path)),
         None => Ok(()),
     }
+}
+
+/// fsync of the files `names` in the directory `dir` at `dir_path` (missing ones are
+/// fine), then of the directory itself, so the files and their names are durable.
+pub(crate) fn sync_files_and_dir<S: AsRef<str>>(
+    dir: BorrowedFd,
+    names: &[S],
+    dir_path: &Path,
+) -> Result<()> {
+    for name in names {
+        let name = name.as_ref();
+        sync_at(dir, name, &dir_path.join(name))?;
+    }
+    rfs::fsync(dir).map_err(|e| Error::io(e.into(), "cannot sync", dir_path))
 }

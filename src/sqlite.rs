@@ -51,6 +51,41 @@ fn is_missing_schema(e: &rusqlite::Error) -> bool {
     text.contains("no such table") || text.contains("no such column")
 }
 
+/// The one-row `totals` table both stores keep, by triggers on their entry table, so
+/// counting entries and bytes never scans. Spliced into each schema with `concat!`.
+macro_rules! totals_table {
+    () => {
+        "
+CREATE TABLE IF NOT EXISTS totals (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    count INTEGER NOT NULL,
+    size  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+"
+    };
+}
+pub(crate) use totals_table;
+
+/// (rows, bytes of keys and values) from the `totals` table: expired rows not yet
+/// removed included.
+pub(crate) fn totals(conn: &Connection) -> Result<(u64, u64)> {
+    let (count, size): (i64, i64) = conn
+        .prepare_cached("SELECT count, size FROM totals")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((count.max(0) as u64, size.max(0) as u64))
+}
+
+/// Rows of `table` (which has an `expires` column and is counted by `totals`) that have
+/// not expired at `now`.
+pub(crate) fn live_count(conn: &Connection, table: &str, now: f64) -> Result<u64> {
+    let (count, _) = totals(conn)?;
+    let expired: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM {table} WHERE expires <= ?1"))?
+        .query_row([now], |r| r.get(0))?;
+    Ok(count.saturating_sub(expired.max(0) as u64))
+}
+
 /// A database schema: its SQL and the version stored in `PRAGMA user_version`.
 pub(crate) struct Schema {
     /// Creates the current version.

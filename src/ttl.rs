@@ -13,6 +13,12 @@ pub enum Ttl {
     After(Duration),
 }
 
+/// Whether an entry that dies at `expires` (Unix time; `None` = never) is dead at `now`.
+/// The one expiry test of the persistent kinds: an entry is dead from its deadline on.
+pub fn expired(expires: Option<f64>, now: f64) -> bool {
+    expires.is_some_and(|e| e <= now)
+}
+
 impl Ttl {
     /// The contract's meaning of `ttl_seconds`: negative or +inf never expire, 0 expires
     /// at once, NaN is rejected. A finite ttl too long to represent never expires.

@@ -24,7 +24,7 @@ fn names(dir: &Path) -> Vec<String> {
 fn every_operation() {
     let dir = TempDir::new("folder-ops");
     let c = FolderCache::open(dir.path(), 0).unwrap();
-    assert_eq!(c.max_open(), 128);
+    assert_eq!(c.max_concurrent_ops(), 128);
     common::check_every_operation(&c);
     assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
 }

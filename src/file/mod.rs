@@ -1,4 +1,4 @@
-//! Persistent file cache (the seed's PersistentFileCache): one SQLite store in a
+//! Persistent file cache (the original `duck.utils.caching` PersistentFileCache): one SQLite store in a
 //! directory, shared by every handle and process that opens it. See [`store`] for the
 //! layout and the crash-consistency rules, [`values`] for large values.
 
@@ -8,7 +8,7 @@ mod values;
 pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
-use crate::backend::Lookup;
+use crate::backend::{check_fits, Lookup};
 use crate::backend::{Backend, Stats, Visit};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
@@ -149,21 +149,12 @@ impl FileCache {
 impl Backend for FileCache {
     fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
-        if self.size_limit != 0 && size > self.size_limit {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the entry is {size} bytes and the cache holds at most {}",
-                    self.size_limit
-                ),
-            ));
-        }
+        check_fits(size, self.size_limit, "the cache")?;
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
             return self.with_store(|store, stats| {
                 let lookup = store.delete(key)?;
-                stats.sets += 1;
-                stats.expirations += (lookup != Lookup::Miss) as u64;
+                stats.count_dead_on_arrival(lookup != Lookup::Miss);
                 Ok(())
             });
         }

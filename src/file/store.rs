@@ -1,5 +1,6 @@
-//! One SQLite store in a directory: the schema, the pragmas, and every statement the
-//! file cache runs. Not thread-safe by itself; [`super::FileCache`] guards it.
+//! One SQLite store in a directory: the schema and every statement the file cache runs
+//! (opening, pragmas and error mapping are shared with the sharded index, in
+//! [`crate::sqlite`]). Not thread-safe by itself; [`super::FileCache`] guards it.
 //!
 //! Layout of `<dir>`:
 //! - `cache.db` (+ `-wal`, `-shm`): the entries, in WAL mode.
@@ -22,6 +23,7 @@ use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sqlite::{self, Schema};
+use crate::ttl;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +37,8 @@ const SCHEMA: Schema = Schema {
     version: 2,
     upgrades: &["ALTER TABLE entries ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"],
     what: "store",
-    sql: "
+    sql: concat!(
+        "
 CREATE TABLE IF NOT EXISTS entries (
     id      INTEGER PRIMARY KEY,   -- order of storing: a set deletes and inserts anew
     key     BLOB NOT NULL UNIQUE,
@@ -46,12 +49,9 @@ CREATE TABLE IF NOT EXISTS entries (
     flags   INTEGER NOT NULL DEFAULT 0 -- the caller's flags word, returned untouched
 );
 CREATE INDEX IF NOT EXISTS entries_expires ON entries(expires) WHERE expires IS NOT NULL;
-CREATE TABLE IF NOT EXISTS totals (
-    id    INTEGER PRIMARY KEY CHECK (id = 0),
-    count INTEGER NOT NULL,
-    size  INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+",
+        sqlite::totals_table!(),
+        "
 CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries BEGIN
     UPDATE totals SET count = count + 1, size = size + new.size WHERE id = 0;
 END;
@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS orphans (
     name  TEXT PRIMARY KEY,        -- a value file no row may name
     since REAL NOT NULL            -- 0: unreferenced; else when its writer started
 );
-",
+"
+    ),
 };
 
 /// Called with an entry's key, size (bytes of key and value) and expiry.
@@ -151,14 +152,14 @@ impl Store {
             self.values.remove(name);
         }
         self.removed_orphans.extend(stale);
-        self.write(|_, _| Ok(()))
+        self.transaction(|_, _| Ok(()))
     }
 
     /// Runs `f` in an IMMEDIATE transaction (the write lock from the start, so two
     /// writers never deadlock upgrading). Files `f` pushes to its list stop being named
     /// by any row: they are recorded as orphans in the same transaction and removed after
     /// the commit.
-    fn write<R>(
+    fn transaction<R>(
         &mut self,
         f: impl FnOnce(&Transaction, &mut Vec<String>) -> Result<R>,
     ) -> Result<R> {
@@ -228,7 +229,7 @@ impl Store {
         size_limit: u64,
     ) -> Result<Culled> {
         let now = wall_now();
-        let culled = self.write(|tx, freed| {
+        let culled = self.transaction(|tx, freed| {
             let (inline, file) = match value {
                 Stored::Inline(v) => (Some(v), None),
                 Stored::File(name) => {
@@ -262,7 +263,7 @@ impl Store {
 
     /// Removes `key` when its entry has expired by `now`.
     fn remove_expired(&mut self, key: &[u8], now: f64) -> Result<()> {
-        self.write(|tx, freed| {
+        self.transaction(|tx, freed| {
             let file: Option<Option<String>> = tx
                 .prepare_cached(
                     "DELETE FROM entries WHERE key = ?1 AND expires <= ?2 RETURNING file",
@@ -289,7 +290,7 @@ impl Store {
                 )?
                 .query_row([key], |r| {
                     let expires: Option<f64> = r.get(2)?;
-                    if expires.is_some_and(|e| e <= now) {
+                    if ttl::expired(expires, now) {
                         return Ok(None);
                     }
                     let flags = stored_flags(r.get(4)?);
@@ -329,7 +330,7 @@ impl Store {
     /// absent from then on and the store stays usable.
     fn drop_damaged(&mut self, key: &[u8], name: &str, e: Error) -> Error {
         if e.kind() == ErrorKind::Corrupt {
-            let _ = self.write(|tx, freed| {
+            let _ = self.transaction(|tx, freed| {
                 let n = tx
                     .prepare_cached("DELETE FROM entries WHERE key = ?1 AND file = ?2")?
                     .execute(params![key, name])?;
@@ -362,7 +363,7 @@ impl Store {
     pub fn pop(&mut self, key: &[u8], visit: &mut Visit) -> Result<Lookup> {
         let now = wall_now();
         let values = self.values.clone();
-        let taken = self.write(|tx, freed| {
+        let taken = self.transaction(|tx, freed| {
             let row = tx
                 .prepare_cached(
                     "DELETE FROM entries WHERE key = ?1 RETURNING value, file, expires, size - length(key), flags",
@@ -373,7 +374,7 @@ impl Store {
                         Some(name) => RowValue::File(name, r.get::<_, i64>(3)? as u64),
                         None => RowValue::Inline(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
                     };
-                    Ok((value, expires.is_some_and(|e| e <= now), stored_flags(r.get(4)?)))
+                    Ok((value, ttl::expired(expires, now), stored_flags(r.get(4)?)))
                 })
                 .optional()?;
             let Some((value, expired, flags)) = row else { return Ok(None) };
@@ -401,7 +402,7 @@ impl Store {
     /// Removes `key`.
     pub fn delete(&mut self, key: &[u8]) -> Result<Lookup> {
         let now = wall_now();
-        self.write(|tx, freed| {
+        self.transaction(|tx, freed| {
             let row: Option<(Option<String>, Option<f64>)> = tx
                 .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING file, expires")?
                 .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -410,7 +411,7 @@ impl Store {
                 None => Lookup::Miss,
                 Some((file, expires)) => {
                     freed.extend(file);
-                    if expires.is_some_and(|e| e <= now) {
+                    if ttl::expired(expires, now) {
                         Lookup::Expired
                     } else {
                         Lookup::Hit
@@ -422,8 +423,8 @@ impl Store {
 
     /// Removes every entry; returns how many there were.
     pub fn clear(&mut self) -> Result<u64> {
-        self.write(|tx, freed| {
-            let count: i64 = tx.query_row("SELECT count FROM totals", [], |r| r.get(0))?;
+        self.transaction(|tx, freed| {
+            let (count, _) = sqlite::totals(tx)?;
             {
                 let mut stmt =
                     tx.prepare_cached("SELECT file FROM entries WHERE file IS NOT NULL")?;
@@ -433,33 +434,24 @@ impl Store {
                 }
             }
             tx.execute("DELETE FROM entries", [])?;
-            Ok(count as u64)
+            Ok(count)
         })
     }
 
     /// Entries that have not expired.
     pub fn len(&mut self) -> Result<u64> {
-        let (count, _) = self.totals()?;
-        let expired: i64 = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM entries WHERE expires <= ?1")?
-            .query_row([wall_now()], |r| r.get(0))?;
-        Ok(count.saturating_sub(expired as u64))
+        sqlite::live_count(&self.conn, "entries", wall_now())
     }
 
     /// (entries, bytes of keys and values), expired ones not yet removed included.
     pub fn totals(&mut self) -> Result<(u64, u64)> {
-        let (count, size): (i64, i64) = self
-            .conn
-            .prepare_cached("SELECT count, size FROM totals")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok((count.max(0) as u64, size.max(0) as u64))
+        sqlite::totals(&self.conn)
     }
 
     /// Makes every commit so far and every value file durable.
     pub fn save(&mut self) -> Result<()> {
         if !self.removed_orphans.is_empty() {
-            self.write(|_, _| Ok(()))?;
+            self.transaction(|_, _| Ok(()))?;
         }
         self.values.sync(&self.unsynced)?;
         self.unsynced.clear();
@@ -501,7 +493,7 @@ impl Store {
     /// Deletes this handle's leftover orphan records before the connection closes.
     pub fn close(mut self) -> Result<()> {
         if !self.removed_orphans.is_empty() {
-            self.write(|_, _| Ok(()))?;
+            self.transaction(|_, _| Ok(()))?;
         }
         self.conn.close().map_err(|(_, e)| e.into())
     }
@@ -511,12 +503,7 @@ impl Store {
 /// within `limit`. The entry just stored is the most recent and fits, so it stays.
 fn cull(tx: &Transaction, limit: u64, now: f64, freed: &mut Vec<String>) -> Result<Culled> {
     let mut culled = Culled::default();
-    let total = |tx: &Transaction| -> Result<u64> {
-        Ok(tx
-            .prepare_cached("SELECT size FROM totals")?
-            .query_row([], |r| r.get::<_, i64>(0))?
-            .max(0) as u64)
-    };
+    let total = |tx: &Transaction| -> Result<u64> { Ok(sqlite::totals(tx)?.1) };
     let mut size = total(tx)?;
     if size <= limit {
         return Ok(culled);

@@ -15,8 +15,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Values this size or larger go to their own file (diskcache's threshold).
 pub const INLINE_MAX: usize = 32 * 1024;
@@ -27,14 +25,9 @@ pub(crate) struct Values {
     path: PathBuf,
 }
 
-/// A name no other writer, in this or another process, will ever pick.
+/// A value file name no other writer, in this or another process, will ever pick.
 pub(crate) fn new_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}-{:08x}-{:x}.val", nanos, std::process::id(), n)
+    format!("{}.val", disk::unique_name())
 }
 
 impl Values {
@@ -93,10 +86,7 @@ impl Values {
 
     /// Flushes the named files (those still present) and the values directory to disk.
     pub fn sync(&self, names: &[String]) -> Result<()> {
-        for name in names {
-            disk::sync_at(self.fd.as_fd(), name, &self.path_of(name))?;
-        }
-        rfs::fsync(&self.fd).map_err(|e| Error::io(e.into(), "cannot sync", &self.path))
+        disk::sync_files_and_dir(self.fd.as_fd(), names, &self.path)
     }
 
     /// Names of every file in the values directory (for a full cleanup pass).

@@ -27,7 +27,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Prefix of the library's own working folders (entries being written or removed). No
@@ -49,7 +48,7 @@ pub struct Meta {
 
 impl Meta {
     pub fn is_expired_at(&self, now: f64) -> bool {
-        self.expires.is_some_and(|e| e <= now)
+        crate::ttl::expired(self.expires, now)
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -193,18 +192,12 @@ impl Root {
         file: &str,
         expected_len: Option<u64>,
     ) -> Result<Option<Vec<u8>>> {
-        let path = self.path.join(name).join(file);
-        crate::disk::read_regular_at(folder, file, expected_len, &path)
+        crate::disk::read_regular_at(folder, file, expected_len, &self.path.join(name).join(file))
     }
 
     /// A working folder name no other writer, in this or another process, will pick.
     pub fn new_tmp_name() -> String {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        format!("{TMP_PREFIX}{}-{nanos:x}-{n:x}", std::process::id())
+        format!("{TMP_PREFIX}{}", crate::disk::unique_name())
     }
 
     /// Writes a complete entry into the new working folder `tmp`.
@@ -379,11 +372,7 @@ impl Root {
         let Some(folder) = self.open_folder(name)? else {
             return Ok(());
         };
-        for file in ["value", "meta"] {
-            let path = self.path.join(name).join(file);
-            crate::disk::sync_at(folder.as_fd(), file, &path)?;
-        }
-        rfs::fsync(&folder).map_err(|e| self.error(e, "cannot sync", name))
+        crate::disk::sync_files_and_dir(folder.as_fd(), &["value", "meta"], &self.path.join(name))
     }
 
     /// Flushes the directory itself (the names of entries).

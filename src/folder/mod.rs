@@ -1,11 +1,11 @@
-//! Key-as-folder persistent cache (the seed's KeyAsFolderCache): one sub-folder of the
+//! Key-as-folder persistent cache (the original `duck.utils.caching` KeyAsFolderCache): one sub-folder of the
 //! cache directory per key, holding plain files, so one entry can be inspected, backed
 //! up or deleted by hand.
 //!
 //! - Folder names come from the reversible encoding in [`naming`]; no key, whatever its
 //!   bytes, names anything outside the directory.
 //! - Each entry is a `value` file (the value byte for byte) and a `meta` file (the full
-//!   key and the expiry); see [`entry`]. No database per key: the seed opens a SQLite
+//!   key and the expiry); see [`entry`]. No database per key: the original module opens a SQLite
 //!   store per key.
 //! - Every call goes to the disk, so it sees what other processes wrote without
 //!   reopening. Writes are atomic renames; pop renames the folder away first, which
@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The limit used when 0 is given (the seed's DEFAULT_CACHE_OBJ_LIMIT).
-pub const DEFAULT_MAX_OPEN: u32 = 128;
+/// The limit used when 0 is given (the original `duck.utils.caching` DEFAULT_CACHE_OBJ_LIMIT).
+pub const DEFAULT_MAX_CONCURRENT_OPS: u32 = 128;
 
 /// A working folder older than this belongs to a writer that died.
 const STALE_TMP: Duration = Duration::from_secs(120);
@@ -39,7 +39,9 @@ const READ_ATTEMPTS: usize = 3;
 /// The key-as-folder persistent cache.
 pub struct FolderCache {
     dir: PathBuf,
-    max_open: u32,
+    /// How many operations of this handle may touch the disk at once (the C API's
+    /// `max_open`): each holds at most three descriptors, so this bounds those too.
+    max_concurrent_ops: u32,
     /// None once closed; operations hold the read side, close takes the write side.
     /// This and the locks below are registered with the fork handlers
     /// (`crate::ffi::fork`), in this order.
@@ -77,7 +79,7 @@ impl Drop for Permit<'_> {
 }
 
 /// What reading an entry found.
-enum Read {
+enum Found {
     Absent,
     Expired,
     Live(Meta, Value),
@@ -93,9 +95,9 @@ enum Value {
 
 impl FolderCache {
     /// Opens the cache in `dir` (created owner-only, with parents, when missing). At
-    /// most `max_open` operations of this handle touch the disk at once (0 = 128), each
-    /// holding at most three descriptors.
-    pub fn open(dir: impl AsRef<Path>, max_open: u32) -> Result<FolderCache> {
+    /// most `max_concurrent_ops` operations of this handle touch the disk at once
+    /// (0 = 128), each holding at most three descriptors.
+    pub fn open(dir: impl AsRef<Path>, max_concurrent_ops: u32) -> Result<FolderCache> {
         let dir = dir.as_ref().to_owned();
         let root = Root::open(&dir)?;
         root.retry_leftovers();
@@ -105,16 +107,16 @@ impl FolderCache {
                 root.discard(&name);
             }
         }
-        let max_open = match max_open {
-            0 => DEFAULT_MAX_OPEN,
+        let max_concurrent_ops = match max_concurrent_ops {
+            0 => DEFAULT_MAX_CONCURRENT_OPS,
             n => n,
         };
         Ok(FolderCache {
             dir,
-            max_open,
+            max_concurrent_ops,
             root: fork::registered(fork::RANK_FOLDER, RwLock::new(Some(root))),
             budget: Budget {
-                free: fork::registered(fork::RANK_FOLDER, Mutex::new(max_open)),
+                free: fork::registered(fork::RANK_FOLDER, Mutex::new(max_concurrent_ops)),
                 freed: Condvar::new(),
             },
             stats: fork::registered(fork::RANK_FOLDER, Mutex::new(Stats::default())),
@@ -128,8 +130,8 @@ impl FolderCache {
     }
 
     /// The bound on operations touching the disk at once.
-    pub fn max_open(&self) -> u32 {
-        self.max_open
+    pub fn max_concurrent_ops(&self) -> u32 {
+        self.max_concurrent_ops
     }
 
     /// The folder (under [`FolderCache::dir`]) that holds `key`.
@@ -151,11 +153,11 @@ impl FolderCache {
 
     /// Reads the entry of `key` (its value too when `want_value`). An expired entry is
     /// removed; a damaged one is reported once and removed.
-    fn read(root: &Root, key: &[u8], want_value: bool) -> Result<Read> {
+    fn read(root: &Root, key: &[u8], want_value: bool) -> Result<Found> {
         let name = naming::encode(key);
         for _ in 0..READ_ATTEMPTS {
             let Some(folder) = root.open_folder(&name)? else {
-                return Ok(Read::Absent);
+                return Ok(Found::Absent);
             };
             let damaged = |e: Error| {
                 if e.kind() == ErrorKind::Corrupt {
@@ -169,57 +171,57 @@ impl FolderCache {
             };
             if meta.key != key {
                 // Another key with the same hashed name.
-                return Ok(Read::Absent);
+                return Ok(Found::Absent);
             }
             if meta.is_expired_at(wall_now()) {
                 root.remove_instance(folder.as_fd(), &name);
-                return Ok(Read::Expired);
+                return Ok(Found::Expired);
             }
             if !want_value {
-                return Ok(Read::Live(meta, Value::NotRead));
+                return Ok(Found::Live(meta, Value::NotRead));
             }
             match root
                 .read_value(folder.as_fd(), &name, &meta)
                 .map_err(damaged)?
             {
-                Some(bytes) => return Ok(Read::Live(meta, Value::Bytes(bytes))),
+                Some(bytes) => return Ok(Found::Live(meta, Value::Bytes(bytes))),
                 None => continue,
             }
         }
-        Ok(Read::Absent)
+        Ok(Found::Absent)
     }
 
     /// Takes the entry of `key` away (exactly one of any number of concurrent takers
     /// gets it) and reads it, then removes it.
-    fn take(root: &Root, key: &[u8], want_value: bool) -> Result<Read> {
+    fn take(root: &Root, key: &[u8], want_value: bool) -> Result<Found> {
         let name = naming::encode(key);
         let tmp = Root::new_tmp_name();
         if !root.take(&name, &tmp)? {
-            return Ok(Read::Absent);
+            return Ok(Found::Absent);
         }
-        let read = (|| -> Result<Read> {
+        let read = (|| -> Result<Found> {
             let Some(folder) = root.open_folder(&tmp)? else {
-                return Ok(Read::Absent); // a planted link or file, now gone
+                return Ok(Found::Absent); // a planted link or file, now gone
             };
             let Some(meta) = root.read_meta(folder.as_fd(), &tmp)? else {
-                return Ok(Read::Absent);
+                return Ok(Found::Absent);
             };
             if meta.is_expired_at(wall_now()) {
-                return Ok(Read::Expired);
+                return Ok(Found::Expired);
             }
             if !want_value {
-                return Ok(Read::Live(meta, Value::NotRead));
+                return Ok(Found::Live(meta, Value::NotRead));
             }
             let bytes = root.read_value(folder.as_fd(), &tmp, &meta)?;
-            Ok(bytes.map_or(Read::Absent, |b| Read::Live(meta, Value::Bytes(b))))
+            Ok(bytes.map_or(Found::Absent, |b| Found::Live(meta, Value::Bytes(b))))
         })();
         let put_back = || root.put_back(&tmp, &name);
         match read {
             // Another key that shares a hashed name: put its entry back if nothing
             // has replaced it meanwhile.
-            Ok(Read::Live(meta, _)) if meta.key != key => {
+            Ok(Found::Live(meta, _)) if meta.key != key => {
                 put_back();
-                Ok(Read::Absent)
+                Ok(Found::Absent)
             }
             // The entry could not be read (an I/O error, not damage): a pop that fails
             // must leave it as it was, so it goes back unless a newer one is there.
@@ -231,7 +233,7 @@ impl FolderCache {
             // matters.
             Err(e) if !want_value && e.kind() != ErrorKind::Corrupt => {
                 root.discard(&tmp);
-                Ok(Read::Unreadable)
+                Ok(Found::Unreadable)
             }
             read => {
                 root.discard(&tmp);
@@ -257,16 +259,16 @@ impl FolderCache {
         Ok(())
     }
 
-    fn count(&self, read: &Read) -> bool {
+    fn count(&self, read: &Found) -> bool {
         self.stats.lock().count_lookup(lookup_of(read))
     }
 }
 
-fn lookup_of(read: &Read) -> Lookup {
+fn lookup_of(read: &Found) -> Lookup {
     match read {
-        Read::Absent => Lookup::Miss,
-        Read::Expired => Lookup::Expired,
-        Read::Live(..) | Read::Unreadable => Lookup::Hit,
+        Found::Absent => Lookup::Miss,
+        Found::Expired => Lookup::Expired,
+        Found::Live(..) | Found::Unreadable => Lookup::Hit,
     }
 }
 
@@ -275,9 +277,8 @@ impl Backend for FolderCache {
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
             let old = self.with_root(|root| Self::take(root, key, false))?;
-            let mut stats = self.stats.lock();
-            stats.sets += 1;
-            stats.expirations += !matches!(old, Read::Absent) as u64;
+            let replaced = !matches!(old, Found::Absent);
+            self.stats.lock().count_dead_on_arrival(replaced);
             return Ok(());
         }
         let meta = Meta {
@@ -300,7 +301,7 @@ impl Backend for FolderCache {
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let read = self.with_root(|root| Self::read(root, key, true))?;
-        if let Read::Live(meta, Value::Bytes(bytes)) = &read {
+        if let Found::Live(meta, Value::Bytes(bytes)) = &read {
             visit(bytes, meta.flags);
         }
         Ok(self.count(&read))
@@ -313,7 +314,7 @@ impl Backend for FolderCache {
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let read = self.with_root(|root| Self::take(root, key, true))?;
-        if let Read::Live(meta, Value::Bytes(bytes)) = &read {
+        if let Found::Live(meta, Value::Bytes(bytes)) = &read {
             visit(bytes, meta.flags);
         }
         let hit = self.count(&read);

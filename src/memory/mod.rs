@@ -213,7 +213,7 @@ impl Backend for MemoryCache {
             return self.with_shard(hash, |shard| {
                 shard.stats.sets += 1;
                 if let Some(slot) = shard.find(hash, key) {
-                    shard.remove(slot, Removal::Expired);
+                    shard.remove(slot, Removal::Expired); // counted as expired
                 }
                 Ok(())
             });

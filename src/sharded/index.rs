@@ -66,12 +66,9 @@ CREATE TABLE IF NOT EXISTS keys (
     expires REAL                   -- Unix time the entry dies at; NULL = never
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS keys_expires ON keys(expires) WHERE expires IS NOT NULL;
-CREATE TABLE IF NOT EXISTS totals (
-    id    INTEGER PRIMARY KEY CHECK (id = 0),
-    count INTEGER NOT NULL,
-    size  INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+",
+        sqlite::totals_table!(),
+        "
 CREATE TABLE IF NOT EXISTS stale (
     shard INTEGER NOT NULL,        -- a superseded copy of key waits in this shard
     key   BLOB NOT NULL,
@@ -93,7 +90,7 @@ pub(super) struct Placement {
 
 impl Placement {
     pub fn is_expired_at(&self, now: f64) -> bool {
-        self.expires.is_some_and(|e| e <= now)
+        crate::ttl::expired(self.expires, now)
     }
 
     /// From a row of (shard, size, expires).
@@ -281,19 +278,12 @@ pub(super) fn clear(tx: &Transaction) -> Result<u64> {
 
 /// (rows, bytes of keys and values), expired rows included.
 pub(super) fn totals(conn: &Connection) -> Result<(u64, u64)> {
-    let (count, size): (i64, i64) = conn
-        .prepare_cached("SELECT count, size FROM totals")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok((count.max(0) as u64, size.max(0) as u64))
+    sqlite::totals(conn)
 }
 
 /// Rows that have not expired.
 pub(super) fn live_count(conn: &Connection, now: f64) -> Result<u64> {
-    let (count, _) = totals(conn)?;
-    let expired: i64 = conn
-        .prepare_cached("SELECT count(*) FROM keys WHERE expires <= ?1")?
-        .query_row([now], |r| r.get(0))?;
-    Ok(count.saturating_sub(expired.max(0) as u64))
+    sqlite::live_count(conn, "keys", now)
 }
 
 /// Places `key` in `shard` unless a newer shard already holds it (rebuilding the index

@@ -1,4 +1,4 @@
-//! Sharded persistent cache (the seed's DynamicFileCache): a directory of file-cache
+//! Sharded persistent cache (the original `duck.utils.caching` DynamicFileCache): a directory of file-cache
 //! stores ("shards") that grows one shard at a time as each fills up.
 //!
 //! Layout of `<dir>`:
@@ -7,14 +7,14 @@
 //!   creation order. A set goes to the newest shard while the entry fits under the shard
 //!   size limit; otherwise a new shard is started.
 //!
-//! Unlike the seed, a get reads one index row and one shard whatever the number of
+//! Unlike the original `duck.utils.caching`, a get reads one index row and one shard whatever the number of
 //! shards, and shard sizes are tracked by the index instead of summing files on every
 //! set. If `index.db` is lost, the next open rebuilds it from the shards (newest copy of
 //! a key wins).
 
 mod index;
 
-use crate::backend::{Backend, Lookup, Stats, Visit};
+use crate::backend::{check_fits, Backend, Lookup, Stats, Visit};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
@@ -30,10 +30,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Shard size limit used when 0 is given (the seed's DEFAULT_SHARD_SIZE, 1 GB).
+/// Shard size limit used when 0 is given (the original `duck.utils.caching` DEFAULT_SHARD_SIZE, 1 GB).
 pub const DEFAULT_SHARD_SIZE: u64 = 1_000_000_000;
 
-/// Open shard limit used when 0 is given (the seed's default).
+/// Open shard limit used when 0 is given (the original `duck.utils.caching` default).
 pub const DEFAULT_MAX_OPEN_SHARDS: u32 = 128;
 
 /// Superseded copies removed at the start of each write (more at open and close).
@@ -192,7 +192,7 @@ impl State {
 
     /// Runs `f` in a write transaction on the index (see [`index`] for why every shard
     /// change happens inside one), after removing a few superseded copies.
-    fn write<R>(
+    fn transaction<R>(
         &mut self,
         f: impl FnOnce(&Transaction, &mut OpenShards) -> Result<R>,
     ) -> Result<R> {
@@ -230,7 +230,7 @@ impl State {
 
     /// Removes every superseded copy (at open and close).
     fn remove_all_stale(&mut self) -> Result<()> {
-        while self.write(|tx, shards| remove_stale(tx, shards, 64))? > 0 {}
+        while self.transaction(|tx, shards| remove_stale(tx, shards, 64))? > 0 {}
         Ok(())
     }
 }
@@ -418,7 +418,7 @@ impl ShardedCache {
         let _ = state.remove_all_stale();
         // Best effort too: folders of shards the index dropped whose removal a crash or
         // an I/O error interrupted.
-        let _ = state.write(|tx, shards| {
+        let _ = state.transaction(|tx, shards| {
             let listed = index::shard_ids(tx)?;
             let newest = listed.last().copied().unwrap_or(0);
             for id in shards_on_disk(&shards.dir)? {
@@ -499,7 +499,7 @@ impl ShardedCache {
     ) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
         let limit = self.shard_size_limit;
-        let expired = state.write(|tx, shards| {
+        let expired = state.transaction(|tx, shards| {
             let old = index::placement(tx, key)?;
             let mut expired = 0;
             let shard = writable_shard(tx, shards, key, size, limit, old, &mut expired)?;
@@ -514,10 +514,11 @@ impl ShardedCache {
         Ok(())
     }
 
-    /// Looks `key` up, then asks its shard with `probe`. Lock-free of other writers in
-    /// the common case; when the row's shard lacks the key (a writer moved it meanwhile,
-    /// or a crash left the row behind) it looks again under the write lock and drops a
-    /// row that is really left behind.
+    /// Looks `key` up, then asks its shard with `probe`. In the common case this reads
+    /// the index without taking SQLite's write lock (it still holds this handle's
+    /// state lock); when the row's shard lacks the key (a writer moved it meanwhile, or
+    /// a crash left the row behind) it looks again under the write lock and drops a row
+    /// that is really left behind.
     fn find(&self, key: &[u8], probe: &mut dyn FnMut(&FileCache) -> Result<bool>) -> Result<bool> {
         self.with_state(|state| Self::find_in(state, key, probe))
     }
@@ -545,7 +546,7 @@ impl ShardedCache {
                 if found {
                     Lookup::Hit
                 } else {
-                    state.write(|tx, shards| match index::placement(tx, key)? {
+                    state.transaction(|tx, shards| match index::placement(tx, key)? {
                         None => Ok(Lookup::Miss),
                         Some(p) => {
                             if probe(shards.get(p.shard, false)?)? {
@@ -571,7 +572,7 @@ enum Taken {
 
 /// Removes `key` if it has expired by now (checked again under the write lock).
 fn remove_if_expired(state: &mut State, key: &[u8]) -> Result<Lookup> {
-    state.write(|tx, shards| {
+    state.transaction(|tx, shards| {
         let now = wall_now();
         match index::placement(tx, key)? {
             Some(p) if p.is_expired_at(now) => {
@@ -587,25 +588,18 @@ fn remove_if_expired(state: &mut State, key: &[u8]) -> Result<Lookup> {
 impl Backend for ShardedCache {
     fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         let size = (key.len() + value.len()) as u64;
-        let limit = self.shard_size_limit;
-        if size > limit {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("the entry is {size} bytes and a shard holds at most {limit}"),
-            ));
-        }
+        check_fits(size, self.shard_size_limit, "a shard")?;
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
             return self.with_state(|state| {
-                let existed = state.write(|tx, _| {
+                let existed = state.transaction(|tx, _| {
                     let old = index::remove(tx, key)?;
                     if let Some(o) = old {
                         index::mark_stale(tx, o.shard, key)?;
                     }
                     Ok(old.is_some())
                 })?;
-                state.stats.sets += 1;
-                state.stats.expirations += existed as u64;
+                state.stats.count_dead_on_arrival(existed);
                 Ok(())
             });
         }
@@ -631,7 +625,7 @@ impl Backend for ShardedCache {
 
     fn clear(&self) -> Result<()> {
         self.with_state(|state| {
-            let removed = state.write(|tx, shards| {
+            let removed = state.transaction(|tx, shards| {
                 let removed = index::clear(tx)?;
                 for id in index::shard_ids(tx)? {
                     shards.get(id, true)?.clear()?;
@@ -688,7 +682,7 @@ impl ShardedCache {
         // across processes. The shard's copy is only read here and recorded as stale,
         // for a later write to remove: the index commit is the one step that takes the
         // entry, so a pop that fails (at that commit or before) leaves it whole.
-        let taken = state.write(|tx, shards| {
+        let taken = state.transaction(|tx, shards| {
             let Some(p) = index::remove(tx, key)? else {
                 return Ok(Taken::Miss);
             };
@@ -718,7 +712,7 @@ impl ShardedCache {
     fn delete_in(state: &mut State, key: &[u8]) -> Result<()> {
         let now = wall_now();
         // As in pop: the index commit takes the entry, the copy is removed later.
-        let lookup = state.write(|tx, _| {
+        let lookup = state.transaction(|tx, _| {
             let Some(p) = index::remove(tx, key)? else {
                 return Ok(Lookup::Miss);
             };

@@ -1,4 +1,4 @@
-"""The cache classes: the seed module's API (duck.utils.caching) over the C library.
+"""The cache classes: the original module's API (duck.utils.caching) over the C library.
 
 Keys are `str` (stored as UTF-8) or `bytes` (as they are). Values are any picklable
 object; `bytes` values are stored byte for byte with flags 0, everything else is
@@ -21,7 +21,7 @@ from ctypes import byref, c_uint32, c_uint64, c_void_p
 from . import _native as native
 from ._native import lib
 
-# Sentinel for "no default given", as in the seed.
+# Sentinel for "no default given", as in the original module.
 MISSING = object()
 
 # The flags word of an entry whose value is a pickle. Flags 0 is raw bytes; any other
@@ -65,7 +65,7 @@ def _encode_key(key):
 
 
 def _ttl(expiry):
-    """The seed's `expiry` (seconds, None = never) as the C ttl. A negative expiry is in
+    """The original module's `expiry` (seconds, None = never) as the C ttl. A negative expiry is in
     the past, as in the seed: the entry expires at once."""
     if expiry is None:
         return -1.0
@@ -173,7 +173,7 @@ class CacheBase:
 
     @staticmethod
     def _memo_key(func, key_prefix, args, kwargs):
-        # The seed's key format, so both modules address the same entries.
+        # The original module's key format, so both modules address the same entries.
         return (
             f"{key_prefix or func.__module__}."
             f"{func.__qualname__}:"

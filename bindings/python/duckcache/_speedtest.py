@@ -1,4 +1,4 @@
-"""CacheSpeedTest: the seed's speed test (same shape: execute_all, print_summary,
+"""CacheSpeedTest: the original `duck.utils.caching` speed test (same shape: execute_all, print_summary,
 compare_performance, results), timing this package's classes with a monotonic clock
 in a fresh temporary directory instead of ./test."""
 
