@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(unsafe { ffi::cache_clear(c) }, CACHE_OK);
     let mut model: HashMap<Vec<u8>, (Vec<u8>, u32)> = HashMap::new();
     // Keys are drawn from a few to make operations meet; the key's bytes come next.
-    let mut key = |input: &mut Input| -> Vec<u8> {
+    let key = |input: &mut Input| -> Vec<u8> {
         let k = input.byte().unwrap_or(0) % 6;
         if k == 5 {
             input.bytes(40)
