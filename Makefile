@@ -108,12 +108,13 @@ PY_PKG   := bindings/python/duckcache
 python: lib
 	cp $(LIBDIR)/libduckcache.so $(PY_PKG)/libduckcache.so
 
-# A virtual environment with pytest, python-diskcache and the original module (the
+# A virtual environment with pytest, python-diskcache, PyNaCl (to check the encrypted
+# format both ways) and the original module (the
 # duckframework package, without its web-framework dependencies) for the parity tests.
 $(PYENV)/.ready: bindings/python/pyproject.toml
 	rm -rf $(PYENV)
 	$(PYTHON) -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel
+	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel pynacl
 	$(PYENV)/bin/pip install -q --disable-pip-version-check --no-deps duckframework==2.3.2
 	touch $@
 

@@ -130,6 +130,16 @@ impl CHandle {
         Self::open_dir(dir, |d, out| unsafe { ffi::cache_open_folder(d, 0, out) })
     }
 
+    /// `inner` wrapped by cache_open_encrypted (which takes it over).
+    fn encrypted(inner: CHandle) -> CHandle {
+        let inner = std::mem::ManuallyDrop::new(inner);
+        let key = [42u8; 32];
+        let mut c = std::ptr::null_mut();
+        let s = unsafe { ffi::cache_open_encrypted(inner.0, key.as_ptr(), key.len(), &mut c) };
+        assert_eq!(s, ffi::cache_status::CACHE_OK);
+        CHandle(c)
+    }
+
     fn set(&self, k: &[u8], v: &[u8]) {
         let s = unsafe { ffi::cache_set(self.0, k.as_ptr(), k.len(), v.as_ptr(), v.len(), -1.0) };
         assert_eq!(s, ffi::cache_status::CACHE_OK);
@@ -493,6 +503,67 @@ fn scratch_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Encrypted handles against the same kind unencrypted: set and get of 1 KiB values.
+fn bench_encrypted() {
+    println!(
+        "== encrypted (XSalsa20-Poly1305) against the same kind unencrypted, 1 KiB values; target file <= 1.3x"
+    );
+    let value = vec![5u8; 1024];
+    let keys = 2000u64;
+    let order = access_order(keys, keys as usize * 4, 11);
+    let base = scratch_dir("encrypted");
+    let mut round = 0;
+    let mut open = |kind: &str, sealed: bool| {
+        round += 1;
+        let plain = match kind {
+            "memory" => CHandle::memory(0),
+            _ => CHandle::file(&base.join(format!("{kind}-{sealed}-{round}"))),
+        };
+        if sealed {
+            CHandle::encrypted(plain)
+        } else {
+            plain
+        }
+    };
+    for kind in ["memory", "file"] {
+        let mut figures = Vec::new();
+        for sealed in [true, false] {
+            let mut last = None;
+            let set = median_ns_per_op(|| {
+                let c = open(kind, sealed);
+                let t = Instant::now();
+                for i in 0..keys {
+                    c.set(&key(i), &value);
+                }
+                let elapsed = t.elapsed().as_secs_f64();
+                last = Some(c);
+                (keys, elapsed)
+            });
+            let c = last.expect("at least one round");
+            let get = median_ns_per_op(|| {
+                let t = Instant::now();
+                let sum: usize = order.iter().map(|&i| c.get(&key(i))).sum();
+                black_box(sum);
+                (order.len() as u64, t.elapsed().as_secs_f64())
+            });
+            figures.push((set, get));
+        }
+        let ((sealed_set, sealed_get), (plain_set, plain_get)) = (figures[0], figures[1]);
+        print_row(
+            &format!("{kind}: set 1 KiB"),
+            sealed_set,
+            plain_set,
+            "unencrypted",
+        );
+        print_row(
+            &format!("{kind}: get 1 KiB"),
+            sealed_get,
+            plain_get,
+            "unencrypted",
+        );
+    }
+}
+
 fn bench_file() {
     println!(
         "== file backend against a bare rusqlite key-value table (same pragmas); target <= 1.5x"
@@ -826,6 +897,9 @@ fn main() {
     }
     if wanted("folder") {
         bench_folder();
+    }
+    if wanted("encrypted") {
+        bench_encrypted();
     }
     if wanted("async") {
         bench_async();

@@ -321,6 +321,38 @@ void cache_free(struct cache_t *c);
 // Frees buf->data and zeroes `buf`. NULL or a zeroed buf is a no-op.
 void cache_buf_free(struct cache_buf *buf);
 
+// Opens a handle whose values are sealed before they reach `inner` (any open handle):
+// XSalsa20-Poly1305 in NaCl's crypto_secretbox format as PyNaCl's SecretBox.encrypt
+// writes it (a random 24-byte nonce, the 16-byte tag, the ciphertext); keys, flags and
+// TTLs stay in the clear. `key_len` must be 32. On CACHE_OK the new handle owns `inner`
+// (the caller must neither use nor free it; freeing the new handle frees it); on any
+// other status the caller still owns it. A value that fails authentication is removed
+// and the call returns CACHE_ERR_CORRUPT ("authentication failed"). The key is zeroed
+// from memory when the handle is freed.
+cache_status cache_open_encrypted(struct cache_t *inner,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  struct cache_t **out);
+
+// Seals `len` bytes at `data` with the 32-byte `key` into `out` (to free with
+// cache_buf_free), in the format cache_open_encrypted stores: 40 bytes longer than the
+// input. For bindings that seal values themselves (the Python EncryptedCache over a
+// cache of its own). An addition to the contract.
+cache_status cache_secretbox_seal(const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  struct cache_buf *out);
+
+// Opens `len` sealed bytes at `data` with the 32-byte `key` into `out` (to free with
+// cache_buf_free). CACHE_ERR_CORRUPT ("authentication failed") when they were changed,
+// sealed with another key, or are shorter than 40 bytes; `out` is then untouched.
+cache_status cache_secretbox_open(const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  struct cache_buf *out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

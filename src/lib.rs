@@ -9,12 +9,15 @@
 //! - [`FileCache`]: one SQLite store in a directory, shared by processes, bounded by bytes.
 //! - [`ShardedCache`]: file-cache shards in a directory, started one by one as each fills.
 //! - [`FolderCache`]: one folder of plain files per key, safe whatever the key's bytes.
+//!
+//! Wrapping backends, built over others: [`EncryptedCache`] seals every value.
 
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod clock;
 mod disk;
+pub mod encrypted;
 pub mod error;
 pub mod file;
 pub mod folder;
@@ -28,6 +31,7 @@ pub mod worker;
 pub mod ffi;
 
 pub use backend::{Backend, Stats};
+pub use encrypted::EncryptedCache;
 pub use error::{Error, ErrorKind, Result};
 pub use file::{FileCache, INLINE_MAX};
 pub use folder::FolderCache;

@@ -127,6 +127,18 @@ public:
         return open([&](cache_t **out) { return cache_open_folder(dir.c_str(), max_open, out); });
     }
 
+    /// Values sealed before they reach `inner` (XSalsa20-Poly1305, PyNaCl's SecretBox
+    /// format); `key` must be 32 bytes. On success the new Cache owns `inner`'s handle
+    /// (`inner` is left empty); on failure it throws and `inner` keeps it.
+    static Cache encrypted(Cache &&inner, const std::string &key) {
+        cache_t *c = nullptr;
+        detail::check(cache_open_encrypted(inner.handle(),
+                                           reinterpret_cast<const std::uint8_t *>(key.data()),
+                                           key.size(), &c));
+        inner.c_ = nullptr;  // owned by the new handle now
+        return Cache(c);
+    }
+
     Cache(const Cache &) = delete;
     Cache &operator=(const Cache &) = delete;
     Cache(Cache &&other) noexcept : c_(std::exchange(other.c_, nullptr)) {}

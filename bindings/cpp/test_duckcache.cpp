@@ -101,6 +101,27 @@ int main() {
     exercise(duckcache::Cache::file(dir + "/file"));
     exercise(duckcache::Cache::sharded(dir + "/sharded", 1 << 20, 4));
     exercise(duckcache::Cache::folder(dir + "/folder"));
+    const std::string key(32, 'k');
+    exercise(duckcache::Cache::encrypted(duckcache::Cache::memory(100), key));
+    exercise(duckcache::Cache::encrypted(duckcache::Cache::file(dir + "/encrypted"), key));
+
+    // encrypted: a wrong key length throws and leaves the inner cache usable; on success
+    // the inner Cache is emptied and the values reach it sealed
+    {
+        auto inner = duckcache::Cache::folder(dir + "/sealed");
+        CHECK(status_thrown([&] { duckcache::Cache::encrypted(std::move(inner), "short"); }) ==
+              CACHE_ERR_INVALID_ARG);
+        inner.set("still", "usable");
+        auto sealed = duckcache::Cache::encrypted(std::move(inner), key);
+        CHECK(status_thrown([&] { inner.get("still"); }) == CACHE_ERR_INVALID_ARG);
+        sealed.set("k", "plain text");
+        CHECK(sealed.get("k") == std::string("plain text"));
+        auto raw = duckcache::Cache::folder(dir + "/sealed");
+        CHECK(raw.get("k")->size() == 40 + 10);
+        CHECK(raw.get("k")->find("plain") == std::string::npos);
+        CHECK(status_thrown([&] { sealed.get("still"); }) == CACHE_ERR_CORRUPT);  // never sealed
+        CHECK(!sealed.get("still"));  // removed
+    }
 
     // moves: the moved-from Cache refuses calls, the destination owns the handle
     auto a = duckcache::Cache::memory();

@@ -34,9 +34,11 @@ mod macros;
 mod ops;
 mod types;
 mod values;
+mod wrapping;
 
 pub use async_ops::*;
 pub use handle::cache_t;
 pub use library::{cache_last_error, cache_status_str, cache_version};
 pub use ops::*;
 pub use types::{cache_buf, cache_stats, cache_status, CACHE_NO_TTL};
+pub use wrapping::*;

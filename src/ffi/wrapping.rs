@@ -1,0 +1,103 @@
+//! The wrapping handles: an open call that takes other handles and returns a new one
+//! whose backend is built over theirs (today encryption; the tiered near cache comes
+//! here too). Also the two sealing functions a binding needs to seal values itself.
+
+use super::boundary::Failure;
+use super::handle::cache_t;
+use super::macros::exported;
+use super::types::cache_buf;
+use super::types::cache_status::{self, *};
+use crate::backend::Backend;
+use crate::encrypted::{EncryptedCache, SecretBox};
+use std::sync::Arc;
+
+/// Takes the handle `raw` (already checked: `c` is its reference) for a wrapping handle:
+/// its queued async operations finish first, then its backend is returned and the
+/// handle itself freed. Nothing is taken when this fails.
+///
+/// # Safety
+/// `raw` is the live handle `c` refers to, and the caller gives up ownership of it when
+/// this returns `Ok`.
+unsafe fn take_backend(raw: *mut cache_t, c: &cache_t) -> Result<Arc<dyn Backend>, Failure> {
+    if c.queue.is_current() {
+        return Err(Failure::new(
+            CACHE_ERR_BUSY,
+            "called from inside one of the wrapped handle's callbacks",
+        ));
+    }
+    c.queue.close_and_drain().map_err(|_| {
+        Failure::new(
+            CACHE_ERR_BUSY,
+            "the wrapped handle's queued operations cannot be waited for from here",
+        )
+    })?;
+    let backend = c.backend.clone();
+    // SAFETY: `raw` came from Box::into_raw in an open function and is live; the caller
+    // hands it over. Dropping the box frees the handle, not the backend it shares.
+    drop(unsafe { Box::from_raw(raw) });
+    Ok(backend)
+}
+
+/// Opens a handle whose values are sealed before they reach `inner` (any open handle):
+/// XSalsa20-Poly1305 in NaCl's crypto_secretbox format as PyNaCl's SecretBox.encrypt
+/// writes it (a random 24-byte nonce, the 16-byte tag, the ciphertext); keys, flags and
+/// TTLs stay in the clear. `key_len` must be 32. On CACHE_OK the new handle owns `inner`
+/// (the caller must neither use nor free it; freeing the new handle frees it); on any
+/// other status the caller still owns it. A value that fails authentication is removed
+/// and the call returns CACHE_ERR_CORRUPT ("authentication failed"). The key is zeroed
+/// from memory when the handle is freed.
+#[no_mangle]
+pub unsafe extern "C" fn cache_open_encrypted(
+    inner: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    out: *mut *mut cache_t,
+) -> cache_status {
+    let inner_raw = inner;
+    exported!(handle inner, bytes key[key_len], out out => {
+        let secret = SecretBox::new(key)?;
+        // SAFETY: `inner_raw` is the live handle just checked as `inner`; the contract
+        // hands it over on success, and nothing after this point fails.
+        let backend = unsafe { take_backend(inner_raw, inner) }?;
+        let cache = EncryptedCache::from_parts(backend, secret);
+        *out = Box::into_raw(Box::new(cache_t::new(cache)));
+        Ok(CACHE_OK)
+    })
+}
+
+/// Seals `len` bytes at `data` with the 32-byte `key` into `out` (to free with
+/// cache_buf_free), in the format cache_open_encrypted stores: 40 bytes longer than the
+/// input. For bindings that seal values themselves (the Python EncryptedCache over a
+/// cache of its own). An addition to the contract.
+#[no_mangle]
+pub unsafe extern "C" fn cache_secretbox_seal(
+    key: *const u8,
+    key_len: usize,
+    data: *const u8,
+    len: usize,
+    out: *mut cache_buf,
+) -> cache_status {
+    exported!(bytes key[key_len], bytes data[len], out out => {
+        let sealed = SecretBox::new(key)?.seal(data)?;
+        *out = cache_buf::from_vec(sealed);
+        Ok(CACHE_OK)
+    })
+}
+
+/// Opens `len` sealed bytes at `data` with the 32-byte `key` into `out` (to free with
+/// cache_buf_free). CACHE_ERR_CORRUPT ("authentication failed") when they were changed,
+/// sealed with another key, or are shorter than 40 bytes; `out` is then untouched.
+#[no_mangle]
+pub unsafe extern "C" fn cache_secretbox_open(
+    key: *const u8,
+    key_len: usize,
+    data: *const u8,
+    len: usize,
+    out: *mut cache_buf,
+) -> cache_status {
+    exported!(bytes key[key_len], bytes data[len], out out => {
+        let plain = SecretBox::new(key)?.open(data)?;
+        *out = cache_buf::from_vec(plain.to_vec());
+        Ok(CACHE_OK)
+    })
+}
