@@ -109,13 +109,13 @@ python: lib
 	cp $(LIBDIR)/libduckcache.so $(PY_PKG)/libduckcache.so
 
 # A virtual environment with pytest, python-diskcache, PyNaCl (to check the encrypted
-# format both ways) and the original module (the
-# duckframework package, without its web-framework dependencies) for the parity tests.
+# format both ways) and the original module: the duckframework package with its
+# dependencies, so Duck's own code (its fileio tests) runs with duckcache in its place.
 $(PYENV)/.ready: bindings/python/pyproject.toml
 	rm -rf $(PYENV)
 	$(PYTHON) -m venv $(PYENV)
 	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel pynacl
-	$(PYENV)/bin/pip install -q --disable-pip-version-check --no-deps duckframework==2.3.2
+	$(PYENV)/bin/pip install -q --disable-pip-version-check duckframework==2.3.2
 	touch $@
 
 # Installs the package into the environment, as a user would.

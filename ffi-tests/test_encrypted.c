@@ -270,11 +270,42 @@ static void check_ownership_and_bad_input(void) {
     printf("  ok ownership and bad input\n");
 }
 
+struct async_seen {
+    int calls;
+    cache_status status[3];
+    char value[32];
+};
+
+static void on_done(void *user, cache_status status, const uint8_t *value, size_t len) {
+    struct async_seen *seen = user;
+    seen->status[seen->calls] = status;
+    if (seen->calls == 1 && value && len < sizeof seen->value) memcpy(seen->value, value, len);
+    seen->calls++;
+}
+
+/* The async forms through the wrapper, in the handle's FIFO order: set, get, pop. */
+static void check_async_in_order(void) {
+    cache_t *inner = NULL, *c = NULL;
+    CHECK_EQ(cache_open_memory(0, &inner), CACHE_OK);
+    CHECK_EQ(cache_open_encrypted(inner, KEY, 32, &c), CACHE_OK);
+    struct async_seen seen = {0};
+    CHECK_EQ(cache_set_async(c, K("k"), K("async value"), CACHE_NO_TTL, on_done, &seen), CACHE_OK);
+    CHECK_EQ(cache_get_async(c, K("k"), on_done, &seen), CACHE_OK);
+    CHECK_EQ(cache_pop_async(c, K("k"), on_done, &seen), CACHE_OK);
+    CHECK_EQ(cache_close(c), CACHE_OK); /* waits for the queue */
+    CHECK_EQ(seen.calls, 3);
+    CHECK(seen.status[0] == CACHE_OK && seen.status[1] == CACHE_OK && seen.status[2] == CACHE_OK);
+    CHECK(strcmp(seen.value, "async value") == 0);
+    cache_free(c);
+    printf("  ok async in order\n");
+}
+
 int main(void) {
     char base[256];
     make_tmpdir(base, sizeof base);
     check_seal_functions();
     check_ownership_and_bad_input();
+    check_async_in_order();
     check_kind("memory", open_memory, base);
     check_kind("file", open_file, base);
     check_kind("sharded", open_sharded, base);

@@ -2,7 +2,8 @@
 //!
 //! The crate is a plain Rust library first: every backend is a public type implementing
 //! [`Backend`], with `Result`-returning methods. The C interface in [`ffi`] is a thin
-//! translation of that trait and is the only module allowed to use `unsafe`.
+//! translation of that trait and, with the futex locks of `sync`, the only module
+//! allowed to use `unsafe`.
 //!
 //! Backends:
 //! - [`MemoryCache`]: in-process, exact LRU bounded by key count, per-entry TTL.
@@ -24,6 +25,8 @@ pub mod folder;
 pub mod memory;
 pub mod sharded;
 mod sqlite;
+#[allow(unsafe_code)]
+mod sync;
 pub mod ttl;
 pub mod worker;
 

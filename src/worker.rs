@@ -17,8 +17,8 @@
 //! running (B's job on one worker drains A while A's job on another drains B).
 
 use crate::ffi::fork::{self, ForkLocks, ForkMutex};
+use crate::sync::{Condvar, Mutex};
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;

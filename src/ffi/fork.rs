@@ -26,7 +26,7 @@
 //! callback runs, so the handler's wait is short and cannot deadlock with the thread
 //! that forks (which may hold the Python interpreter's lock, say).
 
-use parking_lot::{Mutex, RwLock};
+use crate::sync::{Mutex, RwLock};
 use std::sync::{Arc, Once, Weak};
 
 /// A lock the fork handlers take and release.
@@ -187,7 +187,7 @@ extern "C" fn prepare() {
         // SAFETY: a valid static mutex; released in `release`.
         unsafe { rusqlite::ffi::sqlite3_mutex_enter(vfs) };
     }
-    let registry = parking_lot::MutexGuard::leak(registry);
+    let registry = crate::sync::MutexGuard::leak(registry);
     registry.held = held;
 }
 

@@ -20,7 +20,7 @@
 //! atomic exchange when one exists), so no reader ever sees a partial entry.
 
 use crate::error::{Error, ErrorKind, Result};
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::fs::File;

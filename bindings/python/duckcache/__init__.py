@@ -13,11 +13,12 @@ from ._caches import (
     MISSING,
     CacheBase,
     DynamicFileCache,
-    InMemoryCache,
     KeyAsFolderCache,
+    NativeMemoryCache,
     PersistentFileCache,
     ValueDecodeError,
 )
+from ._memory import InMemoryCache
 from ._native import (
     BusyError,
     CacheError,
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidArgumentError",
     "KeyAsFolderCache",
     "MISSING",
+    "NativeMemoryCache",
     "PersistentFileCache",
     "TooLargeError",
     "ValueDecodeError",

@@ -319,7 +319,7 @@ class _NativeCache(CacheBase):
         same directory, as SQLite requires (a connection must not cross a fork); the
         inherited one is left alone, never closed, so the parent's stays intact. An
         in-memory cache keeps the child's copy of the entries, as a dict would."""
-        if self.closed or isinstance(self, InMemoryCache):
+        if self.closed or isinstance(self, NativeMemoryCache):
             return
         opener, args = self._opener
         handle = c_void_p()
@@ -467,9 +467,12 @@ def _directory(path):
     return os.fsencode(os.fspath(path))
 
 
-class InMemoryCache(_NativeCache):
-    """In-memory cache with exact LRU eviction past `maxkeys` keys (None or 0:
-    unbounded) and a per-entry expiry."""
+class NativeMemoryCache(_NativeCache):
+    """In-memory cache in the library: exact LRU eviction past `maxkeys` keys (None or
+    0: unbounded) and a per-entry expiry. Values are stored as bytes (objects pickled), so
+    a get returns a copy; the entries live in the library, where C and C++ code in the
+    same process and the library's bound reach them. For the original InMemoryCache's
+    object semantics (the stored object itself, any hashable key) use InMemoryCache."""
 
     def __init__(self, maxkeys=None):
         if maxkeys is not None and maxkeys != 0:

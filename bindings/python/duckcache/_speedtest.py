@@ -8,7 +8,8 @@ import string
 import tempfile
 import time
 
-from ._caches import DynamicFileCache, InMemoryCache, KeyAsFolderCache, PersistentFileCache
+from ._caches import DynamicFileCache, KeyAsFolderCache, PersistentFileCache
+from ._memory import InMemoryCache
 
 OPERATIONS = ["create", "set", "get", "delete", "clear"]
 

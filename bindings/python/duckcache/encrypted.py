@@ -24,8 +24,11 @@ import hashlib
 import os
 import pickle
 
-from . import _native
-from ._caches import MISSING, CacheBase
+# Absolute imports: an application that puts this package in place of the original
+# (`sys.modules["duck.utils.caching"] = duckcache`, as a drop-in) imports this file as
+# `duck.utils.caching.encrypted`; these must still be duckcache's own modules, not copies.
+from duckcache import _native
+from duckcache._caches import MISSING, CacheBase
 
 # SecretBox nonce size (24 bytes), as PyNaCl's SecretBox.NONCE_SIZE.
 NONCE_SIZE = 24

@@ -10,7 +10,7 @@ PERSISTENT = ["file", "sharded", "folder"]
 
 def open_kind(kind, directory, **options):
     if kind == "memory":
-        return duckcache.InMemoryCache(**options)
+        return duckcache.NativeMemoryCache(**options)
     if kind == "file":
         return duckcache.PersistentFileCache(str(directory), **options)
     if kind == "sharded":

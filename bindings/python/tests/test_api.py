@@ -219,8 +219,9 @@ def test_two_handles_see_each_other(persistent_kind, tmp_path):
     b.close()
 
 
-def test_in_memory_lru_bound():
-    with duckcache.InMemoryCache(maxkeys=3) as c:
+@pytest.mark.parametrize("memory_class", [duckcache.InMemoryCache, duckcache.NativeMemoryCache])
+def test_in_memory_lru_bound(memory_class):
+    with memory_class(maxkeys=3) as c:
         for k in "abc":
             c.set(k, k)
         c.get("a")
@@ -228,7 +229,7 @@ def test_in_memory_lru_bound():
         assert c.get("b") is None, "the least recently used key goes first"
         assert [c.get(k) for k in "acd"] == ["a", "c", "d"]
         assert len(c) == 3 and c.maxkeys == 3
-    assert duckcache.InMemoryCache(maxkeys=0).maxkeys == 0
+    assert memory_class(maxkeys=0).maxkeys == 0
 
 
 def test_file_cache_size_bound_and_too_large(tmp_path):
@@ -267,6 +268,8 @@ def test_folder_cache_keys_that_look_like_paths_stay_inside(tmp_path):
     [
         lambda d: duckcache.InMemoryCache(maxkeys=-1),
         lambda d: duckcache.InMemoryCache(maxkeys="3"),
+        lambda d: duckcache.NativeMemoryCache(maxkeys=-1),
+        lambda d: duckcache.NativeMemoryCache(maxkeys="3"),
         lambda d: duckcache.PersistentFileCache(str(d), cache_size=0),
         lambda d: duckcache.PersistentFileCache(str(d), cache_size=-1),
         lambda d: duckcache.DynamicFileCache(str(d), cache_limit=0),
@@ -379,10 +382,11 @@ def test_every_cache_is_true_even_when_empty(cache):
     assert bool(cache) is True
 
 
-def test_has_is_a_peek(tmp_path):
+@pytest.mark.parametrize("memory_class", [duckcache.InMemoryCache, duckcache.NativeMemoryCache])
+def test_has_is_a_peek(tmp_path, memory_class):
     """As the original InMemoryCache: has() does not make a key the most recent, so LRU
     evicts the same key as the original does."""
-    c = duckcache.InMemoryCache(maxkeys=2)
+    c = memory_class(maxkeys=2)
     c.set("a", 1)
     c.set("b", 2)
     assert c.has("a")

@@ -227,3 +227,24 @@ def test_open_refuses_damage_with_crypto_error():
     with pytest.raises(CryptoError):
         box.open(b"too short")
     assert encrypted.__all__
+
+
+def test_duck_finds_it_where_it_imports_the_original(tmp_path):
+    """Duck's session connector does `from duck.utils.caching.encrypted import
+    EncryptedCache`; with duckcache in place of duck.utils.caching that is this module,
+    sharing duckcache's classes (checked in a child: importing duck patches threading)."""
+    import subprocess
+
+    script = f"""
+import sys
+import duckcache
+sys.modules["duck.utils.caching"] = duckcache
+from duck.utils.caching.encrypted import EncryptedCache, CryptoError
+assert issubclass(CryptoError, duckcache.CorruptError)
+cache = EncryptedCache(duckcache.KeyAsFolderCache({str(tmp_path)!r}), "s" * 32)
+cache.set("sid", {{"user": 1}})
+assert cache.get("sid") == {{"user": 1}}
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -66,7 +66,7 @@ def test_opening_and_closing_many_caches_leaves_memory_flat(tmp_path):
         for i in range(n):
             with duckcache.PersistentFileCache(str(tmp_path / "c")) as c:
                 c.set("k", i)
-            m = duckcache.InMemoryCache(10)
+            m = duckcache.NativeMemoryCache(10)
             m.set("k", i)
             del m
         gc.collect()

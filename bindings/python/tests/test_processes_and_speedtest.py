@@ -64,7 +64,7 @@ def test_caches_work_in_a_forked_child(tmp_path):
     folder_dir = tmp_path / "folder"
     folder_dir.mkdir()
     folder = duckcache.KeyAsFolderCache(str(folder_dir))
-    memory = duckcache.InMemoryCache()
+    memory = duckcache.NativeMemoryCache()
     for c in (disk, folder, memory):
         c.set("from-parent", "p")
     asyncio.run(memory.async_set("async-parent", 1))  # the parent's pool is running

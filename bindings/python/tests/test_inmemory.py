@@ -1,0 +1,194 @@
+"""InMemoryCache with the original's object semantics, checked against the original
+InMemoryCache (duckframework 2.3.2) and under Duck's own fileio test."""
+
+import asyncio
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import duckcache
+from duckcache import InMemoryCache
+
+from test_parity import seed as original
+
+
+def test_a_get_returns_the_stored_object_itself():
+    c = InMemoryCache()
+    record = {"views": 0}
+    c.set("page", record)
+    assert c.get("page") is record
+    c.get("page")["views"] += 1  # Duck changes cached objects in place
+    assert c.get("page")["views"] == 1
+    # objects that cannot be pickled: live components, locks, queues, lambdas
+    for thing in (lambda: 1, threading.Lock(), asyncio.Queue()):
+        c.set("thing", thing)
+        assert c.get("thing") is thing
+    chunk = (b"x" * (1 << 20), 1.5)  # Duck's FILE_CACHE entries
+    c.set(("file", 0, 1 << 20), chunk)
+    assert c.get(("file", 0, 1 << 20)) is chunk
+    assert c.pop(("file", 0, 1 << 20)) is chunk
+
+
+def test_any_hashable_key():
+    c = InMemoryCache()
+    keys = [None, 0, 1.5, ("view", frozenset({("a", 1)})), "k", b"k", frozenset()]
+    for i, key in enumerate(keys):
+        c.set(key, i)
+    assert [c.get(k) for k in keys] == list(range(len(keys)))
+    assert c.get("k") != c.get(b"k"), '"k" and b"k" are different keys, as in the original'
+    assert c.pop(None) == 0 and not c.has(None)
+    with pytest.raises(TypeError):
+        c.set(["a list"], 1)
+
+
+def test_the_cache_attribute_is_the_entries_and_the_decorator():
+    c = InMemoryCache(maxkeys=10)
+    for k in "abc":
+        c.set(k, k.upper())
+    c.get("a")
+    assert list(c.cache.keys()) == ["b", "c", "a"], "least recently used first"
+    assert "b" in c.cache and len(c.cache) == 3 and list(c.cache) == ["b", "c", "a"]
+    assert dict(c.cache.items()) == {"b": "B", "c": "C", "a": "A"}
+    calls = []
+
+    @c.cache(expiry=60)
+    def square(x):
+        calls.append(x)
+        return x * x
+
+    assert square(4) == 16 and square(4) == 16 and calls == [4]
+    assert len(c.cache) == 4
+
+
+def test_empty_is_still_true_and_has_is_a_peek():
+    c = InMemoryCache(maxkeys=2)
+    assert bool(c) is True and len(c) == 0
+    c.set("a", 1)
+    c.set("b", 2)
+    assert c.has("a")
+    c.set("c", 3)
+    assert not c.has("a"), "has() did not make 'a' recent, so LRU evicted it"
+
+
+def test_expiry_and_expiry_map():
+    c = InMemoryCache()
+    c.set("short", 1, expiry=0.2)
+    c.set("never", 2)
+    c.set("zero", 3, expiry=0)
+    assert c.get("zero") is None
+    snapshot = c.expiry_map
+    assert set(snapshot) == {"short"}
+    assert abs((snapshot["short"] - __import__("datetime").datetime.now()).total_seconds() - 0.2) < 0.15
+    assert c.has("short")
+    time.sleep(0.3)
+    assert c.get("short", "gone") == "gone" and not c.has("short")
+    assert c.pop("short", "d") == "d"
+    with pytest.raises(KeyError):
+        c.pop("short")
+    c.set("again", 1, expiry=10)
+    c.set("again", 2)  # a set without expiry clears the earlier one
+    assert c.expiry_map == {}
+    with pytest.raises(ValueError):
+        c.set("nan", 1, expiry=float("nan"))
+    assert len(c) == 2
+
+
+def test_async_forms_and_locks():
+    c = InMemoryCache()
+    assert isinstance(c.lock, type(threading.RLock())) and isinstance(c.async_lock, asyncio.Lock)
+
+    async def main():
+        await c.async_set("k", [1])
+        assert await c.async_get("k") == [1]
+        assert await c.async_pop("k") == [1]
+        await c.async_set("k", 1)
+        await c.async_delete("k")
+        await c.async_set("k", 1)
+        await c.async_clear()
+        assert await c.async_get("k", "d") == "d"
+
+    asyncio.run(main())
+
+
+def test_threads_share_one_lru_exactly():
+    c = InMemoryCache(maxkeys=100)
+
+    def work(t):
+        for i in range(2000):
+            c.set((t, i % 150), i)
+            c.get((t, (i * 7) % 150))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(c.cache) == 100
+
+
+@pytest.mark.parametrize("seed_value", range(20))
+def test_same_results_and_order_as_the_original(seed_value):
+    """Random operations on both classes: every result, and the LRU order of the keys
+    after each step, are the same."""
+    rng = random.Random(seed_value)
+    maxkeys = rng.choice([None, 1, 3, 8])
+    ours, theirs = InMemoryCache(maxkeys), original.InMemoryCache(maxkeys)
+    keys = ["a", "b", "c", "d", "e", None, ("t", 1), 7, b"a"]
+    for step in range(300):
+        op = rng.choice(["set", "get", "has", "pop", "delete", "clear", "set"])
+        key = rng.choice(keys)
+        if op == "set":
+            value = rng.randrange(100)
+            results = ours.set(key, value), theirs.set(key, value)
+        elif op == "get":
+            results = ours.get(key, "default"), theirs.get(key, "default")
+        elif op == "has":
+            results = ours.has(key), theirs.has(key)
+        elif op == "pop":
+            results = ours.pop(key, "default"), theirs.pop(key, "default")
+        elif op == "delete":
+            results = ours.delete(key), theirs.delete(key)
+        else:
+            results = ours.clear(), theirs.clear()
+        assert results[0] == results[1], f"step {step}: {op} {key!r}"
+        assert list(ours.cache.keys()) == list(theirs.cache.keys()), f"step {step}: {op} {key!r}"
+
+
+def test_duck_fileio_tests_pass_as_with_the_original(tmp_path):
+    """Duck's own duck/utils/fileio/test_fileio.py, run as Duck runs it, once with the
+    original module and once with duckcache in its place: the same tests pass."""
+    found = __import__("importlib.util").util.find_spec("duck")
+    if found is None:
+        pytest.skip("duckframework is not installed")
+    script = Path(next(iter(found.submodule_search_locations))) / "utils" / "fileio" / "test_fileio.py"
+    try:
+        import asgiref  # noqa: F401  (one of Duck's dependencies the fileio module imports)
+    except ImportError:
+        pytest.skip("duckframework's dependencies are not installed")
+    project = tmp_path / "project"
+    (project / "web").mkdir(parents=True)
+    (project / "web" / "__init__.py").write_text("")
+    (project / "web" / "settings.py").write_text('SECRET_KEY = "s" * 40\n')
+    env = dict(os.environ, PYTHONPATH=str(project), DUCK_SETTINGS_MODULE="web.settings")
+
+    def run(prelude):
+        code = prelude + f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')\n"
+        done = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=600)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+        summary = re.search(r"(\d+)/(\d+) passed", text)
+        assert summary, done.stderr[-3000:]
+        failed = sorted(line.strip() for line in text.splitlines() if line.strip().startswith("FAIL"))
+        return int(summary.group(1)), int(summary.group(2)), failed
+
+    with_original = run("")
+    with_duckcache = run("import sys, duckcache\nsys.modules['duck.utils.caching'] = duckcache\n")
+    assert with_duckcache == with_original, (with_original, with_duckcache)
+    assert with_duckcache[0] >= 29

@@ -1,0 +1,306 @@
+//! The library's locks: a mutex, a read-write lock and a condition variable on Linux
+//! futexes, with no state outside the lock itself.
+//!
+//! Why not parking_lot: its waiting threads queue in one process-wide hash table guarded
+//! by small per-bucket locks. A fork() that happens while another thread holds one of
+//! those bucket locks (it is parking or waking someone) leaves it held forever in the
+//! child, and the child's first unlock of a contended mutex (the fork handlers' own
+//! release, found by the Python fork test) or its first wait hangs. A futex lock keeps
+//! everything in its own word: in a child, releasing a lock the fork handlers took is a
+//! store and at most a harmless wake system call.
+//!
+//! The designs are the usual futex ones: the mutex word is 0 (free), 1 (locked) or 2
+//! (locked, maybe with waiters); the read-write lock word holds a reader count and a
+//! writer bit; the condition variable is a sequence number waiters sleep on.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::sync::atomic::{AtomicU32, Ordering::*};
+
+/// Sleeps while `word` holds `expected` (or until woken; spurious returns are fine,
+/// every caller loops).
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the aligned u32 at the address of a live atomic; a NULL
+    // timeout waits without limit.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes up to `count` threads sleeping on `word`.
+fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+        );
+    }
+}
+
+/// Spins briefly while `word` satisfies `busy`: a lock held for a few instructions is
+/// usually free again before a system call would return.
+fn spin_while(word: &AtomicU32, busy: impl Fn(u32) -> bool) -> u32 {
+    let mut state = word.load(Relaxed);
+    for _ in 0..100 {
+        if !busy(state) {
+            break;
+        }
+        std::hint::spin_loop();
+        state = word.load(Relaxed);
+    }
+    state
+}
+
+/// A mutex word: 0 free, 1 locked, 2 locked with possible waiters.
+pub struct RawMutex {
+    state: AtomicU32,
+}
+
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+
+impl RawMutex {
+    #[cold]
+    fn lock_contended(&self) {
+        let mut state = spin_while(&self.state, |s| s == LOCKED);
+        if state == 0 {
+            match self.state.compare_exchange(0, LOCKED, Acquire, Relaxed) {
+                Ok(_) => return,
+                Err(s) => state = s,
+            }
+        }
+        loop {
+            // Mark it contended; whoever unlocks then wakes a waiter.
+            if state != CONTENDED && self.state.swap(CONTENDED, Acquire) == 0 {
+                return;
+            }
+            futex_wait(&self.state, CONTENDED);
+            state = spin_while(&self.state, |s| s == LOCKED);
+        }
+    }
+}
+
+// SAFETY: a thread holds the lock exactly from a successful 0 -> locked exchange (with
+// Acquire) to the Release store of 0 in unlock; no two threads can both succeed.
+unsafe impl lock_api::RawMutex for RawMutex {
+    #[allow(clippy::declare_interior_mutable_const)] // lock_api's way to build one
+    const INIT: RawMutex = RawMutex {
+        state: AtomicU32::new(0),
+    };
+    type GuardMarker = lock_api::GuardSend;
+
+    #[inline]
+    fn lock(&self) {
+        if self
+            .state
+            .compare_exchange(0, LOCKED, Acquire, Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        self.state
+            .compare_exchange(0, LOCKED, Acquire, Relaxed)
+            .is_ok()
+    }
+
+    #[inline]
+    unsafe fn unlock(&self) {
+        if self.state.swap(0, Release) == CONTENDED {
+            futex_wake(&self.state, 1);
+        }
+    }
+}
+
+/// A read-write lock word: the number of readers, or [`WRITER`] when a writer holds it.
+pub struct RawRwLock {
+    state: AtomicU32,
+}
+
+const WRITER: u32 = u32::MAX;
+
+// SAFETY: a writer holds it exactly from a 0 -> WRITER exchange to the store of 0;
+// readers from an increment of a count below WRITER - 1 to the matching decrement; the
+// exchanges exclude each other.
+unsafe impl lock_api::RawRwLock for RawRwLock {
+    #[allow(clippy::declare_interior_mutable_const)] // lock_api's way to build one
+    const INIT: RawRwLock = RawRwLock {
+        state: AtomicU32::new(0),
+    };
+    type GuardMarker = lock_api::GuardSend;
+
+    fn lock_shared(&self) {
+        loop {
+            let state = spin_while(&self.state, |s| s >= WRITER - 1);
+            if state < WRITER - 1
+                && self
+                    .state
+                    .compare_exchange_weak(state, state + 1, Acquire, Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            if state >= WRITER - 1 {
+                futex_wait(&self.state, state);
+            }
+        }
+    }
+
+    fn try_lock_shared(&self) -> bool {
+        let state = self.state.load(Relaxed);
+        state < WRITER - 1
+            && self
+                .state
+                .compare_exchange(state, state + 1, Acquire, Relaxed)
+                .is_ok()
+    }
+
+    unsafe fn unlock_shared(&self) {
+        if self.state.fetch_sub(1, Release) == 1 {
+            // The last reader: a writer may be waiting for 0.
+            futex_wake(&self.state, i32::MAX);
+        }
+    }
+
+    fn lock_exclusive(&self) {
+        loop {
+            let state = spin_while(&self.state, |s| s != 0);
+            if state == 0
+                && self
+                    .state
+                    .compare_exchange_weak(0, WRITER, Acquire, Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            if state != 0 {
+                futex_wait(&self.state, state);
+            }
+        }
+    }
+
+    fn try_lock_exclusive(&self) -> bool {
+        self.state
+            .compare_exchange(0, WRITER, Acquire, Relaxed)
+            .is_ok()
+    }
+
+    unsafe fn unlock_exclusive(&self) {
+        self.state.store(0, Release);
+        futex_wake(&self.state, i32::MAX);
+    }
+}
+
+pub type Mutex<T> = lock_api::Mutex<RawMutex, T>;
+pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
+pub type RwLock<T> = lock_api::RwLock<RawRwLock, T>;
+
+/// A condition variable for [`Mutex`]: waiters sleep on a sequence number that every
+/// notification advances, so a notification between unlocking and sleeping is not lost.
+pub struct Condvar {
+    sequence: AtomicU32,
+}
+
+impl Condvar {
+    pub const fn new() -> Condvar {
+        Condvar {
+            sequence: AtomicU32::new(0),
+        }
+    }
+
+    /// Releases the guard's mutex, sleeps until notified (or spuriously), and locks it
+    /// again. Callers re-check their condition in a loop.
+    pub fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+        let seen = self.sequence.load(Relaxed);
+        MutexGuard::unlocked(guard, || futex_wait(&self.sequence, seen));
+    }
+
+    pub fn notify_one(&self) {
+        self.sequence.fetch_add(1, Release);
+        futex_wake(&self.sequence, 1);
+    }
+
+    pub fn notify_all(&self) {
+        self.sequence.fetch_add(1, Release);
+        futex_wake(&self.sequence, i32::MAX);
+    }
+}
+
+impl Default for Condvar {
+    fn default() -> Self {
+        Condvar::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_mutex_excludes_and_the_condvar_wakes() {
+        let pair = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let pair = pair.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        *pair.0.lock() += 1;
+                    }
+                    pair.1.notify_all();
+                })
+            })
+            .collect();
+        let mut count = pair.0.lock();
+        while *count < 80_000 {
+            pair.1.wait(&mut count);
+        }
+        drop(count);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*pair.0.lock(), 80_000);
+    }
+
+    #[test]
+    fn the_rwlock_shares_reads_and_excludes_writes() {
+        let lock = Arc::new(RwLock::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5_000 {
+                        if i % 2 == 0 {
+                            *lock.write() += 1;
+                        } else {
+                            let a = *lock.read();
+                            let b = *lock.read();
+                            assert!(b >= a);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.read(), 10_000);
+        let r1 = lock.read();
+        assert!(lock.try_read().is_some(), "readers share");
+        assert!(lock.try_write().is_none(), "a writer waits for readers");
+        drop(r1);
+        assert!(lock.try_write().is_some());
+    }
+}
