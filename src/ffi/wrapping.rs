@@ -11,27 +11,25 @@ use crate::backend::Backend;
 use crate::encrypted::{EncryptedCache, SecretBox};
 use std::sync::Arc;
 
-/// Takes the handle `raw` (already checked: `c` is its reference) for a wrapping handle:
-/// its queued async operations finish first, then its backend is returned and the
-/// handle itself freed. Nothing is taken when this fails.
+/// Takes the handle `raw` for a wrapping handle: its queued async operations finish
+/// first, then its backend is returned and the handle itself freed. Nothing is taken
+/// when this fails.
 ///
 /// # Safety
-/// `raw` is the live handle `c` refers to, and the caller gives up ownership of it when
-/// this returns `Ok`.
-unsafe fn take_backend(raw: *mut cache_t, c: &cache_t) -> Result<Arc<dyn Backend>, Failure> {
-    if c.queue.is_current() {
-        return Err(Failure::new(
-            CACHE_ERR_BUSY,
-            "called from inside one of the wrapped handle's callbacks",
-        ));
-    }
-    c.queue.close_and_drain().map_err(|_| {
-        Failure::new(
-            CACHE_ERR_BUSY,
-            "the wrapped handle's queued operations cannot be waited for from here",
-        )
-    })?;
-    let backend = c.backend.clone();
+/// `raw` is a live handle, and the caller gives up ownership of it when this returns
+/// `Ok` (and holds no reference into it from then on).
+unsafe fn take_backend(raw: *mut cache_t) -> Result<Arc<dyn Backend>, Failure> {
+    let backend = {
+        // SAFETY: the caller guarantees `raw` is live; this borrow ends before the free.
+        let c = unsafe { &*raw };
+        c.queue.close_and_drain().map_err(|_| {
+            Failure::new(
+                CACHE_ERR_BUSY,
+                "called from inside a callback of the wrapped handle (or one it waits for): its queued operations cannot be waited for here",
+            )
+        })?;
+        c.backend.clone()
+    };
     // SAFETY: `raw` came from Box::into_raw in an open function and is live; the caller
     // hands it over. Dropping the box frees the handle, not the backend it shares.
     drop(unsafe { Box::from_raw(raw) });
@@ -55,10 +53,11 @@ pub unsafe extern "C" fn cache_open_encrypted(
 ) -> cache_status {
     let inner_raw = inner;
     exported!(handle inner, bytes key[key_len], out out => {
+        let _ = inner; // checked to be a handle; taken below through `inner_raw`
         let secret = SecretBox::new(key)?;
-        // SAFETY: `inner_raw` is the live handle just checked as `inner`; the contract
-        // hands it over on success, and nothing after this point fails.
-        let backend = unsafe { take_backend(inner_raw, inner) }?;
+        // SAFETY: `inner_raw` is the live handle just checked as `inner` (not used
+        // again); the contract hands it over on success, and nothing after this fails.
+        let backend = unsafe { take_backend(inner_raw) }?;
         let cache = EncryptedCache::from_parts(backend, secret);
         *out = Box::into_raw(Box::new(cache_t::new(cache)));
         Ok(CACHE_OK)
