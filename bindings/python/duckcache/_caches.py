@@ -6,6 +6,8 @@ pickled and stored with FLAG_PICKLED in the entry's flags word, so a C or C++ pr
 sees exactly the bytes Python stored, and Python always knows how to read them back.
 """
 
+from __future__ import annotations
+
 import asyncio
 import atexit
 import ctypes
@@ -17,12 +19,18 @@ import pickle
 import threading
 import weakref
 from ctypes import byref, c_uint32, c_uint64, c_void_p
+from typing import Any, Callable, Hashable, Optional, Union
 
 from . import _native as native
 from ._native import lib
 
 # Sentinel for "no default given", as in the original module.
-MISSING = object()
+MISSING: Any = object()
+
+# A key of the library-backed classes; InMemoryCache takes any Hashable.
+Key = Union[str, bytes, Hashable]
+# Seconds until an entry expires; None: never.
+Expiry = Optional[float]
 
 # The flags word of an entry whose value is a pickle. Flags 0 is raw bytes; any other
 # value (a C program's own flags) is also returned as raw bytes.
@@ -141,7 +149,7 @@ class CacheBase:
     """Base class of every cache: the interface (set, get, delete, pop, clear, save) and
     the memoizing decorators. Subclasses override the operations."""
 
-    def save(self):
+    def save(self) -> None:
         """Optional persistence hook. No-op unless overridden."""
 
     def __bool__(self):
@@ -150,25 +158,25 @@ class CacheBase:
         # would silently replace a user's empty cache with the default.
         return True
 
-    def set(self, key, value, expiry=None):
+    def set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         raise NotImplementedError(f"'set' is not implemented on {type(self).__name__}.")
 
-    def get(self, key, default=None):
+    def get(self, key: Key, default: Any = None) -> Any:
         raise NotImplementedError(f"'get' is not implemented on {type(self).__name__}.")
 
-    def delete(self, key):
+    def delete(self, key: Key) -> None:
         raise NotImplementedError(f"'delete' is not implemented on {type(self).__name__}.")
 
-    def pop(self, key, default=MISSING):
+    def pop(self, key: Key, default: Any = MISSING) -> Any:
         raise NotImplementedError(f"'pop' is not implemented on {type(self).__name__}.")
 
-    def clear(self):
+    def clear(self) -> None:
         raise NotImplementedError(f"'clear' is not implemented on {type(self).__name__}.")
 
-    async def async_set(self, key, value, expiry=None):
+    async def async_set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         self.set(key, value, expiry)
 
-    async def async_get(self, key, default=None):
+    async def async_get(self, key: Key, default: Any = None) -> Any:
         return self.get(key, default)
 
     @staticmethod
@@ -181,7 +189,7 @@ class CacheBase:
             f"{sorted(kwargs.items())}"
         )
 
-    def cache(self, expiry=None, key_prefix=None):
+    def cache(self, expiry: Expiry = None, key_prefix: Optional[str] = None) -> Callable[[Callable], Callable]:
         """Decorates a function so its results are cached for `expiry` seconds (None:
         until removed), keyed by its module, name and arguments."""
 
@@ -200,7 +208,7 @@ class CacheBase:
 
         return decorator
 
-    def async_cache(self, expiry=None, key_prefix=None):
+    def async_cache(self, expiry: Expiry = None, key_prefix: Optional[str] = None) -> Callable[[Callable], Callable]:
         """As `cache`, for coroutine functions. A missing value is computed once
         however many callers wait for it: the others wait, then read it from the cache.
         If the caller computing it is cancelled or fails, the next waiter computes."""
@@ -344,7 +352,7 @@ class _NativeCache(CacheBase):
             self._handle = None
             lib.cache_free(handle)
 
-    def close(self):
+    def close(self) -> None:
         """Flushes and releases the cache; every later call raises RuntimeError."""
         if getattr(self, "_handle", None) is not None:
             self.closed = True
@@ -352,7 +360,7 @@ class _NativeCache(CacheBase):
 
     # Synchronous operations.
 
-    def set(self, key, value, expiry=None):
+    def set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         """Stores `value` under `key`; `expiry` in seconds, None = never."""
         # _encode_key and _encode_value, inlined: this is the hottest call.
         k = key.encode("utf-8", "surrogatepass") if type(key) is str else _encode_key(key)
@@ -365,12 +373,12 @@ class _NativeCache(CacheBase):
         if status:
             raise native.error_for(status)
 
-    def get(self, key, default=None):
+    def get(self, key: Key, default: Any = None) -> Any:
         """The value under `key`, or `default` when absent or expired."""
         k = key.encode("utf-8", "surrogatepass") if type(key) is str else _encode_key(key)
         return _read_value(self._handle, k, default)
 
-    def pop(self, key, default=MISSING):
+    def pop(self, key: Key, default: Any = MISSING) -> Any:
         """Removes and returns the value under `key`, atomically (of concurrent pops,
         across threads and processes, exactly one gets it). KeyError when absent and
         no default is given."""
@@ -384,7 +392,7 @@ class _NativeCache(CacheBase):
             return default
         return _decode_value(_buf_bytes(buf), flags.value)
 
-    def has(self, key):
+    def has(self, key: Key) -> bool:
         """True when `key` holds a live entry."""
         k = _encode_key(key)
         return native.check(lib.cache_has(self._handle, k, len(k))) == native.CACHE_OK
@@ -392,25 +400,25 @@ class _NativeCache(CacheBase):
     def __contains__(self, key):
         return self.has(key)
 
-    def delete(self, key):
+    def delete(self, key: Key) -> None:
         """Removes `key`; silent when absent."""
         k = _encode_key(key)
         native.check(lib.cache_delete(self._handle, k, len(k)))
 
-    def clear(self):
+    def clear(self) -> None:
         """Removes every entry."""
         native.check(lib.cache_clear(self._handle))
 
-    def save(self):
+    def save(self) -> None:
         """Makes everything written so far durable (a no-op in memory)."""
         native.check(lib.cache_save(self._handle))
 
-    def __len__(self):
+    def __len__(self) -> int:
         n = c_uint64()
         native.check(lib.cache_len(self._handle, byref(n)))
         return n.value
 
-    def stats(self):
+    def stats(self) -> dict:
         """Counters since this cache was opened, and its size, as a dict."""
         s = native.Stats()
         native.check(lib.cache_get_stats(self._handle, byref(s)))
@@ -436,17 +444,17 @@ class _NativeCache(CacheBase):
             raise native.error_for(status)
         return await future
 
-    async def async_set(self, key, value, expiry=None):
+    async def async_set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         k = _encode_key(key)
         data, flags = _encode_value(value)
         await self._submit(lib.cache_set_flagged_async, k, len(k), data, len(data), _ttl(expiry), flags)
 
-    async def async_get(self, key, default=None):
+    async def async_get(self, key: Key, default: Any = None) -> Any:
         k = _encode_key(key)
         found, value = await self._submit(lib.cache_get_flagged_async, k, len(k), flagged=True)
         return value if found else default
 
-    async def async_pop(self, key, default=MISSING):
+    async def async_pop(self, key: Key, default: Any = MISSING) -> Any:
         k = _encode_key(key)
         found, value = await self._submit(lib.cache_pop_flagged_async, k, len(k), flagged=True)
         if found:
@@ -455,11 +463,11 @@ class _NativeCache(CacheBase):
             raise KeyError(key)
         return default
 
-    async def async_delete(self, key):
+    async def async_delete(self, key: Key) -> None:
         k = _encode_key(key)
         await self._submit(lib.cache_delete_async, k, len(k))
 
-    async def async_clear(self):
+    async def async_clear(self) -> None:
         await self._submit(lib.cache_clear_async)
 
 
@@ -474,7 +482,7 @@ class NativeMemoryCache(_NativeCache):
     same process and the library's bound reach them. For the original InMemoryCache's
     object semantics (the stored object itself, any hashable key) use InMemoryCache."""
 
-    def __init__(self, maxkeys=None):
+    def __init__(self, maxkeys: Optional[int] = None):
         if maxkeys is not None and maxkeys != 0:
             _positive_int("maxkeys", maxkeys, 2**64 - 1)
         self.maxkeys = maxkeys
@@ -486,7 +494,7 @@ class PersistentFileCache(_NativeCache):
     missing). `cache_size` bounds the bytes held (None: unlimited); past it the oldest
     entries are evicted."""
 
-    def __init__(self, path, cache_size=None):
+    def __init__(self, path: str, cache_size: Optional[int] = None):
         if os.path.isfile(path):
             raise FileExistsError(f"Path must be a directory, not a file: {path}")
         if cache_size is not None:
@@ -503,7 +511,7 @@ class DynamicFileCache(_NativeCache):
 
     DEFAULT_SHARD_SIZE = 1_000_000_000
 
-    def __init__(self, cache_dir, cache_limit=DEFAULT_SHARD_SIZE, cached_objs_limit=128):
+    def __init__(self, cache_dir: str, cache_limit: int = DEFAULT_SHARD_SIZE, cached_objs_limit: int = 128):
         if not os.path.isdir(cache_dir):
             raise FileNotFoundError(f"Directory not found: {cache_dir}")
         _positive_int("cache_limit", cache_limit, 2**64 - 1)
@@ -521,7 +529,7 @@ class KeyAsFolderCache(_NativeCache):
 
     DEFAULT_CACHE_OBJ_LIMIT = 128
 
-    def __init__(self, cache_dir, cached_objs_limit=DEFAULT_CACHE_OBJ_LIMIT):
+    def __init__(self, cache_dir: str, cached_objs_limit: int = DEFAULT_CACHE_OBJ_LIMIT):
         if not os.path.isdir(cache_dir):
             raise FileNotFoundError(f"Directory not found: {cache_dir}")
         _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)

@@ -7,6 +7,8 @@ values shared with C code in the same process, or bounded by the library, use
 `NativeMemoryCache`.
 """
 
+from __future__ import annotations
+
 import asyncio
 import datetime
 import threading
@@ -14,7 +16,9 @@ import time
 import weakref
 from collections import OrderedDict
 
-from ._caches import MISSING, CacheBase
+from typing import Any, Hashable, Optional
+
+from ._caches import MISSING, CacheBase, Expiry
 
 _monotonic = time.monotonic
 
@@ -28,7 +32,7 @@ class _Entries(OrderedDict):
         super().__init__()
         self._owner = weakref.ref(owner)
 
-    def __call__(self, expiry=None, key_prefix=None):
+    def __call__(self, expiry: Expiry = None, key_prefix: Optional[str] = None):
         return CacheBase.cache(self._owner(), expiry=expiry, key_prefix=key_prefix)
 
     def __reduce__(self):
@@ -46,7 +50,7 @@ class InMemoryCache(CacheBase):
     the monotonic clock, so a change of the wall clock moves no deadline).
     """
 
-    def __init__(self, maxkeys=None):
+    def __init__(self, maxkeys: Optional[int] = None):
         if maxkeys is not None and (not isinstance(maxkeys, int) or maxkeys < 0):
             raise ValueError(f"maxkeys must be None or a non-negative int, not {maxkeys!r}")
         self.maxkeys = maxkeys
@@ -56,7 +60,7 @@ class InMemoryCache(CacheBase):
         self.async_lock = asyncio.Lock()
 
     @property
-    def expiry_map(self):
+    def expiry_map(self) -> dict:
         with self.lock:
             now_wall, now = datetime.datetime.now(), _monotonic()
             return {
@@ -73,7 +77,7 @@ class InMemoryCache(CacheBase):
             return True
         return False
 
-    def set(self, key, value, expiry=None):
+    def set(self, key: Hashable, value: Any, expiry: Expiry = None) -> None:
         """Stores `value` itself under `key` (any hashable), the most recently used;
         `expiry` seconds from now (None: never)."""
         if expiry is not None:
@@ -93,7 +97,7 @@ class InMemoryCache(CacheBase):
                 oldest, _ = cache.popitem(last=False)
                 self._deadlines.pop(oldest, None)
 
-    def get(self, key, default=None):
+    def get(self, key: Hashable, default: Any = None) -> Any:
         """The object stored under `key`, now the most recently used; `default` when
         absent or expired."""
         with self.lock:
@@ -105,20 +109,20 @@ class InMemoryCache(CacheBase):
                 return cache[key]
             return default
 
-    def has(self, key):
+    def has(self, key: Hashable) -> bool:
         """True when `key` holds a live entry. A peek: its recency is left as it is."""
         with self.lock:
             if self._deadlines and self._expired(key):
                 return False
             return key in self.cache
 
-    def delete(self, key):
+    def delete(self, key: Hashable) -> None:
         """Removes `key`; silent when absent."""
         with self.lock:
             self.cache.pop(key, None)
             self._deadlines.pop(key, None)
 
-    def pop(self, key, default=MISSING):
+    def pop(self, key: Hashable, default: Any = MISSING) -> Any:
         """Removes `key` and returns its object; `default` when absent or expired
         (KeyError when no default is given)."""
         with self.lock:
@@ -131,13 +135,13 @@ class InMemoryCache(CacheBase):
             raise KeyError(key)
         return default
 
-    def clear(self):
+    def clear(self) -> None:
         """Removes every entry."""
         with self.lock:
             self.cache.clear()
             self._deadlines.clear()
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Entries that have not expired (expired ones are removed on the way)."""
         with self.lock:
             if self._deadlines:
@@ -145,30 +149,30 @@ class InMemoryCache(CacheBase):
                     self._expired(key)
             return len(self.cache)
 
-    def __contains__(self, key):
+    def __contains__(self, key: Hashable) -> bool:
         return self.has(key)
 
-    async def async_set(self, key, value, expiry=None):
+    async def async_set(self, key: Hashable, value: Any, expiry: Expiry = None) -> None:
         async with self.async_lock:
             self.set(key, value, expiry)
 
-    async def async_get(self, key, default=None):
+    async def async_get(self, key: Hashable, default: Any = None) -> Any:
         async with self.async_lock:
             return self.get(key, default)
 
-    async def async_pop(self, key, default=MISSING):
+    async def async_pop(self, key: Hashable, default: Any = MISSING) -> Any:
         async with self.async_lock:
             return self.pop(key, default)
 
-    async def async_delete(self, key):
+    async def async_delete(self, key: Hashable) -> None:
         async with self.async_lock:
             self.delete(key)
 
-    async def async_clear(self):
+    async def async_clear(self) -> None:
         async with self.async_lock:
             self.clear()
 
-    def close(self):
+    def close(self) -> None:
         """Drops every entry (as the original's close)."""
         self.clear()
 

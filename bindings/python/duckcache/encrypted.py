@@ -18,6 +18,8 @@ derived to 32 bytes with BLAKE2b; a longer one is refused unless the environment
 it calls `.encode` on bytes and uses `hashlib` without importing it.)
 """
 
+from __future__ import annotations
+
 import asyncio
 import ctypes
 import hashlib
@@ -28,7 +30,9 @@ import pickle
 # (`sys.modules["duck.utils.caching"] = duckcache`, as a drop-in) imports this file as
 # `duck.utils.caching.encrypted`; these must still be duckcache's own modules, not copies.
 from duckcache import _native
-from duckcache._caches import MISSING, CacheBase
+from typing import Any, Union
+
+from duckcache._caches import MISSING, CacheBase, Expiry, Key
 
 # SecretBox nonce size (24 bytes), as PyNaCl's SecretBox.NONCE_SIZE.
 NONCE_SIZE = 24
@@ -45,7 +49,7 @@ class CryptoError(_native.CorruptError):
     (The counterpart of `nacl.exceptions.CryptoError`; a `duckcache.CorruptError`.)"""
 
 
-def resolve_nacl_key(secret_key):
+def resolve_nacl_key(secret_key: Union[bytes, str]) -> bytes:
     """A 32-byte key from `secret_key` (bytes, or str taken as UTF-8).
 
     - exactly 32 bytes: returned as is;
@@ -75,7 +79,7 @@ def resolve_nacl_key(secret_key):
     return hashlib.blake2b(secret_key, digest_size=NACL_KEY_SIZE).digest()
 
 
-def generate_secret_key():
+def generate_secret_key() -> bytes:
     """32 random bytes from the operating system's generator, for a new key. Store it in
     an environment variable or a secrets manager; never commit it."""
     return os.urandom(NACL_KEY_SIZE)
@@ -99,22 +103,22 @@ class NaClEncryptor:
     Raises ValueError for a key that resolve_nacl_key refuses.
     """
 
-    def __init__(self, secret_key):
+    def __init__(self, secret_key: Union[bytes, str]):
         self.secret_key = resolve_nacl_key(secret_key)
 
-    def seal(self, data):
+    def seal(self, data: bytes) -> bytes:
         """nonce + tag + ciphertext of the bytes `data`, with a fresh random nonce."""
         return _sealed_call(_native.lib.cache_secretbox_seal, self.secret_key, bytes(data))
 
-    def open(self, sealed):
+    def open(self, sealed: bytes) -> bytes:
         """The bytes sealed in `sealed`; CryptoError when it fails authentication."""
         return _sealed_call(_native.lib.cache_secretbox_open, self.secret_key, bytes(sealed))
 
-    def encrypt(self, value):
+    def encrypt(self, value: Any) -> bytes:
         """Pickles `value` and seals it (a fresh nonce each call)."""
         return self.seal(pickle.dumps(value))
 
-    def decrypt(self, data):
+    def decrypt(self, data: bytes) -> Any:
         """The value `encrypt` sealed in `data`; CryptoError when `data` was changed or
         sealed with another key (never bad data)."""
         return pickle.loads(self.open(data))
@@ -137,7 +141,7 @@ class EncryptedCache(CacheBase):
         secret_key: bytes or str; see resolve_nacl_key.
     """
 
-    def __init__(self, backend, secret_key):
+    def __init__(self, backend: CacheBase, secret_key: Union[bytes, str]):
         self.backend = backend
         self.encryptor = NaClEncryptor(secret_key)
 
@@ -158,11 +162,11 @@ class EncryptedCache(CacheBase):
             raise KeyError(key)
         return default
 
-    def set(self, key, value, expiry=None):
+    def set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         """Seals `value` and stores it under `key` (expiry in seconds, None = never)."""
         self.backend.set(key, self.encryptor.encrypt(value), expiry)
 
-    def get(self, key, default=None):
+    def get(self, key: Key, default: Any = None) -> Any:
         """The value of `key`, or `default` when absent, expired or failing
         authentication (then the entry is evicted)."""
         raw = self.backend.get(key)
@@ -174,30 +178,30 @@ class EncryptedCache(CacheBase):
             return default
         return value
 
-    def delete(self, key):
+    def delete(self, key: Key) -> None:
         """Removes `key`; silent when absent."""
         self.backend.delete(key)
 
-    def pop(self, key, default=MISSING):
+    def pop(self, key: Key, default: Any = MISSING) -> Any:
         """Removes `key` and returns its value; `default` (KeyError when not given) when
         absent or failing authentication (the entry is gone either way)."""
         return self._popped(key, self.backend.pop(key, default=None), default)
 
-    def clear(self):
+    def clear(self) -> None:
         """Removes every entry of the backend."""
         self.backend.clear()
 
-    def save(self):
+    def save(self) -> None:
         self.backend.save()
 
-    def close(self):
+    def close(self) -> None:
         """Closes the backend."""
         self.backend.close()
 
-    async def async_set(self, key, value, expiry=None):
+    async def async_set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         await _call(self.backend, "set", key, self.encryptor.encrypt(value), expiry)
 
-    async def async_get(self, key, default=None):
+    async def async_get(self, key: Key, default: Any = None) -> Any:
         raw = await _call(self.backend, "get", key)
         if raw is None:
             return default
@@ -207,13 +211,13 @@ class EncryptedCache(CacheBase):
             return default
         return value
 
-    async def async_pop(self, key, default=MISSING):
+    async def async_pop(self, key: Key, default: Any = MISSING) -> Any:
         return self._popped(key, await _call(self.backend, "pop", key, default=None), default)
 
-    async def async_delete(self, key):
+    async def async_delete(self, key: Key) -> None:
         await _call(self.backend, "delete", key)
 
-    async def async_clear(self):
+    async def async_clear(self) -> None:
         await _call(self.backend, "clear")
 
 

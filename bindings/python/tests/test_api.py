@@ -393,3 +393,40 @@ def test_has_is_a_peek(tmp_path, memory_class):
     c.set("c", 3)  # evicts a, the least recently used, whatever has() asked
     assert not c.has("a")
     assert c.get("b") == 2 and c.get("c") == 3
+
+
+def test_public_signatures_are_annotated_and_the_package_is_typed():
+    import importlib.resources
+    import inspect
+
+    from duckcache import encrypted
+
+    assert importlib.resources.files("duckcache").joinpath("py.typed").is_file()
+    classes = [
+        duckcache.InMemoryCache,
+        duckcache.NativeMemoryCache,
+        duckcache.PersistentFileCache,
+        duckcache.DynamicFileCache,
+        duckcache.KeyAsFolderCache,
+        encrypted.EncryptedCache,
+        encrypted.NaClEncryptor,
+    ]
+    names = ["set", "get", "delete", "pop", "clear", "has", "async_set", "async_get",
+             "async_pop", "async_delete", "async_clear", "encrypt", "decrypt", "__init__"]
+    checked = 0
+    for cls in classes:
+        for name in names:
+            method = getattr(cls, name, None)
+            if method is None or method is getattr(object, name, None):
+                continue
+            signature = inspect.signature(method)
+            for parameter in list(signature.parameters.values())[1:]:
+                if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                    continue
+                assert parameter.annotation is not parameter.empty, f"{cls.__name__}.{name}({parameter.name})"
+            if name != "__init__":
+                assert signature.return_annotation is not signature.empty, f"{cls.__name__}.{name}"
+            checked += 1
+    assert checked > 40
+    for fn in (encrypted.resolve_nacl_key, encrypted.generate_secret_key):
+        assert inspect.signature(fn).return_annotation is not inspect.Signature.empty
