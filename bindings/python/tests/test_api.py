@@ -430,3 +430,32 @@ def test_public_signatures_are_annotated_and_the_package_is_typed():
     assert checked > 40
     for fn in (encrypted.resolve_nacl_key, encrypted.generate_secret_key):
         assert inspect.signature(fn).return_annotation is not inspect.Signature.empty
+
+
+def test_folder_and_shard_paths_as_the_original_names_them(tmp_path):
+    folder_dir = tmp_path / "folder"
+    folder_dir.mkdir()
+    c = duckcache.KeyAsFolderCache(str(folder_dir))
+    keys = ["user:42", "", ".hidden", "ключ", b"\x00\xff", "x" * 150, "long:" + "é" * 150]
+    for k in keys:
+        c.set(k, 1)
+        assert os.path.isdir(c.get_key_dir(k)), k  # the same folder the library made
+    assert os.path.basename(c.get_key_dir("user:42")) == "user%3A42"
+    assert os.path.basename(c.get_key_dir("long:" + "é" * 150)).startswith("%%")
+    c.set("short-lived", 1, expiry=0.2)
+    assert len(c.live_key_dirs()) == len(keys) + 1
+    time.sleep(0.3)
+    live = c.live_key_dirs()
+    assert len(live) == len(keys) and all(p.is_dir() for p in live)
+    c.close()
+
+    shard_dir = tmp_path / "sharded"
+    shard_dir.mkdir()
+    d = duckcache.DynamicFileCache(str(shard_dir), cache_limit=4000)
+    assert d.shard_paths == [] or len(d.shard_paths) == 1
+    for i in range(10):
+        d.set(f"k{i}", b"x" * 1000)
+    d.reload_shard_paths()
+    names = [p.name for p in d.shard_paths]
+    assert len(names) >= 3 and names == sorted(names) and all(n.startswith("shard-") for n in names)
+    d.close()
