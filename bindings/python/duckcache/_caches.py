@@ -23,6 +23,7 @@ from pathlib import Path
 from ctypes import byref, c_uint32, c_uint64, c_void_p
 from typing import Any, Callable, Hashable, Optional, Union
 
+from . import _migrate
 from . import _native as native
 from ._native import lib
 
@@ -504,6 +505,9 @@ class PersistentFileCache(_NativeCache):
         self.path = path
         self.cache_size = cache_size
         self._open(lib.cache_open_file, _directory(path), cache_size or 0)
+        # A folder the original module wrote: its python-diskcache store shares the
+        # name cache.db; its live entries are copied in once.
+        _migrate.import_original([path], self, path)
 
 
 class DynamicFileCache(_NativeCache):
@@ -522,6 +526,9 @@ class DynamicFileCache(_NativeCache):
         self.cache_limit = cache_limit
         self.cached_objs_limit = cached_objs_limit
         self._open(lib.cache_open_sharded, _directory(cache_dir), cache_limit, cached_objs_limit)
+        # The original's shard folders, imported once; the first in its lookup order
+        # wins, so they are copied last to first.
+        _migrate.import_original(reversed(_migrate.original_shard_folders(cache_dir)), self, cache_dir)
 
     @property
     def shard_paths(self) -> list:
