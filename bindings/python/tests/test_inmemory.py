@@ -192,3 +192,48 @@ def test_duck_fileio_tests_pass_as_with_the_original(tmp_path):
     with_duckcache = run("import sys, duckcache\nsys.modules['duck.utils.caching'] = duckcache\n")
     assert with_duckcache == with_original, (with_original, with_duckcache)
     assert with_duckcache[0] >= 29
+
+
+@pytest.mark.parametrize("storage", ["InMemoryCache", "PersistentFileCache", "DynamicFileCache", "KeyAsFolderCache"])
+def test_duck_sessions_through_each_storage_class(tmp_path, storage):
+    """Duck's own SessionStorageConnector (it wraps the storage in EncryptedCache with
+    the SECRET_KEY setting) with duckcache in place of duck.utils.caching."""
+    try:
+        import asgiref  # noqa: F401
+    except ImportError:
+        pytest.skip("duckframework's dependencies are not installed")
+    project = tmp_path / "project"
+    (project / "web").mkdir(parents=True)
+    (project / "web" / "__init__.py").write_text("")
+    sessions = tmp_path / "sessions"
+    (project / "web" / "settings.py").write_text(
+        f'SECRET_KEY = "k" * 32\nSESSION_DIR = {str(sessions)!r}\n'
+    )
+    script = f"""
+import sys
+import duckcache
+sys.modules["duck.utils.caching"] = duckcache
+from duck.http.session.connector import SessionStorageConnector
+connector = SessionStorageConnector(duckcache.{storage})
+sid = connector.generate_session_id()
+connector.set_session(sid, {{"user_id": 42, "cart": [1, 2]}}, 3600)
+assert connector.get_session(sid) == {{"user_id": 42, "cart": [1, 2]}}
+connector.update_session(sid, {{"user_id": 42, "cart": []}})
+assert connector.get_session(sid)["cart"] == []
+connector.delete_session(sid)
+assert connector.get_session(sid) is None
+connector.set_session(sid, {{"marker": "SESSION-PLAINTEXT"}})
+connector.save()
+connector.close()
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=str(project), DUCK_SETTINGS_MODULE="web.settings")
+    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    # Nothing the sessions stored is readable on disk.
+    stored = [p for p in sessions.rglob("*") if p.is_file()] if sessions.exists() else []
+    assert stored or storage == "InMemoryCache"
+    for path in stored:
+        if path.is_file():
+            assert b"SESSION-PLAINTEXT" not in path.read_bytes(), path
