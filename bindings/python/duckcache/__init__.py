@@ -34,6 +34,31 @@ from ._native import (
 )
 from ._speedtest import CacheSpeedTest
 
+
+def migrate(path) -> int:
+    """Reads into duckcache, now, a folder the original `duck.utils.caching` wrote: a
+    PersistentFileCache folder (`cache.db`), a DynamicFileCache folder (`<n>-<hex>`
+    shards) or a KeyAsFolderCache folder (a store per key). The classes do the same when
+    they open such a folder; this is the explicit form. Returns how many entries were
+    imported (0 when there is nothing left to import). Crash-safe and done once."""
+    from pathlib import Path
+
+    from . import _migrate
+
+    path = Path(path)
+    if _migrate._is_diskcache_store(path / "cache.db"):
+        cache = PersistentFileCache(str(path))
+    elif _migrate.original_shard_folders(path):
+        cache = DynamicFileCache(str(path))
+    elif any(_migrate._key_folder_stores(path)):
+        cache = KeyAsFolderCache(str(path))
+    else:
+        return 0
+    try:
+        return cache.imported_entries
+    finally:
+        cache.close()
+
 __version__ = version()
 
 __all__ = [
@@ -57,5 +82,6 @@ __all__ = [
     "TooLargeError",
     "ValueDecodeError",
     "library_path",
+    "migrate",
     "version",
 ]

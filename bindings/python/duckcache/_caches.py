@@ -507,7 +507,7 @@ class PersistentFileCache(_NativeCache):
         self._open(lib.cache_open_file, _directory(path), cache_size or 0)
         # A folder the original module wrote: its python-diskcache store shares the
         # name cache.db; its live entries are copied in once.
-        _migrate.import_original([path], self, path)
+        self.imported_entries = _migrate.import_original([path], self, path)
 
 
 class DynamicFileCache(_NativeCache):
@@ -528,7 +528,9 @@ class DynamicFileCache(_NativeCache):
         self._open(lib.cache_open_sharded, _directory(cache_dir), cache_limit, cached_objs_limit)
         # The original's shard folders, imported once; the first in its lookup order
         # wins, so they are copied last to first.
-        _migrate.import_original(reversed(_migrate.original_shard_folders(cache_dir)), self, cache_dir)
+        self.imported_entries = _migrate.import_original(
+            reversed(_migrate.original_shard_folders(cache_dir)), self, cache_dir
+        )
 
     @property
     def shard_paths(self) -> list:
@@ -558,6 +560,7 @@ class KeyAsFolderCache(_NativeCache):
         self.cache_dir = cache_dir
         self.cached_objs_limit = cached_objs_limit
         self._open(lib.cache_open_folder, _directory(cache_dir), cached_objs_limit)
+        self.imported_entries = _migrate.import_original_key_folders(cache_dir, self)
 
     def get_key_dir(self, key: Key) -> str:
         """The folder that holds (or would hold) `key`, by the library's naming rule:

@@ -1,7 +1,9 @@
 """Reading what the original module wrote: its PersistentFileCache is a python-diskcache
-store (`cache.db` and value files), and its DynamicFileCache a folder of such stores
-(`0-1a2b3c`, ...). Their live entries are copied into duckcache's store once, with the
-time they have left; the original's files are left as they are, marked imported.
+store (`cache.db` and value files), its DynamicFileCache a folder of such stores
+(`0-1a2b3c`, ...), and its KeyAsFolderCache one such store per key, in a folder named by
+the key. Their live entries are copied into duckcache's store once, with the time they
+have left; the original's files are left in place, marked imported (a key folder is first
+renamed `.duckcache-imported-<name>`, since duckcache may want that name for the key).
 
 Crash- and process-safe: the copy runs under an exclusive lock on a file beside the
 store, and the mark is written only after every entry is in; a copy cut short is simply
@@ -111,3 +113,51 @@ def original_shard_folders(cache_dir) -> list:
         if entry.is_dir(follow_symlinks=False) and head.isdigit() and tail:
             found.append(Path(entry.path))
     return sorted(found)
+
+
+RETIRED_PREFIX = ".duckcache-imported-"
+DONE_MARK = "duckcache-imported"
+
+
+def _key_folder_stores(cache_dir):
+    """(original key folders, retired ones not yet imported) under `cache_dir`."""
+    originals, retired = [], []
+    for entry in os.scandir(cache_dir):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if entry.name.startswith(RETIRED_PREFIX):
+            if not (path / DONE_MARK).exists():
+                retired.append(path)
+        elif not entry.name.startswith(".") and not (path / "meta").exists():
+            if _is_diskcache_store(path / "cache.db"):
+                originals.append(path)
+    return originals, retired
+
+
+def import_original_key_folders(cache_dir, target) -> int:
+    """Imports the original KeyAsFolderCache's key folders under `cache_dir` into
+    `target`, once each: a folder is renamed out of the way (retired) first, its entries
+    set, then marked; a run cut short resumes from the retired folders."""
+    originals, retired = _key_folder_stores(cache_dir)
+    if not originals and not retired:
+        return 0
+    total = 0
+    with open(os.path.join(cache_dir, LOCK_NAME), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        originals, retired = _key_folder_stores(cache_dir)  # as they are under the lock
+        for folder in originals:
+            destination = folder.with_name(RETIRED_PREFIX + folder.name)
+            n = 0
+            while destination.exists():
+                n += 1
+                destination = folder.with_name(f"{RETIRED_PREFIX}{folder.name}.{n}")
+            os.rename(folder, destination)
+            retired.append(destination)
+        for folder in retired:
+            copied = _copy_entries(folder, target)
+            if copied < 0:
+                continue
+            (folder / DONE_MARK).write_text(f"imported {copied} entries at {time.time()}\n")
+            total += copied
+    return total

@@ -1,6 +1,7 @@
 """Folders the original module wrote (python-diskcache stores) read back through duckcache:
 every value mode, large values in files, expiry kept, imported once, crash-safe."""
 
+import os
 import time
 
 import pytest
@@ -90,3 +91,59 @@ def test_a_folder_without_the_original_data_is_left_alone(tmp_path):
     c.set("k", 1)
     c.close()
     assert not (tmp_path / _migrate.LOCK_NAME).exists()
+
+
+def test_a_key_folder_cache_of_the_original_reads_back(tmp_path):
+    old = original.KeyAsFolderCache(str(tmp_path))
+    keys = {"session_abc": {"user": 1}, "user:42": b"raw", "big": b"x" * 100_000}
+    for key, value in keys.items():
+        old.set(key, value)
+    old.set("expiring", 1, expiry=1.0)
+    old.close()
+    time.sleep(0.2)
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert c.imported_entries == 4
+    for key, value in keys.items():
+        assert c.get(key) == value, key
+        assert os.path.isdir(c.get_key_dir(key))
+    assert c.get("expiring") == 1
+    retired = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(_migrate.RETIRED_PREFIX))
+    assert len(retired) == 4 and all((tmp_path / n / _migrate.DONE_MARK).exists() for n in retired)
+    c.set("session_abc", "newer")
+    c.close()
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert c.imported_entries == 0 and c.get("session_abc") == "newer"
+    c.close()
+
+
+def test_a_key_folder_import_cut_short_resumes(tmp_path, monkeypatch):
+    old = original.KeyAsFolderCache(str(tmp_path))
+    for i in range(5):
+        old.set(f"k{i}", i)
+    old.close()
+    time.sleep(0.2)
+    real_copy = _migrate._copy_entries
+    done = []
+
+    def crash_on_third(store, target):
+        if len(done) == 2:
+            raise OSError("simulated crash")
+        done.append(store)
+        return real_copy(store, target)
+
+    monkeypatch.setattr(_migrate, "_copy_entries", crash_on_third)
+    with pytest.raises(OSError):
+        duckcache.KeyAsFolderCache(str(tmp_path))
+    monkeypatch.undo()
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert [c.get(f"k{i}") for i in range(5)] == list(range(5))
+    c.close()
+
+
+def test_migrate_finds_the_kind(tmp_path):
+    (tmp_path / "file").mkdir()
+    write_original(tmp_path / "file")
+    assert duckcache.migrate(tmp_path / "file") == len(VALUES) + 1  # "expiring" too
+    assert duckcache.migrate(tmp_path / "file") == 0
+    (tmp_path / "empty").mkdir()
+    assert duckcache.migrate(tmp_path / "empty") == 0
