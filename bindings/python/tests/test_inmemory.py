@@ -237,3 +237,63 @@ print("ok")
     for path in stored:
         if path.is_file():
             assert b"SESSION-PLAINTEXT" not in path.read_bytes(), path
+
+
+def test_duck_mcp_sessions_and_cached_view_with_duckcache_in_place(tmp_path):
+    """Duck's MCP session store and @cached_view, run with duckcache in place of
+    duck.utils.caching: the registries are duckcache's InMemoryCache, an empty user cache
+    is not replaced by the default, sessions round-trip with their TTL, and cached views
+    (tuple-of-frozenset keys) return the very response object they cached."""
+    try:
+        import asgiref  # noqa: F401
+    except ImportError:
+        pytest.skip("duckframework's dependencies are not installed")
+    project = tmp_path / "project"
+    (project / "web").mkdir(parents=True)
+    (project / "web" / "__init__.py").write_text("")
+    (project / "web" / "settings.py").write_text('SECRET_KEY = "k" * 32\n')
+    script = """
+import sys
+import duckcache
+sys.modules["duck.utils.caching"] = duckcache
+from duck.contrib.mcp.session import SessionStore, DEFAULT_SESSION_REGISTRY
+assert type(DEFAULT_SESSION_REGISTRY) is duckcache.InMemoryCache
+user_cache = duckcache.InMemoryCache(maxkeys=10)
+assert (user_cache or DEFAULT_SESSION_REGISTRY) is user_cache, "an empty cache is still used"
+session = SessionStore(cache=user_cache, ttl=60)
+sid = session.assign_new_session_id()
+session["tool"] = "search"
+session["state"] = {"page": 2}
+session.save()
+again = SessionStore(cache=user_cache, session_id=sid)
+assert again.load() == {"tool": "search", "state": {"page": 2}}
+assert again.exists()
+again.delete()
+assert not SessionStore(cache=user_cache, session_id=sid).exists()
+short = SessionStore(cache=user_cache, ttl=0.2)
+short.assign_new_session_id()
+short["k"] = 1
+short.save()
+import time
+time.sleep(0.3)
+assert not SessionStore(cache=user_cache, session_id=short.session_id).exists()
+# cached_view: keys are tuples of frozensets, values the responses themselves
+from duck.views import cached_view, DEFAULT_VIEW_CACHE
+calls = []
+@cached_view(targets=["path"])
+def handler(request):
+    calls.append(request.path)
+    return ["response for", request.path]
+class Request:
+    def __init__(self, path):
+        self.path = path
+first = handler(Request("/a"))
+assert handler(Request("/a")) is first and handler(Request("/b")) == ["response for", "/b"]
+assert calls == ["/a", "/b"]
+assert all(isinstance(k, tuple) for k in DEFAULT_VIEW_CACHE.cache.keys())
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=str(project), DUCK_SETTINGS_MODULE="web.settings")
+    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
