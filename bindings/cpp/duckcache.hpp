@@ -135,22 +135,23 @@ public:
         detail::check(cache_open_encrypted(inner.handle(),
                                            reinterpret_cast<const std::uint8_t *>(key.data()),
                                            key.size(), &c));
-        inner.c_ = nullptr;  // owned by the new handle now
+        inner.c_.release();  // owned by the new handle now
         return Cache(c);
     }
 
+    /// Takes ownership of a handle from the C API (freed with the Cache).
+    static Cache from_capi(cache_t *c) {
+        if (!c) throw Error(CACHE_ERR_INVALID_ARG, "the cache handle is NULL");
+        return Cache(c);
+    }
+
+    // Moves transfer the handle; the moved-from Cache refuses calls. The handle is freed
+    // (once its queued async operations have finished) with the Cache that owns it.
     Cache(const Cache &) = delete;
     Cache &operator=(const Cache &) = delete;
-    Cache(Cache &&other) noexcept : c_(std::exchange(other.c_, nullptr)) {}
-    Cache &operator=(Cache &&other) noexcept {
-        if (this != &other) {
-            cache_free(c_);
-            c_ = std::exchange(other.c_, nullptr);
-        }
-        return *this;
-    }
-    /// Frees the handle once its queued async operations have finished.
-    ~Cache() { cache_free(c_); }
+    Cache(Cache &&) noexcept = default;
+    Cache &operator=(Cache &&) noexcept = default;
+    ~Cache() = default;
 
     /// Stores `value` under `key`; ttl_seconds < 0 or +inf never expires, 0 expires at once.
     void set(std::string_view key, std::string_view value, double ttl_seconds = CACHE_NO_TTL) {
@@ -253,13 +254,34 @@ public:
     }
 
     /// The C handle, for calls this wrapper does not cover. Still owned by the Cache.
-    cache_t *handle() const {
+    cache_t *capi() const {
         if (!c_) throw Error(CACHE_ERR_INVALID_ARG, "the Cache was moved from");
-        return c_;
+        return c_.get();
+    }
+    /// As capi() (the earlier name).
+    cache_t *handle() const { return capi(); }
+    /// Gives up the C handle: the caller frees it with cache_free. The Cache is left
+    /// empty (calls throw).
+    cache_t *release() {
+        capi();  // throws when already empty
+        return c_.release();
     }
 
 private:
     explicit Cache(cache_t *c) : c_(c) {}
+
+    struct Free {
+        void operator()(cache_t *c) const noexcept { cache_free(c); }
+    };
+
+    /// A cache_buf freed when it goes out of scope, also when copying it out throws.
+    struct OwnedBuf {
+        cache_buf b{nullptr, 0};
+        OwnedBuf() = default;
+        OwnedBuf(const OwnedBuf &) = delete;
+        OwnedBuf &operator=(const OwnedBuf &) = delete;
+        ~OwnedBuf() { cache_buf_free(&b); }
+    };
 
     template <class Open>
     static Cache open(Open &&open_fn) {
@@ -270,11 +292,9 @@ private:
 
     template <class Call>
     static std::optional<std::string> take(Call &&call) {
-        cache_buf b{nullptr, 0};
-        if (detail::check(call(&b), CACHE_NOT_FOUND) == CACHE_NOT_FOUND) return std::nullopt;
-        std::string value(reinterpret_cast<const char *>(b.data), b.len);
-        cache_buf_free(&b);
-        return value;
+        OwnedBuf buf;
+        if (detail::check(call(&buf.b), CACHE_NOT_FOUND) == CACHE_NOT_FOUND) return std::nullopt;
+        return std::string(reinterpret_cast<const char *>(buf.b.data), buf.b.len);
     }
 
     template <class T, class Submit>
@@ -295,7 +315,7 @@ private:
         owned.release();
     }
 
-    cache_t *c_ = nullptr;
+    std::unique_ptr<cache_t, Free> c_;
 };
 
 }  // namespace duckcache

@@ -3,6 +3,7 @@
 #include "duckcache.hpp"
 
 #include <atomic>
+#include <new>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,28 @@
             std::exit(1);                                                             \
         }                                                                             \
     } while (0)
+
+// Allocations of exactly this many bytes fail once (then the size resets): to show that
+// a get whose copy into std::string throws still frees the library's buffer (ASan and
+// valgrind report the leak otherwise).
+static std::size_t fail_allocation_of = 0;
+
+// The replacements below pair malloc with free on purpose.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+static std::size_t new_calls = 0;
+
+void *operator new(std::size_t n) {
+    new_calls++;
+    if (fail_allocation_of != 0 && n == fail_allocation_of) {
+        fail_allocation_of = 0;
+        throw std::bad_alloc();
+    }
+    if (void *p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void *p) noexcept { std::free(p); }
+void operator delete(void *p, std::size_t) noexcept { std::free(p); }
 
 template <class F>
 static int status_thrown(F &&f) {
@@ -121,6 +144,38 @@ int main() {
         CHECK(raw.get("k")->find("plain") == std::string::npos);
         CHECK(status_thrown([&] { sealed.get("still"); }) == CACHE_ERR_CORRUPT);  // never sealed
         CHECK(!sealed.get("still"));  // removed
+    }
+
+    // the C handle: capi() borrows it, release() gives it up, from_capi() takes it back
+    {
+        auto c = duckcache::Cache::memory();
+        c.set("k", "v");
+        CHECK(cache_has(c.capi(), reinterpret_cast<const std::uint8_t *>("k"), 1) == CACHE_OK);
+        cache_t *raw = c.release();
+        CHECK(status_thrown([&] { c.get("k"); }) == CACHE_ERR_INVALID_ARG);
+        CHECK(status_thrown([&] { c.release(); }) == CACHE_ERR_INVALID_ARG);
+        auto back = duckcache::Cache::from_capi(raw);
+        CHECK(back.get("k") == std::string("v"));
+        CHECK(status_thrown([&] { duckcache::Cache::from_capi(nullptr); }) == CACHE_ERR_INVALID_ARG);
+        // a copy that throws frees the library's buffer (checked where this file's
+        // operator new is the one in use: not under valgrind, which replaces it)
+        const std::string big(4000, 'b');
+        back.set("big", big);
+        std::size_t before = new_calls;
+        void *probe = ::operator new(64);
+        ::operator delete(probe);
+        if (new_calls != before) {
+            fail_allocation_of = big.size() + 1;
+            bool threw = false;
+            try {
+                back.get("big");
+            } catch (const std::bad_alloc &) {
+                threw = true;
+            }
+            fail_allocation_of = 0;
+            CHECK(threw);
+        }
+        CHECK(back.get("big") == big);
     }
 
     // moves: the moved-from Cache refuses calls, the destination owns the handle
