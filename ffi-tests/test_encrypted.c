@@ -267,6 +267,26 @@ static void check_ownership_and_bad_input(void) {
     CHECK_EQ(cache_set(c, K("now"), K("sealed"), CACHE_NO_TTL), CACHE_OK);
     CHECK_GET(c, "now", "sealed");
     cache_free(c); /* frees inner too (valgrind and ASan check it) */
+    /* a closed inner handle: the wrapper opens, and every call says the cache is closed */
+    CHECK_EQ(cache_open_memory(0, &inner), CACHE_OK);
+    CHECK_EQ(cache_close(inner), CACHE_OK);
+    CHECK_EQ(cache_open_encrypted(inner, KEY, 32, &c), CACHE_OK);
+    CHECK_EQ(cache_set(c, K("k"), K("v"), CACHE_NO_TTL), CACHE_ERR_CLOSED);
+    CHECK_EQ(cache_get(c, K("k"), &b), CACHE_ERR_CLOSED);
+    cache_free(c);
+    /* a 1 MiB key passes through in the clear, its value sealed */
+    CHECK_EQ(cache_open_memory(0, &inner), CACHE_OK);
+    CHECK_EQ(cache_open_encrypted(inner, KEY, 32, &c), CACHE_OK);
+    size_t huge_len = (size_t)1 << 20;
+    uint8_t *huge = malloc(huge_len);
+    CHECK(huge != NULL);
+    fill(huge, huge_len, 3);
+    CHECK_EQ(cache_set(c, huge, huge_len, K("value"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_EQ(cache_get(c, huge, huge_len, &b), CACHE_OK);
+    CHECK(buf_equals(&b, "value"));
+    cache_buf_free(&b);
+    free(huge);
+    cache_free(c);
     printf("  ok ownership and bad input\n");
 }
 

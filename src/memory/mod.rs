@@ -190,6 +190,27 @@ impl MemoryCache {
         result
     }
 
+    /// The body of get and pop: hands the live entry of `key` to `visit`, then `then`
+    /// (make it the most recent, or remove it) while the shard is still locked.
+    #[inline]
+    fn read(
+        &self,
+        key: &[u8],
+        visit: &mut Visit,
+        then: impl FnOnce(&mut Shard, u32),
+    ) -> Result<bool> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            let found = shard.lookup_live(hash, key);
+            if let Some(slot) = found {
+                let node = shard.node(slot);
+                visit(node.value(), node.flags);
+                then(shard, slot);
+            }
+            Ok(found.is_some())
+        })
+    }
+
     /// Runs `f` on every shard in turn, locked and open.
     fn for_each_shard(&self, mut f: impl FnMut(&mut Shard)) -> Result<()> {
         for cell in self.shards.iter() {
@@ -238,28 +259,12 @@ impl Backend for MemoryCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let hash = self.hash(key);
-        self.with_shard(hash, |shard| {
-            let found = shard.lookup_live(hash, key);
-            if let Some(slot) = found {
-                let node = shard.node(slot);
-                visit(node.value(), node.flags);
-                shard.touch(slot);
-            }
-            Ok(found.is_some())
-        })
+        self.read(key, visit, |shard, slot| shard.touch(slot))
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let hash = self.hash(key);
-        self.with_shard(hash, |shard| {
-            let found = shard.lookup_live(hash, key);
-            if let Some(slot) = found {
-                let node = shard.node(slot);
-                visit(node.value(), node.flags);
-                shard.remove(slot, Removal::Deleted);
-            }
-            Ok(found.is_some())
+        self.read(key, visit, |shard, slot| {
+            shard.remove(slot, Removal::Deleted)
         })
     }
 

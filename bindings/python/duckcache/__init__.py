@@ -51,6 +51,8 @@ def migrate(path) -> int:
     elif _migrate.original_shard_folders(path):
         cache = DynamicFileCache(str(path))
     elif any(_migrate._key_folder_stores(path)):
+        # Asked explicitly: look again even where an earlier open found nothing.
+        (path / _migrate.SCANNED_MARK).unlink(missing_ok=True)
         cache = KeyAsFolderCache(str(path))
     else:
         return 0

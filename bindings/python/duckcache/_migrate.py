@@ -117,6 +117,10 @@ def original_shard_folders(cache_dir) -> list:
 
 RETIRED_PREFIX = ".duckcache-imported-"
 DONE_MARK = "duckcache-imported"
+# In a KeyAsFolderCache directory: every key folder of the original has been imported,
+# so later opens skip the scan (one stat per key folder, which a cache of a million
+# keys must not pay on every open).
+SCANNED_MARK = ".duckcache-import-done"
 
 
 def _key_folder_stores(cache_dir):
@@ -138,11 +142,16 @@ def _key_folder_stores(cache_dir):
 def import_original_key_folders(cache_dir, target) -> int:
     """Imports the original KeyAsFolderCache's key folders under `cache_dir` into
     `target`, once each: a folder is renamed out of the way (retired) first, its entries
-    set, then marked; a run cut short resumes from the retired folders."""
+    set, then marked; a run cut short resumes from the retired folders. Once every
+    folder is in, the directory is marked and later opens do not look again."""
+    scanned = os.path.join(cache_dir, SCANNED_MARK)
+    if os.path.exists(scanned):
+        return 0
     originals, retired = _key_folder_stores(cache_dir)
     if not originals and not retired:
+        _write_mark(scanned)
         return 0
-    total = 0
+    total, complete = 0, True
     with open(os.path.join(cache_dir, LOCK_NAME), "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         originals, retired = _key_folder_stores(cache_dir)  # as they are under the lock
@@ -157,7 +166,15 @@ def import_original_key_folders(cache_dir, target) -> int:
         for folder in retired:
             copied = _copy_entries(folder, target)
             if copied < 0:
+                complete = False  # diskcache missing: look again next time
                 continue
             (folder / DONE_MARK).write_text(f"imported {copied} entries at {time.time()}\n")
             total += copied
+        if complete:
+            _write_mark(scanned)
     return total
+
+
+def _write_mark(path):
+    with open(path, "w") as f:
+        f.write(f"duckcache imported the original's key folders here at {time.time()}\n")

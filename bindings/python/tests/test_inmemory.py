@@ -19,15 +19,29 @@ from duckcache import InMemoryCache
 from test_parity import seed as original
 
 
-def duck_env(project):
-    """The environment of a child running Duck's own code in the Duck project `project`.
-    It runs without AddressSanitizer: Duck's dependencies (C extensions) keep memory past
+def run_in_duck_project(tmp_path, code, settings='SECRET_KEY = "k" * 32\n'):
+    """Runs `code` in a child Python inside a fresh Duck project (`web.settings` holding
+    `settings`), as Duck's own code runs; skipped without Duck's dependencies. The child
+    runs without AddressSanitizer: Duck's dependencies (C extensions) keep memory past
     exit, which LeakSanitizer would report as leaks; the library's own leak checks are
     the parent run's."""
+    try:
+        import asgiref  # noqa: F401  (one of Duck's dependencies)
+    except ImportError:
+        pytest.skip("duckframework's dependencies are not installed")
+    project = tmp_path / "project"
+    (project / "web").mkdir(parents=True, exist_ok=True)
+    (project / "web" / "__init__.py").write_text("")
+    (project / "web" / "settings.py").write_text(settings)
     env = dict(os.environ, PYTHONPATH=str(project), DUCK_SETTINGS_MODULE="web.settings")
     if "libasan" in env.get("LD_PRELOAD", ""):
         del env["LD_PRELOAD"]
-    return env
+    return subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_ok(done):
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 def test_a_get_returns_the_stored_object_itself():
@@ -179,20 +193,10 @@ def test_duck_fileio_tests_pass_as_with_the_original(tmp_path):
     if found is None:
         pytest.skip("duckframework is not installed")
     script = Path(next(iter(found.submodule_search_locations))) / "utils" / "fileio" / "test_fileio.py"
-    try:
-        import asgiref  # noqa: F401  (one of Duck's dependencies the fileio module imports)
-    except ImportError:
-        pytest.skip("duckframework's dependencies are not installed")
-    project = tmp_path / "project"
-    (project / "web").mkdir(parents=True)
-    (project / "web" / "__init__.py").write_text("")
-    (project / "web" / "settings.py").write_text('SECRET_KEY = "s" * 40\n')
-    env = duck_env(project)
 
     def run(prelude):
         code = prelude + f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')\n"
-        done = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = run_in_duck_project(tmp_path, code, 'SECRET_KEY = "s" * 40\n')
         text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
         summary = re.search(r"(\d+)/(\d+) passed", text)
         assert summary, done.stderr[-3000:]
@@ -209,17 +213,7 @@ def test_duck_fileio_tests_pass_as_with_the_original(tmp_path):
 def test_duck_sessions_through_each_storage_class(tmp_path, storage):
     """Duck's own SessionStorageConnector (it wraps the storage in EncryptedCache with
     the SECRET_KEY setting) with duckcache in place of duck.utils.caching."""
-    try:
-        import asgiref  # noqa: F401
-    except ImportError:
-        pytest.skip("duckframework's dependencies are not installed")
-    project = tmp_path / "project"
-    (project / "web").mkdir(parents=True)
-    (project / "web" / "__init__.py").write_text("")
     sessions = tmp_path / "sessions"
-    (project / "web" / "settings.py").write_text(
-        f'SECRET_KEY = "k" * 32\nSESSION_DIR = {str(sessions)!r}\n'
-    )
     script = f"""
 import sys
 import duckcache
@@ -238,10 +232,9 @@ connector.save()
 connector.close()
 print("ok")
 """
-    env = duck_env(project)
-    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    assert_ok(run_in_duck_project(
+        tmp_path, script, f'SECRET_KEY = "k" * 32\nSESSION_DIR = {str(sessions)!r}\n'
+    ))
     # Nothing the sessions stored is readable on disk.
     stored = [p for p in sessions.rglob("*") if p.is_file()] if sessions.exists() else []
     assert stored or storage == "InMemoryCache"
@@ -255,14 +248,6 @@ def test_duck_mcp_sessions_and_cached_view_with_duckcache_in_place(tmp_path):
     duck.utils.caching: the registries are duckcache's InMemoryCache, an empty user cache
     is not replaced by the default, sessions round-trip with their TTL, and cached views
     (tuple-of-frozenset keys) return the very response object they cached."""
-    try:
-        import asgiref  # noqa: F401
-    except ImportError:
-        pytest.skip("duckframework's dependencies are not installed")
-    project = tmp_path / "project"
-    (project / "web").mkdir(parents=True)
-    (project / "web" / "__init__.py").write_text("")
-    (project / "web" / "settings.py").write_text('SECRET_KEY = "k" * 32\n')
     script = """
 import sys
 import duckcache
@@ -304,7 +289,4 @@ assert calls == ["/a", "/b"]
 assert all(isinstance(k, tuple) for k in DEFAULT_VIEW_CACHE.cache.keys())
 print("ok")
 """
-    env = duck_env(project)
-    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    assert_ok(run_in_duck_project(tmp_path, script))

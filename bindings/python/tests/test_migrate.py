@@ -147,3 +147,19 @@ def test_migrate_finds_the_kind(tmp_path):
     assert duckcache.migrate(tmp_path / "file") == 0
     (tmp_path / "empty").mkdir()
     assert duckcache.migrate(tmp_path / "empty") == 0
+
+
+def test_a_key_folder_directory_is_scanned_once_and_migrate_looks_again(tmp_path):
+    duckcache.KeyAsFolderCache(str(tmp_path)).close()
+    assert (tmp_path / _migrate.SCANNED_MARK).exists(), "nothing to import: later opens skip the scan"
+    old = original.KeyAsFolderCache(str(tmp_path))
+    old.set("late", "arrival")
+    old.close()
+    time.sleep(0.2)
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert c.imported_entries == 0 and c.get("late") is None
+    c.close()
+    assert duckcache.migrate(tmp_path) == 1
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert c.get("late") == "arrival"
+    c.close()
