@@ -54,6 +54,12 @@ enum cache_status
   CACHE_ERR_NO_MEMORY = -8,
   // A bug inside the library (a caught panic); never an abort.
   CACHE_ERR_INTERNAL = -9,
+  // cache_add: a live entry already holds the key; nothing changed.
+  CACHE_EXISTS = 2,
+  // cache_incr: the stored value is not a decimal int64, or the sum overflows.
+  CACHE_ERR_NOT_NUMERIC = -10,
+  // A remote server cannot be reached or refused the request (the message says which).
+  CACHE_ERR_UNAVAILABLE = -11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -62,6 +68,9 @@ typedef enum cache_status cache_status;
 typedef int32_t cache_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+// Where a compute function puts its result: opaque to C, filled by cache_sink_put.
+typedef struct cache_sink cache_sink;
 
 // An open cache. Opaque to C; created by the cache_open_* functions and released by
 // cache_free.
@@ -83,12 +92,34 @@ typedef void (*cache_flagged_callback)(void *user_data,
                                        size_t value_len,
                                        uint32_t flags);
 
+// Borrowed bytes: `data` may be NULL only when `len` is 0.
+typedef struct cache_slice {
+  const uint8_t *data;
+  size_t len;
+} cache_slice;
+
 // A value handed to the caller. `data` is owned by the caller and freed with
 // cache_buf_free; it may be NULL when `len` is 0.
 typedef struct cache_buf {
   uint8_t *data;
   size_t len;
 } cache_buf;
+
+// One entry of cache_set_many.
+typedef struct cache_entry {
+  struct cache_slice key;
+  struct cache_slice value;
+  double ttl_seconds;
+  uint32_t flags;
+} cache_entry;
+
+// A compute function for cache_get_or_compute: gives the value of `key` with
+// cache_sink_put and returns CACHE_OK, or returns another status to store nothing
+// (that status then goes to every caller waiting for the key).
+typedef cache_status (*cache_compute_fn)(void *user_data,
+                                         const uint8_t *key,
+                                         size_t key_len,
+                                         struct cache_sink *sink);
 
 // Counters since the handle was opened, and the current size.
 // hits/misses count lookups by get, get_into, pop and has; deletes counts entries
@@ -106,6 +137,10 @@ typedef struct cache_stats {
   // Bytes of keys and values held (on disk for the persistent kinds).
   uint64_t bytes;
 } cache_stats;
+
+// Called by cache_keys with each key (valid until it returns); returns 0 to go on,
+// anything else to stop.
+typedef int (*cache_key_visitor)(void *user_data, const uint8_t *key, size_t key_len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -173,6 +208,109 @@ cache_status cache_delete_async(struct cache_t *c,
 // Queues a clear; the callback gets what cache_clear would return.
 cache_status cache_clear_async(struct cache_t *c, cache_callback cb, void *user_data);
 
+// Looks up n keys (in one read transaction on the persistent kinds). values, statuses
+// (and flags, which may be NULL) are arrays of n. CACHE_OK for the call: statuses[i] is
+// CACHE_OK (values[i] holds a copy to free with cache_buf_free) or CACHE_NOT_FOUND
+// (values[i] = {NULL, 0}). Any other status: nothing was allocated or written.
+// n may be 0 (the arrays may then be NULL).
+cache_status cache_get_many(struct cache_t *c,
+                            const struct cache_slice *keys,
+                            size_t n,
+                            struct cache_buf *values,
+                            cache_status *statuses,
+                            uint32_t *flags);
+
+// Stores n entries, all or nothing: on CACHE_OK every entry is stored (a key repeated:
+// the last one wins); on any error none is. The persistent kinds write them in one
+// transaction, so n sets cost about one commit. An entry that can never fit:
+// CACHE_ERR_TOO_LARGE; a NaN ttl: CACHE_ERR_INVALID_ARG (nothing stored).
+cache_status cache_set_many(struct cache_t *c, const struct cache_entry *entries, size_t n);
+
+// Removes n keys (in one transaction on the persistent kinds); *deleted (may be NULL)
+// gets how many were live.
+cache_status cache_delete_many(struct cache_t *c,
+                               const struct cache_slice *keys,
+                               size_t n,
+                               uint64_t *deleted);
+
+// Gives a compute function's result: a copy of `value`, to be stored with ttl_seconds
+// and flags (as for cache_set_flagged). Call it at most once per compute; a second call
+// gives CACHE_ERR_INVALID_ARG and changes nothing.
+cache_status cache_sink_put(struct cache_sink *sink,
+                            const uint8_t *value,
+                            size_t value_len,
+                            double ttl_seconds,
+                            uint32_t flags);
+
+// Returns the value of `key`, computing it on a miss. A hit is returned as by
+// cache_get_flagged and `compute` is not called. On a miss, of all callers asking this
+// handle for the key at once, exactly one runs `compute` on its own thread; it stores
+// the value put with cache_sink_put (with that TTL and flags) and every caller gets it
+// with CACHE_OK. A compute returning another status, or CACHE_OK without a value
+// (CACHE_NOT_FOUND), stores nothing and that status goes to every caller. A compute
+// calling cache_get_or_compute for its own key on the same handle gets CACHE_ERR_BUSY.
+// `out` is freed with cache_buf_free; flags_out may be NULL.
+cache_status cache_get_or_compute(struct cache_t *c,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  cache_compute_fn compute,
+                                  void *user_data,
+                                  struct cache_buf *out,
+                                  uint32_t *flags_out);
+
+// Queues a cache_get_or_compute; `compute` runs on a worker (with compute_user_data),
+// and `cb` gets the outcome with the value and flags, in the handle's FIFO order.
+// CACHE_OK means queued; any other status means not queued and nothing is called.
+cache_status cache_get_or_compute_async(struct cache_t *c,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        cache_compute_fn compute,
+                                        void *compute_user_data,
+                                        cache_flagged_callback cb,
+                                        void *user_data);
+
+// Stores a copy of `value` under `key` only when no live entry holds it: CACHE_OK
+// (stored) or CACHE_EXISTS (nothing changed). Of any number of concurrent adds of one
+// key, in threads or processes, exactly one gets CACHE_OK. An expired entry counts as
+// absent. ttl_seconds as for cache_set.
+cache_status cache_add(struct cache_t *c,
+                       const uint8_t *key,
+                       size_t key_len,
+                       const uint8_t *value,
+                       size_t value_len,
+                       double ttl_seconds);
+
+// As cache_add, storing `flags` with the entry (see cache_set_flagged).
+cache_status cache_add_flagged(struct cache_t *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               const uint8_t *value,
+                               size_t value_len,
+                               double ttl_seconds,
+                               uint32_t flags);
+
+// Gives the live entry of `key` a new TTL (same rules as cache_set; 0 expires it now),
+// value kept: CACHE_OK, or CACHE_NOT_FOUND when absent or expired.
+cache_status cache_touch(struct cache_t *c, const uint8_t *key, size_t key_len, double ttl_seconds);
+
+// CACHE_OK: *remaining = seconds left (> 0), or CACHE_NO_TTL when the entry never
+// expires. CACHE_NOT_FOUND: absent or expired (*remaining untouched). A peek: the
+// entry's recency is unchanged.
+cache_status cache_ttl(struct cache_t *c, const uint8_t *key, size_t key_len, double *remaining);
+
+// Atomically adds `delta` to the integer stored under `key` and writes the new value
+// to *out (out may be NULL). The stored form is ASCII decimal text ("-12"), flags 0.
+// An absent or expired key starts at 0 and gets ttl_seconds; an existing key keeps its
+// TTL. A value that is not a decimal int64, or a sum that overflows, gives
+// CACHE_ERR_NOT_NUMERIC and changes nothing. N concurrent increments of +1 from any
+// mix of threads and processes add exactly N. Makes the key the most recent.
+cache_status cache_incr(struct cache_t *c,
+                        const uint8_t *key,
+                        size_t key_len,
+                        int64_t delta,
+                        double ttl_seconds,
+                        int64_t *out);
+
 // The library version, "MAJOR.MINOR.PATCH". Static; never free it.
 const char *cache_version(void);
 
@@ -186,6 +324,14 @@ const char *cache_status_str(int32_t status);
 // # Safety
 // A non-NULL `buf` must be valid for writes of `cap` bytes.
 size_t cache_last_error(char *buf, size_t cap);
+
+// Opens the cache `uri` names: `memory:`, `file:DIR`, `sharded:DIR`, `folder:DIR`
+// (DIR absolute, `///`-absolute or relative), parameters after `?` as name=value
+// joined by `&`, paths and values percent-decoded; sizes in bytes with an optional
+// KB/MB/GB or KiB/MiB/GiB suffix. See the README's table. An unknown scheme or
+// parameter, or a bad value, gives CACHE_ERR_INVALID_ARG with cache_last_error naming
+// it. Writes *out only on CACHE_OK.
+cache_status cache_open(const char *uri, struct cache_t **out);
 
 // Opens an in-memory cache with exact LRU order and per-entry TTL.
 // max_keys 0 = unbounded. Writes *out only on CACHE_OK.
@@ -320,6 +466,28 @@ void cache_free(struct cache_t *c);
 
 // Frees buf->data and zeroes `buf`. NULL or a zeroed buf is a no-op.
 void cache_buf_free(struct cache_buf *buf);
+
+// Calls visit once for each live key that starts with prefix (prefix_len 0: every
+// key), in no set order, until it returns non-zero (the call still returns CACHE_OK).
+// Keys set or removed during the walk may or may not be visited; a key live for the
+// whole walk is visited exactly once. No lock is held while visit runs, so it may call
+// any library function, on this handle too. Memory use is bounded whatever the number
+// of keys (the walk goes in pages).
+cache_status cache_keys(struct cache_t *c,
+                        const uint8_t *prefix,
+                        size_t prefix_len,
+                        cache_key_visitor visit,
+                        void *user_data);
+
+// Removes every live key that starts with prefix (prefix_len 0: every key);
+// *deleted (may be NULL) gets how many.
+cache_status cache_delete_prefix(struct cache_t *c,
+                                 const uint8_t *prefix,
+                                 size_t prefix_len,
+                                 uint64_t *deleted);
+
+// Removes every expired entry now; *removed (may be NULL) gets how many.
+cache_status cache_purge_expired(struct cache_t *c, uint64_t *removed);
 
 // Opens a handle whose values are sealed before they reach `inner` (any open handle):
 // XSalsa20-Poly1305 in NaCl's crypto_secretbox format as PyNaCl's SecretBox.encrypt

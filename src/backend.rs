@@ -94,6 +94,101 @@ impl Stats {
 /// Called with a found value and the flags word it was stored with.
 pub type Visit<'a> = dyn FnMut(&[u8], u32) + 'a;
 
+/// Called by a bulk read with the index of a found key, its value and flags.
+pub type VisitMany<'a> = dyn FnMut(usize, &[u8], u32) + 'a;
+
+/// Called by a key walk with each key; returns false to stop.
+pub type KeyVisit<'a> = dyn FnMut(&[u8]) -> bool + 'a;
+
+/// How long a live entry has left.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Remaining {
+    /// It never expires.
+    Forever,
+    /// It expires in this many seconds (> 0).
+    Seconds(f64),
+}
+
+/// One entry of a bulk set.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub ttl: Ttl,
+    pub flags: u32,
+}
+
+/// The live entry an [`Backend::update`] decides on.
+#[derive(Debug, Clone, Copy)]
+pub struct Current<'a> {
+    pub value: &'a [u8],
+    pub flags: u32,
+}
+
+/// What an [`Backend::update`] does with the key.
+#[derive(Debug)]
+pub enum Change {
+    /// Leave the key as it is (present or absent).
+    Keep,
+    /// Store this value and flags; `ttl` None keeps the entry's TTL (an absent key gets
+    /// none), Some sets a new one (a TTL of 0 removes the entry).
+    Put {
+        value: Vec<u8>,
+        flags: u32,
+        ttl: Option<Ttl>,
+    },
+}
+
+/// The decision function of [`Backend::update`]: sees the live entry (None when absent
+/// or expired) and says what to do. It may run more than once (a backend that retries
+/// after a lost race); only its last decision takes effect.
+pub type Decide<'a> = dyn FnMut(Option<Current>) -> Result<Change> + 'a;
+
+/// A page of keys from [`Backend::key_page`], and where the next page starts.
+pub struct KeyPage {
+    pub keys: Vec<Vec<u8>>,
+    /// None when the walk is over.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Keys fetched per page of a walk: bounds the walk's memory whatever the key count.
+pub const KEY_PAGE: usize = 256;
+
+/// Parses a counter as `incr` stores it: ASCII decimal int64, optional leading '-'.
+pub fn parse_counter(value: &[u8]) -> Result<i64> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|s| !s.starts_with('+'))
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotNumeric,
+                "the stored value is not a decimal 64-bit integer",
+            )
+        })
+}
+
+/// The decision of `incr`: adds `delta` to the live counter (or to 0, with `ttl`), and
+/// records the new value in `out`.
+fn counter_change(current: Option<Current>, delta: i64, ttl: Ttl, out: &mut i64) -> Result<Change> {
+    let (base, ttl) = match current {
+        Some(c) => (parse_counter(c.value)?, None),
+        None => (0, Some(ttl)),
+    };
+    let sum = base.checked_add(delta).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotNumeric,
+            format!("{base} + {delta} overflows a 64-bit integer"),
+        )
+    })?;
+    *out = sum;
+    Ok(Change::Put {
+        value: sum.to_string().into_bytes(),
+        flags: 0,
+        ttl,
+    })
+}
+
 /// A cache backend. Every method may be called from any thread at any time; after
 /// [`Backend::close`] every method returns an error of kind `Closed`.
 ///
@@ -167,5 +262,150 @@ pub trait Backend: Send + Sync {
     /// True when `len` is zero.
     fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    // ---- Version 2 -------------------------------------------------------------------
+    //
+    // A backend implements the primitives its store can do atomically (`update`, `ttl`,
+    // `key_page`, `purge_expired`, and usually `delete_counted`); the operations users
+    // call are built on them here, and a backend overrides one when its store does it
+    // better (one SQL statement, one transaction, one round trip). A wrapping backend
+    // forwards the primitives, changing what it must (sealing values, two tiers).
+
+    /// Atomically reads the live entry of `key` and applies what `decide` says, with no
+    /// other write to the key in between (in any thread, or any process sharing the
+    /// store). A stored value makes the key the most recent.
+    fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()>;
+
+    /// How long the live entry of `key` has left; None when absent or expired. A peek.
+    fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>>;
+
+    /// Up to [`KEY_PAGE`] live keys starting with `prefix`, from the position `after`
+    /// (None: the start; else the `next` of an earlier page, a position only this
+    /// backend reads). Holds no lock on return. A key live for the whole walk is in
+    /// exactly one page.
+    fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage>;
+
+    /// Removes every expired entry; returns how many went.
+    fn purge_expired(&self) -> Result<u64>;
+
+    /// Removes `key`; true when a live entry went.
+    fn delete_counted(&self, key: &[u8]) -> Result<bool> {
+        let live = self.has(key)?;
+        self.delete(key)?;
+        Ok(live)
+    }
+
+    /// Stores only when no live entry holds `key`; true when it stored. Of any number of
+    /// concurrent adds of one key exactly one stores.
+    fn add_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<bool> {
+        let mut stored = false;
+        self.update(key, &mut |current| {
+            stored = current.is_none();
+            Ok(match current {
+                Some(_) => Change::Keep,
+                None => Change::Put {
+                    value: crate::error::try_copy(value)?,
+                    flags,
+                    ttl: Some(ttl),
+                },
+            })
+        })?;
+        Ok(stored)
+    }
+
+    /// Gives the live entry of `key` a new TTL, value kept; false when absent.
+    fn touch(&self, key: &[u8], ttl: Ttl) -> Result<bool> {
+        let mut found = false;
+        self.update(key, &mut |current| {
+            found = current.is_some();
+            Ok(match current {
+                None => Change::Keep,
+                Some(c) => Change::Put {
+                    value: crate::error::try_copy(c.value)?,
+                    flags: c.flags,
+                    ttl: Some(ttl),
+                },
+            })
+        })?;
+        Ok(found)
+    }
+
+    /// Adds `delta` to the decimal counter under `key` (absent: 0, with `ttl`), returns
+    /// the new value. `NotNumeric` when the value is no int64 or the sum overflows.
+    fn incr(&self, key: &[u8], delta: i64, ttl: Ttl) -> Result<i64> {
+        let mut sum = 0;
+        self.update(key, &mut |current| {
+            counter_change(current, delta, ttl, &mut sum)
+        })?;
+        Ok(sum)
+    }
+
+    /// Looks every key up; `visit` gets the index and value of each one found.
+    fn get_many(&self, keys: &[&[u8]], visit: &mut VisitMany) -> Result<()> {
+        for (i, key) in keys.iter().enumerate() {
+            self.get_flagged(key, &mut |value, flags| visit(i, value, flags))?;
+        }
+        Ok(())
+    }
+
+    /// Stores every entry, or (on an error) none. This default checks what can be
+    /// checked first, then sets one by one: right for a store whose only later failure
+    /// is running out of memory. The persistent kinds write one transaction.
+    fn set_many(&self, entries: &[EntryRef]) -> Result<()> {
+        for e in entries {
+            self.check_entry(e.key, e.value)?;
+        }
+        for e in entries {
+            self.set_flagged(e.key, e.value, e.ttl, e.flags)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses an entry this store can never hold (`TooLarge`), before a bulk set.
+    fn check_entry(&self, _key: &[u8], _value: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes every key; returns how many were live.
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {
+        let mut deleted = 0;
+        for key in keys {
+            deleted += self.delete_counted(key)? as u64;
+        }
+        Ok(deleted)
+    }
+
+    /// Calls `visit` with each live key starting with `prefix` until it returns false.
+    /// Walks page by page; no lock is held while `visit` runs.
+    fn keys(&self, prefix: &[u8], visit: &mut KeyVisit) -> Result<()> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.key_page(prefix, after.as_deref())?;
+            for key in &page.keys {
+                if !visit(key) {
+                    return Ok(());
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Removes every live key starting with `prefix`; returns how many.
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        let mut deleted = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.key_page(prefix, after.as_deref())?;
+            let keys: Vec<&[u8]> = page.keys.iter().map(Vec::as_slice).collect();
+            deleted += self.delete_many(&keys)?;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(deleted),
+            }
+        }
     }
 }

@@ -11,7 +11,10 @@
 //! RustCrypto AEADs, no C toolchain or system libsodium needed); nonces come from
 //! `getrandom`. The key lives only inside the cipher, which zeroes it when dropped.
 
-use crate::backend::{Backend, Stats, Visit};
+use crate::backend::{
+    Backend, Change, Current, Decide, EntryRef, KeyPage, KeyVisit, Remaining, Stats, Visit,
+    VisitMany,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
 use crypto_secretbox::aead::{AeadInPlace, KeyInit};
@@ -188,6 +191,97 @@ impl Backend for EncryptedCache {
 
     fn close(&self) -> Result<()> {
         self.inner.close()
+    }
+
+    /// The decision sees the opened value and its answer is sealed. A stored value that
+    /// fails authentication fails the update with `Corrupt` and changes nothing.
+    fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
+        self.inner.update(key, &mut |current| {
+            let opened = match current {
+                Some(c) => Some((self.secret.open(c.value)?, c.flags)),
+                None => None,
+            };
+            let current = opened.as_ref().map(|(value, flags)| Current {
+                value,
+                flags: *flags,
+            });
+            Ok(match decide(current)? {
+                Change::Keep => Change::Keep,
+                Change::Put { value, flags, ttl } => Change::Put {
+                    value: self.secret.seal(&value)?,
+                    flags,
+                    ttl,
+                },
+            })
+        })
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
+        self.inner.ttl(key)
+    }
+
+    fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+        self.inner.key_page(prefix, after)
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        self.inner.purge_expired()
+    }
+
+    fn delete_counted(&self, key: &[u8]) -> Result<bool> {
+        self.inner.delete_counted(key)
+    }
+
+    fn add_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<bool> {
+        let sealed = self.secret.seal(value)?;
+        self.inner.add_flagged(key, &sealed, ttl, flags)
+    }
+
+    fn touch(&self, key: &[u8], ttl: Ttl) -> Result<bool> {
+        self.inner.touch(key, ttl)
+    }
+
+    fn get_many(&self, keys: &[&[u8]], visit: &mut VisitMany) -> Result<()> {
+        let mut damaged = None;
+        self.inner.get_many(
+            keys,
+            &mut |i, sealed, flags| match self.secret.open(sealed) {
+                Ok(plain) => visit(i, &plain, flags),
+                Err(e) => damaged = Some((i, e)),
+            },
+        )?;
+        match damaged {
+            Some((i, e)) => {
+                let _ = self.inner.delete(keys[i]);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn set_many(&self, entries: &[EntryRef]) -> Result<()> {
+        let sealed: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| self.secret.seal(e.value))
+            .collect::<Result<_>>()?;
+        let entries: Vec<EntryRef> = entries
+            .iter()
+            .zip(&sealed)
+            .map(|(e, value)| EntryRef { value, ..*e })
+            .collect();
+        self.inner.set_many(&entries)
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {
+        self.inner.delete_many(keys)
+    }
+
+    fn keys(&self, prefix: &[u8], visit: &mut KeyVisit) -> Result<()> {
+        self.inner.keys(prefix, visit)
+    }
+
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        self.inner.delete_prefix(prefix)
     }
 }
 

@@ -22,6 +22,10 @@ pub enum ErrorKind {
     NoMemory,
     /// A bug inside the library.
     Internal,
+    /// `incr` on a value that is not a decimal int64, or a sum that overflows.
+    NotNumeric,
+    /// A remote server cannot be reached or refused the request.
+    Unavailable,
 }
 
 /// An error with its kind and a human-readable message.

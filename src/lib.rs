@@ -24,10 +24,12 @@ pub mod file;
 pub mod folder;
 pub mod memory;
 pub mod sharded;
+pub mod single_flight;
 mod sqlite;
 #[allow(unsafe_code)]
 mod sync;
 pub mod ttl;
+pub mod uri;
 pub mod worker;
 
 #[allow(unsafe_code)]

@@ -86,6 +86,78 @@ pub(crate) fn live_count(conn: &Connection, table: &str, now: f64) -> Result<u64
     Ok(count.saturating_sub(expired.max(0) as u64))
 }
 
+/// The smallest byte string greater than every string starting with `prefix`; None
+/// when there is none (an empty prefix, or all 0xff bytes).
+pub(crate) fn prefix_upper(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last != 0xff {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+/// A page of the live keys of `table` (columns `key` and `expires`) starting with
+/// `prefix`, in key order after `after` (the last key of the previous page).
+pub(crate) fn key_page(
+    conn: &Connection,
+    table: &str,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    now: f64,
+) -> Result<crate::backend::KeyPage> {
+    use crate::backend::{KeyPage, KEY_PAGE};
+    // Rows from max(prefix, after) on, in key order: the first key without the prefix
+    // ends the walk. `key > after` leaves out the last key of the previous page.
+    let (from, strict) = match after {
+        Some(a) if a >= prefix => (a, true),
+        _ => (prefix, false),
+    };
+    let sql = format!(
+        "SELECT key, expires FROM {table} WHERE key {} ?1 ORDER BY key LIMIT {}",
+        if strict { ">" } else { ">=" },
+        KEY_PAGE
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([from])?;
+    let (mut keys, mut seen, mut last) = (Vec::new(), 0, None);
+    while let Some(row) = rows.next()? {
+        let key: Vec<u8> = row.get(0)?;
+        if !key.starts_with(prefix) {
+            return Ok(KeyPage { keys, next: None });
+        }
+        seen += 1;
+        if !crate::ttl::expired(row.get(1)?, now) {
+            keys.push(key.clone());
+        }
+        last = Some(key);
+    }
+    let next = if seen == KEY_PAGE { last } else { None };
+    Ok(KeyPage { keys, next })
+}
+
+/// How a store's connections are set up (`cache_open`'s `sync` and `busy_timeout_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (and value files synced before their rows commit): every
+    /// acknowledged write survives power loss. Otherwise `NORMAL`: it survives a crash
+    /// of the process, and `save` makes it survive power loss.
+    pub sync_full: bool,
+    /// How long a lock held by another process is waited for before `Busy`.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            sync_full: false,
+            busy_timeout: BUSY_TIMEOUT,
+        }
+    }
+}
+
 /// A database schema: its SQL and the version stored in `PRAGMA user_version`.
 pub(crate) struct Schema {
     /// Creates the current version.
@@ -115,6 +187,7 @@ pub(crate) struct Schema {
 pub(crate) fn open(
     path: &Path,
     schema: &Schema,
+    options: SqliteOptions,
     on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<Connection> {
     disk::create_regular_file(path)?;
@@ -136,8 +209,10 @@ pub(crate) fn open(
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        match configure(&mut conn, schema, &on_create).and_then(|()| probe_writable(&mut conn)) {
-            Err(e) if e.kind() == ErrorKind::Busy && started.elapsed() < BUSY_TIMEOUT => {
+        let configured = configure(&mut conn, schema, options, &on_create)
+            .and_then(|()| probe_writable(&mut conn));
+        match configured {
+            Err(e) if e.kind() == ErrorKind::Busy && started.elapsed() < options.busy_timeout => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
@@ -178,9 +253,10 @@ fn probe_writable(conn: &mut Connection) -> Result<()> {
 fn configure(
     conn: &mut Connection,
     schema: &Schema,
+    options: SqliteOptions,
     on_create: &impl Fn(&Transaction) -> Result<()>,
 ) -> Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(options.busy_timeout)?;
     // journal_mode reads the header first, so a file that is not a database fails here.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -194,7 +270,11 @@ fn configure(
     // (Measured: a 1 KiB get costs about 7% more; a set nothing. A journal_size_limit,
     // tried to keep WALs small, made every 1 KiB set 25% slower: the WAL then grows
     // into new blocks after each checkpoint instead of reusing its own.)
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0;")?;
+    conn.execute_batch(if options.sync_full {
+        "PRAGMA synchronous = FULL; PRAGMA mmap_size = 0;"
+    } else {
+        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0;"
+    })?;
     conn.set_prepared_statement_cache_capacity(32);
     let version = |c: &Connection| -> Result<i64> {
         Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)

@@ -88,3 +88,39 @@ pub(crate) unsafe fn path<'a>(
     }
     Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
 }
+
+/// The array of `n` items at `ptr`; NULL is allowed only when `n` is 0.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `n` initialised items that outlive `'a`.
+pub(crate) unsafe fn array<'a, T>(ptr: *const T, n: usize, name: &str) -> Result<&'a [T], Failure> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Failure::invalid_arg(format!("{name} is NULL but n is {n}")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `n` items.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+}
+
+/// The writable array of `n` items at `ptr`; NULL is allowed only when `n` is 0.
+///
+/// # Safety
+/// A non-NULL `ptr` must be valid for writes of `n` items for `'a`.
+pub(crate) unsafe fn array_out<'a, T>(
+    ptr: *mut T,
+    n: usize,
+    name: &str,
+) -> Result<&'a mut [T], Failure> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() {
+        return Err(Failure::invalid_arg(format!("{name} is NULL but n is {n}")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `n` writable items. The items may be
+    // uninitialised: they are only written through `std::ptr::write`-like assignment
+    // of plain-old-data types (no drop of the old value matters).
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, n) })
+}

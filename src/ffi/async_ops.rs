@@ -91,7 +91,7 @@ impl Callback {
 }
 
 /// What a job computes: the status, and for get and pop the value and its flags.
-type Outcome = (cache_status, Option<(Vec<u8>, u32)>);
+pub(crate) type Outcome = (cache_status, Option<(Vec<u8>, u32)>);
 
 /// Queues `op` on the handle `c`; the callback gets its outcome, and a failure's message
 /// is recorded under `function`. Refused (and never called back) when the handle is closed.
@@ -131,6 +131,17 @@ fn value_outcome(call: impl FnOnce(&mut Visit) -> Result<bool>) -> Result<Outcom
 fn done(result: Result<()>) -> Result<Outcome, Failure> {
     result?;
     Ok((CACHE_OK, None))
+}
+
+/// Queues `op` for a caller who gave a flagged callback (for jobs defined elsewhere).
+pub(crate) fn submit_flagged(
+    c: &cache_t,
+    function: FunctionName,
+    cb: cache_flagged_callback,
+    user_data: *mut c_void,
+    op: impl FnOnce(&dyn Backend) -> Result<Outcome, Failure> + Send + 'static,
+) -> Result<cache_status, Failure> {
+    submit(c, function, Callback::flagged(cb, user_data), op)
 }
 
 /// The body of the set functions: checks the TTL, then queues the set of the copies.
@@ -322,6 +333,21 @@ mod tests {
         }
         fn close(&self) -> Result<()> {
             Ok(())
+        }
+        fn update(&self, _: &[u8], _: &mut crate::backend::Decide) -> Result<()> {
+            Ok(())
+        }
+        fn ttl(&self, _: &[u8]) -> Result<Option<crate::backend::Remaining>> {
+            Ok(None)
+        }
+        fn key_page(&self, _: &[u8], _: Option<&[u8]>) -> Result<crate::backend::KeyPage> {
+            Ok(crate::backend::KeyPage {
+                keys: Vec::new(),
+                next: None,
+            })
+        }
+        fn purge_expired(&self) -> Result<u64> {
+            Ok(0)
         }
     }
 

@@ -1,7 +1,9 @@
 //! The opaque handle behind `cache_t*`: the backend, shared with the async jobs that
 //! run on it, and the handle's queue of those jobs.
 
+use super::compute::ComputeOutcome;
 use crate::backend::Backend;
+use crate::single_flight::SingleFlight;
 use crate::worker::Queue;
 use std::sync::Arc;
 
@@ -11,13 +13,20 @@ use std::sync::Arc;
 pub struct cache_t {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) queue: Arc<Queue>,
+    /// The get_or_compute calls in progress, shared with queued ones.
+    pub(crate) flights: Arc<SingleFlight<ComputeOutcome>>,
 }
 
 impl cache_t {
     pub(crate) fn new(backend: impl Backend + 'static) -> Self {
+        Self::from_arc(Arc::new(backend))
+    }
+
+    pub(crate) fn from_arc(backend: Arc<dyn Backend>) -> Self {
         cache_t {
-            backend: Arc::new(backend),
+            backend,
             queue: Queue::new(),
+            flights: Arc::new(SingleFlight::new(super::compute::abandoned)),
         }
     }
 }

@@ -26,6 +26,13 @@ pub extern "C" fn cache_status_str(status: i32) -> *const c_char {
         s if s == CACHE_ERR_BUFFER_TOO_SMALL as i32 => "buffer too small\0",
         s if s == CACHE_ERR_NO_MEMORY as i32 => "out of memory\0",
         s if s == CACHE_ERR_INTERNAL as i32 => "internal error in duckcache\0",
+        s if s == CACHE_EXISTS as i32 => "a live entry already holds the key\0",
+        s if s == CACHE_ERR_NOT_NUMERIC as i32 => {
+            "the value is not a decimal int64, or the sum overflows\0"
+        }
+        s if s == CACHE_ERR_UNAVAILABLE as i32 => {
+            "the server cannot be reached or refused the request\0"
+        }
         _ => "unknown status\0",
     };
     text.as_ptr().cast()

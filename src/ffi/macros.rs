@@ -22,6 +22,9 @@
 //! - `maybe_out p`: the `Option<&mut T>` at `p`; NULL means the caller does not want it.
 //! - `buffer p[cap]`: the `&mut [u8]` of `cap` writable bytes at `p`.
 //! - `path p`: the `&Path` of the NUL-terminated string at `p`; NULL and "" are refused.
+//! - `array p[n]`: the `&[T]` of `n` items at `p`; NULL only with `n` 0.
+//! - `array_out p[n]`: the `&mut [T]` of `n` writable items at `p`; NULL only with `n` 0.
+//! - `maybe_array_out p[n]`: as `array_out`, or None when `p` is NULL (not wanted).
 //!
 //! The signatures stay plain `extern "C"` items, so cbindgen reads them as written.
 //! Every `unsafe` these expansions contain relies on the pointer rules the C contract
@@ -73,6 +76,22 @@ macro_rules! exported {
     (@take buffer $p:ident [$cap:ident]) => {{
         // SAFETY: `p` is NULL or `cap` writable bytes for the call.
         unsafe { $crate::ffi::args::buffer($p, $cap, stringify!($p)) }?
+    }};
+    (@take array $p:ident [$len:ident]) => {{
+        // SAFETY: `p` is NULL or `len` readable items for the call.
+        unsafe { $crate::ffi::args::array($p, $len, stringify!($p)) }?
+    }};
+    (@take array_out $p:ident [$len:ident]) => {{
+        // SAFETY: `p` is NULL or `len` writable items for the call.
+        unsafe { $crate::ffi::args::array_out($p, $len, stringify!($p)) }?
+    }};
+    (@take maybe_array_out $p:ident [$len:ident]) => {{
+        if $p.is_null() {
+            None
+        } else {
+            // SAFETY: `p` is not NULL, so `len` writable items for the call.
+            Some(unsafe { $crate::ffi::args::array_out($p, $len, stringify!($p)) }?)
+        }
     }};
     (@take path $p:ident) => {{
         // SAFETY: `p` is NULL (refused) or a NUL-terminated string.

@@ -27,6 +27,9 @@
 mod args;
 mod async_ops;
 mod boundary;
+mod bulk;
+mod compute;
+mod conditional;
 pub(crate) mod fork;
 mod handle;
 mod library;
@@ -34,11 +37,16 @@ mod macros;
 mod ops;
 mod types;
 mod values;
+mod walk;
 mod wrapping;
 
 pub use async_ops::*;
+pub use bulk::*;
+pub use compute::*;
+pub use conditional::*;
 pub use handle::cache_t;
 pub use library::{cache_last_error, cache_status_str, cache_version};
 pub use ops::*;
 pub use types::{cache_buf, cache_stats, cache_status, CACHE_NO_TTL};
+pub use walk::*;
 pub use wrapping::*;

@@ -19,6 +19,29 @@ fn open_into(out: &mut *mut cache_t, handle: cache_t) -> Result<cache_status, Fa
     Ok(CACHE_OK)
 }
 
+/// Opens the cache `uri` names: `memory:`, `file:DIR`, `sharded:DIR`, `folder:DIR`
+/// (DIR absolute, `///`-absolute or relative), parameters after `?` as name=value
+/// joined by `&`, paths and values percent-decoded; sizes in bytes with an optional
+/// KB/MB/GB or KiB/MiB/GiB suffix. See the README's table. An unknown scheme or
+/// parameter, or a bad value, gives CACHE_ERR_INVALID_ARG with cache_last_error naming
+/// it. Writes *out only on CACHE_OK.
+#[no_mangle]
+pub unsafe extern "C" fn cache_open(
+    uri: *const std::ffi::c_char,
+    out: *mut *mut cache_t,
+) -> cache_status {
+    exported!(out out => {
+        if uri.is_null() {
+            return Err(Failure::invalid_arg("uri is NULL"));
+        }
+        // SAFETY: non-NULL, and the contract makes it a NUL-terminated string.
+        let uri = unsafe { std::ffi::CStr::from_ptr(uri) };
+        let uri = uri.to_str().map_err(|_| Failure::invalid_arg("uri is not UTF-8"))?;
+        let backend = crate::uri::open(uri)?;
+        open_into(out, cache_t::from_arc(backend.into()))
+    })
+}
+
 /// Opens an in-memory cache with exact LRU order and per-entry TTL.
 /// max_keys 0 = unbounded. Writes *out only on CACHE_OK.
 #[no_mangle]

@@ -30,6 +30,12 @@ pub enum cache_status {
     CACHE_ERR_NO_MEMORY = -8,
     /// A bug inside the library (a caught panic); never an abort.
     CACHE_ERR_INTERNAL = -9,
+    /// cache_add: a live entry already holds the key; nothing changed.
+    CACHE_EXISTS = 2,
+    /// cache_incr: the stored value is not a decimal int64, or the sum overflows.
+    CACHE_ERR_NOT_NUMERIC = -10,
+    /// A remote server cannot be reached or refused the request (the message says which).
+    CACHE_ERR_UNAVAILABLE = -11,
 }
 
 impl From<ErrorKind> for cache_status {
@@ -43,6 +49,8 @@ impl From<ErrorKind> for cache_status {
             ErrorKind::Busy => cache_status::CACHE_ERR_BUSY,
             ErrorKind::NoMemory => cache_status::CACHE_ERR_NO_MEMORY,
             ErrorKind::Internal => cache_status::CACHE_ERR_INTERNAL,
+            ErrorKind::NotNumeric => cache_status::CACHE_ERR_NOT_NUMERIC,
+            ErrorKind::Unavailable => cache_status::CACHE_ERR_UNAVAILABLE,
         }
     }
 }

@@ -9,20 +9,22 @@ pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
 use crate::backend::{check_fits, Lookup};
-use crate::backend::{Backend, Stats, Visit};
+use crate::backend::{Backend, Decide, EntryRef, KeyPage, Remaining, Stats, Visit, VisitMany};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
+pub use crate::sqlite::SqliteOptions;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::{Store, Stored};
+use store::{Row, Store, Stored};
 
 /// The persistent SQLite-backed cache.
 pub struct FileCache {
     dir: PathBuf,
     size_limit: u64,
+    options: SqliteOptions,
     /// Registered with the fork handlers (`crate::ffi::fork`).
     state: Arc<Mutex<State>>,
 }
@@ -42,11 +44,22 @@ impl FileCache {
     /// Opens the store in `dir` (created with parents when missing). `size_limit` bounds
     /// the bytes of keys and values; 0 is unlimited.
     pub fn open(dir: impl AsRef<Path>, size_limit: u64) -> Result<FileCache> {
+        Self::open_with(dir, size_limit, SqliteOptions::default())
+    }
+
+    /// As [`FileCache::open`], with the connection options of `cache_open`'s
+    /// `sync` and `busy_timeout_ms`.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        size_limit: u64,
+        options: SqliteOptions,
+    ) -> Result<FileCache> {
         let dir = dir.as_ref().to_owned();
-        let store = Store::open(&dir)?;
+        let store = Store::open(&dir, options)?;
         Ok(FileCache {
             dir,
             size_limit,
+            options,
             state: fork::registered(
                 fork::RANK_FILE,
                 Mutex::new(State {
@@ -106,31 +119,69 @@ impl FileCache {
         expires: Option<f64>,
         flags: u32,
     ) -> Result<()> {
-        let size = (key.len() + value.len()) as u64;
+        let entry = [Until {
+            key,
+            value,
+            expires,
+            flags,
+        }];
+        self.set_many_until(&entry).map(|_| ())
+    }
+
+    /// Stores every entry in one transaction (all or none); large values go to their
+    /// files first. Used by set, set_many and the sharded cache.
+    pub(crate) fn set_many_until(&self, entries: &[Until]) -> Result<()> {
         let limit = self.size_limit;
+        let sync_files = self.options.sync_full;
         self.with_store(|store, stats| {
-            let culled = if value.len() < INLINE_MAX {
-                store.put(key, Stored::Inline(value), size, expires, flags, limit)?
-            } else {
-                // The file's name is recorded before it is written and claimed by the
-                // row's transaction, so a crash at any point leaves nothing unrecorded.
-                let name = values::new_name();
-                store.reserve_file(&name)?;
-                let stored = store.values.write(&name, value).and_then(|()| {
-                    store.put(key, Stored::File(&name), size, expires, flags, limit)
-                });
-                match stored {
-                    Ok(culled) => culled,
-                    Err(e) => {
-                        store.release_file(&name);
-                        return Err(e);
-                    }
-                }
+            let culled = with_value_files(
+                store,
+                entries,
+                sync_files,
+                |store, rows| store.put_many(rows, limit),
+                |_| true,
+            )?;
+            stats.sets += entries.len() as u64;
+            stats.evictions += culled.evicted;
+            stats.expirations += culled.expired;
+            Ok(())
+        })
+    }
+
+    /// Stores `value` only when no live entry holds `key`; true when it stored.
+    fn add_until(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires: Option<f64>,
+        flags: u32,
+    ) -> Result<bool> {
+        let limit = self.size_limit;
+        let sync_files = self.options.sync_full;
+        let entry = [Until {
+            key,
+            value,
+            expires,
+            flags,
+        }];
+        self.with_store(|store, stats| {
+            let added = with_value_files(
+                store,
+                &entry,
+                sync_files,
+                |store, rows| {
+                    let r = &rows[0];
+                    store.add(r.key, r.value, r.size, r.expires, r.flags, limit)
+                },
+                Option::is_some,
+            )?;
+            let Some(culled) = added else {
+                return Ok(false);
             };
             stats.sets += 1;
             stats.evictions += culled.evicted;
             stats.expirations += culled.expired;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -211,10 +262,191 @@ impl Backend for FileCache {
         self.with_store(|store, _| store.save())
     }
 
+    fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
+        let limit = self.size_limit;
+        self.with_store(|store, stats| {
+            let (stored, culled) = store.update(key, decide, limit)?;
+            stats.sets += stored as u64;
+            stats.evictions += culled.evicted;
+            stats.expirations += culled.expired;
+            Ok(())
+        })
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
+        self.with_store(|store, _| store.ttl(key))
+    }
+
+    fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+        self.with_store(|store, _| store.key_page(prefix, after))
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        self.with_store(|store, stats| {
+            let purged = store.purge_expired()?;
+            stats.expirations += purged;
+            Ok(purged)
+        })
+    }
+
+    fn delete_counted(&self, key: &[u8]) -> Result<bool> {
+        self.with_store(|store, stats| {
+            let lookup = store.delete(key)?;
+            stats.count_delete(lookup);
+            Ok(lookup == Lookup::Hit)
+        })
+    }
+
+    fn add_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<bool> {
+        check_fits(
+            (key.len() + value.len()) as u64,
+            self.size_limit,
+            "the cache",
+        )?;
+        if ttl.is_expired_at_once() {
+            // Stored and dead at once: it "stores" when the key is absent, changing nothing.
+            return Ok(!self.has(key)?);
+        }
+        self.add_until(key, value, ttl.deadline_from(wall_now()), flags)
+    }
+
+    fn touch(&self, key: &[u8], ttl: Ttl) -> Result<bool> {
+        let expires = ttl.deadline_from(wall_now());
+        self.with_store(|store, _| store.touch(key, expires, ttl.is_expired_at_once()))
+    }
+
+    fn get_many(&self, keys: &[&[u8]], visit: &mut VisitMany) -> Result<()> {
+        self.with_store(|store, stats| {
+            let mut found = vec![false; keys.len()];
+            store.get_many(keys, &mut |i, value, flags| {
+                found[i] = true;
+                visit(i, value, flags)
+            })?;
+            let hits = found.iter().filter(|&&f| f).count() as u64;
+            stats.hits += hits;
+            stats.misses += keys.len() as u64 - hits;
+            Ok(())
+        })
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_fits(
+            (key.len() + value.len()) as u64,
+            self.size_limit,
+            "the cache",
+        )
+    }
+
+    fn set_many(&self, entries: &[EntryRef]) -> Result<()> {
+        for e in entries {
+            self.check_entry(e.key, e.value)?;
+        }
+        let now = wall_now();
+        // Dead-on-arrival entries remove the key instead (after the stores, so a later
+        // one in the list still wins), in the same transaction as the rest.
+        let until: Vec<Until> = entries
+            .iter()
+            .map(|e| Until {
+                key: e.key,
+                value: e.value,
+                expires: if e.ttl.is_expired_at_once() {
+                    Some(f64::MIN)
+                } else {
+                    e.ttl.deadline_from(now)
+                },
+                flags: e.flags,
+            })
+            .collect();
+        self.set_many_until(&until)
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {
+        self.with_store(|store, stats| {
+            let (live, expired) = store.delete_many(keys)?;
+            stats.deletes += live;
+            stats.expirations += expired;
+            Ok(live)
+        })
+    }
+
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        self.with_store(|store, stats| {
+            let (live, expired) = store.delete_prefix(prefix)?;
+            stats.deletes += live;
+            stats.expirations += expired;
+            Ok(live)
+        })
+    }
+
     fn close(&self) -> Result<()> {
         match self.state.lock().store.take() {
             Some(store) => store.close(),
             None => Ok(()),
         }
     }
+}
+
+/// An entry to store until a Unix time (None = never).
+pub(crate) struct Until<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub expires: Option<f64>,
+    pub flags: u32,
+}
+
+/// Writes the value files of the large values among `entries` (each name reserved in
+/// `orphans` before its file is written, and claimed by the row's transaction, so a
+/// crash at any point leaves nothing unrecorded), then runs `store_rows` with the rows.
+/// If it fails, or `used` says the rows were not stored, the files are given up. With `sync_files` each file reaches the disk
+/// before its row can commit.
+fn with_value_files<R>(
+    store: &mut Store,
+    entries: &[Until],
+    sync_files: bool,
+    store_rows: impl FnOnce(&mut Store, &[Row]) -> Result<R>,
+    used: impl FnOnce(&R) -> bool,
+) -> Result<R> {
+    let mut names: Vec<Option<String>> = Vec::with_capacity(entries.len());
+    let written = (|| {
+        for e in entries {
+            if e.value.len() < INLINE_MAX {
+                names.push(None);
+                continue;
+            }
+            let name = values::new_name();
+            store.reserve_file(&name)?;
+            names.push(Some(name.clone()));
+            store.values.write(&name, e.value)?;
+        }
+        if sync_files {
+            let files: Vec<String> = names.iter().flatten().cloned().collect();
+            if !files.is_empty() {
+                store.values.sync(&files)?;
+            }
+        }
+        Ok(())
+    })();
+    let result = written.and_then(|()| {
+        let rows: Vec<Row> = entries
+            .iter()
+            .zip(&names)
+            .map(|(e, name)| Row {
+                key: e.key,
+                value: match name {
+                    Some(name) => Stored::File(name),
+                    None => Stored::Inline(e.value),
+                },
+                size: (e.key.len() + e.value.len()) as u64,
+                expires: e.expires,
+                flags: e.flags,
+            })
+            .collect();
+        store_rows(store, &rows)
+    });
+    if !result.as_ref().is_ok_and(used) {
+        for name in names.iter().flatten() {
+            store.release_file(name);
+        }
+    }
+    result
 }

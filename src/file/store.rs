@@ -18,11 +18,11 @@
 //!   file, and no crash leaks a file past the next open, without scanning `values/`.
 
 use super::values::Values;
-use crate::backend::{Lookup, Visit};
+use crate::backend::{Change, Current, Decide, KeyPage, Lookup, Remaining, Visit, VisitMany};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sqlite::{self, Schema};
+use crate::sqlite::{self, Schema, SqliteOptions};
 use crate::ttl;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS orphans (
 pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], u64, Option<f64>) -> Result<()> + 'a;
 
 /// Where a value being stored lives.
+#[derive(Clone, Copy)]
 pub(crate) enum Stored<'a> {
     Inline(&'a [u8]),
     /// In the value file of this name, already written in full.
@@ -92,6 +93,7 @@ enum RowValue {
 pub(crate) struct Store {
     conn: Connection,
     dir: PathBuf,
+    options: SqliteOptions,
     /// Shared with closures that run inside a transaction (which borrows the store).
     pub values: Arc<Values>,
     /// Orphan records whose files this handle has removed; deleted in the next write.
@@ -102,13 +104,14 @@ pub(crate) struct Store {
 
 impl Store {
     /// Opens (creating when needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store> {
+    pub fn open(dir: &Path, options: SqliteOptions) -> Result<Store> {
         disk::create_dir(dir)?;
         let values = Arc::new(Values::open(dir)?);
-        let conn = sqlite::open(&dir.join("cache.db"), &SCHEMA, |_| Ok(()))?;
+        let conn = sqlite::open(&dir.join("cache.db"), &SCHEMA, options, |_| Ok(()))?;
         let mut store = Store {
             conn,
             dir: dir.to_owned(),
+            options,
             values,
             removed_orphans: Vec::new(),
             unsynced: Vec::new(),
@@ -129,7 +132,7 @@ impl Store {
         let placeholder = Connection::open_in_memory()?;
         let old = std::mem::replace(&mut self.conn, placeholder);
         sqlite::discard(old);
-        let mut fresh = Store::open(dir)?;
+        let mut fresh = Store::open(dir, self.options)?;
         fresh.unsynced.append(&mut self.unsynced);
         fresh.removed_orphans.append(&mut self.removed_orphans);
         *self = fresh;
@@ -217,9 +220,17 @@ impl Store {
             .execute("DELETE FROM orphans WHERE name = ?1", [name]);
     }
 
-    /// Stores `key`, replacing its earlier value, then culls (expired entries first, then
-    /// the least recently stored) until the store is within `size_limit` (0 = none).
-    pub fn put(
+    /// After a commit that stored `row`: its value file is synced on save.
+    fn note_written(&mut self, row: &Row) {
+        if let Stored::File(name) = row.value {
+            self.unsynced.push(name.to_owned());
+        }
+    }
+
+    /// Stores `key` only when no live entry holds it: None (nothing changed) when one
+    /// does, else what the cull removed. One write transaction, so of any number of
+    /// handles and processes adding one key exactly one stores.
+    pub fn add(
         &mut self,
         key: &[u8],
         value: Stored,
@@ -227,38 +238,237 @@ impl Store {
         expires: Option<f64>,
         flags: u32,
         size_limit: u64,
-    ) -> Result<Culled> {
+    ) -> Result<Option<Culled>> {
         let now = wall_now();
+        let row = Row {
+            key,
+            value,
+            size,
+            expires,
+            flags,
+        };
         let culled = self.transaction(|tx, freed| {
-            let (inline, file) = match value {
-                Stored::Inline(v) => (Some(v), None),
-                Stored::File(name) => {
-                    let claimed = tx.prepare_cached("DELETE FROM orphans WHERE name = ?1")?.execute([name])?;
-                    if claimed != 1 {
-                        return Err(Error::new(
-                            ErrorKind::Io,
-                            format!("value file {name} was reclaimed as stale before its row was written"),
-                        ));
-                    }
-                    (None, Some(name))
+            if live_expiry(tx, key, now)?.is_some() {
+                return Ok(None);
+            }
+            insert_row(tx, &row, freed)?;
+            cull(tx, size_limit, now, freed).map(Some)
+        })?;
+        if culled.is_some() {
+            self.note_written(&row);
+        }
+        Ok(culled)
+    }
+
+    /// Reads the live entry of `key` and applies `decide`, in one write transaction.
+    /// A new value is stored inline whatever its size. True when it stored.
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        decide: &mut Decide,
+        size_limit: u64,
+    ) -> Result<(bool, Culled)> {
+        let now = wall_now();
+        let values = self.values.clone();
+        self.transaction(|tx, freed| {
+            let row = tx
+                .prepare_cached(
+                    "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
+                )?
+                .query_row([key], |r| {
+                    let value = match r.get::<_, Option<String>>(1)? {
+                        Some(name) => RowValue::File(name, r.get::<_, i64>(3)? as u64),
+                        None => RowValue::Inline(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
+                    };
+                    Ok((value, r.get::<_, Option<f64>>(2)?, stored_flags(r.get(4)?)))
+                })
+                .optional()?;
+            let live = row.filter(|(_, expires, _)| !ttl::expired(*expires, now));
+            let (current, old_expires) = match live {
+                None => (None, None),
+                Some((value, expires, flags)) => {
+                    let bytes = match value {
+                        RowValue::Inline(bytes) => bytes,
+                        RowValue::File(name, len) => values.read_required(&name, len)?,
+                    };
+                    (Some((bytes, flags)), expires)
                 }
             };
-            let old: Option<Option<String>> = tx
-                .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING file")?
-                .query_row([key], |r| r.get(0))
-                .optional()?;
-            freed.extend(old.flatten());
-            tx.prepare_cached("INSERT INTO entries (key, value, file, size, expires, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![key, inline, file, size as i64, expires, flags])?;
-            if size_limit == 0 {
-                return Ok(Culled::default());
+            let change = decide(current.as_ref().map(|(value, flags)| Current { value, flags: *flags }))?;
+            let Change::Put { value, flags, ttl } = change else {
+                return Ok((false, Culled::default()));
+            };
+            let expires = match ttl {
+                Some(ttl) if ttl.is_expired_at_once() => {
+                    let old = delete_row(tx, key)?;
+                    freed.extend(old.and_then(|(file, _)| file));
+                    return Ok((true, Culled::default()));
+                }
+                Some(ttl) => ttl.deadline_from(now),
+                None => old_expires,
+            };
+            let size = (key.len() + value.len()) as u64;
+            crate::backend::check_fits(size, size_limit, "the cache")?;
+            let row = Row { key, value: Stored::Inline(&value), size, expires, flags };
+            insert_row(tx, &row, freed)?;
+            Ok((true, cull(tx, size_limit, now, freed)?))
+        })
+    }
+
+    /// Gives the live entry of `key` the expiry `expires` (a TTL of 0: removes it).
+    /// False when there is none.
+    pub fn touch(&mut self, key: &[u8], expires: Option<f64>, remove: bool) -> Result<bool> {
+        let now = wall_now();
+        self.transaction(|tx, freed| {
+            if live_expiry(tx, key, now)?.is_none() {
+                return Ok(false);
+            }
+            if remove {
+                let old = delete_row(tx, key)?;
+                freed.extend(old.and_then(|(file, _)| file));
+            } else {
+                tx.prepare_cached("UPDATE entries SET expires = ?2 WHERE key = ?1")?
+                    .execute(params![key, expires])?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// The expiry of the live entry of `key`: None when absent or expired.
+    pub fn ttl(&mut self, key: &[u8]) -> Result<Option<Remaining>> {
+        let now = wall_now();
+        Ok(
+            live_expiry(&self.conn, key, now)?.map(|expires| match expires {
+                None => Remaining::Forever,
+                Some(at) => Remaining::Seconds(at - now),
+            }),
+        )
+    }
+
+    /// Live keys starting with `prefix`, after `after`, in key order.
+    pub fn key_page(&mut self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+        key_page(&self.conn, "entries", prefix, after, wall_now())
+    }
+
+    /// Removes every expired entry; returns how many.
+    pub fn purge_expired(&mut self) -> Result<u64> {
+        let now = wall_now();
+        self.transaction(|tx, freed| {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM entries WHERE expires <= ?1 RETURNING file")?;
+            let files = stmt.query_map([now], |r| r.get::<_, Option<String>>(0))?;
+            let mut purged = 0;
+            for f in files {
+                freed.extend(f?);
+                purged += 1;
+            }
+            Ok(purged)
+        })
+    }
+
+    /// Looks every key up in one read transaction (one snapshot).
+    pub fn get_many(&mut self, keys: &[&[u8]], visit: &mut VisitMany) -> Result<()> {
+        let now = wall_now();
+        let values = self.values.clone();
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
+            )?;
+            for (i, key) in keys.iter().enumerate() {
+                let file = stmt
+                    .query_row([key], |r| {
+                        if ttl::expired(r.get(2)?, now) {
+                            return Ok(None);
+                        }
+                        let flags = stored_flags(r.get(4)?);
+                        Ok(match r.get::<_, Option<String>>(1)? {
+                            Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags)),
+                            None => {
+                                visit(
+                                    i,
+                                    r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default(),
+                                    flags,
+                                );
+                                None
+                            }
+                        })
+                    })
+                    .optional()?
+                    .flatten();
+                if let Some((name, len, flags)) = file {
+                    // The read transaction keeps the row, but not the file: a writer
+                    // that replaced the key since may have removed it (a miss then).
+                    if let Some(bytes) = values.read(&name, len)? {
+                        visit(i, &bytes, flags);
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores every row in one transaction, then culls once. Value files are written
+    /// (and reserved) by the caller before.
+    pub fn put_many(&mut self, rows: &[Row], size_limit: u64) -> Result<Culled> {
+        let now = wall_now();
+        let culled = self.transaction(|tx, freed| {
+            for row in rows {
+                insert_row(tx, row, freed)?;
             }
             cull(tx, size_limit, now, freed)
         })?;
-        if let Stored::File(name) = value {
-            self.unsynced.push(name.to_owned());
+        for row in rows {
+            self.note_written(row);
         }
         Ok(culled)
+    }
+
+    /// Removes every key in one transaction; returns how many were live.
+    pub fn delete_many(&mut self, keys: &[&[u8]]) -> Result<(u64, u64)> {
+        let now = wall_now();
+        self.transaction(|tx, freed| {
+            let (mut live, mut expired) = (0, 0);
+            for key in keys {
+                if let Some((file, expires)) = delete_row(tx, key)? {
+                    freed.extend(file);
+                    if ttl::expired(expires, now) {
+                        expired += 1;
+                    } else {
+                        live += 1;
+                    }
+                }
+            }
+            Ok((live, expired))
+        })
+    }
+
+    /// Removes every key starting with `prefix` in one transaction; returns how many
+    /// were live and how many expired.
+    pub fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(u64, u64)> {
+        let now = wall_now();
+        self.transaction(|tx, freed| {
+            let (mut live, mut expired) = (0, 0);
+            let (sql, upper) = match prefix_upper(prefix) {
+                Some(upper) => ("DELETE FROM entries WHERE key >= ?1 AND key < ?2 RETURNING file, expires", upper),
+                None => ("DELETE FROM entries WHERE key >= ?1 AND ?2 IS NOT NULL RETURNING file, expires", Vec::new()),
+            };
+            let mut stmt = tx.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![prefix, upper], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<f64>>(1)?))
+            })?;
+            for row in rows {
+                let (file, expires) = row?;
+                freed.extend(file);
+                if ttl::expired(expires, now) {
+                    expired += 1;
+                } else {
+                    live += 1;
+                }
+            }
+            Ok((live, expired))
+        })
     }
 
     /// Removes `key` when its entry has expired by `now`.
@@ -403,11 +613,7 @@ impl Store {
     pub fn delete(&mut self, key: &[u8]) -> Result<Lookup> {
         let now = wall_now();
         self.transaction(|tx, freed| {
-            let row: Option<(Option<String>, Option<f64>)> = tx
-                .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING file, expires")?
-                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            Ok(match row {
+            Ok(match delete_row(tx, key)? {
                 None => Lookup::Miss,
                 Some((file, expires)) => {
                     freed.extend(file);
@@ -503,6 +709,9 @@ impl Store {
 /// within `limit`. The entry just stored is the most recent and fits, so it stays.
 fn cull(tx: &Transaction, limit: u64, now: f64, freed: &mut Vec<String>) -> Result<Culled> {
     let mut culled = Culled::default();
+    if limit == 0 {
+        return Ok(culled);
+    }
     let total = |tx: &Transaction| -> Result<u64> { Ok(sqlite::totals(tx)?.1) };
     let mut size = total(tx)?;
     if size <= limit {
@@ -539,6 +748,63 @@ fn cull(tx: &Transaction, limit: u64, now: f64, freed: &mut Vec<String>) -> Resu
     }
     Ok(culled)
 }
+
+/// An entry to store: its key, where its value is, size (bytes of key and value),
+/// expiry and flags.
+pub(crate) struct Row<'a> {
+    pub key: &'a [u8],
+    pub value: Stored<'a>,
+    pub size: u64,
+    pub expires: Option<f64>,
+    pub flags: u32,
+}
+
+/// Inserts `row`, replacing the key's earlier row (its file goes to `freed`). A value
+/// file is claimed from `orphans`, where the writer reserved it before writing it.
+fn insert_row(tx: &Transaction, row: &Row, freed: &mut Vec<String>) -> Result<()> {
+    let (inline, file) = match row.value {
+        Stored::Inline(v) => (Some(v), None),
+        Stored::File(name) => {
+            let claimed = tx
+                .prepare_cached("DELETE FROM orphans WHERE name = ?1")?
+                .execute([name])?;
+            if claimed != 1 {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("value file {name} was reclaimed as stale before its row was written"),
+                ));
+            }
+            (None, Some(name))
+        }
+    };
+    let old = delete_row(tx, row.key)?;
+    freed.extend(old.and_then(|(file, _)| file));
+    tx.prepare_cached(
+        "INSERT INTO entries (key, value, file, size, expires, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![row.key, inline, file, row.size as i64, row.expires, row.flags])?;
+    Ok(())
+}
+
+/// Deletes the row of `key`: its value file (if any) and expiry, None when absent.
+fn delete_row(tx: &Transaction, key: &[u8]) -> Result<Option<(Option<String>, Option<f64>)>> {
+    Ok(tx
+        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING file, expires")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// The expiry of the live row of `key` (Some(None): never expires); None when there is
+/// no live row.
+fn live_expiry(conn: &Connection, key: &[u8], now: f64) -> Result<Option<Option<f64>>> {
+    let expires: Option<Option<f64>> = conn
+        .prepare_cached("SELECT expires FROM entries WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(expires.filter(|e| !ttl::expired(*e, now)))
+}
+
+pub(crate) use sqlite::{key_page, prefix_upper};
 
 /// The flags column as written by `put` (a u32); anything else reads as 0.
 fn stored_flags(column: i64) -> u32 {

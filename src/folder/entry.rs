@@ -297,6 +297,52 @@ impl Root {
         Err(self.gave_up(tmp, name))
     }
 
+    /// Puts the written folder `tmp` at `name` only if nothing is there: false (and
+    /// `tmp` left in place) when something is.
+    pub fn place_new(&self, tmp: &str, name: &str) -> Result<bool> {
+        match rfs::renameat_with(&self.fd, tmp, &self.fd, name, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST | Errno::NOTEMPTY) => Ok(false),
+            Err(e) => Err(self.error(e, "cannot store entry", name)),
+        }
+    }
+
+    /// Swaps the folders at `tmp` and `name` atomically: true when done (`tmp` then
+    /// names what was at `name`), false when nothing is at `name`. Where the file
+    /// system cannot exchange, `name`'s entry is moved to `tmp`'s place after `tmp`
+    /// has been moved aside (a short moment without an entry).
+    pub fn exchange(&self, tmp: &str, name: &str) -> Result<bool> {
+        match rfs::renameat_with(&self.fd, tmp, &self.fd, name, RenameFlags::EXCHANGE) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                let aside = Root::new_tmp_name();
+                if !self.take(name, &aside)? {
+                    return Ok(false);
+                }
+                rfs::renameat(&self.fd, tmp, &self.fd, name)
+                    .map_err(|e| self.error(e, "cannot store entry", name))?;
+                rfs::renameat(&self.fd, &aside, &self.fd, tmp)
+                    .map_err(|e| self.error(e, "cannot move entry", tmp))?;
+                Ok(true)
+            }
+            Err(e) => Err(self.error(e, "cannot store entry", name)),
+        }
+    }
+
+    /// Serialises the read-modify-write operations (add over an expired entry, incr,
+    /// touch) of every handle and process on this directory: an exclusive `flock` on a
+    /// descriptor of the directory itself (no lock file), released when the returned
+    /// descriptor closes. Each call opens its own descriptor, so threads exclude each
+    /// other too.
+    pub fn lock_updates(&self) -> Result<OwnedFd> {
+        let fd = rfs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.error(e, "cannot open", "."))?;
+        rfs::flock(&fd, rfs::FlockOperation::LockExclusive)
+            .map_err(|e| self.error(e, "cannot lock", "."))?;
+        Ok(fd)
+    }
+
     /// Moves the entry `name` to the working name `to`: of any number of processes
     /// taking one entry, exactly one succeeds. False when there was none.
     pub fn take(&self, name: &str, to: &str) -> Result<bool> {
@@ -349,6 +395,12 @@ impl Root {
                 None => self.discard(&leftover.tmp),
             }
         }
+    }
+
+    /// A new descriptor of the directory (for a listing that outlives a call).
+    pub fn reopen(&self) -> Result<OwnedFd> {
+        rfs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.error(e, "cannot open", "."))
     }
 
     /// Names in the directory.

@@ -14,7 +14,8 @@
 mod entry;
 pub mod naming;
 
-use crate::backend::{Backend, Lookup, Stats, Visit};
+use crate::backend::{Backend, Change, Current, Decide, KeyPage, KeyVisit, Lookup, Remaining};
+use crate::backend::{Stats, Visit, KEY_PAGE};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
@@ -22,7 +23,7 @@ use crate::sync::{Condvar, Mutex, RwLock};
 use crate::ttl::Ttl;
 use entry::{Meta, Root, TMP_PREFIX};
 use std::collections::HashSet;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,6 +260,65 @@ impl FolderCache {
         Ok(())
     }
 
+    /// The live entry held by the folder now at `name`, read through `folder`.
+    fn live_in(root: &Root, folder: BorrowedFd, name: &str, key: &[u8]) -> Result<Option<Meta>> {
+        Ok(root
+            .read_meta(folder, name)?
+            .filter(|m| m.key == key && !m.is_expired_at(wall_now())))
+    }
+
+    /// Writes an entry for `key` into a new working folder and returns its name.
+    fn write_entry(
+        root: &Root,
+        key: &[u8],
+        value: &[u8],
+        expires: Option<f64>,
+        flags: u32,
+    ) -> Result<String> {
+        let meta = Meta {
+            key: key.to_vec(),
+            value_len: value.len() as u64,
+            expires,
+            flags,
+        };
+        let tmp = Root::new_tmp_name();
+        root.write_tmp(&tmp, &meta, value)?;
+        Ok(tmp)
+    }
+
+    /// Installs the written entry `tmp` at `name` in place of the entry `expected` (the
+    /// folder read, by inode; None: no entry) under the update lock. False when another
+    /// writer changed the entry since it was read (the caller reads again); `tmp` is
+    /// then gone.
+    fn replace_if_unchanged(
+        root: &Root,
+        tmp: &str,
+        name: &str,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        let Some(expected) = expected else {
+            if root.place_new(tmp, name)? {
+                return Ok(true);
+            }
+            root.discard(tmp);
+            return Ok(false);
+        };
+        if !root.exchange(tmp, name)? {
+            root.discard(tmp); // popped meanwhile: read again
+            return Ok(false);
+        }
+        // `tmp` now holds what was at `name`.
+        let displaced = root.open_folder(tmp)?.map(|fd| inode(fd.as_fd()));
+        if displaced == Some(expected) {
+            root.discard(tmp);
+            return Ok(true);
+        }
+        // A set or an add got in between: put its entry back, then read again.
+        let _ = root.exchange(tmp, name);
+        root.discard(tmp);
+        Ok(false)
+    }
+
     fn count(&self, read: &Found) -> bool {
         self.stats.lock().count_lookup(lookup_of(read))
     }
@@ -388,5 +448,280 @@ impl Backend for FolderCache {
             root.retry_leftovers();
         }
         Ok(())
+    }
+
+    /// Under the directory's update lock: read the entry (and the inode of its
+    /// folder), decide, write the new entry aside, and swap it in only if the folder at
+    /// the name is still the one read (a set or pop that got in between makes it start
+    /// over).
+    fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
+        let name = naming::encode(key);
+        let stored = self.with_root(|root| {
+            let _lock = root.lock_updates()?;
+            for _ in 0..64 {
+                let folder = root.open_folder(&name)?;
+                let (live, ino) = match &folder {
+                    None => (None, None),
+                    Some(fd) => {
+                        let meta = Self::live_in(root, fd.as_fd(), &name, key)?;
+                        let value = match &meta {
+                            Some(m) => root.read_value(fd.as_fd(), &name, m)?,
+                            None => None,
+                        };
+                        (meta.zip(value), Some(inode(fd.as_fd())))
+                    }
+                };
+                let current = live.as_ref().map(|(m, v)| Current {
+                    value: v,
+                    flags: m.flags,
+                });
+                let Change::Put { value, flags, ttl } = decide(current)? else {
+                    return Ok(false);
+                };
+                let expires = match ttl {
+                    Some(ttl) if ttl.is_expired_at_once() => {
+                        Self::take(root, key, false)?;
+                        return Ok(true);
+                    }
+                    Some(ttl) => ttl.deadline_from(wall_now()),
+                    None => live.as_ref().and_then(|(m, _)| m.expires),
+                };
+                let tmp = Self::write_entry(root, key, &value, expires, flags)?;
+                if Self::replace_if_unchanged(root, &tmp, &name, ino)? {
+                    return Ok(true);
+                }
+            }
+            Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "{}: other writers kept replacing the entry",
+                    self.dir.join(&name).display()
+                ),
+            ))
+        })?;
+        if stored {
+            self.unsynced.lock().insert(name);
+            self.stats.lock().sets += 1;
+        }
+        Ok(())
+    }
+
+    /// A live entry makes the add lose at once; an empty name is taken with an
+    /// exclusive rename (exactly one of any number of adders gets it); an expired
+    /// entry is replaced under the update lock.
+    fn add_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<bool> {
+        if self.has_quietly(key)? {
+            return Ok(false);
+        }
+        if ttl.is_expired_at_once() {
+            return Ok(true); // stored and dead at once: nothing to write
+        }
+        let name = naming::encode(key);
+        let expires = ttl.deadline_from(wall_now());
+        let stored = self.with_root(|root| {
+            let mut tmp = Self::write_entry(root, key, value, expires, flags)?;
+            if root.place_new(&tmp, &name)? {
+                return Ok(true);
+            }
+            let _lock = root.lock_updates()?;
+            for _ in 0..64 {
+                let ino = match root.open_folder(&name)? {
+                    None if root.place_new(&tmp, &name)? => return Ok(true),
+                    None => continue,
+                    Some(fd) => {
+                        if Self::live_in(root, fd.as_fd(), &name, key)?.is_some() {
+                            root.discard(&tmp);
+                            return Ok(false);
+                        }
+                        inode(fd.as_fd())
+                    }
+                };
+                // An expired entry (or another key's with the same hashed name).
+                if Self::replace_if_unchanged(root, &tmp, &name, Some(ino))? {
+                    return Ok(true);
+                }
+                tmp = Self::write_entry(root, key, value, expires, flags)?;
+            }
+            root.discard(&tmp);
+            Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "{}: other writers kept replacing the entry",
+                    self.dir.join(&name).display()
+                ),
+            ))
+        })?;
+        if stored {
+            self.unsynced.lock().insert(name);
+            self.stats.lock().sets += 1;
+        }
+        Ok(stored)
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
+        let now = wall_now();
+        match self.with_root(|root| Self::read(root, key, false))? {
+            Found::Live(meta, _) => Ok(Some(match meta.expires {
+                None => Remaining::Forever,
+                Some(at) => Remaining::Seconds(at - now),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Folder names are in no order: a page is the live keys among the next entries
+    /// of one listing, the position the count of names already passed. `keys` and
+    /// `delete_prefix` stream the directory instead.
+    fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+        let skip = match after {
+            None => 0,
+            Some(p) => u64::from_be_bytes(
+                p.try_into()
+                    .map_err(|_| Error::invalid_arg("not a position of this cache's walk"))?,
+            ),
+        };
+        let names = self.with_root(|root| root.list())?;
+        let names: Vec<&String> = names.iter().filter(|n| naming::is_entry_name(n)).collect();
+        let end = (skip as usize + KEY_PAGE).min(names.len());
+        let keys = self.live_keys(
+            names
+                .get(skip as usize..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|n| n.as_str()),
+            prefix,
+        )?;
+        let next = (end < names.len()).then(|| (end as u64).to_be_bytes().to_vec());
+        Ok(KeyPage { keys, next })
+    }
+
+    fn keys(&self, prefix: &[u8], visit: &mut KeyVisit) -> Result<()> {
+        self.stream_keys(prefix, &mut |keys| {
+            for key in keys {
+                if !visit(&key) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        let mut deleted = 0;
+        self.stream_keys(prefix, &mut |keys| {
+            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            deleted += self.delete_many(&keys)?;
+            Ok(true)
+        })?;
+        Ok(deleted)
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        let now = wall_now();
+        let purged = self.with_root(|root| {
+            let mut purged = 0;
+            for name in root.list()? {
+                if !naming::is_entry_name(&name) {
+                    continue;
+                }
+                let Some(folder) = root.open_folder(&name)? else {
+                    continue;
+                };
+                if let Ok(Some(meta)) = root.read_meta(folder.as_fd(), &name) {
+                    if meta.is_expired_at(now) {
+                        root.remove_instance(folder.as_fd(), &name);
+                        purged += 1;
+                    }
+                }
+            }
+            Ok(purged)
+        })?;
+        self.stats.lock().expirations += purged;
+        Ok(purged)
+    }
+
+    fn delete_counted(&self, key: &[u8]) -> Result<bool> {
+        let read = self.with_root(|root| Self::take(root, key, false))?;
+        let lookup = lookup_of(&read);
+        self.stats.lock().count_delete(lookup);
+        Ok(lookup == Lookup::Hit)
+    }
+}
+
+/// The inode of an open folder (to tell whether the name still holds the folder read).
+fn inode(fd: BorrowedFd) -> u64 {
+    rustix::fs::fstat(fd).map_or(0, |st| st.st_ino)
+}
+
+impl FolderCache {
+    /// `has` without counting a hit or miss.
+    fn has_quietly(&self, key: &[u8]) -> Result<bool> {
+        Ok(matches!(
+            self.with_root(|root| Self::read(root, key, false))?,
+            Found::Live(..)
+        ))
+    }
+
+    /// The live keys starting with `prefix` among the entry folders `names`.
+    fn live_keys<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+        prefix: &[u8],
+    ) -> Result<Vec<Vec<u8>>> {
+        let now = wall_now();
+        self.with_root(|root| {
+            let mut keys = Vec::new();
+            for name in names {
+                // A plain name is its key: skip the others without reading them.
+                if let Some(key) = naming::decode(name) {
+                    if !key.starts_with(prefix) {
+                        continue;
+                    }
+                }
+                let Some(folder) = root.open_folder(name)? else {
+                    continue;
+                };
+                if let Ok(Some(meta)) = root.read_meta(folder.as_fd(), name) {
+                    if !meta.is_expired_at(now) && meta.key.starts_with(prefix) {
+                        keys.push(meta.key);
+                    }
+                }
+            }
+            Ok(keys)
+        })
+    }
+
+    /// Reads the directory a page of names at a time through its own descriptor, and
+    /// hands each page's live keys to `f` with no lock held; stops when `f` says false.
+    fn stream_keys(
+        &self,
+        prefix: &[u8],
+        f: &mut dyn FnMut(Vec<Vec<u8>>) -> Result<bool>,
+    ) -> Result<()> {
+        let dir_fd = self.with_root(|root| root.reopen())?;
+        let mut dir = rustix::fs::Dir::read_from(&dir_fd)
+            .map_err(|e| Error::io(e.into(), "cannot list", &self.dir))?;
+        loop {
+            let mut names = Vec::with_capacity(KEY_PAGE);
+            while names.len() < KEY_PAGE {
+                match dir.read() {
+                    None => break,
+                    Some(entry) => {
+                        let entry =
+                            entry.map_err(|e| Error::io(e.into(), "cannot list", &self.dir))?;
+                        if let Ok(name) = entry.file_name().to_str() {
+                            if naming::is_entry_name(name) {
+                                names.push(name.to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+            let done = names.len() < KEY_PAGE;
+            let keys = self.live_keys(names.iter().map(String::as_str), prefix)?;
+            if !f(keys)? || done {
+                return Ok(());
+            }
+        }
     }
 }

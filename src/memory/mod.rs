@@ -29,8 +29,9 @@
 mod shard;
 mod slab;
 
-use crate::backend::{Backend, Stats, Visit};
-use crate::clock::mono_deadline;
+use crate::backend::KEY_PAGE;
+use crate::backend::{Backend, Change, Current, Decide, KeyPage, Remaining, Stats, Visit};
+use crate::clock::{mono_deadline, mono_now, NO_DEADLINE};
 use crate::error::{Error, Result};
 use crate::ffi::fork;
 use crate::ttl::Ttl;
@@ -211,6 +212,21 @@ impl MemoryCache {
         })
     }
 
+    /// The key bytes and value bytes of an entry in one allocation, made before a lock
+    /// is taken; the key length checked.
+    fn entry_data(key: &[u8], value: &[u8]) -> Result<(u32, Box<[u8]>)> {
+        let key_len = u32::try_from(key.len())
+            .ok()
+            .filter(|&l| l != VACANT)
+            .ok_or_else(|| Error::invalid_arg("key longer than 4 GiB"))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(key.len() + value.len())
+            .map_err(|_| Error::no_memory(key.len() + value.len()))?;
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        Ok((key_len, data.into_boxed_slice()))
+    }
+
     /// Runs `f` on every shard in turn, locked and open.
     fn for_each_shard(&self, mut f: impl FnMut(&mut Shard)) -> Result<()> {
         for cell in self.shards.iter() {
@@ -224,10 +240,6 @@ impl MemoryCache {
 
 impl Backend for MemoryCache {
     fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
-        let key_len = u32::try_from(key.len())
-            .ok()
-            .filter(|&l| l != VACANT)
-            .ok_or_else(|| Error::invalid_arg("key longer than 4 GiB"))?;
         let hash = self.hash(key);
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
@@ -241,12 +253,7 @@ impl Backend for MemoryCache {
         }
         let deadline = mono_deadline(ttl);
         // Build the entry's allocation before taking the lock.
-        let mut data = Vec::new();
-        data.try_reserve_exact(key.len() + value.len())
-            .map_err(|_| Error::no_memory(key.len() + value.len()))?;
-        data.extend_from_slice(key);
-        data.extend_from_slice(value);
-        let data = data.into_boxed_slice();
+        let (key_len, data) = Self::entry_data(key, value)?;
         self.with_shard(hash, |shard| {
             shard.upsert(hash, key_len, data, deadline, flags)?;
             shard.stats.sets += 1;
@@ -319,6 +326,124 @@ impl Backend for MemoryCache {
 
     fn save(&self) -> Result<()> {
         self.shards[0].lock().check_open()
+    }
+
+    fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
+        let hash = self.hash(key);
+        let stored = self.with_shard(hash, |shard| {
+            let live = shard.find_live(hash, key);
+            let current = live.map(|slot| {
+                let node = shard.node(slot);
+                Current {
+                    value: node.value(),
+                    flags: node.flags,
+                }
+            });
+            let Change::Put { value, flags, ttl } = decide(current)? else {
+                return Ok(false);
+            };
+            shard.stats.sets += 1;
+            let deadline = match (ttl, live) {
+                (Some(ttl), _) if ttl.is_expired_at_once() => {
+                    if let Some(slot) = live {
+                        shard.remove(slot, Removal::Expired);
+                    }
+                    return Ok(false);
+                }
+                (Some(ttl), _) => mono_deadline(ttl),
+                (None, Some(slot)) => shard.node(slot).deadline,
+                (None, None) => NO_DEADLINE,
+            };
+            let (key_len, data) = Self::entry_data(key, &value)?;
+            shard.upsert(hash, key_len, data, deadline, flags)?;
+            Ok(true)
+        })?;
+        if stored && self.max_keys != 0 {
+            self.evict_overflow();
+        }
+        Ok(())
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            Ok(shard
+                .find_live(hash, key)
+                .map(|slot| match shard.node(slot).deadline {
+                    NO_DEADLINE => Remaining::Forever,
+                    deadline => {
+                        let left = deadline.saturating_sub(mono_now()).max(1);
+                        Remaining::Seconds(left as f64 / 1e9)
+                    }
+                }))
+        })
+    }
+
+    /// The position is the shard and slot to go on from, 4 bytes each. A slot keeps its
+    /// entry until it is removed, so an entry live for the whole walk is seen once.
+    fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+        let (mut shard_at, mut slot_at) = match after {
+            None => (0, 0),
+            Some(p) if p.len() == 8 => (
+                u32::from_be_bytes(p[..4].try_into().expect("4 bytes")) as usize,
+                u32::from_be_bytes(p[4..].try_into().expect("4 bytes")),
+            ),
+            Some(_) => return Err(Error::invalid_arg("not a position of this cache's walk")),
+        };
+        let mut keys = Vec::new();
+        let now = mono_now();
+        while shard_at < self.shards.len() {
+            let shard = self.shards[shard_at].lock();
+            shard.check_open()?;
+            while slot_at < shard.slab.capacity() {
+                if keys.len() == KEY_PAGE {
+                    let mut next = (shard_at as u32).to_be_bytes().to_vec();
+                    next.extend_from_slice(&slot_at.to_be_bytes());
+                    return Ok(KeyPage {
+                        keys,
+                        next: Some(next),
+                    });
+                }
+                let node = shard.node(slot_at);
+                slot_at += 1;
+                let live = !node.is_vacant()
+                    && !crate::clock::mono_expired(node.deadline, now)
+                    && node.key().starts_with(prefix);
+                if live {
+                    keys.push(crate::error::try_copy(node.key())?);
+                }
+            }
+            shard_at += 1;
+            slot_at = 0;
+        }
+        Ok(KeyPage { keys, next: None })
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        let mut purged = 0;
+        self.for_each_shard(|shard| purged += shard.purge_expired())?;
+        self.forget(purged);
+        Ok(purged)
+    }
+
+    fn delete_counted(&self, key: &[u8]) -> Result<bool> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            let Some(slot) = shard.find(hash, key) else {
+                return Ok(false);
+            };
+            let live = !shard.is_expired(slot);
+            shard.delete(slot);
+            Ok(live)
+        })
+    }
+
+    fn check_entry(&self, key: &[u8], _value: &[u8]) -> Result<()> {
+        if u32::try_from(key.len()).is_ok_and(|l| l != VACANT) {
+            Ok(())
+        } else {
+            Err(Error::invalid_arg("key longer than 4 GiB"))
+        }
     }
 
     fn close(&self) -> Result<()> {

@@ -178,15 +178,20 @@ impl Shard {
         deadline != NO_DEADLINE && mono_expired(deadline, mono_now())
     }
 
-    /// The live entry of `key`, removing it first (and counting a miss) when it expired.
-    pub fn lookup_live(&mut self, hash: u64, key: &[u8]) -> Option<u32> {
-        let live = match self.find(hash, key) {
+    /// The live entry of `key`, an expired one removed; no hit or miss counted.
+    pub fn find_live(&mut self, hash: u64, key: &[u8]) -> Option<u32> {
+        match self.find(hash, key) {
             Some(slot) if self.is_expired(slot) => {
                 self.remove(slot, Removal::Expired);
                 None
             }
             found => found,
-        };
+        }
+    }
+
+    /// The live entry of `key`, removing it first (and counting a miss) when it expired.
+    pub fn lookup_live(&mut self, hash: u64, key: &[u8]) -> Option<u32> {
+        let live = self.find_live(hash, key);
         if live.is_some() {
             self.stats.hits += 1;
         } else {

@@ -106,9 +106,10 @@ impl Placement {
 /// Opens the index; `on_create` fills a new one (from shards found on disk).
 pub(super) fn open(
     path: &Path,
+    options: sqlite::SqliteOptions,
     on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<Connection> {
-    sqlite::open(path, &SCHEMA, on_create)
+    sqlite::open(path, &SCHEMA, options, on_create)
 }
 
 /// Where `key` lives, read outside any write transaction.

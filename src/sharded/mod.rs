@@ -14,13 +14,14 @@
 
 mod index;
 
-use crate::backend::{check_fits, Backend, Lookup, Stats, Visit};
+use crate::backend::{check_fits, Backend, Change, Current, Decide, EntryRef, KeyPage, Lookup};
+use crate::backend::{Remaining, Stats, Visit};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
-use crate::file::FileCache;
-use crate::sqlite;
+use crate::file::{FileCache, Until};
+use crate::sqlite::{self, SqliteOptions};
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
 use index::Placement;
@@ -43,6 +44,7 @@ const STALE_PER_WRITE: u32 = 4;
 pub struct ShardedCache {
     dir: PathBuf,
     shard_size_limit: u64,
+    options: SqliteOptions,
     /// Registered with the fork handlers (`crate::ffi::fork`).
     state: Arc<Mutex<State>>,
 }
@@ -63,6 +65,7 @@ struct State {
 /// The shard stores currently open, at most `max_open`, least recently used closed first.
 struct OpenShards {
     dir: PathBuf,
+    options: SqliteOptions,
     max_open: usize,
     open: HashMap<i64, OpenShard>,
     uses: u64,
@@ -115,7 +118,7 @@ impl OpenShards {
             if self.open.len() >= self.max_open {
                 self.close_least_recent()?;
             }
-            let cache = FileCache::open(shard_dir(&self.dir, id), 0)?;
+            let cache = FileCache::open_with(shard_dir(&self.dir, id), 0, self.options)?;
             self.open.insert(
                 id,
                 OpenShard {
@@ -247,10 +250,10 @@ fn remove_stale(tx: &Transaction, shards: &mut OpenShards, limit: u32) -> Result
 
 /// Fills a new index from the shards already on disk, newest first, so the newest copy
 /// of each key wins and older ones are recorded as stale.
-fn rebuild_index(tx: &Transaction, dir: &Path) -> Result<()> {
+fn rebuild_index(tx: &Transaction, dir: &Path, options: SqliteOptions) -> Result<()> {
     for id in shards_on_disk(dir)?.into_iter().rev() {
         index::add_shard_with_id(tx, id)?;
-        let shard = FileCache::open(shard_dir(dir, id), 0)?;
+        let shard = FileCache::open_with(shard_dir(dir, id), 0, options)?;
         let adopted = shard
             .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
         shard.close()?;
@@ -382,9 +385,27 @@ impl ShardedCache {
         shard_size_limit: u64,
         max_open_shards: u32,
     ) -> Result<ShardedCache> {
+        Self::open_with(
+            dir,
+            shard_size_limit,
+            max_open_shards,
+            SqliteOptions::default(),
+        )
+    }
+
+    /// As [`ShardedCache::open`], with the connection options of `cache_open`'s `sync`
+    /// and `busy_timeout_ms` (for the index and every shard).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        shard_size_limit: u64,
+        max_open_shards: u32,
+        options: SqliteOptions,
+    ) -> Result<ShardedCache> {
         let dir = dir.as_ref().to_owned();
         disk::create_dir(&dir)?;
-        let index = index::open(&dir.join("index.db"), |tx| rebuild_index(tx, &dir))?;
+        let index = index::open(&dir.join("index.db"), options, |tx| {
+            rebuild_index(tx, &dir, options)
+        })?;
         let max_open = match max_open_shards {
             0 => DEFAULT_MAX_OPEN_SHARDS,
             n => n,
@@ -402,6 +423,7 @@ impl ShardedCache {
                     suspect: false,
                     shards: OpenShards {
                         dir: dir.clone(),
+                        options,
                         max_open: max_open as usize,
                         open: HashMap::new(),
                         uses: 0,
@@ -411,6 +433,7 @@ impl ShardedCache {
                 }),
             ),
             dir,
+            options,
         };
         // Best effort: a copy that cannot be removed now is never returned, and later
         // writes try again.
@@ -482,7 +505,9 @@ impl ShardedCache {
         sqlite::discard(old);
         state.suspect = true;
         let path = self.dir.join("index.db");
-        *index = self::index::open(&path, |tx| rebuild_index(tx, &self.dir))?;
+        *index = self::index::open(&path, self.options, |tx| {
+            rebuild_index(tx, &self.dir, self.options)
+        })?;
         state.index_file = file_id(&path);
         state.suspect = false;
         Ok(())
@@ -621,6 +646,162 @@ impl Backend for ShardedCache {
 
     fn delete(&self, key: &[u8]) -> Result<()> {
         self.with_state(|state| Self::delete_in(state, key))
+            .map(|_| ())
+    }
+
+    fn delete_counted(&self, key: &[u8]) -> Result<bool> {
+        self.with_state(|state| Self::delete_in(state, key))
+    }
+
+    fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
+        let limit = self.shard_size_limit;
+        self.with_state(|state| {
+            let (stored, expired) = state.transaction(|tx, shards| {
+                let now = wall_now();
+                let old = index::placement(tx, key)?;
+                let mut current = None;
+                if let Some(p) = old.filter(|p| !p.is_expired_at(now)) {
+                    shards
+                        .get(p.shard, false)?
+                        .get_flagged(key, &mut |v, flags| {
+                            current = Some((v.to_vec(), flags));
+                        })?;
+                }
+                let seen = current.as_ref().map(|(value, flags)| Current {
+                    value,
+                    flags: *flags,
+                });
+                let Change::Put { value, flags, ttl } = decide(seen)? else {
+                    return Ok((false, 0));
+                };
+                let expires = match ttl {
+                    Some(ttl) if ttl.is_expired_at_once() => {
+                        if let Some(o) = index::remove(tx, key)? {
+                            index::mark_stale(tx, o.shard, key)?;
+                        }
+                        return Ok((true, 0));
+                    }
+                    Some(ttl) => ttl.deadline_from(now),
+                    None => old.and_then(|p| p.expires),
+                };
+                let size = (key.len() + value.len()) as u64;
+                check_fits(size, limit, "a shard")?;
+                let mut expired = 0;
+                let shard = writable_shard(tx, shards, key, size, limit, old, &mut expired)?;
+                shards
+                    .get(shard, true)?
+                    .set_until(key, &value, expires, flags)?;
+                index::place(tx, key, shard, size, expires, old)?;
+                Ok((true, expired))
+            })?;
+            state.stats.sets += stored as u64;
+            state.stats.expirations += expired;
+            Ok(())
+        })
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
+        self.with_state(|state| {
+            let now = wall_now();
+            Ok(index::placement(state.index()?, key)?
+                .filter(|p| !p.is_expired_at(now))
+                .map(|p| match p.expires {
+                    None => Remaining::Forever,
+                    Some(at) => Remaining::Seconds(at - now),
+                }))
+        })
+    }
+
+    fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+        self.with_state(|state| sqlite::key_page(state.index()?, "keys", prefix, after, wall_now()))
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        self.with_state(|state| {
+            let purged = state.transaction(purge_expired)?;
+            state.stats.expirations += purged;
+            Ok(purged)
+        })
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_fits(
+            (key.len() + value.len()) as u64,
+            self.shard_size_limit,
+            "a shard",
+        )
+    }
+
+    /// One index transaction places every entry; each shard's entries are written in
+    /// one shard transaction before it commits. A failure before the index commit
+    /// leaves only copies no row names (removed later), so nothing is stored — except
+    /// in one case: when the index commit itself fails after a shard commit, the keys
+    /// whose old copy was in that same shard read back their new values.
+    fn set_many(&self, entries: &[EntryRef]) -> Result<()> {
+        for e in entries {
+            self.check_entry(e.key, e.value)?;
+        }
+        let limit = self.shard_size_limit;
+        let now = wall_now();
+        self.with_state(|state| {
+            let expired = state.transaction(|tx, shards| {
+                let mut expired = 0;
+                let mut groups: Vec<(i64, Vec<Until>)> = Vec::new();
+                for e in entries {
+                    let old = index::placement(tx, e.key)?;
+                    if e.ttl.is_expired_at_once() {
+                        if let Some(o) = index::remove(tx, e.key)? {
+                            index::mark_stale(tx, o.shard, e.key)?;
+                        }
+                        continue;
+                    }
+                    let size = (e.key.len() + e.value.len()) as u64;
+                    let expires = e.ttl.deadline_from(now);
+                    let shard = writable_shard(tx, shards, e.key, size, limit, old, &mut expired)?;
+                    index::place(tx, e.key, shard, size, expires, old)?;
+                    let until = Until {
+                        key: e.key,
+                        value: e.value,
+                        expires,
+                        flags: e.flags,
+                    };
+                    match groups.last_mut() {
+                        Some((id, group)) if *id == shard => group.push(until),
+                        _ => groups.push((shard, vec![until])),
+                    }
+                }
+                for (shard, group) in &groups {
+                    shards.get(*shard, true)?.set_many_until(group)?;
+                }
+                Ok(expired)
+            })?;
+            state.stats.sets += entries.len() as u64;
+            state.stats.expirations += expired;
+            Ok(())
+        })
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {
+        let now = wall_now();
+        self.with_state(|state| {
+            let (live, expired) = state.transaction(|tx, _| {
+                let (mut live, mut expired) = (0, 0);
+                for key in keys {
+                    if let Some(p) = index::remove(tx, key)? {
+                        index::mark_stale(tx, p.shard, key)?;
+                        if p.is_expired_at(now) {
+                            expired += 1;
+                        } else {
+                            live += 1;
+                        }
+                    }
+                }
+                Ok((live, expired))
+            })?;
+            state.stats.deletes += live;
+            state.stats.expirations += expired;
+            Ok(live)
+        })
     }
 
     fn clear(&self) -> Result<()> {
@@ -709,7 +890,7 @@ impl ShardedCache {
         Ok(hit)
     }
 
-    fn delete_in(state: &mut State, key: &[u8]) -> Result<()> {
+    fn delete_in(state: &mut State, key: &[u8]) -> Result<bool> {
         let now = wall_now();
         // As in pop: the index commit takes the entry, the copy is removed later.
         let lookup = state.transaction(|tx, _| {
@@ -724,6 +905,6 @@ impl ShardedCache {
             })
         })?;
         state.stats.count_delete(lookup);
-        Ok(())
+        Ok(lookup == Lookup::Hit)
     }
 }
