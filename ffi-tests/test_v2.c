@@ -702,18 +702,31 @@ static int pop_add_body(cache_t *c, int child) {
     return adds - pops + 100;
 }
 
-static void test_processes(const char *uri) {
-    int children = 4;
+/* The parent holds no handle while children run: a forked child would inherit the
+ * parent's open connections as memory it can no longer free (valgrind reports it). */
+static cache_t *open_uri(const char *uri) {
     cache_t *c = NULL;
     CHECK_EQ(cache_open(uri, &c), CACHE_OK);
+    return c;
+}
+
+static void test_processes(const char *uri) {
+    int children = 4;
+    cache_t *c = open_uri(uri);
     CHECK_EQ(cache_clear(c), CACHE_OK);
+    cache_free(c);
     CHECK_EQ(in_children(uri, children, incr_body), 0);
+    c = open_uri(uri);
     char want[16];
     snprintf(want, sizeof want, "%d", children * SCALE(100, 20));
     CHECK_GET(c, "counter", want);
+    cache_free(c);
     CHECK_EQ(in_children(uri, children, add_body), 20); /* one winner per key */
+    c = open_uri(uri);
     CHECK_EQ(cache_set(c, K("pa"), K("v"), CACHE_NO_TTL), CACHE_OK);
+    cache_free(c);
     int net = in_children(uri, children, pop_add_body) - 100 * children;
+    c = open_uri(uri);
     cache_status present = cache_has(c, K("pa"));
     CHECK_EQ(1 + net, present == CACHE_OK ? 1 : 0);
     cache_free(c);
@@ -721,7 +734,7 @@ static void test_processes(const char *uri) {
 
 /* ---- the kinds ----------------------------------------------------------------- */
 
-static void run_kind(const char *uri, int persistent) {
+static void run_kind(const char *uri) {
     fprintf(stderr, "  %s\n", uri);
     cache_t *c = NULL;
     CHECK_EQ(cache_open(uri, &c), CACHE_OK);
@@ -733,22 +746,30 @@ static void run_kind(const char *uri, int persistent) {
     test_get_or_compute(c);
     test_huge_key(c);
     test_closed(c);
-    if (persistent) test_processes(uri);
 }
 
 int main(void) {
     char dir[256], uri[512];
+    const char *persistent[3] = {"file:%s/file", "sharded:%s/sharded?shard_size_limit=4KiB&max_open_shards=2",
+                                 "folder:%s/folder"};
     make_tmpdir(dir, sizeof dir);
+    /* Processes first: a child forked while the async workers' threads run would hold
+     * their memory unreachable (valgrind then reports it lost in the child). */
+    for (int i = 0; i < 3; i++) {
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s/procs", dir);
+        snprintf(uri, sizeof uri, persistent[i], sub);
+        fprintf(stderr, "  processes on %s\n", uri);
+        test_processes(uri);
+    }
     test_open_errors(dir);
-    run_kind("memory:", 0);
-    run_kind("memory:?max_keys=100000", 0);
-    snprintf(uri, sizeof uri, "file:%s/file", dir);
-    run_kind(uri, 1);
-    /* Small shards, so writes roll over to new ones. */
-    snprintf(uri, sizeof uri, "sharded:%s/sharded?shard_size_limit=4KiB&max_open_shards=2", dir);
-    run_kind(uri, 1);
-    snprintf(uri, sizeof uri, "folder:%s/folder", dir);
-    run_kind(uri, 1);
+    run_kind("memory:");
+    run_kind("memory:?max_keys=100000");
+    /* (The sharded run has small shards, so writes roll over to new ones.) */
+    for (int i = 0; i < 3; i++) {
+        snprintf(uri, sizeof uri, persistent[i], dir);
+        run_kind(uri);
+    }
     remove_tree(dir);
     puts("test_v2: all passed");
     return 0;

@@ -306,3 +306,10 @@ fn a_version_1_store_is_upgraded_in_place() {
     let e = FileCache::open(dir.path(), 0).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 }
+
+#[test]
+fn set_many_is_all_or_nothing() {
+    let dir = TempDir::new("set-many");
+    let c = FileCache::open(dir.path(), 0).unwrap();
+    common::check_set_many_all_or_nothing(&c, dir.path(), &dir.path().join("cache.db"));
+}

@@ -20,6 +20,27 @@ enum Op {
     Clear,
     Len,
     Reopen,
+    // Version 2.
+    Add(u8, Vec<u8>, u32),
+    Incr(u8, i64),
+    Touch(u8),
+    TtlOf(u8),
+    GetMany(Vec<u8>),
+    SetMany(Vec<(u8, Vec<u8>, u32)>),
+    DeleteMany(Vec<u8>),
+    Keys(u8),
+    DeletePrefix(u8),
+    PurgeExpired,
+}
+
+/// Prefixes the walks use: every key, the "key-" ones, one key's own, and none.
+fn prefix(p: u8) -> Vec<u8> {
+    match p % 4 {
+        0 => Vec::new(),
+        1 => b"key-".to_vec(),
+        2 => b"key-3".to_vec(),
+        _ => b"nothing".to_vec(),
+    }
 }
 
 /// A few keys, so operations meet; key 0 is empty and key 7 has every byte value.
@@ -46,6 +67,17 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Clear),
         1 => Just(Op::Len),
         1 => Just(Op::Reopen),
+        2 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..8), any::<u32>()).prop_map(|(k, v, f)| Op::Add(k, v, f)),
+        1 => (any::<u8>(), proptest::collection::vec(proptest::sample::select(b"0123456789-".to_vec()), 1..4), any::<u32>()).prop_map(|(k, v, f)| Op::Set(k, v, f)),
+        2 => (any::<u8>(), -3i64..4).prop_map(|(k, d)| Op::Incr(k, d)),
+        1 => any::<u8>().prop_map(Op::Touch),
+        1 => any::<u8>().prop_map(Op::TtlOf),
+        1 => proptest::collection::vec(any::<u8>(), 0..5).prop_map(Op::GetMany),
+        1 => proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..8), any::<u32>()), 0..5).prop_map(Op::SetMany),
+        1 => proptest::collection::vec(any::<u8>(), 0..5).prop_map(Op::DeleteMany),
+        1 => any::<u8>().prop_map(Op::Keys),
+        1 => any::<u8>().prop_map(Op::DeletePrefix),
+        1 => Just(Op::PurgeExpired),
     ]
 }
 
@@ -148,6 +180,124 @@ fn check<B: Backend + ?Sized>(
                 c = open();
             }
             Op::Reopen => {}
+            Op::Add(k, v, f) => {
+                let absent = !m.entries.contains_key(&key(*k));
+                if absent {
+                    m.set(&key(*k), v, *f);
+                }
+                assert_eq!(
+                    c.add_flagged(&key(*k), v, Ttl::Never, *f).unwrap(),
+                    absent,
+                    "{at}"
+                );
+            }
+            Op::Incr(k, delta) => {
+                let base = match m.entries.get(&key(*k)) {
+                    None => Some(0),
+                    Some((v, _)) => std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| !s.starts_with('+'))
+                        .and_then(|s| s.parse::<i64>().ok()),
+                };
+                match base.and_then(|b| b.checked_add(*delta)) {
+                    Some(sum) => {
+                        assert_eq!(c.incr(&key(*k), *delta, Ttl::Never).unwrap(), sum, "{at}");
+                        m.set(&key(*k), sum.to_string().as_bytes(), 0);
+                    }
+                    None => {
+                        let e = c.incr(&key(*k), *delta, Ttl::Never).unwrap_err();
+                        assert_eq!(e.kind(), duckcache::ErrorKind::NotNumeric, "{at}");
+                    }
+                }
+            }
+            Op::Touch(k) => {
+                // A peek, as `has`.
+                let want = m.entries.contains_key(&key(*k));
+                assert_eq!(c.touch(&key(*k), Ttl::Never).unwrap(), want, "{at}");
+            }
+            Op::TtlOf(k) => {
+                let want = m
+                    .entries
+                    .contains_key(&key(*k))
+                    .then_some(duckcache::backend::Remaining::Forever);
+                assert_eq!(c.ttl(&key(*k)).unwrap(), want, "{at}");
+            }
+            Op::GetMany(ks) => {
+                let keys: Vec<Vec<u8>> = ks.iter().map(|k| key(*k)).collect();
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let mut got = vec![None; keys.len()];
+                c.get_many(&refs, &mut |i, v, f| got[i] = Some((v.to_vec(), f)))
+                    .unwrap();
+                for (i, k) in keys.iter().enumerate() {
+                    let want = m.entries.get(k).cloned();
+                    if want.is_some() {
+                        m.touch(k);
+                    }
+                    assert_eq!(got[i], want, "{at}: key {i}");
+                }
+            }
+            Op::SetMany(entries) => {
+                let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _, _)| key(*k)).collect();
+                let refs: Vec<duckcache::backend::EntryRef> = entries
+                    .iter()
+                    .zip(&keys)
+                    .map(|((_, v, f), k)| duckcache::backend::EntryRef {
+                        key: k,
+                        value: v,
+                        ttl: Ttl::Never,
+                        flags: *f,
+                    })
+                    .collect();
+                c.set_many(&refs).unwrap();
+                for ((_, v, f), k) in entries.iter().zip(&keys) {
+                    m.set(k, v, *f);
+                }
+            }
+            Op::DeleteMany(ks) => {
+                let keys: Vec<Vec<u8>> = ks.iter().map(|k| key(*k)).collect();
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let mut want = 0;
+                for k in &keys {
+                    if m.entries.remove(k).is_some() {
+                        want += 1;
+                    }
+                    m.forget(k);
+                }
+                assert_eq!(c.delete_many(&refs).unwrap(), want, "{at}");
+            }
+            Op::Keys(p) => {
+                let p = prefix(*p);
+                let mut want: Vec<Vec<u8>> = m
+                    .entries
+                    .keys()
+                    .filter(|k| k.starts_with(&p))
+                    .cloned()
+                    .collect();
+                let mut got = Vec::new();
+                c.keys(&p, &mut |k| {
+                    got.push(k.to_vec());
+                    true
+                })
+                .unwrap();
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "{at}");
+            }
+            Op::DeletePrefix(p) => {
+                let p = prefix(*p);
+                let gone: Vec<Vec<u8>> = m
+                    .entries
+                    .keys()
+                    .filter(|k| k.starts_with(&p))
+                    .cloned()
+                    .collect();
+                for k in &gone {
+                    m.entries.remove(k);
+                    m.forget(k);
+                }
+                assert_eq!(c.delete_prefix(&p).unwrap(), gone.len() as u64, "{at}");
+            }
+            Op::PurgeExpired => assert_eq!(c.purge_expired().unwrap(), 0, "{at}"),
         }
         if let Err(broken) = invariants(&c) {
             panic!("{at}: {broken}");

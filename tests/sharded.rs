@@ -436,3 +436,12 @@ fn a_version_1_index_is_upgraded_in_place() {
     );
     assert!(shard_folders(dir.path()).len() as u64 == c.shard_count().unwrap());
 }
+
+#[test]
+fn set_many_is_all_or_nothing() {
+    let dir = TempDir::new("set-many");
+    let c = ShardedCache::open(dir.path(), 0, 0).unwrap();
+    c.set(b"first", b"v", Ttl::Never).unwrap(); // creates shard 1
+    let shard = dir.path().join("shard-000001");
+    common::check_set_many_all_or_nothing(&c, &shard, &shard.join("cache.db"));
+}

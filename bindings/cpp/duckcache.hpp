@@ -4,6 +4,9 @@
 //   cache.set("greeting", "hello", 60.0);            // ttl in seconds; default never
 //   if (auto v = cache.get("greeting")) use(*v);     // std::optional<std::string>
 //   auto f = cache.get_async("greeting");            // std::future<std::optional<std::string>>
+//   auto c = duckcache::Cache::open("file:/var/cache/app?size_limit=1GiB");
+//   c.add("lock", "me", 30);                         // false when a live entry holds it
+//   auto v = c.get_or_compute("page", [] { return render(); });  // one compute per key at a time
 //
 // A Cache owns its cache_t* and is move-only; its destructor frees the handle (after
 // queued async operations finish). Every failure is thrown as duckcache::Error carrying
@@ -16,6 +19,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <future>
 #include <memory>
 #include <optional>
@@ -24,6 +28,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace duckcache {
 
@@ -39,6 +44,14 @@ private:
 };
 
 using Stats = cache_stats;
+
+/// One entry of Cache::set_many (the bytes are borrowed for the call).
+struct Entry {
+    std::string_view key;
+    std::string_view value;
+    double ttl_seconds = CACHE_NO_TTL;
+    std::uint32_t flags = 0;
+};
 
 namespace detail {
 
@@ -109,22 +122,27 @@ class Cache {
 public:
     /// In-memory, exact LRU bounded by max_keys (0 = unbounded), per-entry TTL.
     static Cache memory(std::uint64_t max_keys = 0) {
-        return open([&](cache_t **out) { return cache_open_memory(max_keys, out); });
+        return open_with([&](cache_t **out) { return cache_open_memory(max_keys, out); });
     }
     /// One SQLite store in `dir`, bounded by size_limit bytes (0 = unlimited).
     static Cache file(const std::string &dir, std::uint64_t size_limit = 0) {
-        return open([&](cache_t **out) { return cache_open_file(dir.c_str(), size_limit, out); });
+        return open_with([&](cache_t **out) { return cache_open_file(dir.c_str(), size_limit, out); });
     }
     /// File-cache shards under `dir`, each filled up to shard_size_limit bytes.
     static Cache sharded(const std::string &dir, std::uint64_t shard_size_limit = 0,
                          std::uint32_t max_open_shards = 0) {
-        return open([&](cache_t **out) {
+        return open_with([&](cache_t **out) {
             return cache_open_sharded(dir.c_str(), shard_size_limit, max_open_shards, out);
         });
     }
     /// One folder of plain files per key under `dir`.
     static Cache folder(const std::string &dir, std::uint32_t max_open = 0) {
-        return open([&](cache_t **out) { return cache_open_folder(dir.c_str(), max_open, out); });
+        return open_with([&](cache_t **out) { return cache_open_folder(dir.c_str(), max_open, out); });
+    }
+    /// Any kind, by URI: "memory:?max_keys=1000", "file:/var/c?size_limit=1GiB&sync=full",
+    /// "sharded:DIR", "folder:DIR" (see the README's table of parameters).
+    static Cache open(const std::string &uri) {
+        return open_with([&](cache_t **out) { return cache_open(uri.c_str(), out); });
     }
 
     /// Values sealed before they reach `inner` (XSalsa20-Poly1305, PyNaCl's SecretBox
@@ -200,6 +218,156 @@ public:
     /// Waits for queued async operations, then releases files; later calls throw
     /// Error(CACHE_ERR_CLOSED). Idempotent.
     void close() { detail::check(cache_close(handle())); }
+
+    // --- version 2 ---
+
+    /// Stores only when no live entry holds `key`: true when it stored. Of concurrent
+    /// adds of one key (threads or processes) exactly one returns true.
+    bool add(std::string_view key, std::string_view value, double ttl_seconds = CACHE_NO_TTL) {
+        return detail::check(cache_add(handle(), detail::bytes(key), key.size(), detail::bytes(value),
+                                       value.size(), ttl_seconds),
+                             CACHE_EXISTS) == CACHE_OK;
+    }
+
+    /// Adds `delta` to the decimal counter under `key` (absent: from 0, with ttl_seconds)
+    /// and returns the new value; Error(CACHE_ERR_NOT_NUMERIC) for a value that is no
+    /// int64, or an overflow.
+    std::int64_t incr(std::string_view key, std::int64_t delta = 1, double ttl_seconds = CACHE_NO_TTL) {
+        std::int64_t out = 0;
+        detail::check(cache_incr(handle(), detail::bytes(key), key.size(), delta, ttl_seconds, &out));
+        return out;
+    }
+
+    /// Gives a live entry a new TTL (0 expires it now); false when absent.
+    bool touch(std::string_view key, double ttl_seconds) {
+        return detail::check(cache_touch(handle(), detail::bytes(key), key.size(), ttl_seconds),
+                             CACHE_NOT_FOUND) == CACHE_OK;
+    }
+
+    /// Seconds left, +infinity when the entry never expires, nullopt when absent.
+    std::optional<double> ttl(std::string_view key) const {
+        double left = 0;
+        if (detail::check(cache_ttl(handle(), detail::bytes(key), key.size(), &left), CACHE_NOT_FOUND) ==
+            CACHE_NOT_FOUND)
+            return std::nullopt;
+        return left < 0 ? std::numeric_limits<double>::infinity() : left;
+    }
+
+    /// The value of `key`; on a miss, one caller per key at a time runs `compute`
+    /// (returning std::string, or std::optional<std::string> where nullopt stores
+    /// nothing) and its value is stored with ttl_seconds and given to every caller
+    /// waiting for the key. An exception from `compute` stores nothing, is rethrown here,
+    /// and the other waiters get Error(CACHE_ERR_INTERNAL).
+    template <class F>
+    std::optional<std::string> get_or_compute(std::string_view key, F compute,
+                                              double ttl_seconds = CACHE_NO_TTL) {
+        struct Call {
+            F *compute;
+            double ttl;
+            std::exception_ptr thrown;
+        } call{&compute, ttl_seconds, nullptr};
+        auto trampoline = [](void *user, const std::uint8_t *, std::size_t, cache_sink *sink) -> cache_status {
+            auto *c = static_cast<Call *>(user);
+            try {
+                std::optional<std::string> value{(*c->compute)()};
+                if (!value) return CACHE_OK;  // nothing put: NOT_FOUND
+                return cache_sink_put(sink, detail::bytes(*value), value->size(), c->ttl, 0);
+            } catch (...) {
+                c->thrown = std::current_exception();
+                return CACHE_ERR_INTERNAL;
+            }
+        };
+        OwnedBuf buf;
+        int status = cache_get_or_compute(handle(), detail::bytes(key), key.size(), trampoline, &call,
+                                          &buf.b, nullptr);
+        if (call.thrown) std::rethrow_exception(call.thrown);
+        if (detail::check(status, CACHE_NOT_FOUND) == CACHE_NOT_FOUND) return std::nullopt;
+        return std::string(reinterpret_cast<const char *>(buf.b.data), buf.b.len);
+    }
+
+    /// The values of `keys` in order (nullopt where absent), read in one transaction on
+    /// the persistent kinds.
+    std::vector<std::optional<std::string>> get_many(const std::vector<std::string_view> &keys) const {
+        std::vector<cache_slice> slices = slices_of(keys);
+        std::vector<cache_status> statuses(keys.size());
+        std::vector<OwnedBuf> bufs(keys.size());
+        std::vector<cache_buf> raw(keys.size());
+        detail::check(cache_get_many(handle(), slices.data(), slices.size(), raw.data(), statuses.data(),
+                                     nullptr));
+        for (std::size_t i = 0; i < raw.size(); i++) bufs[i].b = raw[i];  // freed on any exit
+        std::vector<std::optional<std::string>> out;
+        out.reserve(keys.size());
+        for (std::size_t i = 0; i < keys.size(); i++) {
+            if (statuses[i] == CACHE_OK)
+                out.emplace_back(std::string(reinterpret_cast<const char *>(bufs[i].b.data), bufs[i].b.len));
+            else
+                out.emplace_back(std::nullopt);
+        }
+        return out;
+    }
+
+    /// Stores every entry, or (on an exception) none; one transaction on the persistent kinds.
+    void set_many(const std::vector<Entry> &entries) {
+        std::vector<cache_entry> raw;
+        raw.reserve(entries.size());
+        for (const Entry &e : entries)
+            raw.push_back(cache_entry{{detail::bytes(e.key), e.key.size()},
+                                      {detail::bytes(e.value), e.value.size()},
+                                      e.ttl_seconds,
+                                      e.flags});
+        detail::check(cache_set_many(handle(), raw.data(), raw.size()));
+    }
+
+    /// Removes `keys`; returns how many were live.
+    std::uint64_t delete_many(const std::vector<std::string_view> &keys) {
+        std::vector<cache_slice> slices = slices_of(keys);
+        std::uint64_t deleted = 0;
+        detail::check(cache_delete_many(handle(), slices.data(), slices.size(), &deleted));
+        return deleted;
+    }
+
+    /// Calls `f(std::string_view key)` for each live key starting with `prefix`; `f` may
+    /// return bool (false stops the walk) or nothing. No lock is held while it runs, so
+    /// it may use this Cache. An exception from `f` stops the walk and is rethrown.
+    template <class F>
+    void keys(std::string_view prefix, F f) const {
+        struct Walk {
+            F *f;
+            std::exception_ptr thrown;
+        } walk{&f, nullptr};
+        auto trampoline = [](void *user, const std::uint8_t *key, std::size_t len) -> int {
+            auto *w = static_cast<Walk *>(user);
+            try {
+                std::string_view k(reinterpret_cast<const char *>(key), len);
+                if constexpr (std::is_same_v<decltype((*w->f)(k)), void>) {
+                    (*w->f)(k);
+                    return 0;
+                } else {
+                    return (*w->f)(k) ? 0 : 1;
+                }
+            } catch (...) {
+                w->thrown = std::current_exception();
+                return 1;
+            }
+        };
+        int status = cache_keys(handle(), detail::bytes(prefix), prefix.size(), trampoline, &walk);
+        if (walk.thrown) std::rethrow_exception(walk.thrown);
+        detail::check(status);
+    }
+
+    /// Removes every live key starting with `prefix`; returns how many.
+    std::uint64_t delete_prefix(std::string_view prefix) {
+        std::uint64_t deleted = 0;
+        detail::check(cache_delete_prefix(handle(), detail::bytes(prefix), prefix.size(), &deleted));
+        return deleted;
+    }
+
+    /// Removes every expired entry now; returns how many.
+    std::uint64_t purge_expired() {
+        std::uint64_t removed = 0;
+        detail::check(cache_purge_expired(handle(), &removed));
+        return removed;
+    }
 
     // --- asynchronous: the future is fulfilled on a library thread ---
 
@@ -284,10 +452,17 @@ private:
     };
 
     template <class Open>
-    static Cache open(Open &&open_fn) {
+    static Cache open_with(Open &&open_fn) {
         cache_t *c = nullptr;
         detail::check(open_fn(&c));
         return Cache(c);
+    }
+
+    static std::vector<cache_slice> slices_of(const std::vector<std::string_view> &keys) {
+        std::vector<cache_slice> slices;
+        slices.reserve(keys.size());
+        for (std::string_view k : keys) slices.push_back(cache_slice{detail::bytes(k), k.size()});
+        return slices;
     }
 
     template <class Call>

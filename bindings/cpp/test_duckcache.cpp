@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -115,6 +117,98 @@ static void exercise(duckcache::Cache cache) {
     cache.close();  // idempotent
 }
 
+// Version 2 of the contract through the wrapper.
+static void exercise_v2(duckcache::Cache cache) {
+    using namespace std::string_literals;
+    CHECK(cache.add("a", "first"));
+    CHECK(!cache.add("a", "second"));
+    CHECK(cache.get("a") == "first"s);
+    CHECK(cache.incr("n") == 1);
+    CHECK(cache.incr("n", -5) == -4);
+    CHECK(cache.get("n") == "-4"s);
+    CHECK(status_thrown([&] { cache.incr("a"); }) == CACHE_ERR_NOT_NUMERIC);
+    CHECK(cache.ttl("a") == std::numeric_limits<double>::infinity());
+    CHECK(cache.touch("a", 100));
+    CHECK(*cache.ttl("a") > 90 && *cache.ttl("a") <= 100);
+    CHECK(!cache.touch("absent", 5));
+    CHECK(!cache.ttl("absent"));
+
+    // get_or_compute: one compute, nullopt stores nothing, a throw is rethrown
+    int computed = 0;
+    auto compute = [&] {
+        computed++;
+        return "made"s;
+    };
+    CHECK(cache.get_or_compute("g", compute, 60) == "made"s);
+    CHECK(cache.get_or_compute("g", compute) == "made"s);
+    CHECK(computed == 1);
+    CHECK(*cache.ttl("g") <= 60);
+    CHECK(!cache.get_or_compute("none", [] { return std::optional<std::string>(); }));
+    CHECK(!cache.has("none"));
+    bool rethrown = false;
+    try {
+        cache.get_or_compute("throws", []() -> std::string { throw std::runtime_error("boom"); });
+    } catch (const std::runtime_error &e) {
+        rethrown = std::string(e.what()) == "boom";
+    }
+    CHECK(rethrown && !cache.has("throws"));
+
+    // bulk
+    cache.set_many({{"b1", "one"}, {"b2", "two", 50.0, 7}, {"b3", "three"}});
+    auto got = cache.get_many({"b1", "b2", "missing", "b3"});
+    CHECK(got.size() == 4 && got[0] == "one"s && got[1] == "two"s && !got[2] && got[3] == "three"s);
+    CHECK(cache.get_many({}).empty());
+    CHECK(cache.delete_many({"b1", "missing"}) == 1);
+    CHECK(status_thrown([&] { cache.set_many({{"x", "y", NAN}}); }) == CACHE_ERR_INVALID_ARG);
+    CHECK(!cache.has("x"));
+
+    // keys: a bool callable stops, a void one sees all, a throwing one stops and rethrows
+    std::vector<std::string> seen;
+    cache.keys("b", [&](std::string_view k) { seen.emplace_back(k); });
+    CHECK(seen.size() == 2);
+    int visits = 0;
+    cache.keys("", [&](std::string_view) { return ++visits < 2; });
+    CHECK(visits == 2);
+    bool walk_rethrown = false;
+    try {
+        cache.keys("", [&](std::string_view k) {
+            cache.erase(k);  // the Cache is usable inside the walk
+            throw std::logic_error("stop");
+        });
+    } catch (const std::logic_error &) {
+        walk_rethrown = true;
+    }
+    CHECK(walk_rethrown);
+    CHECK(cache.delete_prefix("b") + cache.delete_prefix("") >= 2);
+    CHECK(cache.size() == 0);
+    cache.set("short", "v", 0.05);
+    std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    CHECK(cache.purge_expired() == 1);
+
+    // a get_many whose copy throws frees every buffer the library handed out
+    const std::string big(3000, 'g');
+    cache.set("big1", big);
+    cache.set("big2", big);
+    std::size_t before = new_calls;
+    void *probe = ::operator new(64);
+    ::operator delete(probe);
+    if (new_calls != before) {
+        fail_allocation_of = big.size() + 1;
+        bool threw = false;
+        try {
+            cache.get_many({"big1", "big2"});
+        } catch (const std::bad_alloc &) {
+            threw = true;
+        }
+        fail_allocation_of = 0;
+        CHECK(threw);
+    }
+    CHECK(cache.get_many({"big1", "big2"})[1] == big);
+    cache.close();
+    CHECK(status_thrown([&] { cache.add("k", "v"); }) == CACHE_ERR_CLOSED);
+    CHECK(status_thrown([&] { cache.keys("", [](std::string_view) {}); }) == CACHE_ERR_CLOSED);
+}
+
 int main() {
     char base[] = "/tmp/duckcache-cpptest-XXXXXX";
     CHECK(mkdtemp(base) != nullptr);
@@ -127,6 +221,12 @@ int main() {
     const std::string key(32, 'k');
     exercise(duckcache::Cache::encrypted(duckcache::Cache::memory(100), key));
     exercise(duckcache::Cache::encrypted(duckcache::Cache::file(dir + "/encrypted"), key));
+    exercise_v2(duckcache::Cache::open("memory:?max_keys=100"));
+    exercise_v2(duckcache::Cache::open("file:" + dir + "/v2-file?sync=full"));
+    exercise_v2(duckcache::Cache::open("sharded:" + dir + "/v2-sharded?shard_size_limit=1MiB"));
+    exercise_v2(duckcache::Cache::open("folder:" + dir + "/v2-folder"));
+    exercise_v2(duckcache::Cache::encrypted(duckcache::Cache::open("file:" + dir + "/v2-sealed"), key));
+    CHECK(status_thrown([&] { duckcache::Cache::open("nonsense:"); }) == CACHE_ERR_INVALID_ARG);
 
     // encrypted: a wrong key length throws and leaves the inner cache usable; on success
     // the inner Cache is emptied and the values reach it sealed

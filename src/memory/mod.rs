@@ -364,6 +364,22 @@ impl Backend for MemoryCache {
         Ok(())
     }
 
+    /// A peek: the new TTL is written in place and the recency is left as it is.
+    fn touch(&self, key: &[u8], ttl: Ttl) -> Result<bool> {
+        let hash = self.hash(key);
+        self.with_shard(hash, |shard| {
+            let Some(slot) = shard.find_live(hash, key) else {
+                return Ok(false);
+            };
+            if ttl.is_expired_at_once() {
+                shard.remove(slot, Removal::Expired);
+            } else {
+                shard.set_deadline(slot, mono_deadline(ttl));
+            }
+            Ok(true)
+        })
+    }
+
     fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
         let hash = self.hash(key);
         self.with_shard(hash, |shard| {

@@ -139,6 +139,14 @@ impl Shard {
         Ok(())
     }
 
+    /// Gives the entry in `slot` a new deadline, its recency unchanged.
+    pub fn set_deadline(&mut self, slot: u32, deadline: MonoDeadline) {
+        let node = self.slab.node_mut(slot);
+        let had = (node.deadline != NO_DEADLINE) as u64;
+        node.deadline = deadline;
+        self.with_deadline = self.with_deadline - had + (deadline != NO_DEADLINE) as u64;
+    }
+
     /// Removes the entry in `slot` and counts it under `why`.
     pub fn remove(&mut self, slot: u32, why: Removal) {
         let hash = self.hasher.hash_one(self.slab.node(slot).key());

@@ -223,3 +223,57 @@ pub fn spawn_poppers<B: duckcache::Backend + 'static>(
         .collect();
     (threads, popped)
 }
+
+/// set_many is all or nothing: a failure injected halfway (a trigger added to the SQLite
+/// file `db` refuses the entry "half-500") leaves every key as it was, and leaves no
+/// value file behind; without the trigger the same call stores everything.
+pub fn check_set_many_all_or_nothing(c: &dyn duckcache::Backend, dir: &Path, db: &Path) {
+    use duckcache::backend::EntryRef;
+    c.set(b"half-0", b"before", Ttl::Never).unwrap();
+    let files_before = value_files(dir);
+    let keys: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("half-{i}").into_bytes())
+        .collect();
+    // Every 100th value is large enough for a value file of its own.
+    let values: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            pattern(
+                if i % 100 == 7 {
+                    duckcache::INLINE_MAX + 1
+                } else {
+                    100
+                },
+                i as u8,
+            )
+        })
+        .collect();
+    let entries: Vec<EntryRef> = keys
+        .iter()
+        .zip(&values)
+        .map(|(key, value)| EntryRef {
+            key,
+            value,
+            ttl: Ttl::Never,
+            flags: 0,
+        })
+        .collect();
+    let trigger = rusqlite::Connection::open(db).unwrap();
+    trigger
+        .execute_batch(
+            "CREATE TRIGGER fail_halfway BEFORE INSERT ON entries WHEN new.key = CAST('half-500' AS BLOB)
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let e = c.set_many(&entries).unwrap_err();
+    assert!(e.message().contains("injected failure"), "{e:?}");
+    assert_eq!(c.get_vec(b"half-0").unwrap(), Some(b"before".to_vec()));
+    for key in &keys[1..] {
+        assert!(!c.has(key).unwrap(), "{}", String::from_utf8_lossy(key));
+    }
+    assert_eq!(value_files(dir), files_before, "value files left behind");
+    trigger.execute_batch("DROP TRIGGER fail_halfway").unwrap();
+    c.set_many(&entries).unwrap();
+    for (key, value) in keys.iter().zip(&values) {
+        assert_eq!(c.get_vec(key).unwrap().as_ref(), Some(value));
+    }
+}
