@@ -28,7 +28,9 @@ from ._native import (
     CorruptError,
     InternalError,
     InvalidArgumentError,
+    NotNumericError,
     TooLargeError,
+    UnavailableError,
     library_path,
     version,
 )
@@ -61,6 +63,34 @@ def migrate(path) -> int:
     finally:
         cache.close()
 
+def open(uri: str):
+    """Opens the cache a URI names and returns the matching class: "memory:" (with
+    max_keys=N) a NativeMemoryCache, "file:DIR" a PersistentFileCache, "sharded:DIR" a
+    DynamicFileCache, "folder:DIR" a KeyAsFolderCache. Parameters follow '?' as in
+    "file:/var/cache/app?size_limit=1GiB&sync=full" (the README lists them). A bad
+    scheme, parameter or value raises InvalidArgumentError naming it."""
+    from urllib.parse import unquote
+
+    from . import _caches
+
+    if not isinstance(uri, str):
+        raise TypeError(f"uri must be a str, not {type(uri).__name__}")
+    scheme, _, rest = uri.partition(":")
+    classes = {
+        "memory": NativeMemoryCache,
+        "file": PersistentFileCache,
+        "sharded": DynamicFileCache,
+        "folder": KeyAsFolderCache,
+    }
+    location = rest.split("?", 1)[0]
+    if location.startswith("///"):
+        location = location[2:]
+    directory = unquote(location) if location and scheme != "memory" else None
+    # An unknown scheme still goes to the library, whose error names it.
+    cls = classes.get(scheme, _caches._NativeCache)
+    return cls._from_uri(uri, directory)
+
+
 __version__ = version()
 
 __all__ = [
@@ -79,11 +109,14 @@ __all__ = [
     "InvalidArgumentError",
     "KeyAsFolderCache",
     "MISSING",
+    "NotNumericError",
     "NativeMemoryCache",
     "PersistentFileCache",
     "TooLargeError",
+    "UnavailableError",
     "ValueDecodeError",
     "library_path",
     "migrate",
+    "open",
     "version",
 ]

@@ -16,12 +16,13 @@ import itertools
 import math
 import os
 import pickle
+import queue
 import threading
 import time
 import weakref
 from pathlib import Path
-from ctypes import byref, c_uint32, c_uint64, c_void_p
-from typing import Any, Callable, Hashable, Optional, Union
+from ctypes import byref, c_double, c_int64, c_uint32, c_uint64, c_void_p
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optional, Union
 
 from . import _migrate
 from . import _native as native
@@ -140,6 +141,31 @@ def _read_value(handle, k, missing):
             r.use(buf)
 
 
+def _address(data: bytes) -> int:
+    """The address of a bytes object's own buffer (valid while it lives)."""
+    return ctypes.cast(ctypes.c_char_p(data), c_void_p).value or 0
+
+
+def _slices(encoded):
+    """A cache_slice array over encoded keys (which the caller keeps alive)."""
+    array = (native.Slice * len(encoded))()
+    for i, k in enumerate(encoded):
+        array[i].data = _address(k)
+        array[i].len = len(k)
+    return array
+
+
+def _decode_key(k: bytes):
+    """A stored key as the caller most likely wrote it: str when it is UTF-8."""
+    try:
+        return k.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return k
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _buf_bytes(buf):
     """Copies a cache_buf's bytes and frees it."""
     try:
@@ -179,6 +205,32 @@ class CacheBase:
     async def async_set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         self.set(key, value, expiry)
 
+    def get_or_set(self, key: Key, compute: Callable[[], Any], expiry: Expiry = None) -> Any:
+        """The value under `key`; when absent, `compute()` is stored for `expiry` seconds
+        and returned. Of the threads asking for one missing key at once, one computes
+        and the others wait for its value (single-flight); an exception from `compute`
+        stores nothing and reaches the caller that ran it. The library-backed classes
+        do this in the library (cache_get_or_compute); this is the same for any cache."""
+        value = self.get(key, MISSING)
+        if value is not MISSING:
+            return value
+        flights = self.__dict__.setdefault("_flights", {})
+        with _flights_guard:
+            slot = flights.setdefault(key, [threading.Lock(), 0])
+            slot[1] += 1
+        try:
+            with slot[0]:
+                value = self.get(key, MISSING)
+                if value is MISSING:
+                    value = compute()
+                    self.set(key, value, expiry=expiry)
+                return value
+        finally:
+            with _flights_guard:
+                slot[1] -= 1
+                if slot[1] == 0:
+                    del flights[key]
+
     async def async_get(self, key: Key, default: Any = None) -> Any:
         return self.get(key, default)
 
@@ -200,12 +252,8 @@ class CacheBase:
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
                 key = self._memo_key(func, key_prefix, args, kwargs)
-                cached = self.get(key, MISSING)
-                if cached is not MISSING:
-                    return cached
-                result = func(*args, **kwargs)
-                self.set(key, result, expiry=expiry)
-                return result
+                # Concurrent callers with the same arguments compute once.
+                return self.get_or_set(key, lambda: func(*args, **kwargs), expiry)
 
             return wrapper
 
@@ -245,6 +293,9 @@ class CacheBase:
 
         return decorator
 
+
+# Guards the per-cache tables of CacheBase.get_or_set's flights.
+_flights_guard = threading.Lock()
 
 # Every open native cache, closed at exit so queued async work finishes while the
 # interpreter can still run its callbacks.
@@ -324,6 +375,16 @@ class _NativeCache(CacheBase):
         self._opener = (opener, args)
         self.closed = False
         _open_caches.add(self)
+
+    @classmethod
+    def _from_uri(cls, uri: str, directory: Optional[str]):
+        """An instance on the handle cache_open(uri) gives (see duckcache.open)."""
+        self = cls.__new__(cls)
+        self.uri = uri
+        for name in ("path", "cache_dir"):
+            setattr(self, name, directory)
+        self._open(lib.cache_open, uri.encode("utf-8", "surrogatepass"))
+        return self
 
     def _after_fork_in_child(self):
         """In a child made by fork(): a persistent cache gets a handle of its own on the
@@ -427,6 +488,194 @@ class _NativeCache(CacheBase):
         native.check(lib.cache_get_stats(self._handle, byref(s)))
         return s.as_dict()
 
+    # Version 2 of the contract.
+
+    def add(self, key: Key, value: Any, expiry: Expiry = None) -> bool:
+        """Stores `value` only when no live entry holds `key`; True when it stored. Of
+        concurrent adds of one key, across threads and processes, exactly one is True."""
+        k = _encode_key(key)
+        data, flags = _encode_value(value)
+        status = lib.cache_add_flagged(self._handle, k, len(k), data, len(data), _ttl(expiry), flags)
+        if status < 0:
+            raise native.error_for(status)
+        return status == native.CACHE_OK
+
+    def incr(self, key: Key, delta: int = 1, expiry: Expiry = None) -> int:
+        """Adds `delta` to the counter under `key` and returns the new value, atomically
+        across threads and processes. An absent key starts at 0 and gets `expiry`; an
+        existing one keeps its expiry. The counter is stored as decimal text (bytes, so
+        `get` returns e.g. b"12" and C reads the same). NotNumericError (a ValueError)
+        when the value is not a decimal 64-bit integer or the sum overflows."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        if not _INT64[0] <= delta <= _INT64[1]:
+            raise OverflowError(f"delta {delta} does not fit a 64-bit integer")
+        k = _encode_key(key)
+        out = c_int64()
+        native.check(lib.cache_incr(self._handle, k, len(k), delta, _ttl(expiry), byref(out)))
+        return out.value
+
+    def decr(self, key: Key, delta: int = 1, expiry: Expiry = None) -> int:
+        """`incr` by `-delta`."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        return self.incr(key, -delta, expiry)
+
+    def touch(self, key: Key, expiry: Expiry) -> bool:
+        """Gives the live entry of `key` a new expiry (None: never; 0: now), value kept;
+        False when absent."""
+        k = _encode_key(key)
+        status = native.check(lib.cache_touch(self._handle, k, len(k), _ttl(expiry)))
+        return status == native.CACHE_OK
+
+    def ttl(self, key: Key) -> Optional[float]:
+        """Seconds until `key` expires (math.inf: never); None when absent or expired."""
+        k = _encode_key(key)
+        left = c_double()
+        if native.check(lib.cache_ttl(self._handle, k, len(k), byref(left))) != native.CACHE_OK:
+            return None
+        return math.inf if left.value < 0 else left.value
+
+    def get_or_set(self, key: Key, compute: Callable[[], Any], expiry: Expiry = None) -> Any:
+        """The value under `key`; when absent, one caller per key at a time (in this
+        process) runs `compute()`, stores its value for `expiry` seconds and every
+        caller waiting for the key gets it (cache_get_or_compute). An exception from
+        `compute` stores nothing and is raised in the caller that ran it; the waiters
+        get InternalError."""
+        k = _encode_key(key)
+        ttl = _ttl(expiry)
+        raised = []
+
+        def run(_user, _key, _len, sink):
+            try:
+                data, flags = _encode_value(compute())
+                return lib.cache_sink_put(sink, data, len(data), ttl, flags)
+            except BaseException as e:  # noqa: B036 - handed back to the caller below
+                raised.append(e)
+                return native.CACHE_ERR_INTERNAL
+
+        buf = native.Buf()
+        flags = c_uint32()
+        status = lib.cache_get_or_compute(
+            self._handle, k, len(k), native.COMPUTE_FN(run), None, byref(buf), byref(flags)
+        )
+        if raised:
+            raise raised[0]
+        if native.check(status) == native.CACHE_NOT_FOUND:
+            return None
+        return _decode_value(_buf_bytes(buf), flags.value)
+
+    def get_many(self, keys: Iterable[Key]) -> dict:
+        """{key: value} for the keys that are present, read in one transaction on the
+        persistent kinds."""
+        keys = list(keys)
+        encoded = [_encode_key(k) for k in keys]
+        n = len(encoded)
+        bufs = (native.Buf * n)()
+        statuses = (ctypes.c_int32 * n)()
+        flags = (c_uint32 * n)()
+        native.check(lib.cache_get_many(self._handle, _slices(encoded), n, bufs, statuses, flags))
+        found = {}
+        error = None
+        for i in range(n):
+            if statuses[i] != native.CACHE_OK:
+                continue
+            data = _buf_bytes(bufs[i])  # frees every buffer, even after a failure
+            try:
+                found[keys[i]] = _decode_value(data, flags[i])
+            except ValueDecodeError as e:
+                error = error or e
+        if error is not None:
+            raise error
+        return found
+
+    def set_many(self, mapping: Mapping[Key, Any], expiry: Expiry = None) -> None:
+        """Stores every item of `mapping`, all or nothing, in one transaction on the
+        persistent kinds (so a thousand items cost about one commit)."""
+        ttl = _ttl(expiry)
+        kept = []  # the encoded bytes, alive for the call
+        items = list(mapping.items())
+        entries = (native.Entry * len(items))()
+        for i, (key, value) in enumerate(items):
+            k = _encode_key(key)
+            data, flags = _encode_value(value)
+            kept.append((k, data))
+            entries[i].key.data, entries[i].key.len = _address(k), len(k)
+            entries[i].value.data, entries[i].value.len = _address(data), len(data)
+            entries[i].ttl_seconds = ttl
+            entries[i].flags = flags
+        native.check(lib.cache_set_many(self._handle, entries, len(items)))
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        """Removes `keys`; returns how many were present."""
+        encoded = [_encode_key(k) for k in keys]
+        deleted = c_uint64()
+        native.check(lib.cache_delete_many(self._handle, _slices(encoded), len(encoded), byref(deleted)))
+        return deleted.value
+
+    def keys(self, prefix: Key = "") -> Iterator[Union[str, bytes]]:
+        """Iterates over the live keys starting with `prefix`, in no set order (str for
+        UTF-8 keys, else bytes). The library walks in pages on a thread of its own,
+        a bounded number of keys ahead, so memory stays small with any number of keys,
+        and the cache may be used (even changed) while iterating."""
+        p = _encode_key(prefix)
+        pending = queue.Queue(maxsize=1024)
+        stop = threading.Event()
+        end = object()
+
+        def visit(_user, key, length):
+            item = ctypes.string_at(key, length)
+            while not stop.is_set():
+                try:
+                    pending.put(item, timeout=0.05)
+                    return 0
+                except queue.Full:
+                    continue
+            return 1
+
+        visitor = native.KEY_VISITOR(visit)
+        handle = self._handle
+
+        def walk():
+            try:
+                status = lib.cache_keys(handle, p, len(p), visitor, None)
+                outcome = native.error_for(status) if status < 0 else end
+            except BaseException as e:  # reported to the iterating thread
+                outcome = e
+            while not stop.is_set():
+                try:
+                    pending.put(outcome, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
+
+        walker = threading.Thread(target=walk, name="duckcache-keys", daemon=True)
+        walker.start()
+        try:
+            while True:
+                item = pending.get()
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield _decode_key(item)
+        finally:
+            stop.set()
+            walker.join()
+
+    def delete_prefix(self, prefix: Key) -> int:
+        """Removes every live key starting with `prefix`; returns how many."""
+        p = _encode_key(prefix)
+        deleted = c_uint64()
+        native.check(lib.cache_delete_prefix(self._handle, p, len(p), byref(deleted)))
+        return deleted.value
+
+    def purge_expired(self) -> int:
+        """Removes every expired entry now; returns how many."""
+        removed = c_uint64()
+        native.check(lib.cache_purge_expired(self._handle, byref(removed)))
+        return removed.value
+
     # Asynchronous operations: coroutines over the C async functions. The operation
     # runs on a library thread; the event loop is never blocked. Cancelling the
     # awaiting task stops the wait; the operation itself still completes.
@@ -472,6 +721,30 @@ class _NativeCache(CacheBase):
 
     async def async_clear(self) -> None:
         await self._submit(lib.cache_clear_async)
+
+    async def async_get_or_set(self, key: Key, compute: Callable[[], Any], expiry: Expiry = None) -> Any:
+        """`get_or_set` without blocking the event loop: the lookup, and `compute` (a
+        plain function) on a miss, run on a library thread in this cache's FIFO order."""
+        k = _encode_key(key)
+        ttl = _ttl(expiry)
+        raised = []
+
+        def run(_user, _key, _len, sink):
+            try:
+                data, flags = _encode_value(compute())
+                return lib.cache_sink_put(sink, data, len(data), ttl, flags)
+            except BaseException as e:  # noqa: B036 - handed back to the caller below
+                raised.append(e)
+                return native.CACHE_ERR_INTERNAL
+
+        fn = native.COMPUTE_FN(run)
+        try:
+            found, value = await self._submit(lib.cache_get_or_compute_async, k, len(k), fn, None, flagged=True)
+        except native.InternalError:
+            if raised:
+                raise raised[0] from None
+            raise
+        return value if found else None
 
 
 def _directory(path):

@@ -9,7 +9,9 @@ from ctypes import (
     Structure,
     c_char_p,
     c_double,
+    c_int,
     c_int32,
+    c_int64,
     c_size_t,
     c_uint8,
     c_uint32,
@@ -32,6 +34,9 @@ CACHE_ERR_BUSY = -6
 CACHE_ERR_BUFFER_TOO_SMALL = -7
 CACHE_ERR_NO_MEMORY = -8
 CACHE_ERR_INTERNAL = -9
+CACHE_EXISTS = 2
+CACHE_ERR_NOT_NUMERIC = -10
+CACHE_ERR_UNAVAILABLE = -11
 CACHE_NO_TTL = -1.0
 
 
@@ -76,6 +81,14 @@ class CacheMemoryError(CacheError, MemoryError):
     pass
 
 
+class NotNumericError(CacheError, ValueError):
+    """incr/decr on a value that is not a decimal 64-bit integer, or an overflow."""
+
+
+class UnavailableError(CacheError, ConnectionError):
+    """A remote server cannot be reached or refused the request."""
+
+
 class InternalError(CacheError):
     pass
 
@@ -89,6 +102,8 @@ _ERRORS = {
     CACHE_ERR_BUSY: BusyError,
     CACHE_ERR_NO_MEMORY: CacheMemoryError,
     CACHE_ERR_INTERNAL: InternalError,
+    CACHE_ERR_NOT_NUMERIC: NotNumericError,
+    CACHE_ERR_UNAVAILABLE: UnavailableError,
 }
 
 
@@ -115,10 +130,20 @@ class Stats(Structure):
         return {name: getattr(self, name) for name, _ in self._fields_}
 
 
+class Slice(Structure):
+    _fields_ = [("data", c_void_p), ("len", c_size_t)]
+
+
+class Entry(Structure):
+    _fields_ = [("key", Slice), ("value", Slice), ("ttl_seconds", c_double), ("flags", c_uint32)]
+
+
 HANDLE = c_void_p
 KEY = (c_char_p, c_size_t)
 PLAIN_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_uint8), c_size_t)
 FLAGGED_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_uint8), c_size_t, c_uint32)
+COMPUTE_FN = CFUNCTYPE(c_int32, c_void_p, POINTER(c_uint8), c_size_t, c_void_p)
+KEY_VISITOR = CFUNCTYPE(c_int, c_void_p, POINTER(c_uint8), c_size_t)
 
 # name: (restype, argtypes). Every function the binding calls, declared once.
 _SIGNATURES = {
@@ -168,6 +193,30 @@ _SIGNATURES = {
     "cache_open_encrypted": (c_int32, [HANDLE, c_char_p, c_size_t, POINTER(HANDLE)]),
     "cache_secretbox_seal": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, POINTER(Buf)]),
     "cache_secretbox_open": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, POINTER(Buf)]),
+    # Version 2.
+    "cache_open": (c_int32, [c_char_p, POINTER(HANDLE)]),
+    "cache_add_flagged": (c_int32, [HANDLE, *KEY, c_char_p, c_size_t, c_double, c_uint32]),
+    "cache_touch": (c_int32, [HANDLE, *KEY, c_double]),
+    "cache_ttl": (c_int32, [HANDLE, *KEY, POINTER(c_double)]),
+    "cache_incr": (c_int32, [HANDLE, *KEY, c_int64, c_double, POINTER(c_int64)]),
+    "cache_sink_put": (c_int32, [c_void_p, c_char_p, c_size_t, c_double, c_uint32]),
+    "cache_get_or_compute": (
+        c_int32,
+        [HANDLE, *KEY, COMPUTE_FN, c_void_p, POINTER(Buf), POINTER(c_uint32)],
+    ),
+    "cache_get_or_compute_async": (
+        c_int32,
+        [HANDLE, *KEY, COMPUTE_FN, c_void_p, FLAGGED_CALLBACK, c_void_p],
+    ),
+    "cache_get_many": (
+        c_int32,
+        [HANDLE, POINTER(Slice), c_size_t, POINTER(Buf), POINTER(c_int32), POINTER(c_uint32)],
+    ),
+    "cache_set_many": (c_int32, [HANDLE, POINTER(Entry), c_size_t]),
+    "cache_delete_many": (c_int32, [HANDLE, POINTER(Slice), c_size_t, POINTER(c_uint64)]),
+    "cache_keys": (c_int32, [HANDLE, c_char_p, c_size_t, KEY_VISITOR, c_void_p]),
+    "cache_delete_prefix": (c_int32, [HANDLE, c_char_p, c_size_t, POINTER(c_uint64)]),
+    "cache_purge_expired": (c_int32, [HANDLE, POINTER(c_uint64)]),
 }
 
 

@@ -42,6 +42,18 @@ ACCEPTED = {
     "struct cache_stats *": {ctypes.POINTER(_native.Stats)},
     "cache_callback": {_native.PLAIN_CALLBACK},
     "cache_flagged_callback": {_native.FLAGGED_CALLBACK},
+    # Version 2.
+    "int": {ctypes.c_int},
+    "int64_t": {ctypes.c_int64},
+    "int64_t *": {ctypes.POINTER(ctypes.c_int64)},
+    "double *": {ctypes.POINTER(ctypes.c_double)},
+    "cache_status *": {ctypes.POINTER(ctypes.c_int32)},
+    "struct cache_sink *": {ctypes.c_void_p},
+    "const struct cache_slice *": {ctypes.POINTER(_native.Slice)},
+    "const struct cache_entry *": {ctypes.POINTER(_native.Entry)},
+    "struct cache_slice": {_native.Slice},
+    "cache_compute_fn": {_native.COMPUTE_FN},
+    "cache_key_visitor": {_native.KEY_VISITOR},
 }
 
 
@@ -74,10 +86,11 @@ def _functions():
 
 
 def _callbacks():
+    """name -> (return type, [argument types]) for every callback type."""
     found = {}
-    for match in re.finditer(r"typedef void \(\*(\w+)\)\(([^)]*)\);", _code()):
-        name, arguments = match.groups()
-        found[name] = [_type_of(a) for a in arguments.split(",")]
+    for match in re.finditer(r"typedef (\w+) \(\*(\w+)\)\(([^)]*)\);", _code()):
+        result, name, arguments = match.groups()
+        found[name] = (result, [_type_of(a) for a in arguments.split(",")])
     return found
 
 
@@ -106,12 +119,17 @@ def test_each_declared_function_matches_the_header(name):
 
 @pytest.mark.parametrize(
     "name, ctypes_type",
-    [("cache_callback", _native.PLAIN_CALLBACK), ("cache_flagged_callback", _native.FLAGGED_CALLBACK)],
+    [
+        ("cache_callback", _native.PLAIN_CALLBACK),
+        ("cache_flagged_callback", _native.FLAGGED_CALLBACK),
+        ("cache_compute_fn", _native.COMPUTE_FN),
+        ("cache_key_visitor", _native.KEY_VISITOR),
+    ],
 )
 def test_callback_types_match_the_header(name, ctypes_type):
-    c_arguments = _callbacks()[name]
+    c_result, c_arguments = _callbacks()[name]
     declared = list(ctypes_type._argtypes_)
-    assert ctypes_type._restype_ is None
+    assert ctypes_type._restype_ in ACCEPTED[c_result], (name, c_result)
     assert len(declared) == len(c_arguments), (name, c_arguments, declared)
     for c_type, ctype in zip(c_arguments, declared):
         if c_type == "const uint8_t *":
@@ -130,7 +148,15 @@ def test_status_constants_match_the_header():
     assert _native.CACHE_NO_TTL == float(no_ttl)
 
 
-@pytest.mark.parametrize("name, structure", [("cache_buf", _native.Buf), ("cache_stats", _native.Stats)])
+@pytest.mark.parametrize(
+    "name, structure",
+    [
+        ("cache_buf", _native.Buf),
+        ("cache_stats", _native.Stats),
+        ("cache_slice", _native.Slice),
+        ("cache_entry", _native.Entry),
+    ],
+)
 def test_struct_layouts_match_the_header(name, structure):
     body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (name, name), _code(), re.S).group(1)
     fields = [_type_of(f) for f in body.split(";") if f.strip()]
