@@ -271,9 +271,9 @@ fn configure(
     // tried to keep WALs small, made every 1 KiB set 25% slower: the WAL then grows
     // into new blocks after each checkpoint instead of reusing its own.)
     conn.execute_batch(if options.sync_full {
-        "PRAGMA synchronous = FULL; PRAGMA mmap_size = 0;"
+        "PRAGMA synchronous = FULL; PRAGMA mmap_size = 0; PRAGMA temp_store = MEMORY;"
     } else {
-        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0;"
+        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0; PRAGMA temp_store = MEMORY;"
     })?;
     conn.set_prepared_statement_cache_capacity(32);
     let version = |c: &Connection| -> Result<i64> {

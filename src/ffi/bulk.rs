@@ -32,8 +32,13 @@ pub struct cache_entry {
 impl cache_slice {
     /// The bytes, checked; `what` names the slice in the error ("keys[3]").
     fn bytes(&self, what: impl FnOnce() -> String) -> Result<&[u8], Failure> {
+        if (self.data.is_null() && self.len != 0) || self.len > isize::MAX as usize {
+            // The name is only built for the error (bulk calls check thousands of slices).
+            // SAFETY: a NULL pointer is refused before anything is read.
+            return unsafe { super::args::bytes(self.data, self.len, &what()) };
+        }
         // SAFETY: the contract's rules for (ptr, len) pairs apply to a slice's fields.
-        unsafe { super::args::bytes(self.data, self.len, &what()) }
+        unsafe { super::args::bytes(self.data, self.len, "slice") }
     }
 }
 

@@ -9,7 +9,7 @@ use super::handle::cache_t;
 use super::macros::{exported, function_name};
 use super::types::cache_buf;
 use super::types::cache_status::{self, *};
-use super::values::copy_visited;
+use super::values::{copy_visited, into_buf};
 use crate::backend::Backend;
 use crate::single_flight::{Role, SingleFlight};
 use crate::ttl::Ttl;
@@ -132,16 +132,14 @@ fn lookup(backend: &dyn Backend, key: &[u8]) -> ComputeOutcome {
     Ok(found.map(|(value, flags)| (Arc::from(value), flags)))
 }
 
-/// The whole operation, for the sync and async forms.
-fn get_or_compute(
+/// The miss path, for the sync and async forms (each first tries a plain get, which
+/// copies a hit straight to the caller).
+fn compute_on_miss(
     backend: &dyn Backend,
     flights: &SingleFlight<ComputeOutcome>,
     key: &[u8],
     compute: Compute,
 ) -> ComputeOutcome {
-    if let found @ Some(_) = lookup(backend, key)? {
-        return Ok(found);
-    }
     let leader = match flights.join(key) {
         Role::Follower(outcome) => return outcome,
         Role::Reentered => {
@@ -212,7 +210,15 @@ pub unsafe extern "C" fn cache_get_or_compute(
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], out out, maybe_out flags_out => {
         let compute = Compute::new(compute, user_data)?;
-        match get_or_compute(&*c.backend, &c.flights, key, compute) {
+        // A hit costs what a get costs: one copy, into the caller's buffer.
+        let mut hit_flags = 0;
+        if into_buf(out, Some(&mut hit_flags), |visit| c.backend.get_flagged(key, visit))? == CACHE_OK {
+            if let Some(f) = flags_out {
+                *f = hit_flags;
+            }
+            return Ok(CACHE_OK);
+        }
+        match compute_on_miss(&*c.backend, &c.flights, key, compute) {
             Ok(Some((value, flags))) => {
                 *out = cache_buf::from_vec(crate::error::try_copy(&value)?);
                 if let Some(f) = flags_out {
@@ -247,7 +253,10 @@ pub unsafe extern "C" fn cache_get_or_compute_async(
         let compute = Compute::new(compute, compute_user_data)?;
         let flights = c.flights.clone();
         submit_flagged(c, function_name!(), cb, user_data, move |backend| {
-            match get_or_compute(backend, &flights, &key, compute) {
+            if let Some(hit) = lookup(backend, &key).map_err(|(s, m)| Failure::new(s, m))? {
+                return Ok((CACHE_OK, Some((hit.0.to_vec(), hit.1))));
+            }
+            match compute_on_miss(backend, &flights, &key, compute) {
                 Ok(Some((value, flags))) => Ok((CACHE_OK, Some((value.to_vec(), flags)))),
                 Ok(None) => Ok((CACHE_NOT_FOUND, None)),
                 Err((status, message)) => Err(Failure::new(status, message)),
