@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 usage: cache-speedtest [options]
 
-Times open, set, get (hit and miss), delete, pop and clear on each backend.
+Times open, set, get (hit and miss), ttl, touch, add, incr, set_many and get_many
+(batches of 100, timed per entry), keys (a walk, per key), delete, pop and clear on
+each backend.
 
 options:
   --ops N            operations per timed step (default 10000)
@@ -23,9 +25,12 @@ options:
   -h, --help         this text";
 
 const BACKENDS: [&str; 4] = ["memory", "file", "sharded", "folder"];
-const OPERATIONS: [&str; 7] = [
-    "open", "set", "get hit", "get miss", "delete", "pop", "clear",
+const OPERATIONS: [&str; 14] = [
+    "open", "set", "get hit", "get miss", "ttl", "touch", "add", "incr", "set_many", "get_many",
+    "keys", "delete", "pop", "clear",
 ];
+/// Entries per call of the bulk steps.
+const BATCH: usize = 100;
 /// Open-and-close cycles timed for "open".
 const OPEN_SAMPLES: usize = 20;
 
@@ -122,8 +127,9 @@ fn key(i: usize) -> Vec<u8> {
 /// Opens the backend `kind` in `dir`.
 fn open(kind: &str, dir: &Path, ops: usize) -> duckcache::Result<Box<dyn Backend>> {
     Ok(match kind {
-        // Bounded (so the LRU order is kept) with room for every key.
-        "memory" => Box::new(MemoryCache::new(ops as u64)),
+        // Bounded (so the LRU order is kept) with room for every key: the set keys, the
+        // absent ones add stores and the counters incr makes.
+        "memory" => Box::new(MemoryCache::new(3 * ops as u64)),
         "file" => Box::new(FileCache::open(dir, 0)?),
         "sharded" => Box::new(ShardedCache::open(dir, 0, 0)?),
         _ => Box::new(FolderCache::open(dir, 0)?),
@@ -175,6 +181,38 @@ fn step(
         Some(e) => Err(e),
         None => Ok(Measured { samples, wall }),
     }
+}
+
+/// Runs `op` on batches of `BATCH` keys (one thread); each entry's sample is its share
+/// of its batch's time, so the figures compare with the single-key steps.
+fn bulk_step(
+    cache: &Arc<dyn Backend>,
+    keys: &[usize],
+    op: fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()>,
+    value: &[u8],
+) -> duckcache::Result<Measured> {
+    // On a thread of its own, as `step` runs its operations: the allocator then behaves
+    // the same in every step (a step's first allocations in a new arena cost page faults).
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut samples = Vec::with_capacity(keys.len());
+            let start = Instant::now();
+            for batch in keys.chunks(BATCH) {
+                let owned: Vec<Vec<u8>> = batch.iter().map(|&i| key(i)).collect();
+                let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                let t = Instant::now();
+                op(&**cache, &refs, value)?;
+                let share = t.elapsed() / batch.len() as u32;
+                samples.extend(std::iter::repeat_n(share, batch.len()));
+            }
+            Ok(Measured {
+                samples,
+                wall: start.elapsed(),
+            })
+        })
+        .join()
+        .expect("a speedtest thread panicked")
+    })
 }
 
 fn must_hit(found: bool) -> duckcache::Result<()> {
@@ -239,6 +277,71 @@ fn run_backend(
     results.push((
         "get miss",
         step(&cache, &absent, o.threads, get_miss, &value)?,
+    ));
+    progress("ttl");
+    let ttl: fn(&dyn Backend, &[u8], &[u8]) -> duckcache::Result<()> =
+        |c, k, _| must_hit(c.ttl(k)?.is_some());
+    results.push(("ttl", step(&cache, &reads, o.threads, ttl, &value)?));
+    progress("touch");
+    let touch: fn(&dyn Backend, &[u8], &[u8]) -> duckcache::Result<()> =
+        |c, k, _| must_hit(c.touch(k, Ttl::Never)?);
+    results.push(("touch", step(&cache, &reads, o.threads, touch, &value)?));
+    progress("add");
+    let add: fn(&dyn Backend, &[u8], &[u8]) -> duckcache::Result<()> =
+        |c, k, v| must_hit(c.add_flagged(k, v, Ttl::Never, 0)?);
+    results.push(("add", step(&cache, &absent, o.threads, add, &value)?));
+    progress("incr");
+    let incr: fn(&dyn Backend, &[u8], &[u8]) -> duckcache::Result<()> = |c, k, _| {
+        let mut counter = k.to_vec();
+        counter.extend_from_slice(b"#n");
+        c.incr(&counter, 1, Ttl::Never).map(drop)
+    };
+    results.push(("incr", step(&cache, &absent, o.threads, incr, &value)?));
+    for &i in &absent {
+        let mut counter = key(i);
+        counter.extend_from_slice(b"#n");
+        cache.delete(&key(i))?;
+        cache.delete(&counter)?;
+    }
+    progress("set_many");
+    let set_many: fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()> = |c, ks, v| {
+        let entries: Vec<duckcache::backend::EntryRef> = ks
+            .iter()
+            .map(|k| duckcache::backend::EntryRef {
+                key: k,
+                value: v,
+                ttl: Ttl::Never,
+                flags: 0,
+            })
+            .collect();
+        c.set_many(&entries)
+    };
+    results.push(("set_many", bulk_step(&cache, &keys, set_many, &value)?));
+    progress("get_many");
+    let get_many: fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()> = |c, ks, _| {
+        let mut found = 0;
+        c.get_many(ks, &mut |_, v, _| {
+            std::hint::black_box(v.to_vec());
+            found += 1;
+        })?;
+        must_hit(found == ks.len())
+    };
+    results.push(("get_many", bulk_step(&cache, &reads, get_many, &value)?));
+    progress("keys");
+    let t = Instant::now();
+    let mut walked = 0usize;
+    cache.keys(b"speedtest-key-", &mut |_| {
+        walked += 1;
+        true
+    })?;
+    let took = t.elapsed();
+    must_hit(walked == keys.len())?;
+    results.push((
+        "keys",
+        Measured {
+            samples: vec![took / walked.max(1) as u32; walked.max(1)],
+            wall: took,
+        },
     ));
     let (first_half, second_half) = keys.split_at(keys.len() / 2);
     progress("delete");
