@@ -183,12 +183,15 @@ fn step(
     }
 }
 
+/// A bulk operation on keys, with the value to store.
+type BulkOp = fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()>;
+
 /// Runs `op` on batches of `BATCH` keys (one thread); each entry's sample is its share
 /// of its batch's time, so the figures compare with the single-key steps.
 fn bulk_step(
     cache: &Arc<dyn Backend>,
     keys: &[usize],
-    op: fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()>,
+    op: BulkOp,
     value: &[u8],
 ) -> duckcache::Result<Measured> {
     // On a thread of its own, as `step` runs its operations: the allocator then behaves
@@ -304,7 +307,7 @@ fn run_backend(
         cache.delete(&counter)?;
     }
     progress("set_many");
-    let set_many: fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()> = |c, ks, v| {
+    let set_many: BulkOp = |c, ks, v| {
         let entries: Vec<duckcache::backend::EntryRef> = ks
             .iter()
             .map(|k| duckcache::backend::EntryRef {
@@ -318,7 +321,7 @@ fn run_backend(
     };
     results.push(("set_many", bulk_step(&cache, &keys, set_many, &value)?));
     progress("get_many");
-    let get_many: fn(&dyn Backend, &[&[u8]], &[u8]) -> duckcache::Result<()> = |c, ks, _| {
+    let get_many: BulkOp = |c, ks, _| {
         let mut found = 0;
         c.get_many(ks, &mut |_, v, _| {
             std::hint::black_box(v.to_vec());
