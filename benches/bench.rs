@@ -425,6 +425,91 @@ fn resident_bytes() -> usize {
     pages * 4096
 }
 
+/// The peak resident set since the last `reset_peak_resident` (VmHWM).
+fn peak_resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn reset_peak_resident() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A key walk over 1,000,000 keys holds a page at a time: the peak resident set during
+/// the walk against the resident set before it.
+fn bench_key_walk_memory() {
+    println!("== cache_keys over 1,000,000 keys: peak resident set during the walk");
+    const N: u64 = 1_000_000;
+    unsafe extern "C" fn count(
+        user: *mut std::ffi::c_void,
+        _: *const u8,
+        _: usize,
+    ) -> std::ffi::c_int {
+        unsafe { *(user as *mut u64) += 1 };
+        0
+    }
+    let base = scratch_dir("walk");
+    for (label, c) in [
+        ("memory", CHandle::memory(0)),
+        ("file", CHandle::file(&base.join("file"))),
+    ] {
+        let value = [1u8; 8];
+        let keys: Vec<[u8; 16]> = (0..N).map(key).collect();
+        for batch in keys.chunks(10_000) {
+            let entries: Vec<ffi::cache_entry> = batch
+                .iter()
+                .map(|k| ffi::cache_entry {
+                    key: ffi::cache_slice {
+                        data: k.as_ptr(),
+                        len: k.len(),
+                    },
+                    value: ffi::cache_slice {
+                        data: value.as_ptr(),
+                        len: value.len(),
+                    },
+                    ttl_seconds: -1.0,
+                    flags: 0,
+                })
+                .collect();
+            assert_eq!(
+                unsafe { ffi::cache_set_many(c.0, entries.as_ptr(), entries.len()) },
+                ffi::cache_status::CACHE_OK
+            );
+        }
+        drop(keys);
+        let before = resident_bytes();
+        reset_peak_resident();
+        let mut seen = 0u64;
+        let t = Instant::now();
+        let s = unsafe {
+            ffi::cache_keys(
+                c.0,
+                std::ptr::null(),
+                0,
+                Some(count),
+                &mut seen as *mut u64 as *mut std::ffi::c_void,
+            )
+        };
+        let took = t.elapsed();
+        assert_eq!(s, ffi::cache_status::CACHE_OK);
+        assert_eq!(seen, N);
+        let peak = peak_resident_bytes();
+        println!(
+            "  {label:<8} {seen} keys in {:>6.2} s   resident before {:>6.1} MiB, peak during the walk {:>6.1} MiB (+{:.1} MiB)",
+            took.as_secs_f64(),
+            before as f64 / 1048576.0,
+            peak as f64 / 1048576.0,
+            peak.saturating_sub(before) as f64 / 1048576.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 fn bench_memory_overhead() {
     println!("== memory backend: bytes per entry beyond key and value");
     const N: u64 = 1_000_000;
@@ -1125,6 +1210,7 @@ fn main() {
     }
     if wanted("v2") {
         bench_v2();
+        bench_key_walk_memory();
     }
     if wanted("async") {
         bench_async();
