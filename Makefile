@@ -167,7 +167,7 @@ test-tsan:
 	RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" $(CARGO) +nightly build \
 	    --quiet --release --lib --target x86_64-unknown-linux-gnu --target-dir target/tsan || exit 1; \
 	mkdir -p $(BUILD)/tsan; \
-	for n in test_threads test_async; do \
+	for n in test_threads test_async test_v2; do \
 	    $(CC) $(C_WARN) $(CFLAGS) -fsanitize=thread -Iinclude -c ffi-tests/$$n.c -o $(BUILD)/tsan/$$n.o && \
 	    $(CC) $(BUILD)/tsan/$$n.o -o $(BUILD)/tsan/$$n -Wl,--whole-archive $(TSAN_RT) -Wl,--no-whole-archive \
 	        -L$(TSAN_DIR) -lduckcache -Wl,-rpath,$(abspath $(TSAN_DIR)) -lpthread -lm -ldl -lstdc++ || exit 1; \
