@@ -505,6 +505,19 @@ cache_status cache_open_encrypted(struct cache_t *inner,
                                   size_t key_len,
                                   struct cache_t **out);
 
+// Opens a tiered handle: `near` (usually a memory cache) in front of `far` (file,
+// sharded, Redis). A get is answered by near when it holds the key, else by far, whose
+// value is then copied into near for at most near_ttl_max seconds (never longer than
+// far keeps it), so a value another process or machine changes in far is seen within
+// near_ttl_max (> 0 and finite). Writes go to far first, then near; a failed far write
+// leaves near unchanged. len, keys and ttl are far's. On CACHE_OK the new handle owns
+// both (the caller must neither use nor free them; freeing the new handle frees them);
+// on any other status the caller still owns both. near and far must be two handles.
+cache_status cache_open_tiered(struct cache_t *near,
+                               struct cache_t *far,
+                               double near_ttl_max,
+                               struct cache_t **out);
+
 // Seals `len` bytes at `data` with the 32-byte `key` into `out` (to free with
 // cache_buf_free), in the format cache_open_encrypted stores: 40 bytes longer than the
 // input. For bindings that seal values themselves (the Python EncryptedCache over a

@@ -205,6 +205,16 @@ pub trait Backend: Send + Sync {
     /// buffer) and the result is `Ok(true)`.
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool>;
 
+    /// `get_flagged`, also saying how long the entry found has left (None: not found).
+    /// A remote backend answers both in one round trip; the tiered handle uses this to
+    /// cap its near copies.
+    fn get_flagged_ttl(&self, key: &[u8], visit: &mut Visit) -> Result<Option<Remaining>> {
+        if !self.get_flagged(key, visit)? {
+            return Ok(None);
+        }
+        Ok(Some(self.ttl(key)?.unwrap_or(Remaining::Seconds(0.0))))
+    }
+
     /// Removes `key` and hands its value and flags to `visit`, atomically: of any number
     /// of concurrent pops of one key, exactly one returns `Ok(true)`.
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool>;

@@ -23,11 +23,14 @@ pub mod error;
 pub mod file;
 pub mod folder;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_cache;
 pub mod sharded;
 pub mod single_flight;
 mod sqlite;
 #[allow(unsafe_code)]
 mod sync;
+pub mod tiered;
 pub mod ttl;
 pub mod uri;
 pub mod worker;
@@ -42,4 +45,5 @@ pub use file::{FileCache, INLINE_MAX};
 pub use folder::FolderCache;
 pub use memory::MemoryCache;
 pub use sharded::ShardedCache;
+pub use tiered::TieredCache;
 pub use ttl::Ttl;

@@ -20,15 +20,27 @@ use std::sync::atomic::{AtomicU32, Ordering::*};
 /// Sleeps while `word` holds `expected` (or until woken; spurious returns are fine,
 /// every caller loops).
 fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT reads the aligned u32 at the address of a live atomic; a NULL
-    // timeout waits without limit.
+    futex_wait_for(word, expected, None)
+}
+
+/// As `futex_wait`, giving up after `timeout` (None: no limit).
+fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+    let spec = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let spec_ptr = spec
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT reads the aligned u32 at the address of a live atomic; the
+    // timeout is NULL (no limit) or a relative timespec that outlives the call.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            std::ptr::null::<libc::timespec>(),
+            spec_ptr,
         );
     }
 }
@@ -225,6 +237,14 @@ impl Condvar {
     pub fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
         let seen = self.sequence.load(Relaxed);
         MutexGuard::unlocked(guard, || futex_wait(&self.sequence, seen));
+    }
+
+    /// As `wait`, waking after `timeout` at the latest.
+    pub fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, timeout: std::time::Duration) {
+        let seen = self.sequence.load(Relaxed);
+        MutexGuard::unlocked(guard, || {
+            futex_wait_for(&self.sequence, seen, Some(timeout))
+        });
     }
 
     pub fn notify_one(&self) {

@@ -81,11 +81,7 @@ pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
             let max_open = u32::try_from(max_open).map_err(|_| too_big("max_open"))?;
             Box::new(FolderCache::open(dir, max_open)?)
         }
-        "redis" | "rediss" | "redis+unix" => {
-            return Err(Error::invalid_arg(format!(
-                "the {scheme} scheme is not built into this version of duckcache yet"
-            )))
-        }
+        "redis" | "rediss" | "redis+unix" => open_redis(scheme, location, params)?,
         other => {
             return Err(Error::invalid_arg(format!(
                 "unknown scheme \"{other}\" (known: memory, file, sharded, folder, redis, rediss, redis+unix)"
@@ -93,6 +89,56 @@ pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
         }
     };
     Ok(backend)
+}
+
+/// A Redis/Valkey server: `prefix`, `pool_size` and `timeout_ms` are ours; every other
+/// parameter (`db`, `pass`, `user`, `protocol` for `redis+unix`) goes to redis-rs with
+/// the rest of the URL.
+#[cfg(feature = "redis")]
+fn open_redis(scheme: &str, location: &str, mut params: Params) -> Result<Box<dyn Backend>> {
+    use crate::redis_cache::{RedisCache, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT};
+    if scheme == "rediss" {
+        return Err(Error::invalid_arg(
+            "rediss:// (TLS) is not built into this version of duckcache; use redis:// on a trusted network or a TLS tunnel",
+        ));
+    }
+    let prefix = params.take("prefix").unwrap_or_default();
+    let pool_size = params.number("pool_size", DEFAULT_POOL_SIZE as u64)?;
+    let timeout_ms = params.number("timeout_ms", DEFAULT_TIMEOUT.as_millis() as u64)?;
+    let pool_size = usize::try_from(pool_size).map_err(|_| too_big("pool_size"))?;
+    let mut url = format!("{scheme}:{location}");
+    let mut rest: Vec<(String, String)> = params.0.drain().collect();
+    rest.sort();
+    for (i, (name, value)) in rest.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(&format!("{name}={}", percent_encode(value)));
+    }
+    Ok(Box::new(RedisCache::open(
+        &url,
+        prefix.as_bytes(),
+        pool_size,
+        Duration::from_millis(timeout_ms),
+    )?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(scheme: &str, _: &str, _: Params) -> Result<Box<dyn Backend>> {
+    Err(Error::invalid_arg(format!(
+        "the {scheme} scheme is not in this build of duckcache (built without the redis feature)"
+    )))
+}
+
+/// Escapes what a query value must not hold as itself.
+#[cfg(feature = "redis")]
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn too_big(name: &str) -> Error {
@@ -304,7 +350,10 @@ mod tests {
         assert!(refused("folder:/tmp/x?max_open=99999999999").contains("max_open"));
         assert!(refused("sharded:/tmp/x?shard_size_limit=0").contains("shard_size_limit"));
         assert!(refused("folder:/tmp/x?size_limit=1").contains("unknown parameter \"size_limit\""));
-        assert!(refused("redis://127.0.0.1").contains("not built"));
+        assert!(refused("rediss://127.0.0.1").contains("TLS"));
+        assert!(refused("redis://127.0.0.1:1?pool_size=0").contains("pool_size"));
+        assert!(refused("redis://127.0.0.1:1?timeout_ms=0").contains("timeout_ms"));
+        assert!(refused("redis://127.0.0.1:1?pool_size=lots").contains("pool_size"));
     }
 
     #[test]

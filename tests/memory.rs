@@ -70,7 +70,7 @@ fn lru_long_sequence_matches_a_model() {
             .wrapping_add(1442695040888963407);
         let key = ((x >> 33) % 120) as u32;
         let k = key.to_le_bytes();
-        if (x >> 20) % 3 == 0 {
+        if (x >> 20).is_multiple_of(3) {
             // A peek: the order is left as it is.
             let hit = c.has(&k).unwrap();
             assert_eq!(hit, model.contains(&key));

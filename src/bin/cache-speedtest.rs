@@ -206,7 +206,7 @@ fn bulk_step(
                 let t = Instant::now();
                 op(&**cache, &refs, value)?;
                 let share = t.elapsed() / batch.len() as u32;
-                samples.extend(std::iter::repeat(share).take(batch.len()));
+                samples.extend(std::iter::repeat_n(share, batch.len()));
             }
             Ok(Measured {
                 samples,
