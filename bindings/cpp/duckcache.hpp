@@ -157,6 +157,18 @@ public:
         return Cache(c);
     }
 
+    /// A near cache (usually memory) in front of a far one (file, sharded, Redis): gets
+    /// served by near when it can, far's values kept there for at most near_ttl_max
+    /// seconds; writes go to far first. On success the new Cache owns both handles (`near`
+    /// and `far` are left empty); on failure it throws and they keep theirs.
+    static Cache tiered(Cache &&near, Cache &&far, double near_ttl_max) {
+        cache_t *c = nullptr;
+        detail::check(cache_open_tiered(near.handle(), far.handle(), near_ttl_max, &c));
+        near.c_.release();  // owned by the new handle now
+        far.c_.release();
+        return Cache(c);
+    }
+
     /// Takes ownership of a handle from the C API (freed with the Cache).
     static Cache from_capi(cache_t *c) {
         if (!c) throw Error(CACHE_ERR_INVALID_ARG, "the cache handle is NULL");

@@ -16,6 +16,8 @@ from ._caches import (
     KeyAsFolderCache,
     NativeMemoryCache,
     PersistentFileCache,
+    RedisCache,
+    TieredCache,
     ValueDecodeError,
 )
 from ._memory import InMemoryCache
@@ -81,11 +83,13 @@ def open(uri: str):
         "file": PersistentFileCache,
         "sharded": DynamicFileCache,
         "folder": KeyAsFolderCache,
+        "redis": RedisCache,
+        "redis+unix": RedisCache,
     }
     location = rest.split("?", 1)[0]
     if location.startswith("///"):
         location = location[2:]
-    directory = unquote(location) if location and scheme != "memory" else None
+    directory = unquote(location) if location and scheme in ("file", "sharded", "folder") else None
     # An unknown scheme still goes to the library, whose error names it.
     cls = classes.get(scheme, _caches._NativeCache)
     return cls._from_uri(uri, directory)
@@ -112,6 +116,8 @@ __all__ = [
     "NotNumericError",
     "NativeMemoryCache",
     "PersistentFileCache",
+    "RedisCache",
+    "TieredCache",
     "TooLargeError",
     "UnavailableError",
     "ValueDecodeError",

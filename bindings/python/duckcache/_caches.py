@@ -854,6 +854,82 @@ class KeyAsFolderCache(_NativeCache):
         return sorted(live)
 
 
+def _closed_handle():
+    """A handle of its own that is closed: every call on it raises ClosedError (for an
+    object whose handle was handed over)."""
+    handle = c_void_p()
+    native.check(lib.cache_open_memory(0, byref(handle)))
+    native.check(lib.cache_close(handle.value))
+    return handle.value
+
+
+class RedisCache(_NativeCache):
+    """A cache on a Redis or Valkey server (or any server of the Redis protocol), shared
+    by every process and machine that uses the same server and `prefix`. `url` as
+    redis-rs reads it: "redis://[user:password@]host[:port][/db]" or
+    "redis+unix:///path/to/socket?pass=...". Keys are stored as `prefix` + key; nothing
+    outside the prefix is ever read or removed (clear walks the prefix with SCAN).
+    `pool_size` connections per cache; every call gives up after `timeout` seconds with
+    UnavailableError (a ConnectionError) when the server cannot be reached, and works
+    again once it is back. bytes values are stored as they are, so other Redis clients
+    read them; other values are pickled (a hash with the value and the flags word)."""
+
+    def __init__(self, url: str, prefix: str = "", pool_size: int = 4, timeout: float = 5.0):
+        from urllib.parse import quote
+
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        if not url.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError(f"not a Redis URL (redis://, redis+unix://): {url!r}")
+        _positive_int("pool_size", pool_size, 1024)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.url = url
+        self.prefix = prefix
+        params = f"prefix={quote(prefix, safe='')}&pool_size={pool_size}&timeout_ms={max(1, round(timeout * 1000))}"
+        self.uri = url + ("&" if "?" in url else "?") + params
+        self._open(lib.cache_open, self.uri.encode("utf-8", "surrogatepass"))
+
+
+class TieredCache(_NativeCache):
+    """A near cache (usually a NativeMemoryCache) in front of a far one (a file,
+    sharded or Redis cache): gets are answered by near when it has the key, otherwise by
+    far, whose value is then kept in near for at most `near_ttl_max` seconds; writes go
+    to far first, then near. So a value another process or machine changes in far is
+    seen here within `near_ttl_max`. The TieredCache takes over both caches: they are
+    closed as objects of their own (use the TieredCache), and closing it closes both."""
+
+    def __init__(self, near: "_NativeCache", far: "_NativeCache", near_ttl_max: float):
+        for name, part in (("near", near), ("far", far)):
+            if not isinstance(part, _NativeCache):
+                raise TypeError(f"{name} must be a library-backed cache (NativeMemoryCache, "
+                                f"PersistentFileCache, DynamicFileCache, KeyAsFolderCache, RedisCache), "
+                                f"not {type(part).__name__}")
+            if part.closed or part._handle is None:
+                raise ValueError(f"{name} is closed")
+        if near is far:
+            raise ValueError("near and far must be two caches")
+        if isinstance(near_ttl_max, bool) or not isinstance(near_ttl_max, (int, float)):
+            raise TypeError("near_ttl_max must be a number of seconds")
+        handle = c_void_p()
+        native.check(lib.cache_open_tiered(near._handle, far._handle, float(near_ttl_max), byref(handle)))
+        for part in (near, far):  # the new handle owns them now
+            part._handle = _closed_handle()
+            part.closed = True
+            _open_caches.discard(part)
+        self.near, self.far, self.near_ttl_max = near, far, near_ttl_max
+        self._handle = handle.value
+        self._opener = (None, ())
+        self.closed = False
+        _open_caches.add(self)
+
+    def _after_fork_in_child(self):
+        """A tiered cache cannot reopen its parts in a child: use one made after fork."""
+        if not self.closed:
+            self._handle = None
+            self.closed = True
+
+
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
 

@@ -217,6 +217,7 @@ _SIGNATURES = {
     "cache_keys": (c_int32, [HANDLE, c_char_p, c_size_t, KEY_VISITOR, c_void_p]),
     "cache_delete_prefix": (c_int32, [HANDLE, c_char_p, c_size_t, POINTER(c_uint64)]),
     "cache_purge_expired": (c_int32, [HANDLE, POINTER(c_uint64)]),
+    "cache_open_tiered": (c_int32, [HANDLE, HANDLE, c_double, POINTER(HANDLE)]),
 }
 
 

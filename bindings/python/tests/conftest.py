@@ -1,11 +1,18 @@
-"""Fixtures: a fresh directory per test, and an opener for each of the four classes."""
+"""Fixtures: a fresh directory per test, and an opener for each library-backed class
+(RedisCache too when make test provides a server in DUCKCACHE_REDIS_URL, each test under
+a prefix of its own)."""
+
+import itertools
+import os
 
 import pytest
 
 import duckcache
 
-KINDS = ["memory", "file", "sharded", "folder"]
+REDIS_URL = os.environ.get("DUCKCACHE_REDIS_URL")
+KINDS = ["memory", "file", "sharded", "folder"] + (["redis"] if REDIS_URL else [])
 PERSISTENT = ["file", "sharded", "folder"]
+_prefixes = itertools.count()
 
 
 def open_kind(kind, directory, **options):
@@ -15,6 +22,11 @@ def open_kind(kind, directory, **options):
         return duckcache.PersistentFileCache(str(directory), **options)
     if kind == "sharded":
         return duckcache.DynamicFileCache(str(directory), **options)
+    if kind == "redis":
+        prefix = f"py-{os.getpid()}-{next(_prefixes)}:"
+        cache = duckcache.RedisCache(REDIS_URL, prefix=prefix, **options)
+        cache.clear()
+        return cache
     return duckcache.KeyAsFolderCache(str(directory), **options)
 
 

@@ -5,6 +5,7 @@ the async get_or_set, duckcache.open, and across processes."""
 import asyncio
 import math
 import multiprocessing
+import os
 import sqlite3
 import threading
 import time
@@ -12,6 +13,11 @@ import time
 import pytest
 
 import duckcache
+
+
+def conftest_redis():
+    """The test server's URL (make test starts one), or None."""
+    return os.environ.get("DUCKCACHE_REDIS_URL")
 
 
 def test_add_stores_only_when_absent(cache):
@@ -159,13 +165,15 @@ def test_keys_walk_and_delete_prefix(cache):
     assert cache.has("other")
 
 
-def test_purge_expired(cache):
+def test_purge_expired(cache, kind):
     for i in range(5):
         cache.set(f"x{i}", i, expiry=0.05)
     cache.set("live", 1)
     time.sleep(0.08)
-    assert cache.purge_expired() == 5
+    # A Redis server expires entries itself: nothing is left for purge_expired.
+    assert cache.purge_expired() == (0 if kind == "redis" else 5)
     assert cache.get("live") == 1
+    assert len(cache) == 1
 
 
 def test_async_get_or_set(cache):
@@ -283,3 +291,82 @@ def test_incr_and_add_across_processes(persistent_kind, tmp_path):
     }[persistent_kind](str(tmp_path))
     assert c.get("counter") == b"200"
     c.close()
+
+
+def _write_far(kind, where, value):
+    """In another process: a far cache of its own on the same store writes `value`."""
+    far = duckcache.PersistentFileCache(where) if kind == "file" else duckcache.RedisCache(*where)
+    far.set("shared", value)
+    far.close()
+
+
+@pytest.mark.parametrize("far_kind", ["file"] + (["redis"] if conftest_redis() else []))
+def test_tiered_sees_another_process_write_within_near_ttl_max(far_kind, tmp_path):
+    if far_kind == "file":
+        where = str(tmp_path)
+        far = duckcache.PersistentFileCache(where)
+    else:
+        where = (conftest_redis(), f"tiered-{os.getpid()}:")
+        far = duckcache.RedisCache(*where)
+        far.clear()
+    near = duckcache.NativeMemoryCache()
+    tiered = duckcache.TieredCache(near, far, near_ttl_max=0.5)
+    with pytest.raises(duckcache.ClosedError):
+        far.get("anything")  # taken over by the tiered cache
+    tiered.set("shared", "v1")
+    assert tiered.get("shared") == "v1"
+    ctx = multiprocessing.get_context("spawn")
+    p = ctx.Process(target=_write_far, args=(far_kind, where, "v2"))
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+    written = time.monotonic()
+    seen = tiered.get("shared")
+    while seen != "v2":
+        assert time.monotonic() - written < 0.5 + 0.25, "the near copy outlived near_ttl_max"
+        time.sleep(0.02)
+        seen = tiered.get("shared")
+    assert tiered.stats()["hits"] >= 2
+    tiered.close()
+
+
+def test_tiered_refuses_bad_parts(tmp_path):
+    near = duckcache.NativeMemoryCache()
+    with pytest.raises(ValueError):
+        duckcache.TieredCache(near, near, 1.0)
+    with pytest.raises(TypeError):
+        duckcache.TieredCache(duckcache.InMemoryCache(), near, 1.0)
+    far = duckcache.PersistentFileCache(str(tmp_path))
+    for bad in (0, -1, math.nan, math.inf):
+        with pytest.raises(duckcache.InvalidArgumentError):
+            duckcache.TieredCache(near, far, bad)
+    near.set("k", 1)  # both still usable after a refusal
+    far.set("k", 2)
+    assert (near.get("k"), far.get("k")) == (1, 2)
+
+
+def test_redis_cache_arguments_and_a_server_that_is_down():
+    with pytest.raises(ValueError):
+        duckcache.RedisCache("http://localhost")
+    with pytest.raises(ValueError):
+        duckcache.RedisCache("redis://127.0.0.1:1", pool_size=0)
+    started = time.monotonic()
+    with pytest.raises(duckcache.UnavailableError) as e:
+        duckcache.RedisCache("redis://127.0.0.1:1", timeout=0.5)
+    assert isinstance(e.value, ConnectionError)
+    assert "127.0.0.1:1" in str(e.value)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.skipif(not conftest_redis(), reason="make test provides a Redis server")
+def test_redis_values_are_plain_for_other_clients_and_the_prefix_is_kept():
+    a = duckcache.RedisCache(conftest_redis(), prefix=f"iso-{os.getpid()}-a:")
+    b = duckcache.RedisCache(conftest_redis(), prefix=f"iso-{os.getpid()}-b:")
+    a.set("k", b"raw bytes")
+    b.set("k", {"pickled": True})
+    a.clear()
+    assert b.get("k") == {"pickled": True}  # another prefix is never touched
+    opened = duckcache.open(conftest_redis() + ("&" if "?" in conftest_redis() else "?") + f"prefix=iso-{os.getpid()}-b:")
+    assert type(opened) is duckcache.RedisCache and opened.get("k") == {"pickled": True}
+    for c in (a, b, opened):
+        c.close()
