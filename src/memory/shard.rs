@@ -182,8 +182,7 @@ impl Shard {
     /// True when the entry in `slot` has a deadline that has passed. Reads the clock only
     /// for entries that have a deadline.
     pub fn is_expired(&self, slot: u32) -> bool {
-        let deadline = self.slab.node(slot).deadline;
-        deadline != NO_DEADLINE && mono_expired(deadline, mono_now())
+        crate::clock::mono_expired_now(self.slab.node(slot).deadline)
     }
 
     /// The live entry of `key`, an expired one removed; no hit or miss counted.
