@@ -122,7 +122,7 @@ python: lib
 $(PYENV)/.ready: bindings/python/pyproject.toml
 	rm -rf $(PYENV)
 	$(PYTHON) -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel pynacl
+	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel pynacl redis
 	$(PYENV)/bin/pip install -q --disable-pip-version-check duckframework==2.3.2
 	touch $@
 
@@ -220,7 +220,7 @@ test-python-valgrind: python-installed
 	    $(addprefix $(abspath bindings/python/tests)/,test_api.py test_async.py test_decorators.py)
 
 bench: python-installed
-	benches/run-all.sh $(PYENV)/bin/python
+	tools/with-redis benches/run-all.sh $(PYENV)/bin/python
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -183,6 +183,7 @@ def main():
             row += "".join(f"{figures[p][op] / figures['duckcache'][op]:>21.1f}x" for p in peers)
             print(row)
     version_two(value)
+    redis_level(value)
     print("\n  targets: PersistentFileCache set >= 3x and get >= 2x faster than the original; "
           "KeyAsFolderCache >= 100x faster than the original; EncryptedCache no slower than the original; "
           "InMemoryCache get and set within 1.1x of the original")
@@ -228,6 +229,46 @@ def version_two(value, n=3000):
         ours, theirs = figures["duckcache"][op], figures["diskcache"][op]
         print(f"    {op:<30}{ours:>12.1f} µs{theirs:>17.1f} µs{theirs / ours:>9.1f}x")
     print("    target: add faster than diskcache's add")
+
+
+def redis_level(value, n=2000):
+    """RedisCache against redis-py with pickle, as a user of redis-py would write it, on
+    the same server (make bench starts one)."""
+    url = os.environ.get("DUCKCACHE_REDIS_URL")
+    if not url:
+        print("\n  RedisCache: skipped (no DUCKCACHE_REDIS_URL; make bench starts a server)")
+        return
+    import pickle
+
+    import redis as redis_py
+
+    ours = duckcache.RedisCache(url, prefix=f"pybench-{os.getpid()}:")
+    # redis-py spells a unix socket URL unix:///path?password=...
+    peer_url = url.replace("redis+unix://", "unix://").replace("?pass=", "?password=").replace("&pass=", "&password=")
+    peer = redis_py.Redis.from_url(peer_url)
+    keys = [f"key-{i:08d}" for i in range(n)]
+    prefix = f"pybench-peer-{os.getpid()}:"
+    figures = {"duckcache": {}, "redis-py + pickle": {}}
+    for _ in range(ROUNDS):
+        run_ours = {
+            "set": per_op_us(lambda k: ours.set(k, value), keys),
+            "get": per_op_us(lambda k: ours.get(k), keys),
+        }
+        run_peer = {
+            "set": per_op_us(lambda k: peer.set(prefix + k, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)), keys),
+            "get": per_op_us(lambda k: pickle.loads(peer.get(prefix + k)), keys),
+        }
+        for op in run_ours:
+            figures["duckcache"].setdefault(op, []).append(run_ours[op])
+            figures["redis-py + pickle"].setdefault(op, []).append(run_peer[op])
+    print(f"\n  RedisCache against redis-py with pickle ({n} keys; µs per operation; target: no slower)")
+    for op in ("set", "get"):
+        a = statistics.median(figures["duckcache"][op])
+        b = statistics.median(figures["redis-py + pickle"][op])
+        print(f"    {op:<10}{a:>12.1f} µs{b:>14.1f} µs   {b / a:.2f}x")
+    ours.clear()
+    ours.close()
+    peer.delete(*[prefix + k for k in keys])
 
 
 if __name__ == "__main__":
