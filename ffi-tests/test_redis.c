@@ -337,6 +337,64 @@ static void test_tiered(int port) {
     cache_free(t); /* frees near and far */
 }
 
+/* rediss://: a server with a certificate from a CA of this test's own (openssl). With
+ * ca_file naming that CA the handle works; without it, the unknown issuer is refused
+ * (UNAVAILABLE, saying why), never a plain-text fallback. */
+static void test_tls(const char *dir) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && printf 'subjectAltName=IP:127.0.0.1\n' > san.ext && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=duckcache-test-ca >/dev/null 2>&1 && "
+             "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 >/dev/null 2>&1 && "
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext >/dev/null 2>&1",
+             dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "test_tls: openssl could not make the test certificates (is openssl installed?)\n");
+        exit(1);
+    }
+    int port = free_port();
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        char p[16], cert[600], key[600], ca[600];
+        snprintf(p, sizeof p, "%d", port);
+        snprintf(cert, sizeof cert, "%s/server.pem", dir);
+        snprintf(key, sizeof key, "%s/server.key", dir);
+        snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+        const char *server = getenv("DUCKCACHE_REDIS_SERVER") ? getenv("DUCKCACHE_REDIS_SERVER") : "redis-server";
+        execlp(server, server, "--port", "0", "--tls-port", p, "--bind", "127.0.0.1", "--tls-cert-file", cert,
+               "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--requirepass",
+               "secret", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", "redis-tls.log", (char *)NULL);
+        _exit(127);
+    }
+    char uri[1024];
+    snprintf(uri, sizeof uri, "rediss://:secret@127.0.0.1:%d?prefix=tls:&timeout_ms=2000&ca_file=%s/ca.pem", port, dir);
+    cache_t *c = NULL;
+    cache_status s = CACHE_ERR_UNAVAILABLE;
+    for (int i = 0; i < 200 && s == CACHE_ERR_UNAVAILABLE; i++) {
+        s = cache_open(uri, &c);
+        if (s == CACHE_ERR_UNAVAILABLE) sleep_ms(25);
+    }
+    CHECK_EQ(s, CACHE_OK);
+    CHECK_EQ(cache_set(c, K("k"), K("over tls"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_GET(c, "k", "over tls");
+    int64_t n;
+    CHECK_EQ(cache_incr(c, K("n"), 5, CACHE_NO_TTL, &n), CACHE_OK);
+    cache_free(c);
+    /* The system's roots do not know this CA: refused, and the message says why. */
+    snprintf(uri, sizeof uri, "rediss://:secret@127.0.0.1:%d?timeout_ms=2000", port);
+    c = (cache_t *)0x1;
+    CHECK_EQ(cache_open(uri, &c), CACHE_ERR_UNAVAILABLE);
+    CHECK(c == (cache_t *)0x1);
+    CHECK(strstr(last_error(), "ertificate") != NULL || strstr(last_error(), "Unknown") != NULL ||
+          strstr(last_error(), "issuer") != NULL);
+    /* Plain text to a TLS port is no connection either. */
+    snprintf(uri, sizeof uri, "redis://:secret@127.0.0.1:%d?timeout_ms=500", port);
+    CHECK_EQ(cache_open(uri, &c), CACHE_ERR_UNAVAILABLE);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 int main(void) {
     struct server sv;
     make_tmpdir(sv.dir, sizeof sv.dir);
@@ -347,6 +405,7 @@ int main(void) {
     test_pool_under_threads(sv.port);
     test_tiered(sv.port);
     test_unavailable_and_back(&sv);
+    test_tls(sv.dir);
     stop(&sv);
     remove_tree(sv.dir);
     puts("test_redis: all passed");

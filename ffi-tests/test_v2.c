@@ -48,7 +48,8 @@ static void test_open_errors(const char *dir) {
     refused("file:/tmp/a%2", "'%'");
     refused("sharded:/tmp/x?max_open=3", "unknown parameter \"max_open\"");
     refused("folder:/tmp/x?max_open=1&max_open=2", "twice");
-    refused("rediss://127.0.0.1:6379", "TLS");
+    refused("redis://127.0.0.1:1?ca_file=/etc/hostname", "rediss");
+    refused("rediss://127.0.0.1:1?ca_file=/no/such/ca.pem", "cannot be read");
     refused("redis://127.0.0.1:1?pool_size=0", "pool_size");
     refused("redis://127.0.0.1:1?timeout_ms=soon", "timeout_ms");
     refused("redis://no host here", "not a Redis URL");

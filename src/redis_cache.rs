@@ -151,14 +151,16 @@ enum Lease {
 
 impl RedisCache {
     /// Connects to the server `url` (`redis://[user:pass@]host[:port][/db]`,
-    /// `redis+unix:///path/sock`, as redis-rs reads them); keys are stored under
-    /// `prefix`. One connection is made at once, so a server that cannot be reached
-    /// fails the open with `Unavailable`.
+    /// `rediss://…` over TLS, `redis+unix:///path/sock`, as redis-rs reads them); keys are
+    /// stored under `prefix`. For TLS, `ca_pem` is the certificate authority to trust
+    /// (PEM), or None for the system's roots. One connection is made at once, so a server
+    /// that cannot be reached fails the open with `Unavailable`.
     pub fn open(
         url: &str,
         prefix: &[u8],
         pool_size: usize,
         timeout: Duration,
+        ca_pem: Option<Vec<u8>>,
     ) -> Result<RedisCache> {
         if pool_size == 0 || pool_size > 1024 {
             return Err(Error::invalid_arg(format!(
@@ -169,7 +171,17 @@ impl RedisCache {
             return Err(Error::invalid_arg("timeout_ms must be more than 0"));
         }
         let address = redacted(url);
-        let client = redis::Client::open(url).map_err(|e| {
+        let client = match ca_pem {
+            None => redis::Client::open(url),
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+        }
+        .map_err(|e| {
             Error::invalid_arg(format!(
                 "{address} is not a Redis URL redis-rs accepts: {e}"
             ))
@@ -930,6 +942,7 @@ mod tests {
             b"",
             2,
             Duration::from_millis(300),
+            None,
         )
         .err()
         .expect("nothing listens there");

@@ -91,17 +91,22 @@ pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
     Ok(backend)
 }
 
-/// A Redis/Valkey server: `prefix`, `pool_size` and `timeout_ms` are ours; every other
-/// parameter (`db`, `pass`, `user`, `protocol` for `redis+unix`) goes to redis-rs with
-/// the rest of the URL.
+/// A Redis/Valkey server: `prefix`, `pool_size`, `timeout_ms` and (for `rediss`)
+/// `ca_file` are ours; every other parameter (`db`, `pass`, `user`, `protocol` for
+/// `redis+unix`) goes to redis-rs with the rest of the URL.
 #[cfg(feature = "redis")]
 fn open_redis(scheme: &str, location: &str, mut params: Params) -> Result<Box<dyn Backend>> {
     use crate::redis_cache::{RedisCache, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT};
-    if scheme == "rediss" {
-        return Err(Error::invalid_arg(
-            "rediss:// (TLS) is not built into this version of duckcache; use redis:// on a trusted network or a TLS tunnel",
-        ));
-    }
+    let ca_pem = match params.take("ca_file") {
+        None => None,
+        Some(_) if scheme != "rediss" => {
+            return Err(Error::invalid_arg("ca_file is for rediss:// (TLS) only"))
+        }
+        Some(path) => Some(
+            std::fs::read(&path)
+                .map_err(|e| Error::invalid_arg(format!("ca_file {path} cannot be read: {e}")))?,
+        ),
+    };
     let prefix = params.take("prefix").unwrap_or_default();
     let pool_size = params.number("pool_size", DEFAULT_POOL_SIZE as u64)?;
     let timeout_ms = params.number("timeout_ms", DEFAULT_TIMEOUT.as_millis() as u64)?;
@@ -118,6 +123,7 @@ fn open_redis(scheme: &str, location: &str, mut params: Params) -> Result<Box<dy
         prefix.as_bytes(),
         pool_size,
         Duration::from_millis(timeout_ms),
+        ca_pem,
     )?))
 }
 
@@ -350,7 +356,8 @@ mod tests {
         assert!(refused("folder:/tmp/x?max_open=99999999999").contains("max_open"));
         assert!(refused("sharded:/tmp/x?shard_size_limit=0").contains("shard_size_limit"));
         assert!(refused("folder:/tmp/x?size_limit=1").contains("unknown parameter \"size_limit\""));
-        assert!(refused("rediss://127.0.0.1").contains("TLS"));
+        assert!(refused("redis://127.0.0.1:1?ca_file=/x").contains("rediss"));
+        assert!(refused("rediss://127.0.0.1:1?ca_file=/no/such/ca.pem").contains("cannot be read"));
         assert!(refused("redis://127.0.0.1:1?pool_size=0").contains("pool_size"));
         assert!(refused("redis://127.0.0.1:1?timeout_ms=0").contains("timeout_ms"));
         assert!(refused("redis://127.0.0.1:1?pool_size=lots").contains("pool_size"));
