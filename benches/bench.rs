@@ -461,21 +461,7 @@ fn bench_key_walk_memory() {
         let value = [1u8; 8];
         let keys: Vec<[u8; 16]> = (0..N).map(key).collect();
         for batch in keys.chunks(10_000) {
-            let entries: Vec<ffi::cache_entry> = batch
-                .iter()
-                .map(|k| ffi::cache_entry {
-                    key: ffi::cache_slice {
-                        data: k.as_ptr(),
-                        len: k.len(),
-                    },
-                    value: ffi::cache_slice {
-                        data: value.as_ptr(),
-                        len: value.len(),
-                    },
-                    ttl_seconds: -1.0,
-                    flags: 0,
-                })
-                .collect();
+            let entries = entries_of(batch, &value);
             assert_eq!(
                 unsafe { ffi::cache_set_many(c.0, entries.as_ptr(), entries.len()) },
                 ffi::cache_status::CACHE_OK
@@ -758,21 +744,7 @@ fn bench_v2() {
     let set_many = median_ns_per_op(|| {
         round_many += 1;
         let c = CHandle::file(&base.join(format!("many-{round_many}")));
-        let entries: Vec<ffi::cache_entry> = keys
-            .iter()
-            .map(|k| ffi::cache_entry {
-                key: ffi::cache_slice {
-                    data: k.as_ptr(),
-                    len: k.len(),
-                },
-                value: ffi::cache_slice {
-                    data: value.as_ptr(),
-                    len: value.len(),
-                },
-                ttl_seconds: -1.0,
-                flags: 0,
-            })
-            .collect();
+        let entries = entries_of(&keys, &value);
         let t = Instant::now();
         let s = unsafe { ffi::cache_set_many(c.0, entries.as_ptr(), entries.len()) };
         assert_eq!(s, ffi::cache_status::CACHE_OK);
@@ -958,6 +930,24 @@ fn bench_v2() {
     drop(c);
     drop(counters);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// `cache_entry`s storing `value` under each key, no TTL (borrowing both).
+fn entries_of(keys: &[[u8; 16]], value: &[u8]) -> Vec<ffi::cache_entry> {
+    keys.iter()
+        .map(|k| ffi::cache_entry {
+            key: ffi::cache_slice {
+                data: k.as_ptr(),
+                len: k.len(),
+            },
+            value: ffi::cache_slice {
+                data: value.as_ptr(),
+                len: value.len(),
+            },
+            ttl_seconds: -1.0,
+            flags: 0,
+        })
+        .collect()
 }
 
 /// A handle on `uri` through cache_open.

@@ -431,19 +431,14 @@ impl Store {
     pub fn delete_many(&mut self, keys: &[&[u8]]) -> Result<(u64, u64)> {
         let now = wall_now();
         self.transaction(|tx, freed| {
-            let (mut live, mut expired) = (0, 0);
+            let mut removed = (0, 0);
             let mut writer = RowWriter::new(tx)?;
             for key in keys {
-                if let Some((file, expires)) = writer.delete(key)? {
-                    freed.extend(file);
-                    if ttl::expired(expires, now) {
-                        expired += 1;
-                    } else {
-                        live += 1;
-                    }
+                if let Some(row) = writer.delete(key)? {
+                    count_removed(row, now, freed, &mut removed);
                 }
             }
-            Ok((live, expired))
+            Ok(removed)
         })
     }
 
@@ -452,7 +447,6 @@ impl Store {
     pub fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(u64, u64)> {
         let now = wall_now();
         self.transaction(|tx, freed| {
-            let (mut live, mut expired) = (0, 0);
             let (sql, upper) = match prefix_upper(prefix) {
                 Some(upper) => ("DELETE FROM entries WHERE key >= ?1 AND key < ?2 RETURNING file, expires", upper),
                 None => ("DELETE FROM entries WHERE key >= ?1 AND ?2 IS NOT NULL RETURNING file, expires", Vec::new()),
@@ -461,16 +455,11 @@ impl Store {
             let rows = stmt.query_map(params![prefix, upper], |r| {
                 Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<f64>>(1)?))
             })?;
+            let mut removed = (0, 0);
             for row in rows {
-                let (file, expires) = row?;
-                freed.extend(file);
-                if ttl::expired(expires, now) {
-                    expired += 1;
-                } else {
-                    live += 1;
-                }
+                count_removed(row?, now, freed, &mut removed);
             }
-            Ok((live, expired))
+            Ok(removed)
         })
     }
 
@@ -841,6 +830,22 @@ fn insert_row(tx: &Transaction, row: &Row, freed: &mut Vec<String>) -> Result<()
 /// Deletes the row of `key` (see [`RowWriter::delete`]).
 fn delete_row(tx: &Transaction, key: &[u8]) -> Result<Option<(Option<String>, Option<f64>)>> {
     RowWriter::new(tx)?.delete(key)
+}
+
+/// Counts a removed row (its value file, expiry) as live or expired, `removed` being
+/// (live, expired), and hands its file to `freed`.
+fn count_removed(
+    (file, expires): (Option<String>, Option<f64>),
+    now: f64,
+    freed: &mut Vec<String>,
+    removed: &mut (u64, u64),
+) {
+    freed.extend(file);
+    if ttl::expired(expires, now) {
+        removed.1 += 1;
+    } else {
+        removed.0 += 1;
+    }
 }
 
 /// The expiry of the live row of `key` (Some(None): never expires); None when there is

@@ -491,18 +491,9 @@ impl Backend for FolderCache {
                     return Ok(true);
                 }
             }
-            Err(Error::new(
-                ErrorKind::Busy,
-                format!(
-                    "{}: other writers kept replacing the entry",
-                    self.dir.join(&name).display()
-                ),
-            ))
+            Err(self.kept_replacing(&name))
         })?;
-        if stored {
-            self.unsynced.lock().insert(name);
-            self.stats.lock().sets += 1;
-        }
+        self.count_stored(stored, name);
         Ok(())
     }
 
@@ -543,18 +534,9 @@ impl Backend for FolderCache {
                 tmp = Self::write_entry(root, key, value, expires, flags)?;
             }
             root.discard(&tmp);
-            Err(Error::new(
-                ErrorKind::Busy,
-                format!(
-                    "{}: other writers kept replacing the entry",
-                    self.dir.join(&name).display()
-                ),
-            ))
+            Err(self.kept_replacing(&name))
         })?;
-        if stored {
-            self.unsynced.lock().insert(name);
-            self.stats.lock().sets += 1;
-        }
+        self.count_stored(stored, name);
         Ok(stored)
     }
 
@@ -654,6 +636,25 @@ fn inode(fd: BorrowedFd) -> u64 {
 }
 
 impl FolderCache {
+    /// The error of a read-modify-write that lost every race with other writers.
+    fn kept_replacing(&self, name: &str) -> Error {
+        Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{}: other writers kept replacing the entry",
+                self.dir.join(name).display()
+            ),
+        )
+    }
+
+    /// After a write that `stored` the entry `name`: synced on save, counted.
+    fn count_stored(&self, stored: bool, name: String) {
+        if stored {
+            self.unsynced.lock().insert(name);
+            self.stats.lock().sets += 1;
+        }
+    }
+
     /// `has` without counting a hit or miss.
     fn has_quietly(&self, key: &[u8]) -> Result<bool> {
         Ok(matches!(

@@ -166,6 +166,22 @@ def _decode_key(k: bytes):
 _INT64 = (-(2**63), 2**63 - 1)
 
 
+def _compute_function(compute, ttl, raised):
+    """The C compute function of get_or_set: stores what `compute()` returns (encoded as
+    set does) with `ttl`; an exception goes to `raised` (for the caller) and the library
+    gets CACHE_ERR_INTERNAL, so nothing is stored. Keep it alive while the call runs."""
+
+    def run(_user, _key, _len, sink):
+        try:
+            data, flags = _encode_value(compute())
+            return lib.cache_sink_put(sink, data, len(data), ttl, flags)
+        except BaseException as e:  # noqa: B036 - handed back to the caller
+            raised.append(e)
+            return native.CACHE_ERR_INTERNAL
+
+    return native.COMPUTE_FN(run)
+
+
 def _buf_bytes(buf):
     """Copies a cache_buf's bytes and frees it."""
     try:
@@ -543,22 +559,12 @@ class _NativeCache(CacheBase):
         `compute` stores nothing and is raised in the caller that ran it; the waiters
         get InternalError."""
         k = _encode_key(key)
-        ttl = _ttl(expiry)
         raised = []
-
-        def run(_user, _key, _len, sink):
-            try:
-                data, flags = _encode_value(compute())
-                return lib.cache_sink_put(sink, data, len(data), ttl, flags)
-            except BaseException as e:  # noqa: B036 - handed back to the caller below
-                raised.append(e)
-                return native.CACHE_ERR_INTERNAL
+        run = _compute_function(compute, _ttl(expiry), raised)
 
         buf = native.Buf()
         flags = c_uint32()
-        status = lib.cache_get_or_compute(
-            self._handle, k, len(k), native.COMPUTE_FN(run), None, byref(buf), byref(flags)
-        )
+        status = lib.cache_get_or_compute(self._handle, k, len(k), run, None, byref(buf), byref(flags))
         if raised:
             raise raised[0]
         if native.check(status) == native.CACHE_NOT_FOUND:
@@ -726,20 +732,11 @@ class _NativeCache(CacheBase):
         """`get_or_set` without blocking the event loop: the lookup, and `compute` (a
         plain function) on a miss, run on a library thread in this cache's FIFO order."""
         k = _encode_key(key)
-        ttl = _ttl(expiry)
         raised = []
+        run = _compute_function(compute, _ttl(expiry), raised)
 
-        def run(_user, _key, _len, sink):
-            try:
-                data, flags = _encode_value(compute())
-                return lib.cache_sink_put(sink, data, len(data), ttl, flags)
-            except BaseException as e:  # noqa: B036 - handed back to the caller below
-                raised.append(e)
-                return native.CACHE_ERR_INTERNAL
-
-        fn = native.COMPUTE_FN(run)
         try:
-            found, value = await self._submit(lib.cache_get_or_compute_async, k, len(k), fn, None, flagged=True)
+            found, value = await self._submit(lib.cache_get_or_compute_async, k, len(k), run, None, flagged=True)
         except native.InternalError:
             if raised:
                 raise raised[0] from None
