@@ -8,30 +8,37 @@
 #   make python          copy the library into the Python package (bindings/python)
 #   make speedtest       time every operation of every backend (ARGS="--help" for options)
 #   make bench           benchmarks against peers, figures and ratios; writes BENCHMARKS.md
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (DESTDIR, LIBDIR, INCLUDEDIR, BINDIR honoured)
+#   make uninstall PREFIX=/usr/local
 #   make clean
 
-PREFIX   ?= /usr/local
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 CARGO    ?= cargo
 CC       ?= cc
 CXX      ?= c++
 VALGRIND ?= valgrind --quiet --suppressions=ffi-tests/valgrind.supp --leak-check=full --show-leak-kinds=definite,indirect,possible \
             --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99
 VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR    := $(firstword $(subst ., ,$(VERSION)))
+SONAME   := libduckcache.so.$(MAJOR)
 
-LIBDIR    := target/release
+# Where cargo puts the release library (and the SONAME link beside it, for the tests).
+OUT       := target/release
 BUILD     := build
 CFLAGS    ?= -O1 -g
 C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install clean
+.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install uninstall clean
 
 all: lib header
 
 lib:
 	$(CARGO) build --release --lib
+	@ln -sf libduckcache.so $(OUT)/$(SONAME)
 
 header:
 	$(CARGO) run --quiet -p gen-header
@@ -60,8 +67,8 @@ lint:
 # The C tests link the release shared library through the committed header.
 $(BUILD)/%: ffi-tests/%.c ffi-tests/check.h ffi-tests/persistent.h include/duckcache.h lib
 	@mkdir -p $(BUILD)
-	$(CC) $(C_WARN) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -lduckcache \
-	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $@
+	$(CC) $(C_WARN) $(CFLAGS) -Iinclude $< -L$(OUT) -lduckcache \
+	    -Wl,-rpath,$(abspath $(OUT)) -lpthread -lm -o $@
 
 test-c: lib $(C_TESTS)
 	@for t in $(C_TESTS); do echo "== $$t"; ./$$t || exit 1; done
@@ -71,8 +78,8 @@ test-c: lib $(C_TESTS)
 # short ones with fixed seeds; make stress long ones with a fresh seed, printed to replay.
 $(BUILD)/fault_campaign: ffi-tests/fault_campaign.c ffi-tests/faults.h ffi-tests/check.h ffi-tests/persistent.h include/duckcache.h lib
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic $(CFLAGS) -Iinclude $< -L$(LIBDIR) -lduckcache \
-	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $@
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic $(CFLAGS) -Iinclude $< -L$(OUT) -lduckcache \
+	    -Wl,-rpath,$(abspath $(OUT)) -lpthread -lm -o $@
 
 FAULT_SEEDS ?= 1 2 3
 test-faults: $(BUILD)/fault_campaign
@@ -92,8 +99,8 @@ test-c-valgrind: lib $(C_TESTS)
 # replacement of operator new in libstdc++ would report as mismatched).
 $(BUILD)/test_cpp: bindings/cpp/test_duckcache.cpp bindings/cpp/duckcache.hpp include/duckcache.h lib
 	@mkdir -p $(BUILD)
-	$(CXX) $(CXX_WARN) $(CFLAGS) -Iinclude -Ibindings/cpp $< -L$(LIBDIR) -lduckcache \
-	    -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -o $@
+	$(CXX) $(CXX_WARN) $(CFLAGS) -Iinclude -Ibindings/cpp $< -L$(OUT) -lduckcache \
+	    -Wl,-rpath,$(abspath $(OUT)) -lpthread -o $@
 
 test-cpp: $(BUILD)/test_cpp
 	@echo "== $<" && ./$<
@@ -101,12 +108,32 @@ test-cpp: $(BUILD)/test_cpp
 	@echo "== valgrind $<" && $(VALGRIND) --show-mismatched-frees=no ./$<
 
 # Installs into a scratch prefix and builds the README's example through pkg-config.
+# Installs into a scratch prefix, as a distribution would (DESTDIR), and checks what
+# consumers get: the README's C example built through pkg-config and through CMake's
+# find_package, each recording only the SONAME and no run path; the library stripped.
 test-install: lib
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	$(MAKE) --no-print-directory install PREFIX=$$tmp >/dev/null && \
-	PKG_CONFIG_PATH=$$tmp/lib/pkgconfig $(CC) $(C_WARN) ffi-tests/pkgconfig_example.c \
-	    $$(PKG_CONFIG_PATH=$$tmp/lib/pkgconfig pkg-config --cflags --libs duckcache) -o $$tmp/example && \
-	$$tmp/example && echo "test-install: ok"
+	$(MAKE) --no-print-directory install DESTDIR=$$tmp/stage PREFIX=/opt/dc >/dev/null && \
+	root=$$tmp/stage/opt/dc && \
+	test "$$(readlink $$root/lib/libduckcache.so)" = $(SONAME) && \
+	test "$$(readlink $$root/lib/$(SONAME))" = libduckcache.so.$(VERSION) && \
+	readelf -d $$root/lib/libduckcache.so.$(VERSION) | grep -q "SONAME.*\[$(SONAME)\]" && \
+	! readelf -S $$root/lib/libduckcache.so.$(VERSION) | grep -q '\.debug_info' && \
+	! grep -q rpath $$root/lib/pkgconfig/duckcache.pc && \
+	sed -i "s|^prefix=.*|prefix=$$root|" $$root/lib/pkgconfig/duckcache.pc && \
+	$(CC) $(C_WARN) ffi-tests/pkgconfig_example.c \
+	    $$(PKG_CONFIG_PATH=$$root/lib/pkgconfig pkg-config --cflags --libs duckcache) -o $$tmp/example && \
+	readelf -d $$tmp/example | grep NEEDED | grep -q "\[$(SONAME)\]" && \
+	! readelf -d $$tmp/example | grep -Eq 'RPATH|RUNPATH' && \
+	LD_LIBRARY_PATH=$$root/lib $$tmp/example >/dev/null && echo "test-install: pkg-config ok" && \
+	if command -v cmake >/dev/null; then \
+	    cmake -S ffi-tests/cmake-consumer -B $$tmp/cmake -DCMAKE_PREFIX_PATH=$$root >/dev/null && \
+	    cmake --build $$tmp/cmake >/dev/null && \
+	    readelf -d $$tmp/cmake/consumer | grep NEEDED | grep -q "\[$(SONAME)\]" && \
+	    LD_LIBRARY_PATH=$$root/lib $$tmp/cmake/consumer >/dev/null && echo "test-install: cmake ok"; \
+	else echo "test-install: cmake is missing (.ci/run installs it)"; exit 1; fi && \
+	$(MAKE) --no-print-directory uninstall DESTDIR=$$tmp/stage PREFIX=/opt/dc >/dev/null && \
+	test -z "$$(find $$tmp/stage -type f -o -type l)" && echo "test-install: uninstall ok"
 
 # The Python package (bindings/python) with the library inside it.
 PYTHON   ?= python3
@@ -114,7 +141,7 @@ PYENV    := $(BUILD)/pyenv
 PY_PKG   := bindings/python/duckcache
 
 python: lib
-	cp $(LIBDIR)/libduckcache.so $(PY_PKG)/libduckcache.so
+	cp $(OUT)/libduckcache.so $(PY_PKG)/libduckcache.so
 
 # A virtual environment with pytest, python-diskcache, PyNaCl (to check the encrypted
 # format both ways) and the original module: the duckframework package with its
@@ -150,12 +177,12 @@ ASAN_LIB   = $(shell $(CC) -print-file-name=libasan.so)
 test-asan: lib python-installed
 	@mkdir -p $(BUILD)/asan
 	@for t in $(C_TESTS); do n=$$(basename $$t); \
-	    $(CC) $(C_WARN) $(CFLAGS) $(ASAN) -Iinclude ffi-tests/$$n.c -L$(LIBDIR) -lduckcache \
-	        -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -lm -o $(BUILD)/asan/$$n || exit 1; \
+	    $(CC) $(C_WARN) $(CFLAGS) $(ASAN) -Iinclude ffi-tests/$$n.c -L$(OUT) -lduckcache \
+	        -Wl,-rpath,$(abspath $(OUT)) -lpthread -lm -o $(BUILD)/asan/$$n || exit 1; \
 	    echo "== asan $$n"; DUCKCACHE_TEST_SCALE=small ASAN_OPTIONS=detect_leaks=1 \
 	        ./$(BUILD)/asan/$$n > $(BUILD)/asan/$$n.log 2>&1 || { cat $(BUILD)/asan/$$n.log; exit 1; }; done
 	$(CXX) $(CXX_WARN) $(CFLAGS) $(ASAN) -Iinclude -Ibindings/cpp bindings/cpp/test_duckcache.cpp \
-	    -L$(LIBDIR) -lduckcache -Wl,-rpath,$(abspath $(LIBDIR)) -lpthread -o $(BUILD)/asan/test_cpp
+	    -L$(OUT) -lduckcache -Wl,-rpath,$(abspath $(OUT)) -lpthread -o $(BUILD)/asan/test_cpp
 	@echo "== asan test_cpp" && ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_cpp
 	@echo "== asan python tests"
 	cd $(BUILD) && PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1 \
@@ -172,6 +199,7 @@ test-tsan:
 	    echo "test-tsan: skipped: no nightly Rust toolchain with a TSan runtime here"; exit 0; fi; \
 	RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" $(CARGO) +nightly build \
 	    --quiet --release --lib --target x86_64-unknown-linux-gnu --target-dir target/tsan || exit 1; \
+	ln -sf libduckcache.so $(TSAN_DIR)/$(SONAME); \
 	mkdir -p $(BUILD)/tsan; \
 	for n in test_threads test_async test_v2; do \
 	    $(CC) $(C_WARN) $(CFLAGS) -fsanitize=thread -Iinclude -c ffi-tests/$$n.c -o $(BUILD)/tsan/$$n.o && \
@@ -222,14 +250,36 @@ test-python-valgrind: python-installed
 bench: python-installed
 	tools/with-redis benches/run-all.sh $(PYENV)/bin/python
 
+# The library as distributions expect it: libduckcache.so.MAJOR.MINOR.PATCH (stripped of
+# debug information), the SONAME link libduckcache.so.MAJOR and the development link
+# libduckcache.so; the static archive without debug information; headers; a .pc without
+# a run path; a CMake package (find_package(duckcache) -> duckcache::duckcache).
+CMAKEDIR = $(LIBDIR)/cmake/duckcache
 install: lib
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/duckcache.h bindings/cpp/duckcache.hpp $(DESTDIR)$(PREFIX)/include/
-	install -m 755 $(LIBDIR)/libduckcache.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(LIBDIR)/libduckcache.a $(DESTDIR)$(PREFIX)/lib/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' duckcache.pc.in \
-	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/duckcache.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR)
+	install -m 644 include/duckcache.h bindings/cpp/duckcache.hpp $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(OUT)/libduckcache.so $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION)
+	strip --strip-unneeded $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION)
+	ln -sf libduckcache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libduckcache.so
+	install -m 644 $(OUT)/libduckcache.a $(DESTDIR)$(LIBDIR)/
+	strip --strip-debug $(DESTDIR)$(LIBDIR)/libduckcache.a
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' duckcache.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/duckcache.pc
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@SONAME@|$(SONAME)|' cmake/duckcacheConfig.cmake.in \
+	    > $(DESTDIR)$(CMAKEDIR)/duckcacheConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@MAJOR@|$(MAJOR)|' cmake/duckcacheConfigVersion.cmake.in \
+	    > $(DESTDIR)$(CMAKEDIR)/duckcacheConfigVersion.cmake
 	@echo "installed to $(DESTDIR)$(PREFIX); build with: cc prog.c \$$(pkg-config --cflags --libs duckcache)"
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libduckcache.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libduckcache.a \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/duckcache.pc $(DESTDIR)$(INCLUDEDIR)/duckcache.h \
+	    $(DESTDIR)$(INCLUDEDIR)/duckcache.hpp $(DESTDIR)$(CMAKEDIR)/duckcacheConfig.cmake \
+	    $(DESTDIR)$(CMAKEDIR)/duckcacheConfigVersion.cmake
+	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
 
 clean:
 	$(CARGO) clean
