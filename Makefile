@@ -32,7 +32,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install bench install uninstall clean
+.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel bench install uninstall clean
 
 all: lib header
 
@@ -54,7 +54,7 @@ test:
 	@echo "make test: all passed"
 
 test-all: lint header-check test-rust test-c test-faults test-c-valgrind test-cpp test-python \
-      test-python-valgrind test-install test-asan test-tsan fuzz-short
+      test-python-valgrind test-install test-wheel test-asan test-tsan fuzz-short
 
 test-rust:
 	$(CARGO) test --workspace
@@ -152,6 +152,32 @@ $(PYENV)/.ready: bindings/python/pyproject.toml
 	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel pynacl redis
 	$(PYENV)/bin/pip install -q --disable-pip-version-check duckframework==2.3.2
 	touch $@
+
+# The Python wheel: tagged for this platform (py3-none-linux_x86_64), with the stripped
+# library inside, built from a clean tree (no stale build/ folder can be packaged).
+WHEEL_DIR := $(BUILD)/wheel
+wheel: lib $(PYENV)/.ready
+	rm -rf bindings/python/build bindings/python/duckcache.egg-info $(WHEEL_DIR)
+	cp $(OUT)/libduckcache.so bindings/python/duckcache/libduckcache.so
+	strip --strip-unneeded bindings/python/duckcache/libduckcache.so
+	$(PYENV)/bin/pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+	    -w $(WHEEL_DIR) ./bindings/python
+	rm -rf bindings/python/build
+	@ls $(WHEEL_DIR)/*.whl
+
+# Installs that wheel into a fresh virtual environment and uses it from another folder.
+test-wheel: wheel
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	whl=$$(ls $(WHEEL_DIR)/*.whl) && \
+	case "$$whl" in *-py3-none-linux_x86_64.whl) ;; *) echo "test-wheel: wrong tag: $$whl"; exit 1;; esac && \
+	$(PYTHON) -m venv $$tmp/venv && $$tmp/venv/bin/pip install -q --disable-pip-version-check "$$whl" && \
+	lib=$$(cd $$tmp && env -u DUCKCACHE_LIB $$tmp/venv/bin/python -c 'import duckcache, pathlib, sys; \
+	    lib = pathlib.Path(duckcache.library_path); assert str(lib).startswith(sys.prefix), lib; \
+	    c = duckcache.open("memory:?max_keys=10"); c.set("k", {"v": 1}); assert c.get("k") == {"v": 1}; \
+	    print(lib)') && \
+	! readelf -S "$$lib" | grep -q '\.debug_info' && \
+	cmp -s "$$lib" bindings/python/duckcache/libduckcache.so && \
+	echo "test-wheel: ok, $$(basename $$whl), $$(($$(stat -c %s $$lib) / 1024)) KiB library, stripped, the fresh build"
 
 # Installs the package into the environment, as a user would.
 python-installed: python $(PYENV)/.ready
