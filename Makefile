@@ -15,6 +15,7 @@
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
 CARGO    ?= cargo
 CC       ?= cc
 CXX      ?= c++
@@ -126,6 +127,8 @@ test-install: lib
 	readelf -d $$tmp/example | grep NEEDED | grep -q "\[$(SONAME)\]" && \
 	! readelf -d $$tmp/example | grep -Eq 'RPATH|RUNPATH' && \
 	LD_LIBRARY_PATH=$$root/lib $$tmp/example >/dev/null && echo "test-install: pkg-config ok" && \
+	$$root/bin/duckcache file:$$tmp/cli set k v && test "$$($$root/bin/duckcache $$tmp/cli get k)" = v && \
+	echo "test-install: the duckcache command ok" && \
 	if command -v cmake >/dev/null; then \
 	    cmake -S ffi-tests/cmake-consumer -B $$tmp/cmake -DCMAKE_PREFIX_PATH=$$root >/dev/null && \
 	    cmake --build $$tmp/cmake >/dev/null && \
@@ -282,7 +285,11 @@ bench: python-installed
 # a run path; a CMake package (find_package(duckcache) -> duckcache::duckcache).
 CMAKEDIR = $(LIBDIR)/cmake/duckcache
 install: lib
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR)
+	$(CARGO) build --release --quiet -p duckcache-cli
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR) \
+	    $(DESTDIR)$(BINDIR)
+	install -m 755 $(OUT)/duckcache $(DESTDIR)$(BINDIR)/duckcache
+	strip --strip-unneeded $(DESTDIR)$(BINDIR)/duckcache
 	install -m 644 include/duckcache.h bindings/cpp/duckcache.hpp $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(OUT)/libduckcache.so $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION)
 	strip --strip-unneeded $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION)
@@ -304,7 +311,7 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libduckcache.a \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/duckcache.pc $(DESTDIR)$(INCLUDEDIR)/duckcache.h \
 	    $(DESTDIR)$(INCLUDEDIR)/duckcache.hpp $(DESTDIR)$(CMAKEDIR)/duckcacheConfig.cmake \
-	    $(DESTDIR)$(CMAKEDIR)/duckcacheConfigVersion.cmake
+	    $(DESTDIR)$(CMAKEDIR)/duckcacheConfigVersion.cmake $(DESTDIR)$(BINDIR)/duckcache
 	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
 
 clean:

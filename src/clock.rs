@@ -2,8 +2,9 @@
 //! the persistent backends use the wall clock, since their deadlines must mean the same
 //! thing to every process and after a restart.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use crate::ttl::Ttl;
-use rustix::time::{clock_getres, clock_gettime, ClockId, Timespec};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +14,22 @@ pub type MonoDeadline = u64;
 
 pub const NO_DEADLINE: MonoDeadline = 0;
 
-fn nanos(t: Timespec) -> u64 {
+/// Nanoseconds of `clock`, read through libc (whose vDSO use valgrind and every libc
+/// environment understand; rustix's own vDSO parser crashed under valgrind).
+fn clock_ns(clock: libc::clockid_t, resolution: bool) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call; the clocks are ones Linux
+    // has, and on failure `t` stays zero.
+    unsafe {
+        if resolution {
+            libc::clock_getres(clock, &mut t);
+        } else {
+            libc::clock_gettime(clock, &mut t);
+        }
+    }
     (t.tv_sec.max(0) as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec.max(0) as u64)
@@ -21,14 +37,14 @@ fn nanos(t: Timespec) -> u64 {
 
 /// Nanoseconds on CLOCK_MONOTONIC, never 0 (0 is [`NO_DEADLINE`]).
 pub fn mono_now() -> u64 {
-    nanos(clock_gettime(ClockId::Monotonic)).max(1)
+    clock_ns(libc::CLOCK_MONOTONIC, false).max(1)
 }
 
 /// How far CLOCK_MONOTONIC_COARSE may lag CLOCK_MONOTONIC: its resolution (one timer
 /// tick), doubled for safety.
 fn coarse_lag() -> u64 {
     static LAG: OnceLock<u64> = OnceLock::new();
-    *LAG.get_or_init(|| nanos(clock_getres(ClockId::MonotonicCoarse)).clamp(1, 100_000_000) * 2)
+    *LAG.get_or_init(|| clock_ns(libc::CLOCK_MONOTONIC_COARSE, true).clamp(1, 100_000_000) * 2)
 }
 
 /// True when `deadline` has passed now, exactly as [`mono_now`] tells, but without
@@ -41,7 +57,7 @@ pub fn mono_expired_now(deadline: MonoDeadline) -> bool {
     if deadline == NO_DEADLINE {
         return false;
     }
-    let coarse = nanos(clock_gettime(ClockId::MonotonicCoarse));
+    let coarse = clock_ns(libc::CLOCK_MONOTONIC_COARSE, false);
     if coarse.saturating_add(coarse_lag()) < deadline {
         return false;
     }

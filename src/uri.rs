@@ -23,8 +23,44 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// An opened cache, as its own type where it has one (the operator command checks and
+/// compacts the persistent kinds).
+pub enum Opened {
+    File(FileCache),
+    Sharded(ShardedCache),
+    Folder(FolderCache),
+    /// Memory, Redis.
+    Other(Box<dyn Backend>),
+}
+
+impl Opened {
+    /// The cache as a [`Backend`].
+    pub fn backend(&self) -> &dyn Backend {
+        match self {
+            Opened::File(c) => c,
+            Opened::Sharded(c) => c,
+            Opened::Folder(c) => c,
+            Opened::Other(c) => c.as_ref(),
+        }
+    }
+
+    pub fn into_backend(self) -> Box<dyn Backend> {
+        match self {
+            Opened::File(c) => Box::new(c),
+            Opened::Sharded(c) => Box::new(c),
+            Opened::Folder(c) => Box::new(c),
+            Opened::Other(c) => c,
+        }
+    }
+}
+
 /// Opens the backend `uri` names.
 pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
+    open_kind(uri).map(Opened::into_backend)
+}
+
+/// As [`open`], keeping the kind's own type.
+pub fn open_kind(uri: &str) -> Result<Opened> {
     let (scheme, rest) = uri.split_once(':').ok_or_else(|| {
         Error::invalid_arg(format!(
             "\"{uri}\" has no scheme (as in \"memory:\" or \"file:/var/cache/app\")"
@@ -32,7 +68,7 @@ pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
     })?;
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
     let mut params = Params::parse(query)?;
-    let backend: Box<dyn Backend> = match scheme {
+    let backend = match scheme {
         "memory" => {
             if !location.is_empty() {
                 return Err(Error::invalid_arg(format!(
@@ -53,14 +89,14 @@ pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
                 }
             }
             params.finish(scheme)?;
-            Box::new(MemoryCache::new(max_keys))
+            Opened::Other(Box::new(MemoryCache::new(max_keys)))
         }
         "file" => {
             let dir = directory(scheme, location)?;
             let size_limit = params.size("size_limit", 0)?;
             let options = params.sqlite_options()?;
             params.finish(scheme)?;
-            Box::new(FileCache::open_with(dir, size_limit, options)?)
+            Opened::File(FileCache::open_with(dir, size_limit, options)?)
         }
         "sharded" => {
             let dir = directory(scheme, location)?;
@@ -72,16 +108,16 @@ pub fn open(uri: &str) -> Result<Box<dyn Backend>> {
             let options = params.sqlite_options()?;
             params.finish(scheme)?;
             let max_open = u32::try_from(max_open).map_err(|_| too_big("max_open_shards"))?;
-            Box::new(ShardedCache::open_with(dir, shard_size_limit, max_open, options)?)
+            Opened::Sharded(ShardedCache::open_with(dir, shard_size_limit, max_open, options)?)
         }
         "folder" => {
             let dir = directory(scheme, location)?;
             let max_open = params.number("max_open", 128)?;
             params.finish(scheme)?;
             let max_open = u32::try_from(max_open).map_err(|_| too_big("max_open"))?;
-            Box::new(FolderCache::open(dir, max_open)?)
+            Opened::Folder(FolderCache::open(dir, max_open)?)
         }
-        "redis" | "rediss" | "redis+unix" => open_redis(scheme, location, params)?,
+        "redis" | "rediss" | "redis+unix" => Opened::Other(open_redis(scheme, location, params)?),
         other => {
             return Err(Error::invalid_arg(format!(
                 "unknown scheme \"{other}\" (known: memory, file, sharded, folder, redis, rediss, redis+unix)"

@@ -190,6 +190,23 @@ impl FileCache {
         self.with_store(|store, _| store.for_each_entry(f))
     }
 
+    /// Checks the store (see the `duckcache check` command): what it found, one line
+    /// each; with `repair`, damaged entries are dropped and unnamed value files removed.
+    pub fn check(&self, repair: bool) -> Result<Vec<String>> {
+        self.with_store(|store, _| store.check(repair))
+    }
+
+    /// Entries that have expired but are still stored (removed on access or by
+    /// purge_expired).
+    pub fn expired_entries(&self) -> Result<u64> {
+        self.with_store(|store, _| Ok(store.totals()?.0.saturating_sub(store.len()?)))
+    }
+
+    /// Reclaims free space (SQLite VACUUM, WAL truncated).
+    pub fn compact(&self) -> Result<()> {
+        self.with_store(|store, _| store.compact())
+    }
+
     /// A full cleanup pass over `values/`: removes files no entry names (what a crash
     /// at the worst moment, or a hand, can leave). Returns how many were removed.
     pub fn remove_unreferenced_files(&self) -> Result<u64> {

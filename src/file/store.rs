@@ -688,6 +688,87 @@ impl Store {
         Ok(removed)
     }
 
+    /// Checks the store: SQLite's integrity check, every row's value file present with
+    /// the right length, no value file that nothing names. With `repair`, drops the rows
+    /// whose file is missing or damaged and removes the unnamed files. Returns what it
+    /// found, one line each (and what it did about it).
+    pub fn check(&mut self, repair: bool) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            found.push(format!(
+                "cache.db: SQLite integrity check: {verdict} (not repairable here)"
+            ));
+        }
+        let rows: Vec<(Vec<u8>, String, u64)> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT key, file, size - length(key) FROM entries WHERE file IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut damaged = Vec::new();
+        for (key, name, len) in rows {
+            let problem = match self.values.read(&name, len) {
+                Ok(Some(_)) => continue,
+                Ok(None) => format!("value file {name} is missing"),
+                Err(e) => e.message().to_owned(),
+            };
+            found.push(format!(
+                "key {}: {problem}{}",
+                String::from_utf8_lossy(&key),
+                if repair { "; entry dropped" } else { "" }
+            ));
+            damaged.push((key, name));
+        }
+        if repair && !damaged.is_empty() {
+            self.transaction(|tx, freed| {
+                for (key, name) in &damaged {
+                    tx.prepare_cached("DELETE FROM entries WHERE key = ?1 AND file = ?2")?
+                        .execute(params![key, name])?;
+                    freed.push(name.clone());
+                }
+                Ok(())
+            })?;
+        }
+        let unnamed = {
+            let on_disk = self.values.list()?;
+            let mut named = self.conn.prepare(
+                "SELECT EXISTS (SELECT 1 FROM entries WHERE file = ?1)
+                     OR EXISTS (SELECT 1 FROM orphans WHERE name = ?1)",
+            )?;
+            let mut unnamed = Vec::new();
+            for name in on_disk {
+                if !named.query_row([&name], |r| r.get::<_, bool>(0))? {
+                    unnamed.push(name);
+                }
+            }
+            unnamed
+        };
+        for name in &unnamed {
+            found.push(format!(
+                "values/{name}: no entry names it{}",
+                if repair { "; removed" } else { "" }
+            ));
+            if repair {
+                self.values.remove(name);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reclaims the free pages of the database (VACUUM) and checkpoints the WAL.
+    pub fn compact(&mut self) -> Result<()> {
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Deletes this handle's leftover orphan records before the connection closes.
     pub fn close(mut self) -> Result<()> {
         if !self.removed_orphans.is_empty() {

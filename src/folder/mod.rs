@@ -636,6 +636,61 @@ fn inode(fd: BorrowedFd) -> u64 {
 }
 
 impl FolderCache {
+    /// Checks every name in the directory: an entry folder's name decodes, its metadata
+    /// parses and names the key the folder's name encodes, its value has the length the
+    /// metadata says; names that are no entry are reported. With `repair`, damaged
+    /// entries are removed (foreign names are left: they may be someone's files).
+    pub fn check(&self, repair: bool) -> Result<Vec<String>> {
+        self.with_root(|root| {
+            let mut found = Vec::new();
+            for name in root.list()? {
+                if name.starts_with(TMP_PREFIX) {
+                    continue; // a working folder: removed at open when stale
+                }
+                if !naming::is_entry_name(&name) {
+                    found.push(format!("{name}: not an entry name (left alone)"));
+                    continue;
+                }
+                let Some(folder) = root.open_folder(&name)? else {
+                    found.push(format!("{name}: not a folder (left alone)"));
+                    continue;
+                };
+                let problem = match root.read_meta(folder.as_fd(), &name) {
+                    Err(e) => Some(e.message().to_owned()),
+                    Ok(None) => Some("no metadata".to_owned()),
+                    Ok(Some(meta)) if naming::encode(&meta.key) != name => {
+                        Some("its metadata names another key".to_owned())
+                    }
+                    Ok(Some(meta)) => match root.read_value(folder.as_fd(), &name, &meta) {
+                        Ok(Some(_)) => None,
+                        Ok(None) => Some("no value file".to_owned()),
+                        Err(e) => Some(e.message().to_owned()),
+                    },
+                };
+                if let Some(problem) = problem {
+                    found.push(format!(
+                        "{name}: {problem}{}",
+                        if repair { "; removed" } else { "" }
+                    ));
+                    if repair {
+                        root.remove_instance(folder.as_fd(), &name);
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    /// Entries that have expired but are still on disk.
+    pub fn expired_entries(&self) -> Result<u64> {
+        let now = wall_now();
+        self.with_root(|root| {
+            let mut expired = 0;
+            Self::for_each_entry(root, |meta| expired += meta.is_expired_at(now) as u64)?;
+            Ok(expired)
+        })
+    }
+
     /// The error of a read-modify-write that lost every race with other writers.
     fn kept_replacing(&self, name: &str) -> Error {
         Error::new(

@@ -470,6 +470,83 @@ impl ShardedCache {
         self.with_state(|state| Ok(index::shard_ids(state.index()?)?.len() as u64))
     }
 
+    /// Checks the index (SQLite's integrity check), every shard (as the file cache's
+    /// check), and that each key the index places is in its shard. With `repair`, shards
+    /// are repaired and index rows whose shard lacks the key dropped.
+    pub fn check(&self, repair: bool) -> Result<Vec<String>> {
+        self.with_state(|state| {
+            let mut found = Vec::new();
+            let verdict: String = state
+                .index()?
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            if verdict != "ok" {
+                found.push(format!(
+                    "index.db: SQLite integrity check: {verdict} (not repairable here)"
+                ));
+            }
+            for id in index::shard_ids(state.index()?)? {
+                let Some(shard) = state.shards.get_existing(id)? else {
+                    found.push(format!("shard-{id:06}: listed in the index but missing"));
+                    continue;
+                };
+                for line in shard.check(repair)? {
+                    found.push(format!("shard-{id:06}: {line}"));
+                }
+            }
+            let placed: Vec<(Vec<u8>, i64)> = {
+                let mut stmt = state.index()?.prepare("SELECT key, shard FROM keys")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut lost = Vec::new();
+            for (key, id) in placed {
+                let present = match state.shards.get_existing(id)? {
+                    Some(shard) => shard.has(&key)?,
+                    None => false,
+                };
+                if !present {
+                    found.push(format!(
+                        "key {}: the index places it in shard-{id:06}, which lacks it{}",
+                        String::from_utf8_lossy(&key),
+                        if repair { "; index row dropped" } else { "" }
+                    ));
+                    lost.push(key);
+                }
+            }
+            if repair && !lost.is_empty() {
+                state.transaction(|tx, _| {
+                    for key in &lost {
+                        index::remove(tx, key)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(found)
+        })
+    }
+
+    /// Entries that have expired but are still stored.
+    pub fn expired_entries(&self) -> Result<u64> {
+        self.with_state(|state| {
+            let index = state.index()?;
+            let (rows, _) = index::totals(index)?;
+            Ok(rows.saturating_sub(index::live_count(index, wall_now())?))
+        })
+    }
+
+    /// Reclaims free space in the index and every shard.
+    pub fn compact(&self) -> Result<()> {
+        self.with_state(|state| {
+            state.index()?.execute_batch("VACUUM")?;
+            for id in index::shard_ids(state.index()?)? {
+                if let Some(shard) = state.shards.get_existing(id)? {
+                    shard.compact()?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// How many shard stores are open right now.
     pub fn open_shard_count(&self) -> usize {
         self.state.lock().shards.open.len()
