@@ -33,7 +33,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel bench install uninstall clean
+.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel docs bench install uninstall clean
 
 all: lib header
 
@@ -46,6 +46,12 @@ header:
 
 header-check:
 	$(CARGO) run --quiet -p gen-header -- --verify
+	python3 tools/c-reference.py --check
+
+# The C API reference (docs/c-reference.md) from the header; make test checks that every
+# function is documented and the reference is current.
+docs: header
+	python3 tools/c-reference.py
 
 # Everything runs beside a private redis-server (tools/with-redis: a Unix socket in a
 # temporary folder, a password; stopped at the end), so the Redis kind is tested by the
