@@ -290,3 +290,42 @@ assert all(isinstance(k, tuple) for k in DEFAULT_VIEW_CACHE.cache.keys())
 print("ok")
 """
     assert_ok(run_in_duck_project(tmp_path, script))
+
+
+def test_duck_requests_limit_and_lively_registry_with_duckcache_in_place(tmp_path):
+    """Duck's RequestsLimitMiddleware (a per-client counter with a window expiry) and the
+    Lively component system's registry (tuples holding live components, changed in
+    place), both on duckcache's InMemoryCache."""
+    script = """
+import sys, time
+import duckcache
+sys.modules["duck.utils.caching"] = duckcache
+from duck.http.middlewares.security.requestslimit import RequestsLimitMiddleware as Limit
+assert type(Limit._clients) is duckcache.InMemoryCache
+Limit.max_requests, Limit.requests_delay = 3, 0.3
+class Request:
+    client_address = ("10.0.0.7", 5555)
+outcomes = [Limit._process_request(Request()) for _ in range(5)]
+assert outcomes == [Limit.request_ok] * 3 + [Limit.request_bad] * 2, outcomes
+class Other:
+    client_address = ("10.0.0.8", 1)
+assert Limit._process_request(Other()) == Limit.request_ok  # counted per client
+time.sleep(0.35)
+assert Limit._process_request(Request()) == Limit.request_ok  # a new window
+
+from duck.html.components.core.system import LivelyComponentSystem as Lively
+assert type(Lively.registry) is duckcache.InMemoryCache
+component = type("Component", (), {"on_click": lambda self: None})()  # not picklable
+tree = {"root-1": component}
+Lively.registry.set("root-1", ("token", tree, None))
+assert Lively.get_from_registry("root-1", "root-1") is component
+Lively.mark_disconnected("root-1")
+owner, again, disconnected_at = Lively.registry.get("root-1")
+assert again is tree and disconnected_at is not None
+Lively.mark_connected("root-1")
+assert Lively.registry.get("root-1")[2] is None
+tree["child-2"] = "added in place"  # the stored dict itself changes
+assert Lively.get_from_registry("root-1", "child-2") == "added in place"
+print("ok")
+"""
+    assert_ok(run_in_duck_project(tmp_path, script))
