@@ -38,7 +38,7 @@ static void test_open_errors(const char *dir) {
     refused("memory:?max_keys=18446744073709551616", "max_keys");
     refused("memory:?ttl=5", "unknown parameter \"ttl\"");
     refused("memory:?policy=lfu", "lfu");
-    refused("memory:?max_bytes=1MiB", "not yet supported");
+    refused("memory:?max_bytes=1XB", "max_bytes");
     refused("memory:?policy=s3fifo", "not yet supported");
     refused("file:", "needs a directory");
     refused("file://example.org/cache", "host");
@@ -744,6 +744,52 @@ static void test_processes(const char *uri) {
     cache_free(c);
 }
 
+/* ---- the memory kind's byte bound --------------------------------------------------- */
+
+struct bytes_arg {
+    cache_t *c;
+    int id;
+};
+
+static void *byte_writer(void *p) {
+    struct bytes_arg *a = p;
+    static uint8_t value[3000];
+    char key[32];
+    unsigned seed = (unsigned)a->id * 2654435761u + 7;
+    for (int i = 0; i < SCALE(3000, 300); i++) {
+        seed = seed * 1103515245u + 12345u;
+        snprintf(key, sizeof key, "t%d-%u", a->id, (seed >> 8) % 500);
+        size_t len = (seed >> 4) % sizeof value;
+        CHECK_EQ(cache_set(a->c, K(key), value, len, CACHE_NO_TTL), CACHE_OK);
+    }
+    return NULL;
+}
+
+/* max_bytes: keys and values held stay within it (LRU evicting), 8 threads writing;
+ * an entry larger than the bound is refused and changes nothing. */
+static void test_byte_bound(void) {
+    cache_t *c = NULL;
+    CHECK_EQ(cache_open("memory:?max_bytes=100KiB&max_keys=1000", &c), CACHE_OK);
+    static uint8_t big[200 * 1024];
+    CHECK_EQ(cache_set(c, K("keep"), K("v"), CACHE_NO_TTL), CACHE_OK);
+    CHECK_EQ(cache_set(c, K("big"), big, sizeof big, CACHE_NO_TTL), CACHE_ERR_TOO_LARGE);
+    CHECK(strstr(last_error(), "max_bytes") != NULL);
+    CHECK_GET(c, "keep", "v");
+    pthread_t th[8];
+    struct bytes_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct bytes_arg){c, i};
+        CHECK_EQ(pthread_create(&th[i], NULL, byte_writer, &args[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) CHECK_EQ(pthread_join(th[i], NULL), 0);
+    cache_stats st;
+    CHECK_EQ(cache_get_stats(c, &st), CACHE_OK);
+    CHECK(st.bytes <= 100 * 1024);
+    CHECK(st.bytes > 50 * 1024); /* evicted down to the bound, not far below it */
+    CHECK(st.entries <= 1000 && st.evictions > 0);
+    cache_free(c);
+}
+
 /* ---- the kinds ----------------------------------------------------------------- */
 
 static void run_kind(const char *uri) {
@@ -777,6 +823,8 @@ int main(void) {
     test_open_errors(dir);
     run_kind("memory:");
     run_kind("memory:?max_keys=100000");
+    run_kind("memory:?max_bytes=64MiB");
+    test_byte_bound();
     /* (The sharded run has small shards, so writes roll over to new ones.) */
     for (int i = 0; i < 3; i++) {
         snprintf(uri, sizeof uri, persistent[i], dir);

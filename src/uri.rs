@@ -76,9 +76,7 @@ pub fn open_kind(uri: &str) -> Result<Opened> {
                 )));
             }
             let max_keys = params.number("max_keys", 0)?;
-            if params.size("max_bytes", 0)? != 0 {
-                return Err(Error::invalid_arg("max_bytes is not yet supported"));
-            }
+            let max_bytes = params.size("max_bytes", 0)?;
             match params.take("policy").as_deref() {
                 None | Some("lru") => {}
                 Some("s3fifo") => return Err(Error::invalid_arg("policy=s3fifo is not yet supported")),
@@ -89,7 +87,7 @@ pub fn open_kind(uri: &str) -> Result<Opened> {
                 }
             }
             params.finish(scheme)?;
-            Opened::Other(Box::new(MemoryCache::new(max_keys)))
+            Opened::Other(Box::new(MemoryCache::with_limits(max_keys, max_bytes)))
         }
         "file" => {
             let dir = directory(scheme, location)?;
@@ -381,7 +379,7 @@ mod tests {
         assert!(refused("memory:somewhere").contains("no location"));
         assert!(refused("memory:?policy=mru").contains("mru"));
         assert!(refused("memory:?policy=s3fifo").contains("not yet supported"));
-        assert!(refused("memory:?max_bytes=1MB").contains("not yet supported"));
+        assert!(refused("memory:?max_bytes=lots").contains("max_bytes"));
         assert!(refused("file:").contains("needs a directory"));
         assert!(refused("file://host/x").contains("host"));
         assert!(refused("file:/tmp/x?size_limit=12XB").contains("size_limit"));

@@ -106,7 +106,33 @@ impl Model {
             let oldest = self.recency.remove(0);
             self.entries.remove(&oldest);
         }
+        let max_bytes = MAX_BYTES.with(|m| m.get());
+        while max_bytes > 0 && self.bytes() > max_bytes {
+            let oldest = self.recency.remove(0);
+            self.entries.remove(&oldest);
+        }
     }
+
+    fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, (v, _))| k.len() + v.len())
+            .sum()
+    }
+}
+
+/// Whether an entry of `k` and `v` fits the byte bound of the case running.
+fn fits(k: &[u8], v: &[u8]) -> bool {
+    let max = MAX_BYTES.with(|m| m.get());
+    max == 0 || k.len() + v.len() <= max
+}
+
+fn refused_as_too_large<T: std::fmt::Debug>(r: duckcache::Result<T>, at: &str) {
+    assert_eq!(
+        r.unwrap_err().kind(),
+        duckcache::ErrorKind::TooLarge,
+        "{at}"
+    );
 }
 
 fn read<B: Backend + ?Sized>(c: &B, k: &[u8], pop: bool) -> Option<(Vec<u8>, u32)> {
@@ -143,6 +169,9 @@ fn check<B: Backend + ?Sized>(
     for (step, op) in ops.iter().enumerate() {
         let at = format!("step {step}: {op:?}");
         match op {
+            Op::Set(k, v, f) if !fits(&key(*k), v) => {
+                refused_as_too_large(c.set_flagged(&key(*k), v, Ttl::Never, *f), &at);
+            }
             Op::Set(k, v, f) => {
                 c.set_flagged(&key(*k), v, Ttl::Never, *f).unwrap();
                 m.set(&key(*k), v, *f);
@@ -180,6 +209,9 @@ fn check<B: Backend + ?Sized>(
                 c = open();
             }
             Op::Reopen => {}
+            Op::Add(k, v, f) if !m.entries.contains_key(&key(*k)) && !fits(&key(*k), v) => {
+                refused_as_too_large(c.add_flagged(&key(*k), v, Ttl::Never, *f), &at);
+            }
             Op::Add(k, v, f) => {
                 let absent = !m.entries.contains_key(&key(*k));
                 if absent {
@@ -200,6 +232,9 @@ fn check<B: Backend + ?Sized>(
                         .and_then(|s| s.parse::<i64>().ok()),
                 };
                 match base.and_then(|b| b.checked_add(*delta)) {
+                    Some(sum) if !fits(&key(*k), sum.to_string().as_bytes()) => {
+                        refused_as_too_large(c.incr(&key(*k), *delta, Ttl::Never), &at);
+                    }
                     Some(sum) => {
                         assert_eq!(c.incr(&key(*k), *delta, Ttl::Never).unwrap(), sum, "{at}");
                         m.set(&key(*k), sum.to_string().as_bytes(), 0);
@@ -238,6 +273,7 @@ fn check<B: Backend + ?Sized>(
             }
             Op::SetMany(entries) => {
                 let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _, _)| key(*k)).collect();
+                let all_fit = entries.iter().zip(&keys).all(|((_, v, _), k)| fits(k, v));
                 let refs: Vec<duckcache::backend::EntryRef> = entries
                     .iter()
                     .zip(&keys)
@@ -248,6 +284,10 @@ fn check<B: Backend + ?Sized>(
                         flags: *f,
                     })
                     .collect();
+                if !all_fit {
+                    refused_as_too_large(c.set_many(&refs), &at); // and nothing changed
+                    continue;
+                }
                 c.set_many(&refs).unwrap();
                 for ((_, v, f), k) in entries.iter().zip(&keys) {
                     m.set(k, v, *f);
@@ -321,6 +361,8 @@ fn check<B: Backend + ?Sized>(
 }
 
 thread_local! {
+    /// The byte bound of the memory case running (0: none).
+    static MAX_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Set while a remote kind runs: its stats say 0 bytes.
     static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -343,6 +385,15 @@ proptest! {
     #[test]
     fn memory_unbounded(ops in proptest::collection::vec(op(), 1..120)) {
         check(&|| Box::new(MemoryCache::new(0)), &ops, 0, false, &MemoryCache::check_invariants);
+    }
+
+    #[test]
+    fn memory_byte_bounded_lru(ops in proptest::collection::vec(op(), 1..120)) {
+        // 200 bytes of keys and values, several shards: eviction by bytes in exact LRU
+        // order across shards, entries larger than the bound refused.
+        MAX_BYTES.with(|m| m.set(200));
+        check(&|| Box::new(MemoryCache::with_bounds(0, 200, 4)), &ops, 0, false, &MemoryCache::check_invariants);
+        MAX_BYTES.with(|m| m.set(0));
     }
 
     #[test]

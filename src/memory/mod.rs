@@ -53,6 +53,10 @@ pub struct MemoryCache {
     max_keys: u64,
     /// Occupied entries over all shards, minus evictions claimed but not yet done.
     occupied: CachePadded<AtomicI64>,
+    /// 0 = unbounded: bytes of keys and values held at most.
+    max_bytes: u64,
+    /// Bytes of keys and values over all shards (kept only when max_bytes is set).
+    held: CachePadded<AtomicI64>,
 }
 
 impl MemoryCache {
@@ -65,9 +69,27 @@ impl MemoryCache {
 
     /// As [`MemoryCache::new`] with an explicit shard count (rounded up to a power of two).
     pub fn with_shards(max_keys: u64, shards: usize) -> Self {
+        Self::with_bounds(max_keys, 0, shards)
+    }
+
+    /// A cache holding at most `max_keys` entries and `max_bytes` bytes of keys and
+    /// values (0 = no such bound), evicting the least recently used entries to keep
+    /// both. (The memory an entry takes is its key and value plus about 61 bytes of
+    /// index and list, which the bound does not count.)
+    pub fn with_limits(max_keys: u64, max_bytes: u64) -> Self {
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        Self::with_bounds(
+            max_keys,
+            max_bytes,
+            (threads * 4).next_power_of_two().clamp(4, 64),
+        )
+    }
+
+    /// The general constructor: both bounds and the shard count.
+    pub fn with_bounds(max_keys: u64, max_bytes: u64, shards: usize) -> Self {
         let count = shards.clamp(1, 1 << 16).next_power_of_two();
         let hasher = DefaultHashBuilder::default();
-        let bounded = max_keys != 0;
+        let bounded = max_keys != 0 || max_bytes != 0;
         let clock = Arc::new(CachePadded::new(AtomicU64::new(0)));
         let shards = (0..count)
             .map(|_| {
@@ -82,6 +104,41 @@ impl MemoryCache {
             shard_mask: count as u64 - 1,
             max_keys,
             occupied: CachePadded::new(AtomicI64::new(0)),
+            max_bytes,
+            held: CachePadded::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// The configured byte bound (0 = unbounded).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Adds a change of some shard's bytes to the cache-wide count.
+    fn held_changed(&self, delta: i64) {
+        if self.max_bytes != 0 && delta != 0 {
+            self.held.fetch_add(delta, Relaxed);
+        }
+    }
+
+    /// Evicts least recently used entries until the bytes held are within `max_bytes`.
+    fn evict_bytes(&self) {
+        let max = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
+        while self.held.load(Relaxed) > max {
+            if !self.evict_one() {
+                return;
+            }
+            self.forget(1); // evict_one leaves the entry count to its caller
+        }
+    }
+
+    /// Both bounds, after a write that added an entry or bytes.
+    fn keep_bounds(&self) {
+        if self.max_keys != 0 {
+            self.evict_overflow();
+        }
+        if self.max_bytes != 0 {
+            self.evict_bytes();
         }
     }
 
@@ -94,11 +151,24 @@ impl MemoryCache {
     /// the cache-wide count; for the model tests. Returns what is wrong.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        let mut occupied = 0;
+        let (mut occupied, mut bytes) = (0, 0);
         for (index, cell) in self.shards.iter().enumerate() {
             let shard = cell.lock();
             shard.check().map_err(|e| format!("shard {index}: {e}"))?;
             occupied += shard.occupied;
+            bytes += shard.bytes;
+        }
+        if self.max_bytes != 0 {
+            let held = self.held.load(Relaxed);
+            if held != bytes as i64 {
+                return Err(format!("{bytes} bytes in the shards, {held} counted"));
+            }
+            if bytes > self.max_bytes {
+                return Err(format!(
+                    "{bytes} bytes held, the bound is {}",
+                    self.max_bytes
+                ));
+            }
         }
         let counted = self.occupied.load(Relaxed);
         if counted != occupied as i64 {
@@ -170,7 +240,11 @@ impl MemoryCache {
                 } else {
                     Removal::Evicted
                 };
+                let before = shard.bytes;
                 shard.remove(tail, why);
+                let freed = before as i64 - shard.bytes as i64;
+                drop(shard);
+                self.held_changed(-freed);
                 return true;
             }
         }
@@ -181,13 +255,15 @@ impl MemoryCache {
     fn with_shard<R>(&self, hash: u64, f: impl FnOnce(&mut Shard) -> Result<R>) -> Result<R> {
         let mut shard = self.lock(hash);
         shard.check_open()?;
-        let before = shard.occupied;
+        let (before, bytes_before) = (shard.occupied, shard.bytes);
         let result = f(&mut shard);
         let delta = shard.occupied as i64 - before as i64;
+        let bytes_delta = shard.bytes as i64 - bytes_before as i64;
         drop(shard);
         if delta != 0 {
             self.occupied.fetch_add(delta, Relaxed);
         }
+        self.held_changed(bytes_delta);
         result
     }
 
@@ -232,7 +308,11 @@ impl MemoryCache {
         for cell in self.shards.iter() {
             let mut shard = cell.lock();
             shard.check_open()?;
+            let before = shard.bytes;
             f(&mut shard);
+            let bytes_delta = shard.bytes as i64 - before as i64;
+            drop(shard);
+            self.held_changed(bytes_delta);
         }
         Ok(())
     }
@@ -240,6 +320,7 @@ impl MemoryCache {
 
 impl Backend for MemoryCache {
     fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
+        self.check_entry(key, value)?;
         let hash = self.hash(key);
         if ttl.is_expired_at_once() {
             // Dead on arrival: it replaces (removes) the old value and is never stored.
@@ -259,9 +340,7 @@ impl Backend for MemoryCache {
             shard.stats.sets += 1;
             Ok(())
         })?;
-        if self.max_keys != 0 {
-            self.evict_overflow();
-        }
+        self.keep_bounds();
         Ok(())
     }
 
@@ -354,12 +433,17 @@ impl Backend for MemoryCache {
                 (None, Some(slot)) => shard.node(slot).deadline,
                 (None, None) => NO_DEADLINE,
             };
+            crate::backend::check_fits(
+                (key.len() + value.len()) as u64,
+                self.max_bytes,
+                "the cache (max_bytes)",
+            )?;
             let (key_len, data) = Self::entry_data(key, &value)?;
             shard.upsert(hash, key_len, data, deadline, flags)?;
             Ok(true)
         })?;
-        if stored && self.max_keys != 0 {
-            self.evict_overflow();
+        if stored {
+            self.keep_bounds();
         }
         Ok(())
     }
@@ -454,12 +538,15 @@ impl Backend for MemoryCache {
         })
     }
 
-    fn check_entry(&self, key: &[u8], _value: &[u8]) -> Result<()> {
-        if u32::try_from(key.len()).is_ok_and(|l| l != VACANT) {
-            Ok(())
-        } else {
-            Err(Error::invalid_arg("key longer than 4 GiB"))
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        if !u32::try_from(key.len()).is_ok_and(|l| l != VACANT) {
+            return Err(Error::invalid_arg("key longer than 4 GiB"));
         }
+        crate::backend::check_fits(
+            (key.len() + value.len()) as u64,
+            self.max_bytes,
+            "the cache (max_bytes)",
+        )
     }
 
     fn close(&self) -> Result<()> {
@@ -470,6 +557,7 @@ impl Backend for MemoryCache {
             shard.closed = true;
         }
         self.forget(removed);
+        self.held.store(0, Relaxed);
         Ok(())
     }
 }

@@ -755,11 +755,19 @@ class NativeMemoryCache(_NativeCache):
     same process and the library's bound reach them. For the original InMemoryCache's
     object semantics (the stored object itself, any hashable key) use InMemoryCache."""
 
-    def __init__(self, maxkeys: Optional[int] = None):
+    def __init__(self, maxkeys: Optional[int] = None, max_bytes: Optional[int] = None):
         if maxkeys is not None and maxkeys != 0:
             _positive_int("maxkeys", maxkeys, 2**64 - 1)
+        if max_bytes is not None:
+            _positive_int("max_bytes", max_bytes, 2**64 - 1)
         self.maxkeys = maxkeys
-        self._open(lib.cache_open_memory, maxkeys or 0)
+        self.max_bytes = max_bytes
+        if max_bytes is None:
+            self._open(lib.cache_open_memory, maxkeys or 0)
+        else:
+            # At most max_bytes bytes of keys and values (stored bytes and pickles),
+            # least recently used evicted first; a larger entry raises TooLargeError.
+            self._open(lib.cache_open, f"memory:?max_keys={maxkeys or 0}&max_bytes={max_bytes}".encode())
 
 
 class PersistentFileCache(_NativeCache):

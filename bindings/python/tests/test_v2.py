@@ -370,3 +370,16 @@ def test_redis_values_are_plain_for_other_clients_and_the_prefix_is_kept():
     assert type(opened) is duckcache.RedisCache and opened.get("k") == {"pickled": True}
     for c in (a, b, opened):
         c.close()
+
+
+def test_native_memory_cache_byte_bound():
+    c = duckcache.NativeMemoryCache(max_bytes=10_000)
+    for i in range(100):
+        c.set(f"k{i}", b"x" * 500)
+    assert c.stats()["bytes"] <= 10_000
+    assert c.get("k99") == b"x" * 500 and c.get("k0") is None  # least recent went first
+    with pytest.raises(duckcache.TooLargeError):
+        c.set("huge", b"x" * 20_000)
+    with pytest.raises(ValueError):
+        duckcache.NativeMemoryCache(max_bytes=0)
+    c.close()
