@@ -183,6 +183,18 @@ fn check_finds_planted_damage_and_repair_fixes_it() {
     assert!(String::from_utf8_lossy(&found.stdout).contains("shard-000001"));
     ok(&[&sharded, "check", "--repair"]);
     assert_eq!(ok(&[&sharded, "check"]), "no damage found\n");
+    // ... and an index placing a key in a shard that lacks it.
+    ok(&[&sharded, "set", "placed", "v"]);
+    let db = rusqlite::Connection::open(shard.join("cache.db")).unwrap();
+    db.execute("DELETE FROM entries WHERE key = CAST('placed' AS BLOB)", [])
+        .unwrap();
+    drop(db);
+    let found = duckcache(&[&sharded, "check"]);
+    assert_eq!(found.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&found.stdout).contains("key placed: the index places it"));
+    ok(&[&sharded, "check", "--repair"]);
+    assert_eq!(ok(&[&sharded, "check"]), "no damage found\n");
+    assert_eq!(json(&[&sharded, "stats"])["entries"], 0);
     // Folder kind: damaged metadata, and a name that is no entry (left alone).
     let folder = format!("folder:{}", s.at("folder"));
     ok(&[&folder, "set", "k", "v"]);
