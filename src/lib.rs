@@ -6,12 +6,15 @@
 //! `clock`, the only module allowed to use `unsafe`.
 //!
 //! Backends:
-//! - [`MemoryCache`]: in-process, exact LRU bounded by key count, per-entry TTL.
+//! - [`MemoryCache`]: in-process, exact LRU bounded by key count and bytes, per-entry TTL.
 //! - [`FileCache`]: one SQLite store in a directory, shared by processes, bounded by bytes.
 //! - [`ShardedCache`]: file-cache shards in a directory, started one by one as each fills.
 //! - [`FolderCache`]: one folder of plain files per key, safe whatever the key's bytes.
+//! - `redis_cache::RedisCache` (the default `redis` feature): a Redis/Valkey server.
 //!
-//! Wrapping backends, built over others: [`EncryptedCache`] seals every value.
+//! Wrapping backends, built over others: [`EncryptedCache`] seals every value;
+//! [`TieredCache`] puts a near cache in front of a far one. [`uri::open`] opens any of
+//! them from a `cache_open` URI.
 
 #![deny(unsafe_code)]
 
