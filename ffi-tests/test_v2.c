@@ -820,6 +820,15 @@ int main(void) {
         fprintf(stderr, "  processes on %s\n", uri);
         test_processes(uri);
     }
+    /* The Redis/Valkey kind, when a server is given (make test starts one: tools/with-redis). */
+    const char *redis = getenv("DUCKCACHE_REDIS_URL");
+    char redis_uri[600] = "";
+    if (redis != NULL) {
+        snprintf(redis_uri, sizeof redis_uri, "%s%cprefix=test-v2-%ld:", redis, strchr(redis, '?') ? '&' : '?',
+                 (long)getpid());
+        fprintf(stderr, "  processes on %s\n", redis_uri);
+        test_processes(redis_uri);
+    }
     test_open_errors(dir);
     run_kind("memory:");
     run_kind("memory:?max_keys=100000");
@@ -830,14 +839,9 @@ int main(void) {
         snprintf(uri, sizeof uri, persistent[i], dir);
         run_kind(uri);
     }
-    /* The Redis/Valkey kind, when a server is given (make test starts one: tools/with-redis). */
-    const char *redis = getenv("DUCKCACHE_REDIS_URL");
     if (redis != NULL) {
         remote_kind = 1;
-        snprintf(uri, sizeof uri, "%s%cprefix=test-v2-%ld:", redis, strchr(redis, '?') ? '&' : '?', (long)getpid());
-        fprintf(stderr, "  processes on %s\n", uri);
-        test_processes(uri);
-        run_kind(uri);
+        run_kind(redis_uri);
     } else {
         fprintf(stderr, "  (no DUCKCACHE_REDIS_URL: the Redis kind is tested by make test, which starts a server)\n");
     }
