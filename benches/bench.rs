@@ -740,6 +740,7 @@ fn bench_v2() {
     let value = vec![9u8; 1024];
     let base = scratch_dir("v2");
     let keys: Vec<[u8; 16]> = (0..N).map(key).collect();
+    let all_keys: Vec<u64> = (0..N).collect(); // the same keys, as get_ns takes them
     let (mut round_many, mut round_single) = (0, 0);
     let set_many = median_ns_per_op(|| {
         round_many += 1;
@@ -822,12 +823,7 @@ fn bench_v2() {
         }
         (N, t.elapsed().as_secs_f64())
     });
-    let gets = median_ns_per_op(|| {
-        let t = Instant::now();
-        let sum: usize = keys.iter().map(|k| c.get(k)).sum();
-        black_box(sum);
-        (N, t.elapsed().as_secs_f64())
-    });
+    let gets = get_ns(&c, &all_keys);
     println!(
         "  get_many of {N}                           {:>9.1} ns/entry   {N} cache_get {:>9.1} ns/entry   {:.1}x faster (target >= 3x)",
         get_many,
@@ -867,12 +863,7 @@ fn bench_v2() {
             }
             (N, t.elapsed().as_secs_f64())
         });
-        let get = median_ns_per_op(|| {
-            let t = Instant::now();
-            let sum: usize = keys.iter().map(|k| handle.get(k)).sum();
-            black_box(sum);
-            (N, t.elapsed().as_secs_f64())
-        });
+        let get = get_ns(handle, &all_keys);
         print_row(
             &format!("get_or_compute hit ({label}; target <= 1.1x)"),
             goc,
@@ -974,6 +965,7 @@ fn bench_redis() {
     const N: u64 = 2000;
     let value = [3u8; 100];
     let keys: Vec<[u8; 16]> = (0..N).map(key).collect();
+    let all_keys: Vec<u64> = (0..N).collect(); // the same keys, as get_ns takes them
     let prefixed: Vec<Vec<u8>> = keys
         .iter()
         .map(|k| [format!("floor-{}:", std::process::id()).as_bytes(), &k[..]].concat())
@@ -996,12 +988,7 @@ fn bench_redis() {
         }
         (N, t.elapsed().as_secs_f64())
     });
-    let ours_get = median_ns_per_op(|| {
-        let t = Instant::now();
-        let sum: usize = keys.iter().map(|k| c.get(k)).sum();
-        black_box(sum);
-        (N, t.elapsed().as_secs_f64())
-    });
+    let ours_get = get_ns(&c, &all_keys);
     let floor_get = median_ns_per_op(|| {
         let t = Instant::now();
         let mut sum = 0;
@@ -1121,18 +1108,8 @@ fn bench_redis() {
     for k in &keys {
         memory.set(k, &value);
     }
-    let near_hit = median_ns_per_op(|| {
-        let t = Instant::now();
-        let sum: usize = keys.iter().map(|k| tiered.get(k)).sum();
-        black_box(sum);
-        (N, t.elapsed().as_secs_f64())
-    });
-    let memory_get = median_ns_per_op(|| {
-        let t = Instant::now();
-        let sum: usize = keys.iter().map(|k| memory.get(k)).sum();
-        black_box(sum);
-        (N, t.elapsed().as_secs_f64())
-    });
+    let near_hit = get_ns(&tiered, &all_keys);
+    let memory_get = get_ns(&memory, &all_keys);
     print_row(
         "near hit (target <= 1.3x)",
         near_hit,
@@ -1157,12 +1134,7 @@ fn bench_redis() {
         black_box(sum);
         (N, t.elapsed().as_secs_f64())
     });
-    let far_get = median_ns_per_op(|| {
-        let t = Instant::now();
-        let sum: usize = keys.iter().map(|k| far_alone.get(k)).sum();
-        black_box(sum);
-        (N, t.elapsed().as_secs_f64())
-    });
+    let far_get = get_ns(&far_alone, &all_keys);
     print_row(
         "near miss served by far (target <= 1.2x)",
         miss,

@@ -1,12 +1,27 @@
 //! Set-if-absent, TTL control and counters: `cache_add`, `cache_touch`, `cache_ttl`,
 //! `cache_incr`, each one atomic step of the backend.
 
+use super::boundary::Failure;
 use super::handle::cache_t;
 use super::macros::exported;
 use super::types::cache_status::{self, *};
 use super::values::found;
 use crate::backend::Remaining;
 use crate::ttl::Ttl;
+
+/// The body of cache_add and cache_add_flagged.
+fn add(
+    c: &cache_t,
+    key: &[u8],
+    value: &[u8],
+    ttl_seconds: f64,
+    flags: u32,
+) -> Result<cache_status, Failure> {
+    let stored = c
+        .backend
+        .add_flagged(key, value, Ttl::from_seconds(ttl_seconds)?, flags)?;
+    Ok(if stored { CACHE_OK } else { CACHE_EXISTS })
+}
 
 /// Stores a copy of `value` under `key` only when no live entry holds it: CACHE_OK
 /// (stored) or CACHE_EXISTS (nothing changed). Of any number of concurrent adds of one
@@ -22,8 +37,7 @@ pub unsafe extern "C" fn cache_add(
     ttl_seconds: f64,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], bytes value[value_len] => {
-        let stored = c.backend.add_flagged(key, value, Ttl::from_seconds(ttl_seconds)?, 0)?;
-        Ok(if stored { CACHE_OK } else { CACHE_EXISTS })
+        add(c, key, value, ttl_seconds, 0)
     })
 }
 
@@ -39,8 +53,7 @@ pub unsafe extern "C" fn cache_add_flagged(
     flags: u32,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], bytes value[value_len] => {
-        let stored = c.backend.add_flagged(key, value, Ttl::from_seconds(ttl_seconds)?, flags)?;
-        Ok(if stored { CACHE_OK } else { CACHE_EXISTS })
+        add(c, key, value, ttl_seconds, flags)
     })
 }
 

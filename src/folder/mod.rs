@@ -243,8 +243,8 @@ impl FolderCache {
         }
     }
 
-    /// Calls `f` with the metadata of every entry on disk.
-    fn for_each_entry(root: &Root, mut f: impl FnMut(&Meta)) -> Result<()> {
+    /// Calls `f` with the metadata of every entry on disk, its folder (pinned) and name.
+    fn for_each_entry(root: &Root, mut f: impl FnMut(&Meta, BorrowedFd, &str)) -> Result<()> {
         for name in root.list()? {
             if !naming::is_entry_name(&name) {
                 continue;
@@ -254,7 +254,7 @@ impl FolderCache {
             };
             // Damaged entries are reported when read, not here.
             if let Ok(Some(meta)) = root.read_meta(folder.as_fd(), &name) {
-                f(&meta);
+                f(&meta, folder.as_fd(), &name);
             }
         }
         Ok(())
@@ -415,7 +415,7 @@ impl Backend for FolderCache {
         let now = wall_now();
         let (entries, bytes) = self.with_root(|root| {
             let (mut entries, mut bytes) = (0, 0);
-            Self::for_each_entry(root, |meta| {
+            Self::for_each_entry(root, |meta, _, _| {
                 if !meta.is_expired_at(now) {
                     entries += 1;
                     bytes += meta.key.len() as u64 + meta.value_len;
@@ -602,20 +602,12 @@ impl Backend for FolderCache {
         let now = wall_now();
         let purged = self.with_root(|root| {
             let mut purged = 0;
-            for name in root.list()? {
-                if !naming::is_entry_name(&name) {
-                    continue;
+            Self::for_each_entry(root, |meta, folder, name| {
+                if meta.is_expired_at(now) {
+                    root.remove_instance(folder, name);
+                    purged += 1;
                 }
-                let Some(folder) = root.open_folder(&name)? else {
-                    continue;
-                };
-                if let Ok(Some(meta)) = root.read_meta(folder.as_fd(), &name) {
-                    if meta.is_expired_at(now) {
-                        root.remove_instance(folder.as_fd(), &name);
-                        purged += 1;
-                    }
-                }
-            }
+            })?;
             Ok(purged)
         })?;
         self.stats.lock().expirations += purged;
@@ -686,7 +678,7 @@ impl FolderCache {
         let now = wall_now();
         self.with_root(|root| {
             let mut expired = 0;
-            Self::for_each_entry(root, |meta| expired += meta.is_expired_at(now) as u64)?;
+            Self::for_each_entry(root, |meta, _, _| expired += meta.is_expired_at(now) as u64)?;
             Ok(expired)
         })
     }
