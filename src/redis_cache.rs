@@ -114,7 +114,10 @@ struct Pool {
 }
 
 struct PoolState {
-    idle: Vec<Connection>,
+    /// Idle connections and the process that made each: a child of fork() must never
+    /// use (or close) its parent's connections, or the two would read each other's
+    /// replies.
+    idle: Vec<(Connection, u32)>,
     /// Connections out of the pool or idle in it.
     open: usize,
     closed: bool,
@@ -259,8 +262,15 @@ impl RedisCache {
                 if state.closed {
                     return Err(Error::closed());
                 }
-                if let Some(con) = state.idle.pop() {
-                    break Lease::Idle(con);
+                if let Some((con, pid)) = state.idle.pop() {
+                    if pid == std::process::id() {
+                        break Lease::Idle(con);
+                    }
+                    // Inherited through fork(): the parent still uses the socket. Left
+                    // open (forgotten, not dropped), never read or written here.
+                    std::mem::forget(con);
+                    state.open -= 1;
+                    continue;
                 }
                 if state.open < self.pool.size {
                     state.open += 1;
@@ -303,7 +313,7 @@ impl RedisCache {
     fn give_back(&self, con: Option<Connection>) {
         let mut state = self.pool.state.lock();
         match con {
-            Some(con) if !state.closed => state.idle.push(con),
+            Some(con) if !state.closed => state.idle.push((con, std::process::id())),
             _ => state.open -= 1,
         }
         drop(state);
@@ -667,7 +677,11 @@ impl Backend for RedisCache {
         let idle = std::mem::take(&mut state.idle);
         state.open -= idle.len();
         drop(state);
-        drop(idle);
+        for (con, pid) in idle {
+            if pid != std::process::id() {
+                std::mem::forget(con); // a parent's, inherited through fork()
+            }
+        }
         self.pool.freed.notify_all();
         Ok(())
     }
