@@ -78,7 +78,7 @@ $(BUILD)/%: ffi-tests/%.c ffi-tests/check.h ffi-tests/persistent.h include/duckc
 	    -Wl,-rpath,$(abspath $(OUT)) -lpthread -lm -o $@
 
 test-c: lib $(C_TESTS)
-	@for t in $(C_TESTS); do echo "== $$t"; ./$$t || exit 1; done
+	@for t in $(C_TESTS); do echo "== $$t"; timeout 900 ./$$t || exit 1; done
 
 # Seeded fault-injection campaigns (ffi-tests/fault_campaign.c: EIO and ENOSPC injected
 # through a seccomp listener into every persistent kind's system calls). make test runs
@@ -99,7 +99,7 @@ stress: $(BUILD)/fault_campaign $(BUILD)/test_hostile
 test-c-valgrind: lib $(C_TESTS)
 	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }
 	@for t in $(C_TESTS); do echo "== valgrind $$t"; \
-	    DUCKCACHE_TEST_SCALE=small $(VALGRIND) ./$$t || exit 1; done
+	    DUCKCACHE_TEST_SCALE=small timeout 1200 $(VALGRIND) ./$$t || exit 1; done
 
 # The header-only C++ wrapper's test, plain and under valgrind (the test replaces
 # operator new/delete with malloc/free to make one allocation fail, which valgrind's own
@@ -147,6 +147,8 @@ test-install: lib
 # The Python package (bindings/python) with the library inside it.
 PYTHON   ?= python3
 PYENV    := $(BUILD)/pyenv
+# A test that hangs fails (with every thread's stack) instead of stalling the run.
+PYTEST_LIMIT := --timeout=900
 PY_PKG   := bindings/python/duckcache
 
 python: lib
@@ -158,7 +160,7 @@ python: lib
 $(PYENV)/.ready: bindings/python/pyproject.toml
 	rm -rf $(PYENV)
 	$(PYTHON) -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest diskcache setuptools wheel pynacl redis
+	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest pytest-timeout diskcache setuptools wheel pynacl redis
 	$(PYENV)/bin/pip install -q --disable-pip-version-check duckframework==2.3.2
 	touch $@
 
@@ -195,7 +197,7 @@ python-installed: python $(PYENV)/.ready
 
 # Runs the package's tests in that environment.
 test-python: python-installed
-	cd $(BUILD) && env -u DUCKCACHE_LIB $(abspath $(PYENV))/bin/python -m pytest -q \
+	cd $(BUILD) && env -u DUCKCACHE_LIB $(abspath $(PYENV))/bin/python -m pytest -q $(PYTEST_LIMIT) \
 	    -p no:cacheprovider $(abspath bindings/python/tests)
 
 # The speed test: every operation of every backend. Options: make speedtest ARGS="--help".
@@ -221,7 +223,7 @@ test-asan: lib python-installed
 	@echo "== asan test_cpp" && ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_cpp
 	@echo "== asan python tests"
 	cd $(BUILD) && PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1 \
-	    $(abspath $(PYENV))/bin/python -m pytest -q -p no:cacheprovider $(abspath bindings/python/tests)
+	    $(abspath $(PYENV))/bin/python -m pytest -q $(PYTEST_LIMIT) -p no:cacheprovider $(abspath bindings/python/tests)
 
 # ThreadSanitizer on the threaded C tests, where the toolchain allows: the library is
 # rebuilt instrumented with the nightly toolchain (-Zsanitizer=thread) and linked with
@@ -279,7 +281,7 @@ test-python-valgrind: python-installed
 	cd $(BUILD) && PYTHONMALLOC=malloc valgrind --quiet --error-exitcode=99 \
 	    --suppressions=$(abspath bindings/python/tests/valgrind-python.supp) \
 	    --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
-	    $(abspath $(PYENV))/bin/python -m pytest -q -p no:cacheprovider -k "memory or file" \
+	    $(abspath $(PYENV))/bin/python -m pytest -q $(PYTEST_LIMIT) -p no:cacheprovider -k "memory or file" \
 	    $(addprefix $(abspath bindings/python/tests)/,test_api.py test_async.py test_decorators.py)
 
 bench: python-installed

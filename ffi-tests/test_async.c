@@ -397,6 +397,51 @@ static void test_async_after_fork(void) {
     cache_free(c);
 }
 
+/* cache_before_fork waits for a callback in flight and holds new ones back until
+ * cache_after_fork (what a runtime with an interpreter lock needs before it forks). */
+typedef struct {
+    atomic_int entered, release, done;
+} slow_slot;
+
+static void slow_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    (void)status;
+    (void)value;
+    (void)len;
+    slow_slot *s = user;
+    atomic_fetch_add(&s->entered, 1);
+    while (!atomic_load(&s->release)) sleep_ms(1);
+    atomic_fetch_add(&s->done, 1);
+}
+
+static void *release_later(void *p) {
+    sleep_ms(100);
+    atomic_store(&((slow_slot *)p)->release, 1);
+    return NULL;
+}
+
+static void test_callbacks_held_around_fork(void) {
+    cache_t *c = NULL, *other = NULL;
+    CHECK_EQ(cache_open_memory(0, &c), CACHE_OK);
+    CHECK_EQ(cache_open_memory(0, &other), CACHE_OK);
+    slow_slot slow = {0};
+    CHECK_EQ(cache_set_async(c, K("k"), K("v"), CACHE_NO_TTL, slow_cb, &slow), CACHE_OK);
+    wait_for(&slow.entered, 1);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, release_later, &slow), 0);
+    cache_before_fork(); /* returns only once the callback in flight has finished */
+    CHECK_EQ(atomic_load(&slow.done), 1);
+    flagged_slot held = {0};
+    CHECK_EQ(cache_get_flagged_async(other, K("k"), flagged_cb, &held), CACHE_OK);
+    sleep_ms(50);
+    CHECK_EQ(atomic_load(&held.calls), 0); /* its operation ran; its callback waits */
+    cache_after_fork();
+    wait_for(&held.calls, 1);
+    CHECK_EQ(atomic_load(&held.status), CACHE_NOT_FOUND);
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    cache_free(other);
+    cache_free(c);
+}
+
 static cache_status open_memory(const char *dir, cache_t **out) {
     (void)dir;
     return cache_open_memory(1000, out);
@@ -430,6 +475,8 @@ int main(void) {
     }
     /* Plain pass only: in the child, the memory of the parent's vanished worker threads
      * looks leaked to valgrind, and TSan does not follow a fork of a threaded process. */
+    test_callbacks_held_around_fork();
+    printf("test_async: callbacks held around fork ok\n");
     if (!small_scale()) {
         test_async_after_fork();
         printf("test_async: after fork ok\n");

@@ -233,6 +233,19 @@ cache_status cache_delete_many(struct cache_t *c,
                                size_t n,
                                uint64_t *deleted);
 
+// Waits until no other thread is running a callback or compute function the library
+// called (cache_keys visitors, run on the caller's own thread, are not held), and holds
+// new ones back, until cache_after_fork. For runtimes whose callbacks need a lock that
+// the thread about to fork holds (CPython's GIL): call it just before fork, with that
+// lock released (the Python binding does, from an os.register_at_fork hook). Calls
+// made from inside a callback do not wait for that callback. Every cache_before_fork
+// needs its cache_after_fork, in the parent and in the child.
+void cache_before_fork(void);
+
+// Lets callbacks run again after cache_before_fork: call it in the parent and in the
+// child once fork has returned.
+void cache_after_fork(void);
+
 // Gives a compute function's result: a copy of `value`, to be stored with ttl_seconds
 // and flags (as for cache_set_flagged). Call it at most once per compute; a second call
 // gives CACHE_ERR_INVALID_ARG and changes nothing.

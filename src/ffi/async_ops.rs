@@ -5,6 +5,7 @@
 //! `cache_last_error` on that thread, so a callback can ask for the detail.
 
 use super::boundary::{boundary, Failure};
+use super::callback_gate::run_user_code;
 use super::handle::cache_t;
 use super::macros::{exported, function_name, FunctionName};
 use super::types::cache_status::{self, *};
@@ -80,11 +81,16 @@ impl Callback {
             value.as_ptr()
         };
         let len = value.len();
+        let user_data = self.user_data;
         match self.cb {
-            // SAFETY: the caller supplied a function of this signature.
-            CallbackFn::Plain(Some(cb)) => unsafe { cb(self.user_data, status, ptr, len) },
-            // SAFETY: as above.
-            CallbackFn::Flagged(Some(cb)) => unsafe { cb(self.user_data, status, ptr, len, flags) },
+            CallbackFn::Plain(Some(cb)) => run_user_code(|| {
+                // SAFETY: the caller supplied a function of this signature.
+                unsafe { cb(user_data, status, ptr, len) }
+            }),
+            CallbackFn::Flagged(Some(cb)) => run_user_code(|| {
+                // SAFETY: as above.
+                unsafe { cb(user_data, status, ptr, len, flags) }
+            }),
             CallbackFn::Plain(None) | CallbackFn::Flagged(None) => {}
         }
     }

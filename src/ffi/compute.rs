@@ -5,6 +5,7 @@
 
 use super::async_ops::{cache_flagged_callback, submit_flagged};
 use super::boundary::Failure;
+use super::callback_gate::run_user_code;
 use super::handle::cache_t;
 use super::macros::{exported, function_name};
 use super::types::cache_buf;
@@ -85,9 +86,11 @@ impl Compute {
             put: None,
             called: false,
         };
-        // SAFETY: the caller supplied a function of this signature; key and sink are
-        // valid for the call.
-        let status = unsafe { (self.f)(self.user_data, key.as_ptr(), key.len(), &mut sink) };
+        let status = run_user_code(|| {
+            // SAFETY: the caller supplied a function of this signature; key and sink are
+            // valid for the call.
+            unsafe { (self.f)(self.user_data, key.as_ptr(), key.len(), &mut sink) }
+        });
         match status_from(status) {
             Some(CACHE_OK) => Ok(sink.put),
             Some(other) => Err((other, format!("the compute function returned {other:?}"))),

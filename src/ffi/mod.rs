@@ -28,6 +28,7 @@ mod args;
 mod async_ops;
 mod boundary;
 mod bulk;
+mod callback_gate;
 mod compute;
 mod conditional;
 pub(crate) mod fork;

@@ -148,6 +148,8 @@ KEY_VISITOR = CFUNCTYPE(c_int, c_void_p, POINTER(c_uint8), c_size_t)
 # name: (restype, argtypes). Every function the binding calls, declared once.
 _SIGNATURES = {
     "cache_version": (c_char_p, []),
+    "cache_before_fork": (None, []),
+    "cache_after_fork": (None, []),
     "cache_status_str": (c_char_p, [c_int32]),
     "cache_last_error": (c_size_t, [c_char_p, c_size_t]),
     "cache_open_memory": (c_int32, [c_uint64, POINTER(HANDLE)]),
@@ -261,6 +263,17 @@ def load():
 
 
 lib, library_path = load()
+
+# Library threads call back into Python (async completions, compute functions); CPython
+# registers such a thread under a lock that os.fork() can copy held, leaving the child
+# hung before it runs any Python. So before a fork the library holds those callbacks
+# back (the ctypes call releases the GIL, letting the ones in flight finish), and lets
+# them run again after it, in parent and child.
+os.register_at_fork(
+    before=lib.cache_before_fork,
+    after_in_parent=lib.cache_after_fork,
+    after_in_child=lib.cache_after_fork,
+)
 
 
 def status_name(status):

@@ -152,9 +152,18 @@ def test_fork_while_other_threads_are_inside_calls(tmp_path, kind):
                     code = 0
                 finally:
                     os._exit(code)
-            _, status = os.waitpid(pid, 0)
-            if status != 0:
-                failures.append((round_, status))
+            # The child's alarm cannot help if it hangs inside os.fork() itself (the
+            # interpreter's after-fork clean-up): wait a bounded time, then kill it.
+            deadline = time.monotonic() + 30
+            while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    status = (pid, "hung, killed")
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.01)
+            if status[1] != 0:
+                failures.append((round_, status[1]))
     finally:
         stop.set()
         for t in threads:

@@ -1,0 +1,162 @@
+//! A gate around the user code the library runs (completion callbacks, compute
+//! functions), so a language runtime can fork with none of it half-way through.
+//!
+//! Why: a callback into an interpreter from a library thread first registers that thread
+//! with the interpreter, under the interpreter's own global lock. CPython (3.11 at least)
+//! does it in `PyGILState_Ensure` without holding the GIL, so `os.fork()` in another
+//! thread can copy that lock held, and the child hangs in its after-fork clean-up before
+//! any Python code runs (seen in the Python fork test: one child in about 25 runs).
+//! The library's own `pthread_atfork` handlers run too late to help: inside `fork()`,
+//! with the GIL held by the forking thread, a callback waiting for the GIL could never
+//! finish. So the runtime closes the gate *before* it forks, with its own lock released
+//! (`cache_before_fork`, from a `before` hook of `os.register_at_fork`): that waits for the
+//! user code in flight on other threads and keeps new user code from starting until
+//! `cache_after_fork` (in the parent and in the child).
+//!
+//! The gate is two atomics and a poll, no lock: a fork may copy it in any state, and a
+//! closed gate is rare and short (the time to fork), so waiting by polling costs nothing
+//! that matters.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+/// Closed between `cache_before_fork` and `cache_after_fork`.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+/// User code running now, on all threads (nested calls count each).
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// User code running now on this thread (a callback that calls the library again).
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+const POLL: Duration = Duration::from_micros(200);
+
+/// Runs the user code `f` through the gate: waits while the gate is closed (unless this
+/// thread is already inside user code, which the closer does not wait for anyway).
+pub(crate) fn run_user_code<R>(f: impl FnOnce() -> R) -> R {
+    let nested = DEPTH.get() > 0;
+    loop {
+        // Announce first, then look: with sequentially consistent order on both sides,
+        // either the closer sees this count or this thread sees the gate closed.
+        INSIDE.fetch_add(1, SeqCst);
+        if nested || !CLOSED.load(SeqCst) {
+            break;
+        }
+        INSIDE.fetch_sub(1, SeqCst);
+        while CLOSED.load(SeqCst) {
+            std::thread::sleep(POLL);
+        }
+    }
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            DEPTH.set(DEPTH.get() - 1);
+            INSIDE.fetch_sub(1, SeqCst);
+        }
+    }
+    DEPTH.set(DEPTH.get() + 1);
+    let _leave = Leave;
+    f()
+}
+
+/// Closes the gate and waits until no other thread is inside user code.
+pub(crate) fn close() {
+    CLOSED.store(true, SeqCst);
+    let own = DEPTH.get();
+    while INSIDE.load(SeqCst) > own {
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Opens the gate. In a child of fork, also forgets the user code the parent's other
+/// threads were waiting to run (those threads do not exist here).
+pub(crate) fn open(in_child: bool) {
+    if in_child {
+        INSIDE.store(DEPTH.get(), SeqCst);
+    }
+    CLOSED.store(false, SeqCst);
+}
+
+/// Waits until no other thread is running a callback or compute function the library
+/// called (cache_keys visitors, run on the caller's own thread, are not held), and holds
+/// new ones back, until cache_after_fork. For runtimes whose callbacks need a lock that
+/// the thread about to fork holds (CPython's GIL): call it just before fork, with that
+/// lock released (the Python binding does, from an os.register_at_fork hook). Calls
+/// made from inside a callback do not wait for that callback. Every cache_before_fork
+/// needs its cache_after_fork, in the parent and in the child.
+#[no_mangle]
+pub extern "C" fn cache_before_fork() {
+    CLOSER_PID.store(std::process::id() as usize, SeqCst);
+    close();
+}
+
+/// Lets callbacks run again after cache_before_fork: call it in the parent and in the
+/// child once fork has returned.
+#[no_mangle]
+pub extern "C" fn cache_after_fork() {
+    // The child has one thread: the one that forked. Only there is the count of the
+    // parent's waiting threads stale; a pid check tells the two apart.
+    open(forked_since_close());
+}
+
+/// The process that last closed the gate.
+static CLOSER_PID: AtomicUsize = AtomicUsize::new(0);
+
+fn forked_since_close() -> bool {
+    let closer = CLOSER_PID.load(SeqCst);
+    closer != 0 && closer != std::process::id() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn closing_waits_for_user_code_in_flight_and_holds_new_code_back() {
+        let release = Arc::new(AtomicBool::new(false));
+        let inside = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (release, inside) = (release.clone(), inside.clone());
+            std::thread::spawn(move || {
+                run_user_code(|| {
+                    inside.store(true, SeqCst);
+                    while !release.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            })
+        };
+        while !inside.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let closer = {
+            let release = release.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                release.store(true, SeqCst);
+            })
+        };
+        let started = std::time::Instant::now();
+        close();
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "close waited for the callback"
+        );
+        let ran = Arc::new(AtomicBool::new(false));
+        let late = {
+            let ran = ran.clone();
+            std::thread::spawn(move || run_user_code(|| ran.store(true, SeqCst)))
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!ran.load(SeqCst), "no new user code while closed");
+        open(false);
+        late.join().unwrap();
+        assert!(ran.load(SeqCst));
+        worker.join().unwrap();
+        closer.join().unwrap();
+    }
+}
