@@ -284,7 +284,10 @@ test-python-valgrind: python-installed
 	    $(abspath $(PYENV))/bin/python -m pytest -q $(PYTEST_LIMIT) -p no:cacheprovider -k "memory or file" \
 	    $(addprefix $(abspath bindings/python/tests)/,test_api.py test_async.py test_decorators.py)
 
+# The hit-ratio comparison needs libCacheSim's Python package (and numpy), installed
+# here rather than for make test.
 bench: python-installed
+	$(PYENV)/bin/pip install -q --disable-pip-version-check libcachesim numpy
 	tools/with-redis benches/run-all.sh $(PYENV)/bin/python
 
 # The library as distributions expect it: libduckcache.so.MAJOR.MINOR.PATCH (stripped of

@@ -200,7 +200,7 @@ trait Contender: Send + Sync {
 /// duckcache through the C ABI, bounded, so the LRU order is kept as lru's is.
 impl Contender for CHandle {
     fn name(&self) -> &'static str {
-        "duckcache"
+        "dc lru"
     }
     #[inline]
     fn get(&self, k: &[u8]) -> usize {
@@ -208,6 +208,30 @@ impl Contender for CHandle {
     }
     fn set(&self, k: &[u8], v: &[u8]) {
         CHandle::set(self, k, v)
+    }
+}
+
+/// duckcache's memory cache with the S3-FIFO policy (memory:?policy=s3fifo).
+struct S3Fifo(CHandle);
+
+impl S3Fifo {
+    fn new(capacity: u64) -> Self {
+        S3Fifo(open_uri(&format!(
+            "memory:?max_keys={capacity}&policy=s3fifo"
+        )))
+    }
+}
+
+impl Contender for S3Fifo {
+    fn name(&self) -> &'static str {
+        "dc s3fifo"
+    }
+    #[inline]
+    fn get(&self, k: &[u8]) -> usize {
+        self.0.get_or_miss(k)
+    }
+    fn set(&self, k: &[u8], v: &[u8]) {
+        self.0.set(k, v)
     }
 }
 
@@ -254,11 +278,13 @@ impl Contender for Quick {
     }
 }
 
-/// Every contender, holding at most `capacity` entries.
+/// Every contender, holding at most `capacity` entries: duckcache's two policies first,
+/// then Mutex<lru> (the ratios' base), moka, quick_cache.
 fn memory_contenders(capacity: u64) -> Vec<Arc<dyn Contender>> {
     let cap = capacity as usize;
     vec![
         Arc::new(CHandle::memory(capacity)),
+        Arc::new(S3Fifo::new(capacity)),
         Arc::new(MutexLru(parking_lot::Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(cap).unwrap(),
         )))),
@@ -308,7 +334,7 @@ fn bench_memory() {
     const OPS: usize = 500_000;
     println!(
         "== memory backend (value 64 B, key 16 B, {KEYS} keys, all present): ns/op, median of {ROUNDS} rounds; \
-         ratio = duckcache / Mutex<lru>, target get <= 1.5x"
+         ratios: duckcache lru and s3fifo / Mutex<lru>, s3fifo / quick_cache (targets for get: <= 1.0x)"
     );
     let value = [7u8; 64];
     let orders = [
@@ -325,7 +351,7 @@ fn bench_memory() {
     for c in &contenders {
         print!(" {:>12}", c.name());
     }
-    println!("   ratio vs lru");
+    println!("   lru/lru s3/lru s3/quick");
     for op_name in ["get", "set"] {
         for (dist, order) in &orders {
             for threads in [1usize, 2] {
@@ -352,7 +378,12 @@ fn bench_memory() {
                 for f in &figures {
                     print!(" {f:>12.1}");
                 }
-                println!("   {:.2}x", figures[0] / figures[1]);
+                println!(
+                    "   {:>6.2}x {:>5.2}x {:>7.2}x",
+                    figures[0] / figures[2],
+                    figures[1] / figures[2],
+                    figures[1] / figures[4]
+                );
             }
         }
     }
@@ -512,6 +543,14 @@ fn bench_memory_overhead() {
     let rss = (resident_bytes() - rss0) as f64;
     drop(ours);
 
+    let heap_s3 = LIVE_BYTES.load(Ordering::Relaxed);
+    let s3 = S3Fifo::new(N);
+    for i in 0..N {
+        s3.set(&key(i), &value);
+    }
+    let s3_heap = (LIVE_BYTES.load(Ordering::Relaxed) - heap_s3) as f64;
+    drop(s3);
+
     let heap1 = LIVE_BYTES.load(Ordering::Relaxed);
     let mut peer = lru::LruCache::new(std::num::NonZeroUsize::new(N as usize).unwrap());
     for i in 0..N {
@@ -521,11 +560,12 @@ fn bench_memory_overhead() {
     drop(peer);
     COUNTING.store(false, Ordering::Relaxed);
     println!(
-        "  1M entries, 16 B keys, {VALUE} B values (target <= 80 B):\n    \
-         duckcache {:.1} B/entry heap ({:.1} B/entry resident, malloc headers included)   \
-         lru::LruCache {:.1} B/entry heap",
+        "  1M entries, 16 B keys, {VALUE} B values (target <= 60 B):\n    \
+         duckcache lru {:.1} B/entry heap ({:.1} B/entry resident, malloc headers included)   \
+         duckcache s3fifo {:.1} B/entry heap   lru::LruCache {:.1} B/entry heap",
         (heap - payload) / N as f64,
         (rss - payload) / N as f64,
+        (s3_heap - payload) / N as f64,
         (peer_heap - payload) / N as f64
     );
 }

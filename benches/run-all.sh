@@ -15,6 +15,8 @@ echo "== cache-speedtest"
 cargo run --release --quiet --bin cache-speedtest | tee "$tmp/speedtest"
 echo "== python benches/python_bench.py"
 "$python" benches/python_bench.py | tee "$tmp/python"
+echo "== python benches/hit_ratio.py"
+"$python" benches/hit_ratio.py | tee "$tmp/hit_ratio"
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -41,6 +43,12 @@ fs=$(df -T . | awk 'NR == 2 {print $2}')
     echo
     echo '```'
     cat "$tmp/speedtest"
+    echo '```'
+    echo
+    echo "## Hit ratio: the memory cache's policies against libCacheSim (\`benches/hit_ratio.py\`)"
+    echo
+    echo '```'
+    cat "$tmp/hit_ratio"
     echo '```'
     echo
     echo "## Python level: duckcache against the original module and python-diskcache"

@@ -39,7 +39,7 @@ static void test_open_errors(const char *dir) {
     refused("memory:?ttl=5", "unknown parameter \"ttl\"");
     refused("memory:?policy=lfu", "lfu");
     refused("memory:?max_bytes=1XB", "max_bytes");
-    refused("memory:?policy=s3fifo", "not yet supported");
+    refused("memory:?policy=S3FIFO", "S3FIFO");
     refused("file:", "needs a directory");
     refused("file://example.org/cache", "host");
     refused("file:/tmp/x?size_limit=10TB", "size_limit");
@@ -765,11 +765,12 @@ static void *byte_writer(void *p) {
     return NULL;
 }
 
-/* max_bytes: keys and values held stay within it (LRU evicting), 8 threads writing;
- * an entry larger than the bound is refused and changes nothing. */
-static void test_byte_bound(void) {
+/* max_bytes: keys and values held stay within it (either policy evicting), 8 threads
+ * writing; an entry larger than the bound is refused and changes nothing. */
+static void test_byte_bound(const char *uri) {
+    fprintf(stderr, "  byte bound, %s\n", uri);
     cache_t *c = NULL;
-    CHECK_EQ(cache_open("memory:?max_bytes=100KiB&max_keys=1000", &c), CACHE_OK);
+    CHECK_EQ(cache_open(uri, &c), CACHE_OK);
     static uint8_t big[200 * 1024];
     CHECK_EQ(cache_set(c, K("keep"), K("v"), CACHE_NO_TTL), CACHE_OK);
     CHECK_EQ(cache_set(c, K("big"), big, sizeof big, CACHE_NO_TTL), CACHE_ERR_TOO_LARGE);
@@ -833,7 +834,10 @@ int main(void) {
     run_kind("memory:");
     run_kind("memory:?max_keys=100000");
     run_kind("memory:?max_bytes=64MiB");
-    test_byte_bound();
+    run_kind("memory:?max_keys=100000&policy=s3fifo");
+    run_kind("memory:?max_bytes=64MiB&policy=s3fifo");
+    test_byte_bound("memory:?max_bytes=100KiB&max_keys=1000");
+    test_byte_bound("memory:?max_bytes=100KiB&max_keys=1000&policy=s3fifo");
     /* (The sharded run has small shards, so writes roll over to new ones.) */
     for (int i = 0; i < 3; i++) {
         snprintf(uri, sizeof uri, persistent[i], dir);

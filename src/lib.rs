@@ -47,7 +47,7 @@ pub use encrypted::EncryptedCache;
 pub use error::{Error, ErrorKind, Result};
 pub use file::{FileCache, INLINE_MAX};
 pub use folder::FolderCache;
-pub use memory::MemoryCache;
+pub use memory::{MemoryCache, Policy};
 pub use sharded::ShardedCache;
 pub use tiered::TieredCache;
 pub use ttl::Ttl;

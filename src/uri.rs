@@ -15,7 +15,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::file::{FileCache, SqliteOptions};
 use crate::folder::FolderCache;
-use crate::memory::MemoryCache;
+use crate::memory::{MemoryCache, Policy};
 use crate::sharded::ShardedCache;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -77,17 +77,17 @@ pub fn open_kind(uri: &str) -> Result<Opened> {
             }
             let max_keys = params.number("max_keys", 0)?;
             let max_bytes = params.size("max_bytes", 0)?;
-            match params.take("policy").as_deref() {
-                None | Some("lru") => {}
-                Some("s3fifo") => return Err(Error::invalid_arg("policy=s3fifo is not yet supported")),
+            let policy = match params.take("policy").as_deref() {
+                None | Some("lru") => Policy::Lru,
+                Some("s3fifo") => Policy::S3Fifo,
                 Some(other) => {
                     return Err(Error::invalid_arg(format!(
                         "policy \"{other}\" is not one of lru, s3fifo"
                     )))
                 }
-            }
+            };
             params.finish(scheme)?;
-            Opened::Other(Box::new(MemoryCache::with_limits(max_keys, max_bytes)))
+            Opened::Other(Box::new(MemoryCache::with_policy(max_keys, max_bytes, policy)))
         }
         "file" => {
             let dir = directory(scheme, location)?;
@@ -378,7 +378,6 @@ mod tests {
         assert!(refused("memory:?max_keys").contains("no value"));
         assert!(refused("memory:somewhere").contains("no location"));
         assert!(refused("memory:?policy=mru").contains("mru"));
-        assert!(refused("memory:?policy=s3fifo").contains("not yet supported"));
         assert!(refused("memory:?max_bytes=lots").contains("max_bytes"));
         assert!(refused("file:").contains("needs a directory"));
         assert!(refused("file://host/x").contains("host"));

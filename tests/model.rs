@@ -1,14 +1,14 @@
 //! Model-based tests: random sequences of operations run against each backend and
-//! against a plain reference model (a map, plus exact LRU order for the bounded memory
-//! cache), checking every result. TTLs are left out (the TTL tests use real time);
+//! against a plain reference model (a map, plus exact LRU order or an S3-FIFO written
+//! from the paper for the bounded memory cache), checking every result. TTLs are left out (the TTL tests use real time);
 //! persistent kinds also reopen their store in the middle of a sequence.
 
 mod common;
 
 use common::TempDir;
-use duckcache::{Backend, FileCache, FolderCache, MemoryCache, ShardedCache, Ttl};
+use duckcache::{Backend, FileCache, FolderCache, MemoryCache, Policy, ShardedCache, Ttl};
 use proptest::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -81,36 +81,136 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The reference: key -> (value, flags), and the keys from least to most recently used.
+/// The reference: key -> (value, flags), and the eviction order of the policy.
 #[derive(Default)]
 struct Model {
     entries: HashMap<Vec<u8>, (Vec<u8>, u32)>,
-    recency: Vec<Vec<u8>>,
     max_keys: usize,
+    /// LRU: the keys from least to most recently used.
+    recency: Vec<Vec<u8>>,
+    /// Some: S3-FIFO instead of LRU.
+    s3: Option<S3Model>,
+}
+
+/// S3-FIFO as the paper and libCacheSim's S3FIFO define it (queues oldest first).
+#[derive(Default)]
+struct S3Model {
+    small: VecDeque<Vec<u8>>,
+    main: VecDeque<Vec<u8>>,
+    freq: HashMap<Vec<u8>, u8>,
+    ghost: VecDeque<Vec<u8>>,
+    has_evicted: bool,
 }
 
 impl Model {
-    fn touch(&mut self, k: &[u8]) {
-        self.recency.retain(|x| x != k);
-        self.recency.push(k.to_vec());
+    fn lru(max_keys: usize) -> Self {
+        Model {
+            max_keys,
+            ..Model::default()
+        }
     }
 
-    fn forget(&mut self, k: &[u8]) {
+    fn s3fifo(max_keys: usize) -> Self {
+        Model {
+            max_keys,
+            s3: Some(S3Model::default()),
+            ..Model::default()
+        }
+    }
+
+    /// An access (get, or set of a present key): LRU moves it to the front, S3-FIFO
+    /// raises its count (at most 3).
+    fn touch(&mut self, k: &[u8]) {
+        match &mut self.s3 {
+            Some(s3) => {
+                let f = s3.freq.get_mut(k).expect("a present key");
+                *f = (*f + 1).min(3);
+            }
+            None => {
+                self.recency.retain(|x| x != k);
+                self.recency.push(k.to_vec());
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &[u8]) -> Option<(Vec<u8>, u32)> {
         self.recency.retain(|x| x != k);
+        if let Some(s3) = &mut self.s3 {
+            s3.small.retain(|x| x != k);
+            s3.main.retain(|x| x != k);
+            s3.freq.remove(k);
+        }
+        self.entries.remove(k)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.recency.clear();
+        if let Some(s3) = &mut self.s3 {
+            let has_evicted = s3.has_evicted;
+            *s3 = S3Model {
+                has_evicted,
+                ..S3Model::default()
+            };
+        }
     }
 
     fn set(&mut self, k: &[u8], v: &[u8], flags: u32) {
-        self.entries.insert(k.to_vec(), (v.to_vec(), flags));
-        self.touch(k);
-        if self.max_keys > 0 && self.entries.len() > self.max_keys {
-            let oldest = self.recency.remove(0);
-            self.entries.remove(&oldest);
-        }
         let max_bytes = MAX_BYTES.with(|m| m.get());
+        if self.entries.contains_key(k) {
+            self.entries.insert(k.to_vec(), (v.to_vec(), flags));
+            self.touch(k);
+        } else if self.s3.is_some() {
+            self.s3_insert(k, v, flags);
+        } else {
+            self.entries.insert(k.to_vec(), (v.to_vec(), flags));
+            self.touch(k);
+        }
+        while self.max_keys > 0 && self.entries.len() > self.max_keys {
+            self.evict();
+        }
         while max_bytes > 0 && self.bytes() > max_bytes {
+            self.evict();
+        }
+    }
+
+    /// A new key under S3-FIFO: out of the ghost queue if there, room made first, then
+    /// into main (a ghost hit, or while the cache first fills and small is full) or small.
+    fn s3_insert(&mut self, k: &[u8], v: &[u8], flags: u32) {
+        let s3 = self.s3.as_mut().unwrap();
+        let ghost_hit = s3.ghost.iter().any(|x| x == k);
+        s3.ghost.retain(|x| x != k);
+        while self.max_keys > 0 && self.entries.len() >= self.max_keys {
+            self.evict();
+        }
+        let small_share = (self.max_keys / 10).max(1);
+        let s3 = self.s3.as_mut().unwrap();
+        if ghost_hit || (!s3.has_evicted && s3.small.len() >= small_share) {
+            s3.main.push_back(k.to_vec());
+        } else {
+            s3.small.push_back(k.to_vec());
+        }
+        s3.freq.insert(k.to_vec(), 0);
+        self.entries.insert(k.to_vec(), (v.to_vec(), flags));
+    }
+
+    /// Evicts one entry by the policy.
+    fn evict(&mut self) {
+        let Some(s3) = &mut self.s3 else {
             let oldest = self.recency.remove(0);
             self.entries.remove(&oldest);
-        }
+            return;
+        };
+        s3.has_evicted = true;
+        let small_share = (self.max_keys / 10).max(1);
+        let main_share = self.max_keys - small_share;
+        let from_main = s3.main.len() > main_share || s3.small.is_empty();
+        let gone = if from_main {
+            s3.evict_main().or_else(|| s3.evict_small(self.max_keys))
+        } else {
+            s3.evict_small(self.max_keys).or_else(|| s3.evict_main())
+        };
+        self.entries.remove(&gone.expect("something to evict"));
     }
 
     fn bytes(&self) -> usize {
@@ -118,6 +218,43 @@ impl Model {
             .iter()
             .map(|(k, (v, _))| k.len() + v.len())
             .sum()
+    }
+}
+
+impl S3Model {
+    /// Small's oldest entries go to main if accessed twice, until one leaves for the
+    /// ghost queue (nine tenths of the cache long).
+    fn evict_small(&mut self, max_keys: usize) -> Option<Vec<u8>> {
+        while let Some(k) = self.small.pop_front() {
+            if self.freq[&k] >= 2 {
+                self.freq.insert(k.clone(), 0);
+                self.main.push_back(k);
+                continue;
+            }
+            self.freq.remove(&k);
+            self.ghost.push_back(k.clone());
+            while self.ghost.len() > max_keys * 9 / 10 {
+                self.ghost.pop_front();
+            }
+            return Some(k);
+        }
+        None
+    }
+
+    /// Main's oldest entries go back to its head with their count lowered while they
+    /// have one, until one with count 0 leaves.
+    fn evict_main(&mut self) -> Option<Vec<u8>> {
+        while let Some(k) = self.main.pop_front() {
+            let f = self.freq[&k];
+            if f > 0 {
+                self.freq.insert(k.clone(), f - 1);
+                self.main.push_back(k);
+                continue;
+            }
+            self.freq.remove(&k);
+            return Some(k);
+        }
+        None
     }
 }
 
@@ -162,9 +299,10 @@ fn check<B: Backend + ?Sized>(
     invariants: &dyn Fn(&B) -> Result<(), String>,
 ) {
     let mut c = open();
-    let mut m = Model {
-        max_keys,
-        ..Model::default()
+    let mut m = if S3.with(|s| s.get()) {
+        Model::s3fifo(max_keys)
+    } else {
+        Model::lru(max_keys)
     };
     for (step, op) in ops.iter().enumerate() {
         let at = format!("step {step}: {op:?}");
@@ -184,8 +322,7 @@ fn check<B: Backend + ?Sized>(
                 assert_eq!(read(&*c, &key(*k), false), want, "{at}");
             }
             Op::Pop(k) => {
-                let want = m.entries.remove(&key(*k));
-                m.forget(&key(*k));
+                let want = m.remove(&key(*k));
                 assert_eq!(read(&*c, &key(*k), true), want, "{at}");
             }
             Op::Has(k) => {
@@ -194,13 +331,11 @@ fn check<B: Backend + ?Sized>(
                 assert_eq!(c.has(&key(*k)).unwrap(), want, "{at}");
             }
             Op::Delete(k) => {
-                m.entries.remove(&key(*k));
-                m.forget(&key(*k));
+                m.remove(&key(*k));
                 c.delete(&key(*k)).unwrap();
             }
             Op::Clear => {
-                m.entries.clear();
-                m.recency.clear();
+                m.clear();
                 c.clear().unwrap();
             }
             Op::Len => assert_eq!(c.len().unwrap(), m.entries.len() as u64, "{at}"),
@@ -298,10 +433,9 @@ fn check<B: Backend + ?Sized>(
                 let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
                 let mut want = 0;
                 for k in &keys {
-                    if m.entries.remove(k).is_some() {
+                    if m.remove(k).is_some() {
                         want += 1;
                     }
-                    m.forget(k);
                 }
                 assert_eq!(c.delete_many(&refs).unwrap(), want, "{at}");
             }
@@ -332,8 +466,7 @@ fn check<B: Backend + ?Sized>(
                     .cloned()
                     .collect();
                 for k in &gone {
-                    m.entries.remove(k);
-                    m.forget(k);
+                    m.remove(k);
                 }
                 assert_eq!(c.delete_prefix(&p).unwrap(), gone.len() as u64, "{at}");
             }
@@ -363,6 +496,8 @@ fn check<B: Backend + ?Sized>(
 thread_local! {
     /// The byte bound of the memory case running (0: none).
     static MAX_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Set while an S3-FIFO memory case runs.
+    static S3: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Set while a remote kind runs: its stats say 0 bytes.
     static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -400,6 +535,18 @@ proptest! {
     fn memory_bounded_lru(ops in proptest::collection::vec(op(), 1..120)) {
         // Several internal shards, so the exact order across shards is checked too.
         check(&|| Box::new(MemoryCache::with_shards(3, 4)), &ops, 3, false, &MemoryCache::check_invariants);
+    }
+
+    #[test]
+    fn memory_s3fifo(ops in proptest::collection::vec(op(), 1..160), max_keys in 1usize..12) {
+        // The queues are global over several shards: the model's single queues must
+        // match exactly (eviction, promotion, ghost hits), whatever shard a key is in.
+        S3.with(|s| s.set(true));
+        check(
+            &|| Box::new(MemoryCache::with_policy_and_shards(max_keys as u64, 0, Policy::S3Fifo, 4)),
+            &ops, max_keys, false, &MemoryCache::check_invariants,
+        );
+        S3.with(|s| s.set(false));
     }
 }
 

@@ -1,5 +1,7 @@
-//! In-memory backend (the original `duck.utils.caching` InMemoryCache): exact LRU bounded by key count, and a
-//! per-entry TTL on the monotonic clock.
+//! In-memory backend (the original `duck.utils.caching` InMemoryCache): bounded by key
+//! count and/or bytes, evicting in exact LRU order (the original's) or by S3-FIFO
+//! ([`s3fifo`], scan-resistant, and a hit costs no list move), with a per-entry TTL on
+//! the monotonic clock.
 //!
 //! Layout. Keys are spread over a power-of-two number of shards, each behind its own
 //! mutex, so threads working on different keys rarely meet. Each shard keeps its entries
@@ -20,12 +22,17 @@
 //! locks it and checks the tail still carries that stamp (a shard's tail stamp only
 //! grows) before removing it.
 //!
-//! When `max_keys` is 0 the cache is unbounded and keeps no LRU order at all.
+//! S3-FIFO's queues are global the same way: a shard keeps its part of each queue as a
+//! stamp-ordered list and publishes each list's oldest stamp.
+//!
+//! When neither bound is set the cache keeps no order at all.
 //!
 //! Modules, as quick_cache splits its cache: [`slab`] holds a shard's entries and their
-//! recency list, [`shard`] a shard with its index, counters and published stamp, and
-//! this module the cache: shard selection, cross-shard eviction, the [`Backend`] impl.
+//! lists, [`shard`] a shard with its index, counters and published stamps, [`s3fifo`]
+//! S3-FIFO's shared state and ghost queue, and this module the cache: shard selection,
+//! cross-shard eviction, the [`Backend`] impl.
 
+mod s3fifo;
 mod shard;
 mod slab;
 
@@ -37,8 +44,9 @@ use crate::ffi::fork;
 use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;
 use hashbrown::DefaultHashBuilder;
-use shard::{Removal, Shard, ShardCell, ShardGuard, Shards};
-use slab::{NIL, NO_STAMP, VACANT};
+use s3fifo::S3Fifo;
+use shard::{Order, Removal, Shard, ShardCell, ShardGuard, Shards, Step};
+use slab::{MAIN, NO_STAMP, SMALL, VACANT};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -57,6 +65,19 @@ pub struct MemoryCache {
     max_bytes: u64,
     /// Bytes of keys and values over all shards (kept only when max_bytes is set).
     held: CachePadded<AtomicI64>,
+    /// S3-FIFO's shared state; None under LRU (or no bound).
+    s3: Option<Arc<S3Fifo>>,
+}
+
+/// How a bounded memory cache chooses what to evict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Exact least-recently-used order across the whole cache (the original's).
+    #[default]
+    Lru,
+    /// S3-FIFO (SOSP'23): higher hit ratios on skewed and scanning workloads, and a hit
+    /// that only raises a counter. See [`s3fifo`].
+    S3Fifo,
 }
 
 impl MemoryCache {
@@ -85,19 +106,49 @@ impl MemoryCache {
         )
     }
 
-    /// The general constructor: both bounds and the shard count.
+    /// As [`MemoryCache::with_limits`], evicting by `policy`.
+    pub fn with_policy(max_keys: u64, max_bytes: u64, policy: Policy) -> Self {
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (threads * 4).next_power_of_two().clamp(4, 64);
+        Self::with_policy_and_shards(max_keys, max_bytes, policy, shards)
+    }
+
+    /// The LRU constructor with both bounds and the shard count.
     pub fn with_bounds(max_keys: u64, max_bytes: u64, shards: usize) -> Self {
+        Self::with_policy_and_shards(max_keys, max_bytes, Policy::Lru, shards)
+    }
+
+    /// The general constructor: bounds, policy and the shard count (rounded up to a
+    /// power of two).
+    pub fn with_policy_and_shards(
+        max_keys: u64,
+        max_bytes: u64,
+        policy: Policy,
+        shards: usize,
+    ) -> Self {
         let count = shards.clamp(1, 1 << 16).next_power_of_two();
         let hasher = DefaultHashBuilder::default();
         let bounded = max_keys != 0 || max_bytes != 0;
+        let s3 = (bounded && policy == Policy::S3Fifo)
+            .then(|| Arc::new(S3Fifo::new(max_keys, max_bytes)));
+        let order = match (&s3, bounded) {
+            (Some(s3), _) => Order::S3Fifo(s3.clone()),
+            (None, true) => Order::Lru,
+            (None, false) => Order::Unbounded,
+        };
         let clock = Arc::new(CachePadded::new(AtomicU64::new(0)));
         let shards = (0..count)
             .map(|_| {
-                let shard = Shard::new(hasher.clone(), bounded, clock.clone());
+                let shard = Shard::new(hasher.clone(), order.clone(), clock.clone());
                 CachePadded::new(ShardCell::new(shard))
             })
             .collect();
+        // The shards are registered before the S3-FIFO state, so the fork handlers take
+        // the shards' locks before the ghost queue's, the order the cache nests them in.
         let shards = fork::registered(fork::RANK_MEMORY, Shards(shards));
+        if let Some(s3) = &s3 {
+            fork::register(fork::RANK_MEMORY, Arc::downgrade(s3));
+        }
         MemoryCache {
             shards,
             hasher,
@@ -106,6 +157,15 @@ impl MemoryCache {
             occupied: CachePadded::new(AtomicI64::new(0)),
             max_bytes,
             held: CachePadded::new(AtomicI64::new(0)),
+            s3,
+        }
+    }
+
+    /// The eviction policy (LRU for an unbounded cache, which evicts nothing).
+    pub fn policy(&self) -> Policy {
+        match self.s3 {
+            Some(_) => Policy::S3Fifo,
+            None => Policy::Lru,
         }
     }
 
@@ -132,6 +192,30 @@ impl MemoryCache {
         }
     }
 
+    /// Under S3-FIFO, when `key` is new and the cache is full: takes the key out of the
+    /// ghost queue (true when it was there) and makes room, before the entry goes in.
+    /// Nothing to do otherwise (LRU's order does not care whether eviction comes first).
+    fn before_insert(&self, hash: u64, key: &[u8], size: u64) -> Result<bool> {
+        let Some(s3) = &self.s3 else {
+            return Ok(false);
+        };
+        if !self.is_full_for(size)
+            || self.with_shard(hash, |shard| Ok(shard.find(hash, key).is_some()))?
+        {
+            return Ok(false);
+        }
+        let ghost_hit = s3.ghost.lock().take(hash);
+        self.make_room(size);
+        Ok(ghost_hit)
+    }
+
+    /// True when a new entry of `size` bytes would take the cache past a bound.
+    fn is_full_for(&self, size: u64) -> bool {
+        (self.max_keys != 0 && self.occupied.load(Relaxed) >= self.max_keys as i64)
+            || (self.max_bytes != 0
+                && self.held.load(Relaxed) + size as i64 > self.max_bytes as i64)
+    }
+
     /// Both bounds, after a write that added an entry or bytes.
     fn keep_bounds(&self) {
         if self.max_keys != 0 {
@@ -151,12 +235,22 @@ impl MemoryCache {
     /// the cache-wide count; for the model tests. Returns what is wrong.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        let (mut occupied, mut bytes) = (0, 0);
+        let (mut occupied, mut bytes, mut small) = (0, 0, (0, 0));
         for (index, cell) in self.shards.iter().enumerate() {
             let shard = cell.lock();
             shard.check().map_err(|e| format!("shard {index}: {e}"))?;
             occupied += shard.occupied;
             bytes += shard.bytes;
+            let (entries, held) = shard.small_totals();
+            small = (small.0 + entries, small.1 + held);
+        }
+        if let Some(s3) = &self.s3 {
+            let counted = (s3.in_small.load(Relaxed), s3.small_held.load(Relaxed));
+            if counted != (small.0 as i64, small.1 as i64) {
+                return Err(format!(
+                    "small queue {small:?} (entries, bytes), {counted:?} counted"
+                ));
+            }
         }
         if self.max_bytes != 0 {
             let held = self.held.load(Relaxed);
@@ -189,6 +283,13 @@ impl MemoryCache {
         self.shards[((hash >> 40) & self.shard_mask) as usize].lock()
     }
 
+    /// Empties S3-FIFO's ghost queue (clear and close: the keys it remembers are gone).
+    fn forget_ghosts(&self) {
+        if let Some(s3) = &self.s3 {
+            s3.ghost.lock().clear();
+        }
+    }
+
     fn forget(&self, removed: u64) {
         if removed > 0 {
             self.occupied.fetch_sub(removed as i64, Relaxed);
@@ -215,14 +316,31 @@ impl MemoryCache {
         }
     }
 
-    /// Removes the globally least recently used entry; false when every shard is empty.
+    /// Removes one entry by the policy (LRU: the globally least recently used; S3-FIFO:
+    /// see [`s3fifo`]); false when the cache is empty.
     fn evict_one(&self) -> bool {
+        let Some(s3) = &self.s3 else {
+            return self.evict_from(MAIN);
+        };
+        s3.has_evicted.store(true, Relaxed);
+        let (entries, bytes) = (self.occupied.load(Relaxed), self.held.load(Relaxed));
+        let first = if s3.main_is_over(entries, bytes) || s3.in_small.load(Relaxed) <= 0 {
+            MAIN
+        } else {
+            SMALL
+        };
+        self.evict_from(first) || self.evict_from(MAIN + SMALL - first)
+    }
+
+    /// Takes eviction steps on the cache-wide `list` (its oldest entry over all shards)
+    /// until an entry leaves the cache; false when the list is empty everywhere.
+    fn evict_from(&self, list: usize) -> bool {
         loop {
             let oldest = self
                 .shards
                 .iter()
                 .enumerate()
-                .map(|(i, cell)| (cell.published.load(Relaxed), i))
+                .map(|(i, cell)| (cell.published[list].load(Relaxed), i))
                 .min();
             let Some((stamp, index)) = oldest.filter(|&(s, _)| s != NO_STAMP) else {
                 return false;
@@ -231,22 +349,28 @@ impl MemoryCache {
             if shard.closed {
                 return false;
             }
-            // A shard's oldest stamp only grows, so if its tail still carries the smallest
-            // stamp seen it is still the oldest entry anywhere. Otherwise look again.
-            let tail = shard.slab.tail();
-            if tail != NIL && shard.slab.oldest_stamp() == stamp {
-                let why = if shard.is_expired(tail) {
-                    Removal::Expired
-                } else {
-                    Removal::Evicted
-                };
-                let before = shard.bytes;
-                shard.remove(tail, why);
-                let freed = before as i64 - shard.bytes as i64;
-                drop(shard);
-                self.held_changed(-freed);
-                return true;
+            // A list's oldest stamp only grows, so if its tail still carries the smallest
+            // stamp seen it is still the oldest entry anywhere; otherwise look again.
+            match shard.evict_step(list, stamp) {
+                Step::Moved | Step::Requeued => continue,
+                Step::Removed(freed) => {
+                    drop(shard);
+                    self.held_changed(-(freed as i64));
+                    return true;
+                }
             }
+        }
+    }
+
+    /// S3-FIFO evicts before a new key goes in, as the algorithm is defined (which queue
+    /// to evict from depends on what is there before the new entry): makes room for an
+    /// entry of `size` bytes when the cache is full.
+    fn make_room(&self, size: u64) {
+        while self.is_full_for(size) {
+            if !self.evict_one() {
+                return;
+            }
+            self.forget(1);
         }
     }
 
@@ -335,8 +459,9 @@ impl Backend for MemoryCache {
         let deadline = mono_deadline(ttl);
         // Build the entry's allocation before taking the lock.
         let (key_len, data) = Self::entry_data(key, value)?;
+        let ghost_hit = self.before_insert(hash, key, data.len() as u64)?;
         self.with_shard(hash, |shard| {
-            shard.upsert(hash, key_len, data, deadline, flags)?;
+            shard.upsert(hash, key_len, data, deadline, flags, ghost_hit)?;
             shard.stats.sets += 1;
             Ok(())
         })?;
@@ -350,7 +475,7 @@ impl Backend for MemoryCache {
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         self.read(key, visit, |shard, slot| {
-            shard.remove(slot, Removal::Deleted)
+            shard.remove(slot, Removal::Deleted);
         })
     }
 
@@ -379,6 +504,7 @@ impl Backend for MemoryCache {
             removed += n;
         })?;
         self.forget(removed);
+        self.forget_ghosts();
         Ok(())
     }
 
@@ -409,6 +535,8 @@ impl Backend for MemoryCache {
 
     fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
         let hash = self.hash(key);
+        // The new value's size is not known yet; the key's stands in for it.
+        let ghost_hit = self.before_insert(hash, key, key.len() as u64)?;
         let stored = self.with_shard(hash, |shard| {
             let live = shard.find_live(hash, key);
             let current = live.map(|slot| {
@@ -439,7 +567,7 @@ impl Backend for MemoryCache {
                 "the cache (max_bytes)",
             )?;
             let (key_len, data) = Self::entry_data(key, &value)?;
-            shard.upsert(hash, key_len, data, deadline, flags)?;
+            shard.upsert(hash, key_len, data, deadline, flags, ghost_hit)?;
             Ok(true)
         })?;
         if stored {
@@ -558,6 +686,7 @@ impl Backend for MemoryCache {
         }
         self.forget(removed);
         self.held.store(0, Relaxed);
+        self.forget_ghosts();
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
-//! One shard of the memory cache: its slab, its hash index, its counters, and the stamp
-//! of its least recently used entry published for the cross-shard evictor.
+//! One shard of the memory cache: its slab, its hash index, its counters, and the stamps
+//! of its lists' oldest entries published for the cross-shard evictor.
 
-use super::slab::{Node, Slab, NIL, NO_STAMP};
+use super::s3fifo::{S3Fifo, PROMOTE_AT};
+use super::slab::{Node, Slab, MAIN, MAX_FREQ, NIL, NO_STAMP, SMALL};
 use crate::backend::Stats;
 use crate::clock::{mono_expired, mono_now, MonoDeadline, NO_DEADLINE};
 use crate::error::{Error, Result};
@@ -21,15 +22,35 @@ pub(super) enum Removal {
     Expired,
 }
 
+/// The order a bounded cache evicts in; the shard keeps its lists for it.
+#[derive(Clone)]
+pub(super) enum Order {
+    /// No bound: no lists, nothing to evict.
+    Unbounded,
+    /// Exact LRU: one list, every touch moves the entry to the front.
+    Lru,
+    /// S3-FIFO: the small and main queues; a touch raises the access count.
+    S3Fifo(Arc<S3Fifo>),
+}
+
+/// What one step of eviction on a shard did (see [`Shard::evict_step`]).
+pub(super) enum Step {
+    /// The list's oldest entry no longer carries the stamp the evictor saw: look again.
+    Moved,
+    /// The entry went back into a queue (S3-FIFO's second chance): go on evicting.
+    Requeued,
+    /// An entry of this many bytes left the cache.
+    Removed(u64),
+}
+
 pub(super) struct Shard {
     hasher: DefaultHashBuilder,
-    /// Keeps the recency list (the cache has a key bound).
-    pub bounded: bool,
+    pub order: Order,
     pub closed: bool,
     index: HashTable<u32>,
     pub slab: Slab,
-    /// The oldest stamp last stored in the shard's published atomic.
-    published_oldest: u64,
+    /// The oldest stamps last stored in the shard's published atomics.
+    published_oldest: [u64; 2],
     /// Occupied slots, expired-but-not-yet-removed ones included.
     pub occupied: u64,
     /// Occupied slots with a deadline; when 0, `len` needs no scan.
@@ -46,16 +67,16 @@ pub(super) struct Shard {
 impl Shard {
     pub fn new(
         hasher: DefaultHashBuilder,
-        bounded: bool,
+        order: Order,
         clock: Arc<CachePadded<AtomicU64>>,
     ) -> Self {
         Shard {
             hasher,
-            bounded,
+            order,
             closed: false,
             index: HashTable::new(),
             slab: Slab::new(),
-            published_oldest: NO_STAMP,
+            published_oldest: [NO_STAMP; 2],
             occupied: 0,
             with_deadline: 0,
             bytes: 0,
@@ -88,16 +109,109 @@ impl Shard {
         self.clock.fetch_add(1, Relaxed) + 1
     }
 
-    /// Makes `slot` the most recently used entry.
+    fn linked(&self) -> bool {
+        !matches!(self.order, Order::Unbounded)
+    }
+
+    /// Counts an access to `slot`: LRU makes it the most recent, S3-FIFO raises its count.
     pub fn touch(&mut self, slot: u32) {
-        if self.bounded {
-            let stamp = self.next_stamp();
-            self.slab.move_to_front(slot, stamp);
+        match self.order {
+            Order::Unbounded => {}
+            Order::Lru => {
+                let stamp = self.next_stamp();
+                self.slab.move_to_front(slot, stamp);
+            }
+            Order::S3Fifo(_) => {
+                let node = self.slab.node_mut(slot);
+                if node.freq() < MAX_FREQ {
+                    node.set_freq(node.freq() + 1);
+                }
+            }
         }
     }
 
-    /// Stores `data` (key then value) under the key, replacing any earlier entry, and makes
-    /// it the most recently used.
+    /// Links the new entry in `slot` (`hash` its key's): at LRU's front, or in S3-FIFO's
+    /// small queue (main for a key in the ghost queue, or while the cache fills).
+    /// `ghost_hit`: the caller already took the key out of the ghost queue.
+    fn link_new(&mut self, slot: u32, hash: u64, size: u64, ghost_hit: bool) {
+        let list = match &self.order {
+            Order::Unbounded => return,
+            Order::Lru => MAIN,
+            Order::S3Fifo(s3) => {
+                let to_main = ghost_hit
+                    || s3.ghost.lock().take(hash)
+                    || (!s3.has_evicted.load(Relaxed) && s3.small_is_full());
+                if to_main {
+                    MAIN
+                } else {
+                    s3.small_changed(1, size);
+                    SMALL
+                }
+            }
+        };
+        let stamp = self.next_stamp();
+        self.slab.push_front(list, slot, stamp);
+    }
+
+    /// Takes `slot` out of its list, keeping S3-FIFO's small-queue counts.
+    fn unlink(&mut self, slot: u32) {
+        if !self.linked() {
+            return;
+        }
+        if let Order::S3Fifo(s3) = &self.order {
+            let node = self.slab.node(slot);
+            if node.list() == SMALL {
+                s3.small_changed(-1, node.data.len() as u64);
+            }
+        }
+        self.slab.unlink(slot);
+    }
+
+    /// One step of eviction from `list`, whose oldest entry the evictor saw with `stamp`:
+    /// LRU removes it; S3-FIFO removes it or gives it its second chance (see
+    /// [`super::s3fifo`]).
+    pub fn evict_step(&mut self, list: usize, stamp: u64) -> Step {
+        let slot = self.slab.tail(list);
+        if slot == NIL || self.slab.oldest_stamp(list) != stamp {
+            return Step::Moved;
+        }
+        if self.is_expired(slot) {
+            return Step::Removed(self.remove(slot, Removal::Expired));
+        }
+        let Order::S3Fifo(s3) = &self.order else {
+            return Step::Removed(self.remove(slot, Removal::Evicted));
+        };
+        let s3 = s3.clone();
+        let freq = self.slab.node(slot).freq();
+        match list {
+            SMALL if freq >= PROMOTE_AT => {
+                // Accessed again while in the small queue: on to main, count reset.
+                self.unlink(slot);
+                let stamp = self.next_stamp();
+                self.slab.node_mut(slot).set_freq(0);
+                self.slab.push_front(MAIN, slot, stamp);
+                Step::Requeued
+            }
+            SMALL => {
+                let node = self.slab.node(slot);
+                let (hash, size) = (self.hasher.hash_one(node.key()), node.data.len() as u64);
+                let freed = self.remove(slot, Removal::Evicted);
+                s3.ghost.lock().insert(hash, size);
+                Step::Removed(freed)
+            }
+            _ if freq > 0 => {
+                // Main's CLOCK: accessed since last seen, so back to the head, count lowered.
+                let stamp = self.next_stamp();
+                self.slab.node_mut(slot).set_freq(freq - 1);
+                self.slab.move_to_front(slot, stamp);
+                Step::Requeued
+            }
+            _ => Step::Removed(self.remove(slot, Removal::Evicted)),
+        }
+    }
+
+    /// Stores `data` (key then value) under the key, replacing any earlier entry, and
+    /// counts an access to it (see [`Shard::touch`]). `ghost_hit`: see [`Shard::link_new`].
     pub fn upsert(
         &mut self,
         hash: u64,
@@ -105,6 +219,7 @@ impl Shard {
         data: Box<[u8]>,
         deadline: MonoDeadline,
         flags: u32,
+        ghost_hit: bool,
     ) -> Result<()> {
         let added = data.len() as u64;
         let has_deadline = (deadline != NO_DEADLINE) as u64;
@@ -114,8 +229,13 @@ impl Shard {
             let had_deadline = (n.deadline != NO_DEADLINE) as u64;
             n.deadline = deadline;
             n.flags = flags;
+            let in_small = n.list() == SMALL;
             self.bytes = self.bytes - old_len + added;
             self.with_deadline = self.with_deadline - had_deadline + has_deadline;
+            if let (Order::S3Fifo(s3), true) = (&self.order, in_small) {
+                s3.small_held
+                    .fetch_add(added as i64 - old_len as i64, Relaxed);
+            }
             self.touch(slot);
             return Ok(());
         }
@@ -129,10 +249,7 @@ impl Shard {
             ..
         } = self;
         index.insert_unique(hash, slot, |&s| hasher.hash_one(slab.node(s).key()));
-        if self.bounded {
-            let stamp = self.next_stamp();
-            self.slab.push_front(slot, stamp);
-        }
+        self.link_new(slot, hash, added, ghost_hit);
         self.occupied += 1;
         self.bytes += added;
         self.with_deadline += has_deadline;
@@ -147,17 +264,16 @@ impl Shard {
         self.with_deadline = self.with_deadline - had + (deadline != NO_DEADLINE) as u64;
     }
 
-    /// Removes the entry in `slot` and counts it under `why`.
-    pub fn remove(&mut self, slot: u32, why: Removal) {
+    /// Removes the entry in `slot` and counts it under `why`; returns its bytes.
+    pub fn remove(&mut self, slot: u32, why: Removal) -> u64 {
         let hash = self.hasher.hash_one(self.slab.node(slot).key());
         if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
-        if self.bounded {
-            self.slab.unlink(slot);
-        }
+        self.unlink(slot);
         let gone = self.slab.release(slot);
-        self.bytes -= gone.data.len() as u64;
+        let size = gone.data.len() as u64;
+        self.bytes -= size;
         if gone.deadline != NO_DEADLINE {
             self.with_deadline -= 1;
         }
@@ -167,6 +283,7 @@ impl Shard {
             Removal::Evicted => self.stats.evictions += 1,
             Removal::Expired => self.stats.expirations += 1,
         }
+        size
     }
 
     /// Removes the entry in `slot` as deleted, or as expired when its deadline passed.
@@ -177,6 +294,11 @@ impl Shard {
             Removal::Deleted
         };
         self.remove(slot, why);
+    }
+
+    /// Entries and bytes on this shard's part of the small queue.
+    pub fn small_totals(&self) -> (u64, u64) {
+        self.slab.list_totals(SMALL)
     }
 
     /// True when the entry in `slot` has a deadline that has passed. Reads the clock only
@@ -227,6 +349,11 @@ impl Shard {
     /// Drops every entry; returns how many there were.
     pub fn reset(&mut self) -> u64 {
         let removed = self.occupied;
+        if let Order::S3Fifo(s3) = &self.order {
+            let (entries, bytes) = self.slab.list_totals(SMALL);
+            s3.in_small.fetch_sub(entries as i64, Relaxed);
+            s3.small_held.fetch_sub(bytes as i64, Relaxed);
+        }
         self.index = HashTable::new();
         self.slab.reset();
         self.occupied = 0;
@@ -246,7 +373,11 @@ impl Shard {
 
     /// Checks the slab, the index and the totals against each other (the model tests).
     pub fn check(&self) -> std::result::Result<(), String> {
-        let occupied = self.slab.check(self.bounded)?;
+        let [in_main, in_small] = self.slab.check(self.linked())?;
+        let occupied = in_main + in_small;
+        if matches!(self.order, Order::Lru) && in_small != 0 {
+            return Err(format!("{in_small} entries on LRU's unused small list"));
+        }
         if occupied != self.occupied || self.index.len() as u64 != occupied {
             return Err(format!(
                 "{occupied} occupied slots, {} counted, {} indexed",
@@ -272,26 +403,23 @@ impl Shard {
                 self.bytes, self.with_deadline
             ));
         }
-        if !self.bounded && self.slab.tail() != NIL {
-            return Err("an unbounded shard keeps a recency list".into());
-        }
         Ok(())
     }
 }
 
-/// A shard and the stamp it publishes.
+/// A shard and the stamps it publishes.
 pub(super) struct ShardCell {
     pub shard: Mutex<Shard>,
-    /// Stamp of the shard's least recently used entry ([`NO_STAMP`] when empty),
+    /// Stamp of the oldest entry of each of the shard's lists ([`NO_STAMP`] when empty),
     /// published under the lock and read without it by the evictor.
-    pub published: AtomicU64,
+    pub published: [AtomicU64; 2],
 }
 
 impl ShardCell {
     pub fn new(shard: Shard) -> Self {
         ShardCell {
             shard: Mutex::new(shard),
-            published: AtomicU64::new(NO_STAMP),
+            published: [AtomicU64::new(NO_STAMP), AtomicU64::new(NO_STAMP)],
         }
     }
 
@@ -326,16 +454,18 @@ impl ForkLocks for Shards {
 /// A locked shard that republishes its oldest stamp when released.
 pub(super) struct ShardGuard<'a> {
     guard: MutexGuard<'a, Shard>,
-    published: &'a AtomicU64,
+    published: &'a [AtomicU64; 2],
 }
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
         let shard = &mut *self.guard;
-        let oldest = shard.slab.oldest_stamp();
-        if shard.bounded && oldest != shard.published_oldest {
-            shard.published_oldest = oldest;
-            self.published.store(oldest, Relaxed);
+        for list in [MAIN, SMALL] {
+            let oldest = shard.slab.oldest_stamp(list);
+            if oldest != shard.published_oldest[list] {
+                shard.published_oldest[list] = oldest;
+                self.published[list].store(oldest, Relaxed);
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The entries of one shard: a slab of nodes addressed by slot number, a free list
-//! threaded through the vacant slots, and an intrusive recency list from the most to the
-//! least recently used entry. Nothing here knows about keys' hashes, TTLs or locks.
+//! threaded through the vacant slots, and two intrusive lists ordered by stamp, newest
+//! first: [`MAIN`] (LRU's recency list, S3-FIFO's main queue) and [`SMALL`] (S3-FIFO's
+//! small queue). Nothing here knows about keys' hashes, TTLs, locks or policies.
 
 use crate::clock::{MonoDeadline, NO_DEADLINE};
 use crate::error::{Error, Result};
@@ -11,6 +12,19 @@ pub(super) const NIL: u32 = u32::MAX;
 pub(super) const VACANT: u32 = u32::MAX;
 /// [`Slab::oldest_stamp`] of an empty list: later than any stamp, so never the oldest.
 pub(super) const NO_STAMP: u64 = u64::MAX;
+/// The list of LRU's order and of S3-FIFO's main queue.
+pub(super) const MAIN: usize = 0;
+/// S3-FIFO's small queue (LRU leaves it empty).
+pub(super) const SMALL: usize = 1;
+
+/// A node's stamp word: the stamp in the low bits, then S3-FIFO's two-bit access count,
+/// then the list the node is on (so the policy costs the node no extra bytes).
+const STAMP_BITS: u32 = 61;
+const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+const FREQ_SHIFT: u32 = STAMP_BITS;
+const LIST_SHIFT: u32 = 63;
+/// The highest access count kept (S3-FIFO's counter saturates at 3).
+pub(super) const MAX_FREQ: u8 = 3;
 
 /// One entry. 48 bytes; key and value share one allocation.
 pub(super) struct Node {
@@ -21,8 +35,9 @@ pub(super) struct Node {
     prev: u32,
     /// Towards the least recently used end.
     next: u32,
-    /// The cache-wide touch stamp; orders entries across shards for eviction.
-    pub stamp: u64,
+    /// The cache-wide stamp that orders entries across shards for eviction, the access
+    /// count and the list (see [`STAMP_BITS`]).
+    stamp_word: u64,
     pub deadline: MonoDeadline,
     /// The caller's flags word, stored and returned untouched.
     pub flags: u32,
@@ -35,10 +50,36 @@ impl Node {
             key_len,
             prev: NIL,
             next: NIL,
-            stamp: 0,
+            stamp_word: 0,
             deadline,
             flags,
         }
+    }
+
+    /// The stamp the node was linked (or last moved) with.
+    pub fn stamp(&self) -> u64 {
+        self.stamp_word & STAMP_MASK
+    }
+
+    /// S3-FIFO's access count, 0..=[`MAX_FREQ`].
+    pub fn freq(&self) -> u8 {
+        ((self.stamp_word >> FREQ_SHIFT) & 3) as u8
+    }
+
+    pub fn set_freq(&mut self, freq: u8) {
+        let freq = u64::from(freq.min(MAX_FREQ));
+        self.stamp_word = (self.stamp_word & !(3 << FREQ_SHIFT)) | (freq << FREQ_SHIFT);
+    }
+
+    /// The list the (linked) node is on: [`MAIN`] or [`SMALL`].
+    pub fn list(&self) -> usize {
+        (self.stamp_word >> LIST_SHIFT) as usize
+    }
+
+    /// Sets stamp and list, keeping the access count.
+    fn place(&mut self, list: usize, stamp: u64) {
+        let freq = self.stamp_word & (3 << FREQ_SHIFT);
+        self.stamp_word = (stamp & STAMP_MASK) | freq | ((list as u64) << LIST_SHIFT);
     }
 
     pub fn key(&self) -> &[u8] {
@@ -54,17 +95,29 @@ impl Node {
     }
 }
 
-/// The slab and its recency list.
-pub(super) struct Slab {
-    nodes: Vec<Node>,
-    free_head: u32,
-    /// Most recently used linked entry.
+/// One intrusive list's ends.
+#[derive(Clone, Copy)]
+struct List {
+    /// Newest linked entry.
     head: u32,
-    /// Least recently used linked entry.
+    /// Oldest linked entry.
     tail: u32,
     /// The tail's stamp ([`NO_STAMP`] when the list is empty), kept up to date where the
     /// tail's neighbour is already in cache, so reading it never touches the coldest node.
     oldest_stamp: u64,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+    oldest_stamp: NO_STAMP,
+};
+
+/// The slab and its two lists.
+pub(super) struct Slab {
+    nodes: Vec<Node>,
+    free_head: u32,
+    lists: [List; 2],
 }
 
 impl Slab {
@@ -72,9 +125,7 @@ impl Slab {
         Slab {
             nodes: Vec::new(),
             free_head: NIL,
-            head: NIL,
-            tail: NIL,
-            oldest_stamp: NO_STAMP,
+            lists: [EMPTY; 2],
         }
     }
 
@@ -91,13 +142,14 @@ impl Slab {
         self.nodes.len() as u32
     }
 
-    pub fn tail(&self) -> u32 {
-        self.tail
+    /// The oldest entry of `list` ([`NIL`] when empty).
+    pub fn tail(&self, list: usize) -> u32 {
+        self.lists[list].tail
     }
 
-    /// The stamp of the least recently used linked entry; [`NO_STAMP`] when none.
-    pub fn oldest_stamp(&self) -> u64 {
-        self.oldest_stamp
+    /// The stamp of the oldest entry of `list`; [`NO_STAMP`] when empty.
+    pub fn oldest_stamp(&self, list: usize) -> u64 {
+        self.lists[list].oldest_stamp
     }
 
     /// Puts `node` in a free slot (or a new one) and returns the slot. Not linked.
@@ -128,7 +180,7 @@ impl Slab {
             key_len: VACANT,
             prev: free_head,
             next: NIL,
-            stamp: 0,
+            stamp_word: 0,
             deadline: NO_DEADLINE,
             flags: 0,
         };
@@ -136,60 +188,76 @@ impl Slab {
         std::mem::replace(n, vacant)
     }
 
-    /// Takes `slot` out of the recency list.
+    /// Takes the linked `slot` out of its list.
     pub fn unlink(&mut self, slot: u32) {
-        let (prev, next) = {
+        let (prev, next, list) = {
             let n = &self.nodes[slot as usize];
-            (n.prev, n.next)
+            (n.prev, n.next, n.list())
         };
         match prev {
-            NIL => self.head = next,
+            NIL => self.lists[list].head = next,
             p => self.nodes[p as usize].next = next,
         }
         match next {
             NIL => {
-                self.tail = prev;
                 // The new tail was just written above, so its stamp is at hand.
-                self.oldest_stamp = match prev {
+                let oldest_stamp = match prev {
                     NIL => NO_STAMP,
-                    p => self.nodes[p as usize].stamp,
+                    p => self.nodes[p as usize].stamp(),
                 };
+                let l = &mut self.lists[list];
+                l.tail = prev;
+                l.oldest_stamp = oldest_stamp;
             }
             n => self.nodes[n as usize].prev = prev,
         }
     }
 
-    /// Links `slot` as the most recently used entry, with `stamp`.
-    pub fn push_front(&mut self, slot: u32, stamp: u64) {
-        let old_head = self.head;
+    /// Links the unlinked `slot` as the newest entry of `list`, with `stamp`.
+    pub fn push_front(&mut self, list: usize, slot: u32, stamp: u64) {
+        let old_head = self.lists[list].head;
         {
             let n = &mut self.nodes[slot as usize];
             n.prev = NIL;
             n.next = old_head;
-            n.stamp = stamp;
+            n.place(list, stamp);
         }
         match old_head {
             NIL => {
-                self.tail = slot;
-                self.oldest_stamp = stamp;
+                self.lists[list].tail = slot;
+                self.lists[list].oldest_stamp = stamp;
             }
             h => self.nodes[h as usize].prev = slot,
         }
-        self.head = slot;
+        self.lists[list].head = slot;
     }
 
-    /// Makes the linked `slot` the most recently used entry, with `stamp`.
+    /// Makes the linked `slot` the newest entry of its list, with `stamp`.
     pub fn move_to_front(&mut self, slot: u32, stamp: u64) {
-        if self.head == slot {
-            // Already the most recently used: only its stamp moves on.
-            self.nodes[slot as usize].stamp = stamp;
-            if self.tail == slot {
-                self.oldest_stamp = stamp;
+        let list = self.nodes[slot as usize].list();
+        let l = self.lists[list];
+        if l.head == slot {
+            // Already the newest: only its stamp moves on.
+            self.nodes[slot as usize].place(list, stamp);
+            if l.tail == slot {
+                self.lists[list].oldest_stamp = stamp;
             }
             return;
         }
         self.unlink(slot);
-        self.push_front(slot, stamp);
+        self.push_front(list, slot, stamp);
+    }
+
+    /// Entries and bytes (of keys and values) on `list`.
+    pub fn list_totals(&self, list: usize) -> (u64, u64) {
+        let (mut entries, mut bytes, mut at) = (0, 0, self.lists[list].head);
+        while at != NIL {
+            let n = &self.nodes[at as usize];
+            entries += 1;
+            bytes += n.data.len() as u64;
+            at = n.next;
+        }
+        (entries, bytes)
     }
 
     /// Drops every entry.
@@ -197,9 +265,10 @@ impl Slab {
         *self = Slab::new();
     }
 
-    /// Checks the structure: `linked` says whether occupied slots are on the recency
-    /// list. Returns the number of occupied slots, or what is wrong.
-    pub fn check(&self, linked: bool) -> std::result::Result<u64, String> {
+    /// Checks the structure: `linked` says whether occupied slots are on the lists
+    /// (every one on exactly one). Returns the number of occupied slots per list (all on
+    /// [`MAIN`] when not linked), or what is wrong.
+    pub fn check(&self, linked: bool) -> std::result::Result<[u64; 2], String> {
         let occupied = self.nodes.iter().filter(|n| !n.is_vacant()).count() as u64;
         let mut free = 0u64;
         let mut at = self.free_head;
@@ -224,9 +293,22 @@ impl Slab {
             ));
         }
         if !linked {
-            return Ok(occupied);
+            return match self.lists.iter().all(|l| l.tail == NIL && l.head == NIL) {
+                true => Ok([occupied, 0]),
+                false => Err("an unlinked slab keeps a list".into()),
+            };
         }
-        let (mut count, mut prev, mut at, mut stamp) = (0u64, NIL, self.head, u64::MAX);
+        let counts = [self.check_list(MAIN)?, self.check_list(SMALL)?];
+        if counts[MAIN] + counts[SMALL] != occupied {
+            return Err(format!("{counts:?} linked of {occupied} occupied"));
+        }
+        Ok(counts)
+    }
+
+    /// Walks `list`; returns its length or what is wrong.
+    fn check_list(&self, list: usize) -> std::result::Result<u64, String> {
+        let l = &self.lists[list];
+        let (mut count, mut prev, mut at, mut stamp) = (0u64, NIL, l.head, u64::MAX);
         while at != NIL {
             let n = self
                 .nodes
@@ -238,33 +320,37 @@ impl Slab {
             if n.prev != prev {
                 return Err(format!("slot {at} links back to {} not {prev}", n.prev));
             }
-            if n.stamp > stamp {
+            if n.list() != list {
+                return Err(format!(
+                    "slot {at} on list {list} says it is on {}",
+                    n.list()
+                ));
+            }
+            if n.stamp() > stamp {
                 return Err(format!(
                     "slot {at}'s stamp {} is newer than the one before it",
-                    n.stamp
+                    n.stamp()
                 ));
             }
             count += 1;
-            if count > occupied {
-                return Err("the recency list loops".into());
+            if count > self.nodes.len() as u64 {
+                return Err(format!("list {list} loops"));
             }
-            (prev, stamp, at) = (at, n.stamp, n.next);
+            (prev, stamp, at) = (at, n.stamp(), n.next);
         }
-        if prev != self.tail {
+        if prev != l.tail {
             return Err(format!(
-                "the list ends at {prev}, the tail is {}",
-                self.tail
+                "list {list} ends at {prev}, the tail is {}",
+                l.tail
             ));
         }
-        if stamp != self.oldest_stamp {
+        let stamp = if prev == NIL { NO_STAMP } else { stamp };
+        if stamp != l.oldest_stamp {
             return Err(format!(
-                "oldest stamp {} but the tail's is {stamp}",
-                self.oldest_stamp
+                "list {list}: oldest stamp {} but the tail's is {stamp}",
+                l.oldest_stamp
             ));
         }
-        if count != occupied {
-            return Err(format!("{count} linked of {occupied} occupied"));
-        }
-        Ok(occupied)
+        Ok(count)
     }
 }

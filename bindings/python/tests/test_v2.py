@@ -383,3 +383,30 @@ def test_native_memory_cache_byte_bound():
     with pytest.raises(ValueError):
         duckcache.NativeMemoryCache(max_bytes=0)
     c.close()
+
+
+def test_native_memory_cache_s3fifo_policy_keeps_hot_keys_through_a_scan():
+    lru = duckcache.NativeMemoryCache(maxkeys=100)
+    s3 = duckcache.NativeMemoryCache(maxkeys=100, policy="s3fifo")
+    assert s3.policy == "s3fifo"
+    for c in (lru, s3):
+        for i in range(100):
+            c.set(f"hot{i}", i)
+        for _ in range(3):
+            for i in range(100):
+                c.get(f"hot{i}")
+        for i in range(1000):  # a one-pass scan of keys never seen again
+            c.set(f"scan{i}", i)
+    hot = lambda c: sum(c.get(f"hot{i}") is not None for i in range(100))  # noqa: E731
+    assert hot(lru) == 0  # the scan flushed LRU
+    assert hot(s3) >= 85  # S3-FIFO's small queue absorbed it
+    both = duckcache.NativeMemoryCache(max_bytes=10_000, policy="s3fifo")
+    for i in range(100):
+        both.set(f"k{i}", b"x" * 500)
+    assert both.stats()["bytes"] <= 10_000
+    with pytest.raises(duckcache.TooLargeError):
+        both.set("huge", b"x" * 20_000)
+    with pytest.raises(ValueError, match="policy"):
+        duckcache.NativeMemoryCache(maxkeys=10, policy="lfu")
+    for c in (lru, s3, both):
+        c.close()
