@@ -751,6 +751,22 @@ struct bytes_arg {
     int id;
 };
 
+/* Writers done (the watcher stops), and the most bytes the watcher saw. */
+static atomic_int writers_done;
+static uint64_t most_bytes_seen;
+
+/* Reads the cache's bytes over and over while the writers run. */
+static void *byte_watcher(void *p) {
+    cache_t *c = p;
+    most_bytes_seen = 0;
+    while (!atomic_load(&writers_done)) {
+        cache_stats st;
+        CHECK_EQ(cache_get_stats(c, &st), CACHE_OK);
+        if (st.bytes > most_bytes_seen) most_bytes_seen = st.bytes;
+    }
+    return NULL;
+}
+
 static void *byte_writer(void *p) {
     struct bytes_arg *a = p;
     static uint8_t value[3000];
@@ -760,13 +776,22 @@ static void *byte_writer(void *p) {
         seed = seed * 1103515245u + 12345u;
         snprintf(key, sizeof key, "t%d-%u", a->id, (seed >> 8) % 500);
         size_t len = (seed >> 4) % sizeof value;
-        CHECK_EQ(cache_set(a->c, K(key), value, len, CACHE_NO_TTL), CACHE_OK);
+        if (i % 3 == 2) { /* set-if-absent and counters go through the same bound */
+            cache_status st = cache_add(a->c, K(key), value, len, CACHE_NO_TTL);
+            CHECK(st == CACHE_OK || st == CACHE_EXISTS);
+            int64_t n = 0;
+            snprintf(key, sizeof key, "count-%u", (seed >> 8) % 50);
+            CHECK_EQ(cache_incr(a->c, K(key), 1, CACHE_NO_TTL, &n), CACHE_OK);
+        } else {
+            CHECK_EQ(cache_set(a->c, K(key), value, len, CACHE_NO_TTL), CACHE_OK);
+        }
     }
     return NULL;
 }
 
 /* max_bytes: keys and values held stay within it (either policy evicting), 8 threads
- * writing; an entry larger than the bound is refused and changes nothing. */
+ * writing, at every moment a ninth thread looks; an entry larger than the bound is
+ * refused and changes nothing. */
 static void test_byte_bound(const char *uri) {
     fprintf(stderr, "  byte bound, %s\n", uri);
     cache_t *c = NULL;
@@ -776,13 +801,18 @@ static void test_byte_bound(const char *uri) {
     CHECK_EQ(cache_set(c, K("big"), big, sizeof big, CACHE_NO_TTL), CACHE_ERR_TOO_LARGE);
     CHECK(strstr(last_error(), "max_bytes") != NULL);
     CHECK_GET(c, "keep", "v");
-    pthread_t th[8];
+    pthread_t th[8], watcher;
     struct bytes_arg args[8];
+    atomic_store(&writers_done, 0);
+    CHECK_EQ(pthread_create(&watcher, NULL, byte_watcher, c), 0);
     for (int i = 0; i < 8; i++) {
         args[i] = (struct bytes_arg){c, i};
         CHECK_EQ(pthread_create(&th[i], NULL, byte_writer, &args[i]), 0);
     }
     for (int i = 0; i < 8; i++) CHECK_EQ(pthread_join(th[i], NULL), 0);
+    atomic_store(&writers_done, 1);
+    CHECK_EQ(pthread_join(watcher, NULL), 0);
+    CHECK(most_bytes_seen <= 100 * 1024);
     cache_stats st;
     CHECK_EQ(cache_get_stats(c, &st), CACHE_OK);
     CHECK(st.bytes <= 100 * 1024);

@@ -209,6 +209,35 @@ impl MemoryCache {
         Ok(ghost_hit)
     }
 
+    /// Under a byte bound: Err(n) when writing an entry of `size` bytes under `key` adds
+    /// n bytes (its size less the live entry it replaces) and n is more than `reserved`;
+    /// an entry larger than the whole bound is refused. Under LRU a present entry
+    /// counts as used first, so the room made for its growth is made from the others,
+    /// as a set (which makes it the most recent, then evicts) would.
+    fn growth(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        key: &[u8],
+        size: u64,
+        reserved: i64,
+    ) -> Result<std::result::Result<(), i64>> {
+        if self.max_bytes == 0 {
+            return Ok(Ok(()));
+        }
+        crate::backend::check_fits(size, self.max_bytes, "the cache (max_bytes)")?;
+        let present = shard.find(hash, key);
+        let old = present.map_or(0, |slot| shard.node(slot).data.len() as i64);
+        let need = size as i64 - old;
+        if need <= reserved {
+            return Ok(Ok(()));
+        }
+        if let (Some(slot), Order::Lru) = (present, &shard.order) {
+            shard.touch(slot);
+        }
+        Ok(Err(need))
+    }
+
     /// True when a new entry of `size` bytes would take the cache past a bound.
     fn is_full_for(&self, size: u64) -> bool {
         (self.max_keys != 0 && self.occupied.load(Relaxed) >= self.max_keys as i64)
@@ -377,8 +406,25 @@ impl MemoryCache {
     /// Runs `f` on the open shard of `hash` and keeps the global entry count in step with
     /// whatever `f` added or removed.
     fn with_shard<R>(&self, hash: u64, f: impl FnOnce(&mut Shard) -> Result<R>) -> Result<R> {
+        self.with_shard_reserved(hash, 0, f)
+    }
+
+    /// As [`MemoryCache::with_shard`] for a write that reserved `reserved` bytes of the
+    /// byte bound beforehand ([`MemoryCache::reserve`]): the reservation is handed back
+    /// as the shard's real change is counted, in one step, so the bytes held never go
+    /// past the bound, not even for a moment.
+    fn with_shard_reserved<R>(
+        &self,
+        hash: u64,
+        reserved: i64,
+        f: impl FnOnce(&mut Shard) -> Result<R>,
+    ) -> Result<R> {
         let mut shard = self.lock(hash);
-        shard.check_open()?;
+        if let Err(closed) = shard.check_open() {
+            drop(shard);
+            self.held_changed(-reserved);
+            return Err(closed);
+        }
         let (before, bytes_before) = (shard.occupied, shard.bytes);
         let result = f(&mut shard);
         let delta = shard.occupied as i64 - before as i64;
@@ -387,8 +433,57 @@ impl MemoryCache {
         if delta != 0 {
             self.occupied.fetch_add(delta, Relaxed);
         }
-        self.held_changed(bytes_delta);
+        self.held_changed(bytes_delta - reserved);
         result
+    }
+
+    /// Takes `bytes` of the byte bound for a write about to go in, evicting by the
+    /// policy until they fit. Other writers' reservations count, so however many
+    /// threads write, the bytes held (stats' `bytes`) never exceed `max_bytes`.
+    fn reserve(&self, bytes: i64) {
+        let max = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
+        loop {
+            let held = self.held.load(Relaxed);
+            if held + bytes <= max {
+                if self
+                    .held
+                    .compare_exchange_weak(held, held + bytes, Relaxed, Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            if self.evict_one() {
+                self.forget(1); // evict_one leaves the entry count to its caller
+            } else {
+                // Nothing to evict: the room is promised to writes in flight, which go in
+                // (and become evictable) in a moment.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Runs the write `put` on the shard of `hash` within the byte bound: `put` returns
+    /// `Err(n)` without changing anything when it needs `n` more bytes than reserved
+    /// (the entry grows by that much), and is run again once they are reserved.
+    /// Without a byte bound it runs once with nothing reserved.
+    fn put_within_bytes<R>(
+        &self,
+        hash: u64,
+        mut put: impl FnMut(&mut Shard, i64) -> Result<std::result::Result<R, i64>>,
+    ) -> Result<R> {
+        let mut reserved = 0;
+        loop {
+            match self.with_shard_reserved(hash, reserved, |shard| put(shard, reserved))? {
+                Ok(done) => return Ok(done),
+                Err(need) if self.max_bytes != 0 => {
+                    self.reserve(need);
+                    reserved = need;
+                }
+                Err(_) => unreachable!("a write without a byte bound never asks for bytes"),
+            }
+        }
     }
 
     /// The body of get and pop: hands the live entry of `key` to `visit`, then `then`
@@ -460,10 +555,16 @@ impl Backend for MemoryCache {
         // Build the entry's allocation before taking the lock.
         let (key_len, data) = Self::entry_data(key, value)?;
         let ghost_hit = self.before_insert(hash, key, data.len() as u64)?;
-        self.with_shard(hash, |shard| {
+        let size = data.len() as u64;
+        let mut data = Some(data);
+        self.put_within_bytes(hash, |shard, reserved| {
+            if let Err(need) = self.growth(shard, hash, key, size, reserved)? {
+                return Ok(Err(need));
+            }
+            let data = data.take().expect("put once");
             shard.upsert(hash, key_len, data, deadline, flags, ghost_hit)?;
             shard.stats.sets += 1;
-            Ok(())
+            Ok(Ok(()))
         })?;
         self.keep_bounds();
         Ok(())
@@ -526,6 +627,13 @@ impl Backend for MemoryCache {
             total.add_counters(&shard.stats());
         })?;
         self.forget(purged);
+        if self.max_bytes != 0 {
+            // The cache-wide count, not the sum of a walk over shards that change under
+            // it (an entry evicted from one shard and another set in a later one would be
+            // counted both); it includes the room reserved by writes in flight and never
+            // exceeds max_bytes.
+            total.bytes = self.held.load(Relaxed).max(0) as u64;
+        }
         Ok(total)
     }
 
@@ -537,7 +645,7 @@ impl Backend for MemoryCache {
         let hash = self.hash(key);
         // The new value's size is not known yet; the key's stands in for it.
         let ghost_hit = self.before_insert(hash, key, key.len() as u64)?;
-        let stored = self.with_shard(hash, |shard| {
+        let stored = self.put_within_bytes(hash, |shard, reserved| {
             let live = shard.find_live(hash, key);
             let current = live.map(|slot| {
                 let node = shard.node(slot);
@@ -547,28 +655,29 @@ impl Backend for MemoryCache {
                 }
             });
             let Change::Put { value, flags, ttl } = decide(current)? else {
-                return Ok(false);
+                return Ok(Ok(false));
             };
+            let size = (key.len() + value.len()) as u64;
+            if !ttl.is_some_and(|t| t.is_expired_at_once()) {
+                if let Err(need) = self.growth(shard, hash, key, size, reserved)? {
+                    return Ok(Err(need));
+                }
+            }
             shard.stats.sets += 1;
             let deadline = match (ttl, live) {
                 (Some(ttl), _) if ttl.is_expired_at_once() => {
                     if let Some(slot) = live {
                         shard.remove(slot, Removal::Expired);
                     }
-                    return Ok(false);
+                    return Ok(Ok(false));
                 }
                 (Some(ttl), _) => mono_deadline(ttl),
                 (None, Some(slot)) => shard.node(slot).deadline,
                 (None, None) => NO_DEADLINE,
             };
-            crate::backend::check_fits(
-                (key.len() + value.len()) as u64,
-                self.max_bytes,
-                "the cache (max_bytes)",
-            )?;
             let (key_len, data) = Self::entry_data(key, &value)?;
             shard.upsert(hash, key_len, data, deadline, flags, ghost_hit)?;
-            Ok(true)
+            Ok(Ok(true))
         })?;
         if stored {
             self.keep_bounds();
