@@ -109,6 +109,68 @@ static inline void check_damaged_database(opener open, const char *dir, const ch
 
 /* Two processes pop the same keys and each set keys of their own: each key is popped
  * exactly once, and what one process set the other (and the parent) reads. */
+/* Freshness across processes: process B sets or deletes a key and says so; process A,
+ * whose handle has been reading that key all along (its read connections warm), must
+ * see exactly that at once, every time. */
+static inline void check_fresh_across_processes(opener open, const char *dir) {
+    const int rounds = small_scale() ? 300 : 3000;
+    int said[2], heard[2];
+    CHECK_EQ(pipe(said), 0);
+    CHECK_EQ(pipe(heard), 0);
+    /* The fork comes before A opens its handle: a child holding none of the parent's
+     * memory leaves valgrind nothing to report in it. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        cache_t *b = NULL;
+        if (open(dir, &b) != CACHE_OK) _exit(2);
+        char value[32];
+        for (int i = 0; i < rounds; i++) {
+            snprintf(value, sizeof value, "v%d", i);
+            cache_status s = i % 3 == 2 ? cache_delete(b, K("fresh"))
+                                        : cache_set(b, K("fresh"), K(value), CACHE_NO_TTL);
+            if (s != CACHE_OK) _exit(3);
+            if (write(said[1], &i, sizeof i) != (ssize_t)sizeof i) _exit(4);
+            int ack;
+            if (read(heard[0], &ack, sizeof ack) != (ssize_t)sizeof ack) _exit(5);
+        }
+        cache_free(b);
+        _exit(0);
+    }
+    cache_t *a = NULL;
+    CHECK_EQ(open(dir, &a), CACHE_OK);
+    char want[32];
+    cache_buf got = {0};
+    for (int i = 0; i < rounds; i++) {
+        /* Warm reads while B works: the read connections stay busy with the key. */
+        cache_status warm = cache_get(a, K("fresh"), &got);
+        CHECK(warm == CACHE_OK || warm == CACHE_NOT_FOUND);
+        cache_buf_free(&got);
+        int n;
+        CHECK_EQ(read(said[0], &n, sizeof n), (ssize_t)sizeof n);
+        CHECK_EQ(n, i);
+        if (i % 3 == 2) {
+            CHECK_EQ(cache_get(a, K("fresh"), &got), CACHE_NOT_FOUND);
+            CHECK_EQ(cache_has(a, K("fresh")), CACHE_NOT_FOUND);
+        } else {
+            snprintf(want, sizeof want, "v%d", i);
+            CHECK_EQ(cache_get(a, K("fresh"), &got), CACHE_OK);
+            CHECK(buf_equals(&got, want));
+            cache_buf_free(&got);
+            CHECK_EQ(cache_has(a, K("fresh")), CACHE_OK);
+        }
+        CHECK_EQ(write(heard[1], &i, sizeof i), (ssize_t)sizeof i);
+    }
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cache_free(a);
+    for (int i = 0; i < 2; i++) {
+        close(said[i]);
+        close(heard[i]);
+    }
+}
+
 static inline void check_two_processes(opener open, const char *dir) {
     const int keys = small_scale() ? 60 : 400;
     cache_t *c = NULL;

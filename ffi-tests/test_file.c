@@ -102,6 +102,7 @@ int main(void) {
     test_bad_input(dir);
     snprintf(sub, sizeof sub, "%s/procs", dir);
     check_two_processes(open_file, sub);
+    check_fresh_across_processes(open_file, sub);
     check_sigkill(open_file, dir, small_scale() ? 2 : 6);
     remove_tree(dir);
     printf("test_file: ok\n");

@@ -105,6 +105,7 @@ int main(void) {
     test_bad_input(dir);
     snprintf(sub, sizeof sub, "%s/procs", dir);
     check_two_processes(open_sharded, sub);
+    check_fresh_across_processes(open_sharded, sub);
     check_sigkill(open_sharded, dir, small_scale() ? 2 : 6);
     remove_tree(dir);
     printf("test_sharded: ok\n");

@@ -1,13 +1,17 @@
 /* Several threads mixing every operation on one handle; invariants checked at the end:
  * values never torn or mixed up, pop exactly-once, the key bound held, stats consistent
- * with the calls made. */
+ * with the calls made. On the memory kind (unbounded, bounded) and the file kind, whose
+ * gets run in parallel on read connections beside the writers (TSan runs this too). */
 #include "check.h"
+#include "persistent.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 
 #define THREADS 6
 #define OPS (getenv("DUCKCACHE_TEST_SCALE") ? 3000 : 20000)
+/* Fewer on the file kind, whose every write is a commit. */
+static int ops = 0;
 #define MAX_KEYS 500
 #define POP_KEYS 2000
 
@@ -31,7 +35,7 @@ static void *worker(void *arg) {
     unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u + 1;
     char key[32], value[96], buf[96];
     long my_lookups = 0, my_sets = 0, my_pops = 0;
-    for (int i = 0; i < OPS; i++) {
+    for (int i = 0; i < ops; i++) {
         seed = seed * 1103515245u + 12345u;
         unsigned r = seed >> 8;
         snprintf(key, sizeof key, "key-%u", r % 2000);
@@ -98,12 +102,21 @@ static void *worker(void *arg) {
 }
 
 int main(void) {
-    /* Unbounded first so every pop key is present, then the same with a bound. */
-    for (int bounded = 0; bounded <= 1; bounded++) {
+    char dir[256];
+    make_tmpdir(dir, sizeof dir);
+    /* Unbounded first so every pop key is present, then the same with a bound, then the
+     * file kind (unbounded). */
+    for (int round = 0; round <= 2; round++) {
+        int bounded = round == 1, file = round == 2;
+        ops = file ? OPS / 4 : OPS;
         atomic_store(&lookups, 0);
         atomic_store(&sets, 0);
         atomic_store(&pops_won, 0);
-        CHECK_EQ(cache_open_memory(bounded ? MAX_KEYS : 0, &cache), CACHE_OK);
+        if (file) {
+            CHECK_EQ(cache_open_file(dir, 0, &cache), CACHE_OK);
+        } else {
+            CHECK_EQ(cache_open_memory(bounded ? MAX_KEYS : 0, &cache), CACHE_OK);
+        }
         char key[32];
         for (int i = 0; i < POP_KEYS; i++) {
             snprintf(key, sizeof key, "pop-%d", i);
@@ -139,7 +152,9 @@ int main(void) {
         }
         CHECK_EQ(cache_close(cache), CACHE_OK);
         cache_free(cache);
+        printf("test_threads: %s ok\n", file ? "file" : bounded ? "memory, bounded" : "memory");
     }
+    remove_tree(dir);
     printf("test_threads: ok\n");
     return 0;
 }

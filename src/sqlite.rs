@@ -225,6 +225,45 @@ pub(crate) fn open(
     }
 }
 
+/// Opens a second connection to the existing database at `path`, for reads alone (the
+/// handle's parallel readers). Unlike [`open`] it creates and changes nothing, and gives
+/// up rather than wait: a missing or non-regular file, a schema version other than
+/// `schema`'s (a file replaced or emptied under the handle), a connection that could only
+/// be read-only (it could see an older state), a lock held by a writer now: each is an
+/// error, and the caller reads through its main connection instead.
+pub(crate) fn open_for_reads(path: &Path, schema: &Schema) -> Result<Connection> {
+    for suffix in ["", "-wal", "-shm"] {
+        disk::refuse_non_regular(&PathBuf::from(format!("{}{suffix}", path.display())))?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    let checked = (|| {
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(Error::new(ErrorKind::Io, "could open it only read-only"));
+        }
+        // Short waits: a busy reader falls back to the main connection, which waits.
+        conn.busy_timeout(Duration::from_millis(100))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != schema.version {
+            return Err(Error::new(ErrorKind::Corrupt, "not the expected schema"));
+        }
+        // The write lock once, as for the main connection: a connection that fell back to
+        // a read-only -shm shows here (see probe_writable).
+        probe_writable(&mut conn)?;
+        conn.execute_batch("PRAGMA query_only = 1;")?;
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            discard(conn);
+            Err(e)
+        }
+    }
+}
+
 /// Closes a connection that failed, without the checkpoint a close normally runs.
 ///
 /// A close checkpoints and, when that succeeds, deletes the WAL. A connection whose

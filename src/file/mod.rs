@@ -2,6 +2,7 @@
 //! directory, shared by every handle and process that opens it. See [`store`] for the
 //! layout and the crash-consistency rules, [`values`] for large values.
 
+mod readers;
 mod store;
 mod values;
 
@@ -17,6 +18,7 @@ pub use crate::sqlite::SqliteOptions;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use store::{Row, Store, Stored};
 
@@ -27,6 +29,8 @@ pub struct FileCache {
     options: SqliteOptions,
     /// Registered with the fork handlers (`crate::ffi::fork`).
     state: Arc<Mutex<State>>,
+    /// Read-only connections for get and has, used without `state`'s lock.
+    readers: readers::Readers,
 }
 
 struct State {
@@ -56,18 +60,20 @@ impl FileCache {
     ) -> Result<FileCache> {
         let dir = dir.as_ref().to_owned();
         let store = Store::open(&dir, options)?;
+        let state = fork::registered(
+            fork::RANK_FILE,
+            Mutex::new(State {
+                store: Some(store),
+                suspect: false,
+                stats: Stats::default(),
+            }),
+        );
         Ok(FileCache {
+            readers: readers::Readers::new(&dir, readers::MAX_READERS),
             dir,
             size_limit,
             options,
-            state: fork::registered(
-                fork::RANK_FILE,
-                Mutex::new(State {
-                    store: Some(store),
-                    suspect: false,
-                    stats: Stats::default(),
-                }),
-            ),
+            state,
         })
     }
 
@@ -98,6 +104,14 @@ impl FileCache {
             *suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
         }
         result
+    }
+
+    /// The same handle without read-only connections: every call goes through the
+    /// handle's connection. For the sharded kind's shards, which can be many (their
+    /// open count is bounded; extra connections per shard would break that bound).
+    pub(crate) fn without_parallel_reads(mut self) -> Self {
+        self.readers = readers::Readers::new(&self.dir, 0);
+        self
     }
 
     /// The directory of the store.
@@ -230,6 +244,9 @@ impl Backend for FileCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        if let Some(lookup) = self.readers.get(key, visit) {
+            return Ok(lookup == Lookup::Hit);
+        }
         self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, visit)?)))
     }
 
@@ -242,6 +259,9 @@ impl Backend for FileCache {
     }
 
     fn has(&self, key: &[u8]) -> Result<bool> {
+        if let Some(lookup) = self.readers.has(key) {
+            return Ok(lookup == Lookup::Hit);
+        }
         self.with_store(|store, stats| Ok(stats.count_lookup(store.has(key)?)))
     }
 
@@ -270,6 +290,8 @@ impl Backend for FileCache {
             Ok(Stats {
                 entries,
                 bytes,
+                hits: stats.hits + self.readers.hits.load(Relaxed),
+                misses: stats.misses + self.readers.misses.load(Relaxed),
                 ..*stats
             })
         })
@@ -396,6 +418,7 @@ impl Backend for FileCache {
     }
 
     fn close(&self) -> Result<()> {
+        self.readers.close();
         match self.state.lock().store.take() {
             Some(store) => store.close(),
             None => Ok(()),

@@ -84,6 +84,71 @@ pub(crate) struct Culled {
     pub evicted: u64,
 }
 
+/// What one read of a key's entry found ([`read_entry`]).
+pub(crate) enum Read {
+    Miss,
+    /// The value went to the visitor.
+    Hit,
+    /// The entry expired by this Unix time; it is still there, to be removed by a write.
+    Expired(f64),
+    /// The row names a value file that is gone (replaced by another handle meanwhile).
+    FileVanished(String),
+    /// The row names a value file that cannot be read.
+    FileFailed(String, Error),
+}
+
+/// Reads `key`'s entry through `conn` (one autocommit read, so it sees every commit made
+/// before it began) and hands a live value to `visit`; changes nothing. Shared by the
+/// store's own get and the handle's read-only connections ([`super::readers`]).
+pub(crate) fn read_entry(
+    conn: &Connection,
+    values: &Values,
+    key: &[u8],
+    visit: &mut Visit,
+) -> Result<Read> {
+    let now = wall_now();
+    let found = conn
+        .prepare_cached(
+            "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
+        )?
+        .query_row([key], |r| {
+            let expires: Option<f64> = r.get(2)?;
+            if ttl::expired(expires, now) {
+                return Ok(None);
+            }
+            let flags = stored_flags(r.get(4)?);
+            Ok(Some(match r.get::<_, Option<String>>(1)? {
+                Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags)),
+                None => {
+                    visit(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default(), flags);
+                    None
+                }
+            }))
+        })
+        .optional()?;
+    let (name, len, flags) = match found {
+        None => return Ok(Read::Miss),
+        Some(None) => return Ok(Read::Expired(now)),
+        Some(Some(None)) => return Ok(Read::Hit),
+        Some(Some(Some(file))) => file,
+    };
+    Ok(match values.read(&name, len) {
+        Ok(Some(bytes)) => {
+            visit(&bytes, flags);
+            Read::Hit
+        }
+        Ok(None) => Read::FileVanished(name),
+        Err(e) => Read::FileFailed(name, e),
+    })
+}
+
+/// Opens a connection to the store in `dir` for [`read_entry`] alone (see
+/// [`sqlite::open_for_reads`]).
+pub(crate) fn open_reader(dir: &Path) -> Result<(Connection, Values)> {
+    let conn = sqlite::open_for_reads(&dir.join("cache.db"), &SCHEMA)?;
+    Ok((conn, Values::open(dir)?))
+}
+
 /// A row's value as read: inline bytes or the file holding `len` bytes.
 enum RowValue {
     Inline(Vec<u8>),
@@ -484,40 +549,14 @@ impl Store {
         // another handle replaces the key at that moment: then look again.
         let mut last_missing = None;
         for _ in 0..3 {
-            let now = wall_now();
-            let found = self
-                .conn
-                .prepare_cached(
-                    "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
-                )?
-                .query_row([key], |r| {
-                    let expires: Option<f64> = r.get(2)?;
-                    if ttl::expired(expires, now) {
-                        return Ok(None);
-                    }
-                    let flags = stored_flags(r.get(4)?);
-                    Ok(Some(match r.get::<_, Option<String>>(1)? {
-                        Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags)),
-                        None => {
-                            visit(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default(), flags);
-                            None
-                        }
-                    }))
-                })
-                .optional()?;
-            let (name, len, flags) = match found {
-                None => return Ok(Lookup::Miss),
-                Some(None) => return self.remove_expired(key, now).map(|_| Lookup::Expired),
-                Some(Some(None)) => return Ok(Lookup::Hit),
-                Some(Some(Some(file))) => file,
-            };
-            match self.values.read(&name, len) {
-                Ok(Some(bytes)) => {
-                    visit(&bytes, flags);
-                    return Ok(Lookup::Hit);
+            match read_entry(&self.conn, &self.values, key, visit)? {
+                Read::Miss => return Ok(Lookup::Miss),
+                Read::Hit => return Ok(Lookup::Hit),
+                Read::Expired(now) => {
+                    return self.remove_expired(key, now).map(|_| Lookup::Expired)
                 }
-                Ok(None) => last_missing = Some(name),
-                Err(e) => return Err(self.drop_damaged(key, &name, e)),
+                Read::FileVanished(name) => last_missing = Some(name),
+                Read::FileFailed(name, e) => return Err(self.drop_damaged(key, &name, e)),
             }
         }
         let name = last_missing.unwrap_or_default();

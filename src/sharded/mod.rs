@@ -118,7 +118,8 @@ impl OpenShards {
             if self.open.len() >= self.max_open {
                 self.close_least_recent()?;
             }
-            let cache = FileCache::open_with(shard_dir(&self.dir, id), 0, self.options)?;
+            let cache = FileCache::open_with(shard_dir(&self.dir, id), 0, self.options)?
+                .without_parallel_reads();
             self.open.insert(
                 id,
                 OpenShard {
@@ -253,7 +254,7 @@ fn remove_stale(tx: &Transaction, shards: &mut OpenShards, limit: u32) -> Result
 fn rebuild_index(tx: &Transaction, dir: &Path, options: SqliteOptions) -> Result<()> {
     for id in shards_on_disk(dir)?.into_iter().rev() {
         index::add_shard_with_id(tx, id)?;
-        let shard = FileCache::open_with(shard_dir(dir, id), 0, options)?;
+        let shard = FileCache::open_with(shard_dir(dir, id), 0, options)?.without_parallel_reads();
         let adopted = shard
             .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
         shard.close()?;

@@ -1,0 +1,163 @@
+//! Read-only connections that let the threads of one handle read in parallel.
+//!
+//! The handle's own connection sits behind its lock, so every call of every thread
+//! queues there, although SQLite in WAL mode lets readers run beside each other and
+//! beside a writer. A get or has first borrows one of these connections (opened on
+//! demand, at most [`MAX_READERS`]) and reads through it without the handle's lock.
+//! Whatever a plain read cannot finish (an expired entry to remove, a value file that
+//! vanished or is damaged, any error, every connection busy) goes the usual way, through
+//! the handle's connection, which reads again and does the rest; a failed connection is
+//! dropped, not reused.
+//!
+//! An autocommit read sees every commit made before it began, by this handle or any
+//! other process, so a get through a reader is exactly as fresh as one through the
+//! handle's connection.
+//!
+//! Fork safety: a connection in use holds `busy` for reading, and the fork handlers take
+//! it for writing (before the idle list), so no thread is inside SQLite on a reader when
+//! the process forks.
+
+use super::store::{open_reader, read_entry, Read};
+use super::values::Values;
+use crate::backend::{Lookup, Visit};
+use crate::ffi::fork;
+use crate::sync::{Mutex, RwLock};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Read connections per handle at most (more threads than this share them, or take
+/// the handle's connection).
+pub(crate) const MAX_READERS: usize = 4;
+
+struct Reader {
+    conn: Connection,
+    values: Values,
+}
+
+pub(super) struct Readers {
+    max: usize,
+    dir: PathBuf,
+    /// Held for reading while a connection is in use; for writing by the fork handlers
+    /// and by close.
+    busy: Arc<RwLock<()>>,
+    /// The connections not in use; None once closed.
+    idle: Arc<Mutex<Option<Vec<Reader>>>>,
+    /// Connections open, in use or idle.
+    open: AtomicUsize,
+    /// Lookups answered here (the handle's counters hold the others).
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// The process that opened the connections. A child of fork reads through the
+    /// handle's connection instead (SQLite connections are not to be used on both sides
+    /// of a fork; the handle's own is kept safe by the fork handlers, these are not).
+    pid: u32,
+}
+
+impl Readers {
+    /// Registers with the fork handlers after the handle's own lock (same rank, taken
+    /// in registration order); no thread holds a reader while waiting for that lock.
+    /// At most `max` connections (0: every call takes the handle's connection).
+    pub fn new(dir: &Path, max: usize) -> Readers {
+        Readers {
+            max,
+            dir: dir.to_owned(),
+            busy: fork::registered(fork::RANK_FILE, RwLock::new(())),
+            idle: fork::registered(fork::RANK_FILE, Mutex::new(Some(Vec::new()))),
+            open: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            pid: std::process::id(),
+        }
+    }
+
+    /// A get through a read connection: Some(hit or miss), or None when the handle's
+    /// connection must answer (see the module documentation). `visit` is called only
+    /// on Some(Hit).
+    pub fn get(&self, key: &[u8], visit: &mut Visit) -> Option<Lookup> {
+        self.with_reader(|r| read_entry(&r.conn, &r.values, key, visit).ok())
+            .and_then(|read| match read {
+                Read::Hit => Some(Lookup::Hit),
+                Read::Miss => Some(Lookup::Miss),
+                // Expired, vanished or damaged: the writer path removes what it must.
+                _ => None,
+            })
+            .inspect(|lookup| self.count(*lookup))
+    }
+
+    /// As [`Readers::get`] for has: a live entry found without reading its value.
+    pub fn has(&self, key: &[u8]) -> Option<Lookup> {
+        self.with_reader(|r| {
+            let now = crate::clock::wall_now();
+            let expires: Option<Option<f64>> = r
+                .conn
+                .prepare_cached("SELECT expires FROM entries WHERE key = ?1")
+                .and_then(|mut s| {
+                    rusqlite::OptionalExtension::optional(s.query_row([key], |row| row.get(0)))
+                })
+                .ok()?;
+            Some(match expires {
+                None => Some(Lookup::Miss),
+                Some(e) if crate::ttl::expired(e, now) => None,
+                Some(_) => Some(Lookup::Hit),
+            })
+        })
+        .flatten()
+        .inspect(|lookup| self.count(*lookup))
+    }
+
+    fn count(&self, lookup: Lookup) {
+        match lookup {
+            Lookup::Hit => self.hits.fetch_add(1, Relaxed),
+            _ => self.misses.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Runs `read` on an idle connection (or a new one, within the maximum); None
+    /// when closed, when every connection is busy, or when `read` gives None (the
+    /// connection is then dropped: it may have failed).
+    fn with_reader<R>(&self, read: impl FnOnce(&Reader) -> Option<R>) -> Option<R> {
+        if std::process::id() != self.pid {
+            return None; // a child of fork: its parent's connections stay untouched
+        }
+        let _busy = self.busy.read();
+        let idle = self.idle.lock().as_mut()?.pop();
+        let reader = match idle {
+            Some(reader) => reader,
+            None => self.open_one()?,
+        };
+        let result = read(&reader);
+        match (&result, self.idle.lock().as_mut()) {
+            (Some(_), Some(idle)) => idle.push(reader),
+            _ => {
+                self.open.fetch_sub(1, Relaxed);
+                drop(reader);
+            }
+        }
+        result
+    }
+
+    fn open_one(&self) -> Option<Reader> {
+        if self.open.fetch_add(1, Relaxed) >= self.max {
+            self.open.fetch_sub(1, Relaxed);
+            return None;
+        }
+        match open_reader(&self.dir) {
+            Ok((conn, values)) => Some(Reader { conn, values }),
+            Err(_) => {
+                self.open.fetch_sub(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Closes every connection; later reads go to the handle (which reports it closed).
+    pub fn close(&self) {
+        let _all = self.busy.write();
+        if let Some(idle) = self.idle.lock().take() {
+            self.open.fetch_sub(idle.len(), Relaxed);
+            drop(idle);
+        }
+    }
+}
