@@ -124,26 +124,35 @@ SCANNED_MARK = ".duckcache-import-done"
 
 
 def _key_folder_stores(cache_dir):
-    """(original key folders, retired ones not yet imported) under `cache_dir`."""
+    """(original key folders, retired ones not yet imported) under `cache_dir`, deepest
+    first. The original keeps a key's store in `os.path.join(cache_dir, key)`, so a key
+    with '/' has its folder inside another folder (which may be a key's own too)."""
     originals, retired = [], []
-    for entry in os.scandir(cache_dir):
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        path = Path(entry.path)
-        if entry.name.startswith(RETIRED_PREFIX):
-            if not (path / DONE_MARK).exists():
-                retired.append(path)
-        elif not entry.name.startswith(".") and not (path / "meta").exists():
-            if _is_diskcache_store(path / "cache.db"):
-                originals.append(path)
+
+    def walk(folder):
+        for entry in os.scandir(folder):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            if entry.name.startswith(RETIRED_PREFIX):
+                walk(path)
+                if not (path / DONE_MARK).exists():
+                    retired.append(path)
+            elif not entry.name.startswith(".") and not (path / "meta").exists():
+                walk(path)  # children first: they are retired before their parent moves
+                if _is_diskcache_store(path / "cache.db"):
+                    originals.append(path)
+
+    walk(cache_dir)
     return originals, retired
 
 
 def import_original_key_folders(cache_dir, target) -> int:
     """Imports the original KeyAsFolderCache's key folders under `cache_dir` into
     `target`, once each: a folder is renamed out of the way (retired) first, its entries
-    set, then marked; a run cut short resumes from the retired folders. Once every
-    folder is in, the directory is marked and later opens do not look again."""
+    set, then marked; a run cut short resumes from the retired folders. Nested folders
+    (keys with '/') go first, each finished before the folder holding it moves. Once
+    every folder is in, the directory is marked and later opens do not look again."""
     scanned = os.path.join(cache_dir, SCANNED_MARK)
     if os.path.exists(scanned):
         return 0
@@ -155,6 +164,18 @@ def import_original_key_folders(cache_dir, target) -> int:
     with open(os.path.join(cache_dir, LOCK_NAME), "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         originals, retired = _key_folder_stores(cache_dir)  # as they are under the lock
+
+        def finish(folder):
+            nonlocal total, complete
+            copied = _copy_entries(folder, target)
+            if copied < 0:
+                complete = False  # diskcache missing: look again next time
+                return
+            (folder / DONE_MARK).write_text(f"imported {copied} entries at {time.time()}\n")
+            total += copied
+
+        for folder in retired:  # cut short before: at their places now, nothing moved yet
+            finish(folder)
         for folder in originals:
             destination = folder.with_name(RETIRED_PREFIX + folder.name)
             n = 0
@@ -162,14 +183,7 @@ def import_original_key_folders(cache_dir, target) -> int:
                 n += 1
                 destination = folder.with_name(f"{RETIRED_PREFIX}{folder.name}.{n}")
             os.rename(folder, destination)
-            retired.append(destination)
-        for folder in retired:
-            copied = _copy_entries(folder, target)
-            if copied < 0:
-                complete = False  # diskcache missing: look again next time
-                continue
-            (folder / DONE_MARK).write_text(f"imported {copied} entries at {time.time()}\n")
-            total += copied
+            finish(destination)
         if complete:
             _write_mark(scanned)
     return total

@@ -163,3 +163,22 @@ def test_a_key_folder_directory_is_scanned_once_and_migrate_looks_again(tmp_path
     c = duckcache.KeyAsFolderCache(str(tmp_path))
     assert c.get("late") == "arrival"
     c.close()
+
+
+def test_nested_key_folders_of_the_original_read_back(tmp_path):
+    """The original keeps key "user/42" in <dir>/user/42, inside the folder of key
+    "user" when there is one."""
+    old = original.KeyAsFolderCache(str(tmp_path))
+    keys = {"user": "parent", "user/42": {"id": 42}, "a/b/c": b"deep", "plain": 1}
+    for key, value in keys.items():
+        old.set(key, value)
+    old.close()
+    time.sleep(0.2)
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert c.imported_entries == len(keys)
+    for key, value in keys.items():
+        assert c.get(key) == value, key
+    c.close()
+    c = duckcache.KeyAsFolderCache(str(tmp_path))
+    assert c.imported_entries == 0 and c.get("user/42") == {"id": 42}
+    c.close()
