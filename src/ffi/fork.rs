@@ -27,6 +27,7 @@
 //! that forks (which may hold the Python interpreter's lock, say).
 
 use crate::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Once, Weak};
 
 /// A lock the fork handlers take and release.
@@ -80,6 +81,56 @@ impl<T: Send + Sync> ForkMutex for RwLock<T> {
 }
 
 impl<T: Send + Sync> ForkLocks for RwLock<T> {
+    fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
+        vec![self]
+    }
+}
+
+/// A gate for work that steps aside during a fork rather than hold it up: any number of
+/// threads enter at once; the fork handlers close it and wait for those inside to leave,
+/// and while it is closed [`ForkGate::enter`] answers None at once (the caller takes
+/// another way, typically through a lock the handlers hold). Unlike a read-write lock, a
+/// stream of entries that never pauses cannot keep the fork waiting.
+#[derive(Default)]
+pub(crate) struct ForkGate {
+    closed: AtomicBool,
+    inside: AtomicUsize,
+}
+
+/// A thread inside a [`ForkGate`]; it leaves on drop.
+pub(crate) struct Inside<'a>(&'a ForkGate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.inside.fetch_sub(1, SeqCst);
+    }
+}
+
+impl ForkGate {
+    /// None while closed. (Announce, then look: with sequentially consistent order on
+    /// both sides, either the closer sees this entry or this entry sees the gate closed.)
+    pub fn enter(&self) -> Option<Inside<'_>> {
+        self.inside.fetch_add(1, SeqCst);
+        let inside = Inside(self);
+        (!self.closed.load(SeqCst)).then_some(inside)
+    }
+}
+
+impl ForkMutex for ForkGate {
+    fn lock_for_fork(&self) {
+        self.closed.store(true, SeqCst);
+        while self.inside.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // Everyone had left before the fork; in the child the other threads are gone too.
+        self.closed.store(false, SeqCst);
+    }
+}
+
+impl ForkLocks for ForkGate {
     fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
         vec![self]
     }

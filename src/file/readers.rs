@@ -13,15 +13,17 @@
 //! other process, so a get through a reader is exactly as fresh as one through the
 //! handle's connection.
 //!
-//! Fork safety: a connection in use holds `busy` for reading, and the fork handlers take
-//! it for writing (before the idle list), so no thread is inside SQLite on a reader when
-//! the process forks.
+//! Fork safety: a read enters a [`ForkGate`] first; the fork handlers close the gate and
+//! wait until no read is inside, so no thread is inside SQLite on a reader when the
+//! process forks. A read that finds the gate closed does not wait: it takes the handle's
+//! connection (whose lock the fork handlers hold), so reads that never stop coming cannot
+//! keep a fork waiting, as they could a read-write lock's writer.
 
 use super::store::{open_reader, read_entry, Read};
 use super::values::Values;
 use crate::backend::{Lookup, Visit};
-use crate::ffi::fork;
-use crate::sync::{Mutex, RwLock};
+use crate::ffi::fork::{self, ForkGate};
+use crate::sync::Mutex;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -39,9 +41,8 @@ struct Reader {
 pub(super) struct Readers {
     max: usize,
     dir: PathBuf,
-    /// Held for reading while a connection is in use; for writing by the fork handlers
-    /// and by close.
-    busy: Arc<RwLock<()>>,
+    /// Entered while a connection is in use; closed by the fork handlers.
+    gate: Arc<ForkGate>,
     /// The connections not in use; None once closed.
     idle: Arc<Mutex<Option<Vec<Reader>>>>,
     /// Connections open, in use or idle.
@@ -63,7 +64,7 @@ impl Readers {
         Readers {
             max,
             dir: dir.to_owned(),
-            busy: fork::registered(fork::RANK_FILE, RwLock::new(())),
+            gate: fork::registered(fork::RANK_FILE, ForkGate::default()),
             idle: fork::registered(fork::RANK_FILE, Mutex::new(Some(Vec::new()))),
             open: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
@@ -121,7 +122,7 @@ impl Readers {
         if std::process::id() != self.pid {
             return None; // a child of fork: its parent's connections stay untouched
         }
-        let _busy = self.busy.read();
+        let _inside = self.gate.enter()?;
         let idle = self.idle.lock().as_mut()?.pop();
         let reader = match idle {
             Some(reader) => reader,
@@ -152,9 +153,9 @@ impl Readers {
         }
     }
 
-    /// Closes every connection; later reads go to the handle (which reports it closed).
+    /// Closes every idle connection; one in use is dropped when its read ends. Later
+    /// reads go to the handle (which reports it closed).
     pub fn close(&self) {
-        let _all = self.busy.write();
         if let Some(idle) = self.idle.lock().take() {
             self.open.fetch_sub(idle.len(), Relaxed);
             drop(idle);
