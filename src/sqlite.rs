@@ -253,6 +253,12 @@ pub(crate) fn open_for_reads(path: &Path, schema: &Schema) -> Result<Connection>
         // a read-only -shm shows here (see probe_writable).
         probe_writable(&mut conn)?;
         conn.execute_batch("PRAGMA query_only = 1;")?;
+        // Its close never checkpoints (see `discard`): a reader that saw a fault must
+        // not be the connection that deletes the WAL.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         Ok(())
     })();
     match checked {

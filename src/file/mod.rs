@@ -90,12 +90,14 @@ impl FileCache {
         } = &mut *state;
         let store = store.as_mut().ok_or_else(Error::closed)?;
         if *suspect {
+            self.readers.invalidate();
             store.reconnect(&self.dir)?;
             *suspect = false;
         }
         let mut result = f(store, stats);
         if result.as_ref().is_err_and(Error::is_stale_connection) {
             *suspect = true; // until the new connection is open
+            self.readers.invalidate();
             store.reconnect(&self.dir)?;
             *suspect = false;
             result = f(store, stats);

@@ -36,6 +36,8 @@ pub(crate) const MAX_READERS: usize = 4;
 struct Reader {
     conn: Connection,
     values: Values,
+    /// The [`Readers::generation`] it was opened in.
+    generation: u64,
 }
 
 pub(super) struct Readers {
@@ -47,6 +49,9 @@ pub(super) struct Readers {
     idle: Arc<Mutex<Option<Vec<Reader>>>>,
     /// Connections open, in use or idle.
     open: AtomicUsize,
+    /// Advanced when the handle replaces its own connection (after an I/O error, or a
+    /// store replaced under it): connections of an older generation are not reused.
+    generation: AtomicU64,
     /// Lookups answered here (the handle's counters hold the others).
     pub hits: AtomicU64,
     pub misses: AtomicU64,
@@ -67,6 +72,7 @@ impl Readers {
             gate: fork::registered(fork::RANK_FILE, ForkGate::default()),
             idle: fork::registered(fork::RANK_FILE, Mutex::new(Some(Vec::new()))),
             open: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             pid: std::process::id(),
@@ -129,14 +135,29 @@ impl Readers {
             None => self.open_one()?,
         };
         let result = read(&reader);
-        match (&result, self.idle.lock().as_mut()) {
-            (Some(_), Some(idle)) => idle.push(reader),
-            _ => {
-                self.open.fetch_sub(1, Relaxed);
-                drop(reader);
+        let current = reader.generation == self.generation.load(Relaxed);
+        let unused = match (&result, current, self.idle.lock().as_mut()) {
+            (Some(_), true, Some(idle)) => {
+                idle.push(reader);
+                None
             }
+            _ => Some(reader),
+        };
+        if let Some(reader) = unused {
+            self.open.fetch_sub(1, Relaxed);
+            drop(reader); // outside the idle list's lock
         }
         result
+    }
+
+    /// The handle replaced its connection: the idle connections are closed, and the
+    /// ones in use are when their read ends.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Relaxed);
+        let stale = self.idle.lock().as_mut().map(std::mem::take);
+        if let Some(stale) = stale {
+            self.open.fetch_sub(stale.len(), Relaxed);
+        }
     }
 
     fn open_one(&self) -> Option<Reader> {
@@ -144,8 +165,13 @@ impl Readers {
             self.open.fetch_sub(1, Relaxed);
             return None;
         }
+        let generation = self.generation.load(Relaxed);
         match open_reader(&self.dir) {
-            Ok((conn, values)) => Some(Reader { conn, values }),
+            Ok((conn, values)) => Some(Reader {
+                conn,
+                values,
+                generation,
+            }),
             Err(_) => {
                 self.open.fetch_sub(1, Relaxed);
                 None
@@ -156,9 +182,9 @@ impl Readers {
     /// Closes every idle connection; one in use is dropped when its read ends. Later
     /// reads go to the handle (which reports it closed).
     pub fn close(&self) {
-        if let Some(idle) = self.idle.lock().take() {
+        let idle = self.idle.lock().take();
+        if let Some(idle) = idle {
             self.open.fetch_sub(idle.len(), Relaxed);
-            drop(idle);
         }
     }
 }
