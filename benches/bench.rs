@@ -10,7 +10,7 @@
 //!   original module's KeyAsFolderCache works once more keys are in use than it keeps open).
 //! - async: submission-to-callback latency of a memory get (median, p99); async
 //!   throughput of a queued batch against synchronous gets on the same handle.
-//! - memory: get and set through the C ABI against `lru::LruCache` behind a
+//! - memory: get, set and a 90/10 get/set mix through the C ABI against `lru::LruCache` behind a
 //!   `parking_lot::Mutex`, `moka::sync::Cache` and `quick_cache::sync::Cache` (each
 //!   copying the value out), 1 and 2 threads, uniform and Zipf(0.99) keys; hit ratio on
 //!   a Zipf stream with room for a tenth of the keys; bytes per entry beyond key and
@@ -311,6 +311,17 @@ fn zipf_order(n: u64, s: f64, len: usize, seed: u64) -> Vec<u64> {
         .collect()
 }
 
+/// True on every tenth call on this thread (the mixed workload's sets).
+fn every_tenth() -> bool {
+    thread_local! {
+        static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    CALLS.with(|n| {
+        n.set(n.get() + 1);
+        n.get() % 10 == 0
+    })
+}
+
 /// ns per operation of `op` over `order`, on 1 thread or (aggregate) 2 threads.
 fn run_order(
     threads: usize,
@@ -347,25 +358,33 @@ fn bench_memory() {
             c.set(&key(i), &value);
         }
     }
-    print!("  {:<28}", "operation");
+    print!("  {:<34}", "operation");
     for c in &contenders {
         print!(" {:>12}", c.name());
     }
     println!("   lru/lru s3/lru s3/quick");
-    for op_name in ["get", "set"] {
+    for op_name in ["get", "set", "mixed 90/10"] {
         for (dist, order) in &orders {
             for threads in [1usize, 2] {
                 let figures: Vec<f64> = contenders
                     .iter()
                     .map(|c| {
                         let c = c.clone();
-                        let op: Arc<dyn Fn(u64) -> usize + Send + Sync> = if op_name == "get" {
-                            Arc::new(move |i| c.get(&key(i)))
-                        } else {
-                            Arc::new(move |i| {
+                        let op: Arc<dyn Fn(u64) -> usize + Send + Sync> = match op_name {
+                            "get" => Arc::new(move |i| c.get(&key(i))),
+                            "set" => Arc::new(move |i| {
                                 c.set(&key(i), &value);
                                 1
-                            })
+                            }),
+                            // Every tenth operation of each thread is a set.
+                            _ => Arc::new(move |i| {
+                                if every_tenth() {
+                                    c.set(&key(i), &value);
+                                    1
+                                } else {
+                                    c.get(&key(i))
+                                }
+                            }),
                         };
                         run_order(threads, order, op)
                     })
@@ -374,7 +393,7 @@ fn bench_memory() {
                     "{op_name} {dist}, {threads} thread{}",
                     if threads > 1 { "s" } else { "" }
                 );
-                print!("  {label:<28}");
+                print!("  {label:<34}");
                 for f in &figures {
                     print!(" {f:>12.1}");
                 }
