@@ -1,5 +1,6 @@
 //! The library's locks: a mutex, a read-write lock and a condition variable on Linux
-//! futexes, with no state outside the lock itself.
+//! futexes, with no state outside the lock itself; and [`Gate`], which counts the
+//! threads inside a section and can be closed around a fork.
 //!
 //! Why not parking_lot: its waiting threads queue in one process-wide hash table guarded
 //! by small per-bucket locks. A fork() that happens while another thread holds one of
@@ -15,7 +16,8 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::sync::atomic::{AtomicU32, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
+use std::time::Duration;
 
 /// Sleeps while `word` holds `expected` (or until woken; spurious returns are fine,
 /// every caller loops).
@@ -219,6 +221,85 @@ pub type Mutex<T> = lock_api::Mutex<RawMutex, T>;
 pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
 pub type RwLock<T> = lock_api::RwLock<RawRwLock, T>;
 
+/// Counts the threads inside a section; closed, it lets none in and its closer waits for
+/// those inside to leave. Two atomics and a poll, no lock, so a fork may copy it in any
+/// state. Closing is rare and short (around a fork), so polling costs nothing that
+/// matters.
+pub struct Gate {
+    closed: AtomicBool,
+    inside: AtomicUsize,
+}
+
+/// A thread inside a [`Gate`]; it leaves on drop.
+pub struct Inside<'a>(&'a Gate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.inside.fetch_sub(1, SeqCst);
+    }
+}
+
+const GATE_POLL: Duration = Duration::from_micros(50);
+
+impl Gate {
+    pub const fn new() -> Gate {
+        Gate {
+            closed: AtomicBool::new(false),
+            inside: AtomicUsize::new(0),
+        }
+    }
+
+    /// Inside, or None while closed. (Announce, then look: with sequentially consistent
+    /// order on both sides, either the closer sees this entry or it sees the gate closed.)
+    pub fn enter(&self) -> Option<Inside<'_>> {
+        let inside = self.enter_anyway();
+        (!self.closed.load(SeqCst)).then_some(inside)
+    }
+
+    /// Inside even while closed (for a thread the closer does not wait for anyway).
+    pub fn enter_anyway(&self) -> Inside<'_> {
+        self.inside.fetch_add(1, SeqCst);
+        Inside(self)
+    }
+
+    /// Inside once the gate is open (waits while it is closed).
+    pub fn enter_when_open(&self) -> Inside<'_> {
+        loop {
+            if let Some(inside) = self.enter() {
+                return inside;
+            }
+            while self.closed.load(SeqCst) {
+                std::thread::sleep(GATE_POLL);
+            }
+        }
+    }
+
+    /// Closes the gate and waits until at most `own` threads are inside (the caller's
+    /// own entries, which cannot leave while it waits).
+    pub fn close(&self, own: usize) {
+        self.closed.store(true, SeqCst);
+        while self.inside.load(SeqCst) > own {
+            std::thread::sleep(GATE_POLL);
+        }
+    }
+
+    /// Opens the gate. In a child of fork, `inside_now` (the forking thread's own
+    /// entries) replaces the count: the parent's other threads, which may have been
+    /// half-way through entering, do not exist there.
+    pub fn open(&self, inside_now: Option<usize>) {
+        if let Some(n) = inside_now {
+            self.inside.store(n, SeqCst);
+        }
+        self.closed.store(false, SeqCst);
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
+}
+
 /// A condition variable for [`Mutex`]: waiters sleep on a sequence number that every
 /// notification advances, so a notification between unlocking and sleeping is not lost.
 pub struct Condvar {
@@ -268,6 +349,29 @@ impl Default for Condvar {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_closed_gate_turns_entries_away_waits_for_those_inside_and_reopens() {
+        let gate = Arc::new(Gate::new());
+        let inside = gate.enter().expect("open");
+        let closer = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.close(0))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!closer.is_finished(), "close waits for the thread inside");
+        drop(inside);
+        closer.join().unwrap();
+        assert!(gate.enter().is_none(), "closed: turned away at once");
+        let anyway = gate.enter_anyway();
+        drop(anyway);
+        // A child of fork: a parent thread's half-done entry is forgotten on opening.
+        std::mem::forget(gate.enter_anyway());
+        gate.open(Some(0));
+        assert!(gate.enter().is_some());
+        gate.close(0); // returns: the stale count is gone
+        gate.open(None);
+    }
 
     #[test]
     fn the_mutex_excludes_and_the_condvar_wakes() {

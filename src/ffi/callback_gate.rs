@@ -13,47 +13,33 @@
 //! user code in flight on other threads and keeps new user code from starting until
 //! `cache_after_fork` (in the parent and in the child).
 //!
-//! The gate is two atomics and a poll, no lock: a fork may copy it in any state, and a
-//! closed gate is rare and short (the time to fork), so waiting by polling costs nothing
-//! that matters.
+//! The gate is a [`Gate`] (two atomics and a poll, fork-safe by construction).
 
+use super::fork;
+use crate::sync::Gate;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-/// Closed between `cache_before_fork` and `cache_after_fork`.
-static CLOSED: AtomicBool = AtomicBool::new(false);
-/// User code running now, on all threads (nested calls count each).
-static INSIDE: AtomicUsize = AtomicUsize::new(0);
+/// Closed between `cache_before_fork` and `cache_after_fork`; counts the user code
+/// running now, on all threads (nested calls count each).
+static GATE: Gate = Gate::new();
 
 thread_local! {
     /// User code running now on this thread (a callback that calls the library again).
     static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
-const POLL: Duration = Duration::from_micros(200);
-
 /// Runs the user code `f` through the gate: waits while the gate is closed (unless this
 /// thread is already inside user code, which the closer does not wait for anyway).
 pub(crate) fn run_user_code<R>(f: impl FnOnce() -> R) -> R {
-    let nested = DEPTH.get() > 0;
-    loop {
-        // Announce first, then look: with sequentially consistent order on both sides,
-        // either the closer sees this count or this thread sees the gate closed.
-        INSIDE.fetch_add(1, SeqCst);
-        if nested || !CLOSED.load(SeqCst) {
-            break;
-        }
-        INSIDE.fetch_sub(1, SeqCst);
-        while CLOSED.load(SeqCst) {
-            std::thread::sleep(POLL);
-        }
-    }
+    let _inside = match DEPTH.get() {
+        0 => GATE.enter_when_open(),
+        _ => GATE.enter_anyway(),
+    };
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
             DEPTH.set(DEPTH.get() - 1);
-            INSIDE.fetch_sub(1, SeqCst);
         }
     }
     DEPTH.set(DEPTH.get() + 1);
@@ -63,21 +49,17 @@ pub(crate) fn run_user_code<R>(f: impl FnOnce() -> R) -> R {
 
 /// Closes the gate and waits until no other thread is inside user code.
 pub(crate) fn close() {
-    CLOSED.store(true, SeqCst);
-    let own = DEPTH.get();
-    while INSIDE.load(SeqCst) > own {
-        std::thread::sleep(POLL);
-    }
+    GATE.close(DEPTH.get());
 }
 
 /// Opens the gate. In a child of fork, also forgets the user code the parent's other
 /// threads were waiting to run (those threads do not exist here).
 pub(crate) fn open(in_child: bool) {
-    if in_child {
-        INSIDE.store(DEPTH.get(), SeqCst);
-    }
-    CLOSED.store(false, SeqCst);
+    GATE.open(in_child.then(|| DEPTH.get()));
 }
+
+/// The fork count ([`fork::forks`]) when the gate was last closed.
+static FORKS_AT_CLOSE: AtomicU64 = AtomicU64::new(0);
 
 /// Waits until no other thread is running a callback or compute function the library
 /// called (cache_keys visitors, run on the caller's own thread, are not held), and holds
@@ -88,7 +70,8 @@ pub(crate) fn open(in_child: bool) {
 /// needs its cache_after_fork, in the parent and in the child.
 #[no_mangle]
 pub extern "C" fn cache_before_fork() {
-    CLOSER_PID.store(std::process::id() as usize, SeqCst);
+    fork::install(); // so the fork that follows is counted
+    FORKS_AT_CLOSE.store(fork::forks(), SeqCst);
     close();
 }
 
@@ -96,17 +79,9 @@ pub extern "C" fn cache_before_fork() {
 /// child once fork has returned.
 #[no_mangle]
 pub extern "C" fn cache_after_fork() {
-    // The child has one thread: the one that forked. Only there is the count of the
-    // parent's waiting threads stale; a pid check tells the two apart.
-    open(forked_since_close());
-}
-
-/// The process that last closed the gate.
-static CLOSER_PID: AtomicUsize = AtomicUsize::new(0);
-
-fn forked_since_close() -> bool {
-    let closer = CLOSER_PID.load(SeqCst);
-    closer != 0 && closer != std::process::id() as usize
+    // The child has one thread, the one that forked; only there is the count of the
+    // parent's other threads stale. The library's fork handlers count the forks.
+    open(fork::forks() != FORKS_AT_CLOSE.load(SeqCst));
 }
 
 #[cfg(test)]
@@ -114,6 +89,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn closing_waits_for_user_code_in_flight_and_holds_new_code_back() {

@@ -26,8 +26,9 @@
 //! callback runs, so the handler's wait is short and cannot deadlock with the thread
 //! that forks (which may hold the Python interpreter's lock, say).
 
+use crate::sync::Gate;
 use crate::sync::{Mutex, RwLock};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Once, Weak};
 
 /// A lock the fork handlers take and release.
@@ -86,51 +87,23 @@ impl<T: Send + Sync> ForkLocks for RwLock<T> {
     }
 }
 
-/// A gate for work that steps aside during a fork rather than hold it up: any number of
-/// threads enter at once; the fork handlers close it and wait for those inside to leave,
-/// and while it is closed [`ForkGate::enter`] answers None at once (the caller takes
-/// another way, typically through a lock the handlers hold). Unlike a read-write lock, a
-/// stream of entries that never pauses cannot keep the fork waiting.
-#[derive(Default)]
-pub(crate) struct ForkGate {
-    closed: AtomicBool,
-    inside: AtomicUsize,
-}
-
-/// A thread inside a [`ForkGate`]; it leaves on drop.
-pub(crate) struct Inside<'a>(&'a ForkGate);
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.0.inside.fetch_sub(1, SeqCst);
-    }
-}
-
-impl ForkGate {
-    /// None while closed. (Announce, then look: with sequentially consistent order on
-    /// both sides, either the closer sees this entry or this entry sees the gate closed.)
-    pub fn enter(&self) -> Option<Inside<'_>> {
-        self.inside.fetch_add(1, SeqCst);
-        let inside = Inside(self);
-        (!self.closed.load(SeqCst)).then_some(inside)
-    }
-}
-
-impl ForkMutex for ForkGate {
+/// A [`Gate`] for work that steps aside during a fork rather than hold it up: the fork
+/// handlers close it and wait for those inside to leave, and while it is closed
+/// `enter` answers None at once (the caller takes another way, typically through a lock
+/// the handlers hold). Unlike a read-write lock, a stream of entries that never pauses
+/// cannot keep the fork waiting.
+impl ForkMutex for Gate {
     fn lock_for_fork(&self) {
-        self.closed.store(true, SeqCst);
-        while self.inside.load(SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        self.close(0);
     }
 
     unsafe fn unlock_after_fork(&self) {
-        // Everyone had left before the fork; in the child the other threads are gone too.
-        self.closed.store(false, SeqCst);
+        // In a child, a parent thread half-way through `enter` left its count behind.
+        self.open(in_child_of_fork().then_some(0));
     }
 }
 
-impl ForkLocks for ForkGate {
+impl ForkLocks for Gate {
     fn fork_mutexes(&self) -> Vec<&dyn ForkMutex> {
         vec![self]
     }
@@ -205,7 +178,7 @@ pub(crate) fn install() {
         // SAFETY: the three handlers are plain functions that live as long as the
         // process; pthread_atfork only records them.
         unsafe {
-            libc::pthread_atfork(Some(prepare), Some(release), Some(release));
+            libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child));
         }
     });
 }
@@ -216,6 +189,30 @@ fn sqlite_vfs_mutex() -> *mut rusqlite::ffi::sqlite3_mutex {
     // SAFETY: allocating a static mutex only looks it up; SQLite is initialised by then
     // (this runs after a connection was opened, or returns NULL if not).
     unsafe { rusqlite::ffi::sqlite3_mutex_alloc(rusqlite::ffi::SQLITE_MUTEX_STATIC_VFS1) }
+}
+
+/// Forks this process has come from: advanced in each child, before its locks are
+/// released. A value taken before a fork and seen changed after it means "in a child".
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// True while the child handler runs (only there does a lock's release learn it is in a
+/// child).
+static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How many forks led to this process (see [`FORKS`]); one atomic load.
+pub(crate) fn forks() -> u64 {
+    FORKS.load(SeqCst)
+}
+
+fn in_child_of_fork() -> bool {
+    IN_CHILD.load(SeqCst)
+}
+
+extern "C" fn release_in_child() {
+    FORKS.fetch_add(1, SeqCst);
+    IN_CHILD.store(true, SeqCst);
+    release();
+    IN_CHILD.store(false, SeqCst);
 }
 
 extern "C" fn prepare() {

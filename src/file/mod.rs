@@ -58,6 +58,19 @@ impl FileCache {
         size_limit: u64,
         options: SqliteOptions,
     ) -> Result<FileCache> {
+        Self::open_with_readers(dir, size_limit, options, readers::MAX_READERS)
+    }
+
+    /// As [`FileCache::open_with`] with at most `max_readers` read-only connections (0:
+    /// every call goes through the handle's connection). The sharded kind's shards take
+    /// none: they can be many, and their open count, which bounds the files the cache
+    /// holds open, would no longer hold.
+    pub(crate) fn open_with_readers(
+        dir: impl AsRef<Path>,
+        size_limit: u64,
+        options: SqliteOptions,
+        max_readers: usize,
+    ) -> Result<FileCache> {
         let dir = dir.as_ref().to_owned();
         let store = Store::open(&dir, options)?;
         let state = fork::registered(
@@ -69,7 +82,7 @@ impl FileCache {
             }),
         );
         Ok(FileCache {
-            readers: readers::Readers::new(&dir, readers::MAX_READERS),
+            readers: readers::Readers::new(&dir, max_readers),
             dir,
             size_limit,
             options,
@@ -106,14 +119,6 @@ impl FileCache {
             *suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
         }
         result
-    }
-
-    /// The same handle without read-only connections: every call goes through the
-    /// handle's connection. For the sharded kind's shards, which can be many (their
-    /// open count is bounded; extra connections per shard would break that bound).
-    pub(crate) fn without_parallel_reads(mut self) -> Self {
-        self.readers = readers::Readers::new(&self.dir, 0);
-        self
     }
 
     /// The directory of the store.

@@ -13,17 +13,17 @@
 //! other process, so a get through a reader is exactly as fresh as one through the
 //! handle's connection.
 //!
-//! Fork safety: a read enters a [`ForkGate`] first; the fork handlers close the gate and
+//! Fork safety: a read enters a [`Gate`] first; the fork handlers close the gate and
 //! wait until no read is inside, so no thread is inside SQLite on a reader when the
 //! process forks. A read that finds the gate closed does not wait: it takes the handle's
 //! connection (whose lock the fork handlers hold), so reads that never stop coming cannot
 //! keep a fork waiting, as they could a read-write lock's writer.
 
-use super::store::{open_reader, read_entry, Read};
+use super::store::{open_reader, probe_entry, read_entry, Read};
 use super::values::Values;
 use crate::backend::{Lookup, Visit};
-use crate::ffi::fork::{self, ForkGate};
-use crate::sync::Mutex;
+use crate::ffi::fork;
+use crate::sync::{Gate, Mutex};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -44,7 +44,7 @@ pub(super) struct Readers {
     max: usize,
     dir: PathBuf,
     /// Entered while a connection is in use; closed by the fork handlers.
-    gate: Arc<ForkGate>,
+    gate: Arc<Gate>,
     /// The connections not in use; None once closed.
     idle: Arc<Mutex<Option<Vec<Reader>>>>,
     /// Connections open, in use or idle.
@@ -55,10 +55,11 @@ pub(super) struct Readers {
     /// Lookups answered here (the handle's counters hold the others).
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    /// The process that opened the connections. A child of fork reads through the
-    /// handle's connection instead (SQLite connections are not to be used on both sides
-    /// of a fork; the handle's own is kept safe by the fork handlers, these are not).
-    pid: u32,
+    /// The fork count ([`fork::forks`]) of the process that opened the connections. A
+    /// child of fork reads through the handle's connection instead (SQLite connections
+    /// are not to be used on both sides of a fork; the handle's own is kept safe by the
+    /// fork handlers, these are not).
+    forks: u64,
 }
 
 impl Readers {
@@ -69,13 +70,13 @@ impl Readers {
         Readers {
             max,
             dir: dir.to_owned(),
-            gate: fork::registered(fork::RANK_FILE, ForkGate::default()),
+            gate: fork::registered(fork::RANK_FILE, Gate::new()),
             idle: fork::registered(fork::RANK_FILE, Mutex::new(Some(Vec::new()))),
             open: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            pid: std::process::id(),
+            forks: fork::forks(),
         }
     }
 
@@ -83,49 +84,35 @@ impl Readers {
     /// connection must answer (see the module documentation). `visit` is called only
     /// on Some(Hit).
     pub fn get(&self, key: &[u8], visit: &mut Visit) -> Option<Lookup> {
-        self.with_reader(|r| read_entry(&r.conn, &r.values, key, visit).ok())
-            .and_then(|read| match read {
-                Read::Hit => Some(Lookup::Hit),
-                Read::Miss => Some(Lookup::Miss),
-                // Expired, vanished or damaged: the writer path removes what it must.
-                _ => None,
-            })
-            .inspect(|lookup| self.count(*lookup))
+        self.answer(|r| read_entry(&r.conn, &r.values, key, visit))
     }
 
     /// As [`Readers::get`] for has: a live entry found without reading its value.
     pub fn has(&self, key: &[u8]) -> Option<Lookup> {
-        self.with_reader(|r| {
-            let now = crate::clock::wall_now();
-            let expires: Option<Option<f64>> = r
-                .conn
-                .prepare_cached("SELECT expires FROM entries WHERE key = ?1")
-                .and_then(|mut s| {
-                    rusqlite::OptionalExtension::optional(s.query_row([key], |row| row.get(0)))
-                })
-                .ok()?;
-            Some(match expires {
-                None => Some(Lookup::Miss),
-                Some(e) if crate::ttl::expired(e, now) => None,
-                Some(_) => Some(Lookup::Hit),
-            })
-        })
-        .flatten()
-        .inspect(|lookup| self.count(*lookup))
+        self.answer(|r| probe_entry(&r.conn, key))
     }
 
-    fn count(&self, lookup: Lookup) {
+    /// Runs `read` on a reader and keeps a plain hit or miss (counted); anything else
+    /// (expired, vanished or damaged: the writer path removes what it must; an error:
+    /// the connection is dropped) is None.
+    fn answer(&self, read: impl FnOnce(&Reader) -> crate::error::Result<Read>) -> Option<Lookup> {
+        let lookup = match self.with_reader(|r| read(r).ok())? {
+            Read::Hit => Lookup::Hit,
+            Read::Miss => Lookup::Miss,
+            _ => return None,
+        };
         match lookup {
             Lookup::Hit => self.hits.fetch_add(1, Relaxed),
             _ => self.misses.fetch_add(1, Relaxed),
         };
+        Some(lookup)
     }
 
     /// Runs `read` on an idle connection (or a new one, within the maximum); None
     /// when closed, when every connection is busy, or when `read` gives None (the
     /// connection is then dropped: it may have failed).
     fn with_reader<R>(&self, read: impl FnOnce(&Reader) -> Option<R>) -> Option<R> {
-        if std::process::id() != self.pid {
+        if fork::forks() != self.forks {
             return None; // a child of fork: its parent's connections stay untouched
         }
         let _inside = self.gate.enter()?;

@@ -142,6 +142,21 @@ pub(crate) fn read_entry(
     })
 }
 
+/// Whether `key` holds a live entry, without reading its value: Hit, Miss or
+/// Expired (still there, for a write to remove). Changes nothing.
+pub(crate) fn probe_entry(conn: &Connection, key: &[u8]) -> Result<Read> {
+    let now = wall_now();
+    let expires: Option<Option<f64>> = conn
+        .prepare_cached("SELECT expires FROM entries WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(match expires {
+        None => Read::Miss,
+        Some(e) if ttl::expired(e, now) => Read::Expired(now),
+        Some(_) => Read::Hit,
+    })
+}
+
 /// Opens a connection to the store in `dir` for [`read_entry`] alone (see
 /// [`sqlite::open_for_reads`]).
 pub(crate) fn open_reader(dir: &Path) -> Result<(Connection, Values)> {
@@ -586,16 +601,10 @@ impl Store {
 
     /// True when `key` holds a live entry; an expired one is removed.
     pub fn has(&mut self, key: &[u8]) -> Result<Lookup> {
-        let now = wall_now();
-        let expires: Option<Option<f64>> = self
-            .conn
-            .prepare_cached("SELECT expires FROM entries WHERE key = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()?;
-        match expires {
-            None => Ok(Lookup::Miss),
-            Some(Some(e)) if e <= now => self.remove_expired(key, now).map(|_| Lookup::Expired),
-            Some(_) => Ok(Lookup::Hit),
+        match probe_entry(&self.conn, key)? {
+            Read::Expired(now) => self.remove_expired(key, now).map(|_| Lookup::Expired),
+            Read::Hit => Ok(Lookup::Hit),
+            _ => Ok(Lookup::Miss),
         }
     }
 

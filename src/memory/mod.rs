@@ -181,17 +181,6 @@ impl MemoryCache {
         }
     }
 
-    /// Evicts least recently used entries until the bytes held are within `max_bytes`.
-    fn evict_bytes(&self) {
-        let max = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
-        while self.held.load(Relaxed) > max {
-            if !self.evict_one() {
-                return;
-            }
-            self.forget(1); // evict_one leaves the entry count to its caller
-        }
-    }
-
     /// Under S3-FIFO, when `key` is new and the cache is full: takes the key out of the
     /// ghost queue (true when it was there) and makes room, before the entry goes in.
     /// Nothing to do otherwise (LRU's order does not care whether eviction comes first).
@@ -245,13 +234,11 @@ impl MemoryCache {
                 && self.held.load(Relaxed) + size as i64 > self.max_bytes as i64)
     }
 
-    /// Both bounds, after a write that added an entry or bytes.
+    /// The key bound, after a write that added an entry.
     fn keep_bounds(&self) {
+        // (The byte bound needs nothing here: every write reserved its bytes first.)
         if self.max_keys != 0 {
             self.evict_overflow();
-        }
-        if self.max_bytes != 0 {
-            self.evict_bytes();
         }
     }
 

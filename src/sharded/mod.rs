@@ -118,8 +118,7 @@ impl OpenShards {
             if self.open.len() >= self.max_open {
                 self.close_least_recent()?;
             }
-            let cache = FileCache::open_with(shard_dir(&self.dir, id), 0, self.options)?
-                .without_parallel_reads();
+            let cache = FileCache::open_with_readers(shard_dir(&self.dir, id), 0, self.options, 0)?;
             self.open.insert(
                 id,
                 OpenShard {
@@ -254,7 +253,7 @@ fn remove_stale(tx: &Transaction, shards: &mut OpenShards, limit: u32) -> Result
 fn rebuild_index(tx: &Transaction, dir: &Path, options: SqliteOptions) -> Result<()> {
     for id in shards_on_disk(dir)?.into_iter().rev() {
         index::add_shard_with_id(tx, id)?;
-        let shard = FileCache::open_with(shard_dir(dir, id), 0, options)?.without_parallel_reads();
+        let shard = FileCache::open_with_readers(shard_dir(dir, id), 0, options, 0)?;
         let adopted = shard
             .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
         shard.close()?;
