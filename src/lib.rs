@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub(crate) mod checkpointer;
 #[allow(unsafe_code)]
 pub mod clock;
 mod disk;

@@ -2,10 +2,12 @@
 //! (WAL, synchronous NORMAL, busy timeout), schema versioning, and how SQLite errors map
 //! to [`ErrorKind`]s. Used by the file cache's store and the sharded cache's index.
 
+use crate::checkpointer::{self, WalWatch};
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a lock held by another process is waited for before `Busy`.
@@ -171,7 +173,7 @@ pub(crate) struct Schema {
 }
 
 /// Opens (creating owner-only when missing) the database at `path`, configured, with the
-/// schema in place. `on_create` runs inside the transaction that creates the schema, so
+/// schema in place, its WAL checkpointed off the writers' path (see [`checkpointer`]). `on_create` runs inside the transaction that creates the schema, so
 /// of several processes opening a new database at once exactly one runs it.
 ///
 /// Refused with an error, never handed out half-working:
@@ -189,7 +191,7 @@ pub(crate) fn open(
     schema: &Schema,
     options: SqliteOptions,
     on_create: impl Fn(&Transaction) -> Result<()>,
-) -> Result<Connection> {
+) -> Result<(Connection, Arc<WalWatch>)> {
     disk::create_regular_file(path)?;
     for suffix in ["-wal", "-shm"] {
         disk::refuse_non_regular(&PathBuf::from(format!("{}{suffix}", path.display())))?;
@@ -216,7 +218,13 @@ pub(crate) fn open(
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            Ok(()) => return Ok(conn),
+            Ok(()) => match checkpointer::watch(&mut conn, path) {
+                Ok(watch) => return Ok((conn, watch)),
+                Err(e) => {
+                    discard(conn);
+                    return Err(with_path(e.into()));
+                }
+            },
             Err(e) => {
                 discard(conn);
                 return Err(with_path(e));
@@ -232,33 +240,52 @@ pub(crate) fn open(
 /// be read-only (it could see an older state), a lock held by a writer now: each is an
 /// error, and the caller reads through its main connection instead.
 pub(crate) fn open_for_reads(path: &Path, schema: &Schema) -> Result<Connection> {
+    let mut conn = open_second(path)?;
+    let checked = (|| {
+        // The write lock once, as for the main connection: a connection that fell back to
+        // a read-only -shm shows here (see probe_writable).
+        probe_writable(&mut conn)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != schema.version {
+            return Err(Error::new(ErrorKind::Corrupt, "not the expected schema"));
+        }
+        conn.execute_batch("PRAGMA query_only = 1;")?;
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            discard(conn);
+            Err(e)
+        }
+    }
+}
+
+/// Opens another connection to the existing database at `path` beside the writing one
+/// (for reads, or the background checkpoint): creates nothing, refuses non-regular
+/// files and a connection that could only be read-only, waits only briefly for locks,
+/// and never checkpoints on close. (One whose `-shm` fell back to read-only after a
+/// fault is not refused here; SQLite refuses it every checkpoint.)
+pub(crate) fn open_second(path: &Path) -> Result<Connection> {
     for suffix in ["", "-wal", "-shm"] {
         disk::refuse_non_regular(&PathBuf::from(format!("{}{suffix}", path.display())))?;
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let mut conn = Connection::open_with_flags(path, flags)?;
+    let conn = Connection::open_with_flags(path, flags)?;
     let checked = (|| {
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
             return Err(Error::new(ErrorKind::Io, "could open it only read-only"));
         }
-        // Short waits: a busy reader falls back to the main connection, which waits.
-        conn.busy_timeout(Duration::from_millis(100))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version != schema.version {
-            return Err(Error::new(ErrorKind::Corrupt, "not the expected schema"));
-        }
-        // The write lock once, as for the main connection: a connection that fell back to
-        // a read-only -shm shows here (see probe_writable).
-        probe_writable(&mut conn)?;
-        conn.execute_batch("PRAGMA query_only = 1;")?;
-        // Its close never checkpoints (see `discard`): a reader that saw a fault must
-        // not be the connection that deletes the WAL.
+        // Its close never checkpoints (see `discard`): a connection that saw a fault
+        // must not be the one that deletes the WAL.
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
+        // Short waits: a busy reader falls back to the main connection, which waits.
+        conn.busy_timeout(Duration::from_millis(100))?;
         Ok(())
     })();
     match checked {

@@ -119,7 +119,10 @@ pub(crate) const RANK_FILE: usize = 4;
 pub(crate) const RANK_FOLDER: usize = 5;
 pub(crate) const RANK_FOLDER_LEFTOVERS: usize = 6;
 pub(crate) const RANK_MEMORY: usize = 7;
-const RANKS: usize = 8;
+/// The checkpointer's request list and gate: requested from inside commits, under the
+/// locks of every handle kind above.
+pub(crate) const RANK_CHECKPOINT: usize = 8;
+const RANKS: usize = 9;
 
 struct Registry {
     /// Process-wide locks (statics), taken before the sets of the same rank.

@@ -121,6 +121,12 @@ impl FileCache {
         result
     }
 
+    /// The checkpoints of the store's WAL (None once closed).
+    #[cfg(test)]
+    pub(crate) fn wal(&self) -> Option<Arc<crate::checkpointer::WalWatch>> {
+        Some(self.state.lock().store.as_ref()?.wal.clone())
+    }
+
     /// The directory of the store.
     pub fn dir(&self) -> &Path {
         &self.dir

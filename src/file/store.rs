@@ -19,6 +19,7 @@
 
 use super::values::Values;
 use crate::backend::{Change, Current, Decide, KeyPage, Lookup, Remaining, Visit, VisitMany};
+use crate::checkpointer::WalWatch;
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
@@ -172,6 +173,9 @@ enum RowValue {
 
 pub(crate) struct Store {
     conn: Connection,
+    /// The checkpoints of its WAL (see [`crate::checkpointer`]); read by tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub wal: Arc<WalWatch>,
     dir: PathBuf,
     options: SqliteOptions,
     /// Shared with closures that run inside a transaction (which borrows the store).
@@ -187,9 +191,10 @@ impl Store {
     pub fn open(dir: &Path, options: SqliteOptions) -> Result<Store> {
         disk::create_dir(dir)?;
         let values = Arc::new(Values::open(dir)?);
-        let conn = sqlite::open(&dir.join("cache.db"), &SCHEMA, options, |_| Ok(()))?;
+        let (conn, wal) = sqlite::open(&dir.join("cache.db"), &SCHEMA, options, |_| Ok(()))?;
         let mut store = Store {
             conn,
+            wal,
             dir: dir.to_owned(),
             options,
             values,

@@ -109,7 +109,7 @@ pub(super) fn open(
     options: sqlite::SqliteOptions,
     on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<Connection> {
-    sqlite::open(path, &SCHEMA, options, on_create)
+    Ok(sqlite::open(path, &SCHEMA, options, on_create)?.0)
 }
 
 /// Where `key` lives, read outside any write transaction.
