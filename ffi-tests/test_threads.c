@@ -1,7 +1,9 @@
 /* Several threads mixing every operation on one handle; invariants checked at the end:
  * values never torn or mixed up, pop exactly-once, the key bound held, stats consistent
- * with the calls made. On the memory kind (unbounded, bounded) and the file kind, whose
- * gets run in parallel on read connections beside the writers (TSan runs this too). */
+ * with the calls made. On the memory kind (unbounded, bounded), the file kind, whose
+ * gets run in parallel on read connections beside the writers, and the sharded kind,
+ * whose gets read its index and shards so, with small shards and at most 3 open, so
+ * shards open and close under the readers (TSan runs this too). */
 #include "check.h"
 #include "persistent.h"
 #include <pthread.h>
@@ -105,15 +107,20 @@ int main(void) {
     char dir[256];
     make_tmpdir(dir, sizeof dir);
     /* Unbounded first so every pop key is present, then the same with a bound, then the
-     * file kind (unbounded). */
-    for (int round = 0; round <= 2; round++) {
-        int bounded = round == 1, file = round == 2;
-        ops = file ? OPS / 4 : OPS;
+     * file kind and the sharded kind (unbounded). */
+    static const char *const names[] = {"memory", "memory, bounded", "file", "sharded"};
+    for (int round = 0; round <= 3; round++) {
+        int bounded = round == 1, file = round == 2, sharded = round == 3;
+        ops = file || sharded ? OPS / 4 : OPS;
         atomic_store(&lookups, 0);
         atomic_store(&sets, 0);
         atomic_store(&pops_won, 0);
         if (file) {
             CHECK_EQ(cache_open_file(dir, 0, &cache), CACHE_OK);
+        } else if (sharded) {
+            char shards[300];
+            snprintf(shards, sizeof shards, "%s/sharded", dir);
+            CHECK_EQ(cache_open_sharded(shards, 16 * 1024, 3, &cache), CACHE_OK);
         } else {
             CHECK_EQ(cache_open_memory(bounded ? MAX_KEYS : 0, &cache), CACHE_OK);
         }
@@ -152,7 +159,7 @@ int main(void) {
         }
         CHECK_EQ(cache_close(cache), CACHE_OK);
         cache_free(cache);
-        printf("test_threads: %s ok\n", file ? "file" : bounded ? "memory, bounded" : "memory");
+        printf("test_threads: %s ok\n", names[round]);
     }
     remove_tree(dir);
     printf("test_threads: ok\n");

@@ -60,7 +60,6 @@ impl WalWatch {
     }
 }
 
-
 /// Installs the WAL hook on `conn`, the writing connection of the database at `path`
 /// (it replaces SQLite's automatic checkpoint).
 pub(crate) fn watch(conn: &mut Connection, path: &Path) -> rusqlite::Result<Arc<WalWatch>> {
@@ -129,7 +128,9 @@ fn request(watch: &Arc<WalWatch>) {
     };
     let thread = running.or_else(|| {
         // A parent's requests are not this process's: its own come again as it writes.
-        pending.requests.retain(|w| w.queued.load(SeqCst) == this_process);
+        pending
+            .requests
+            .retain(|w| w.queued.load(SeqCst) == this_process);
         let spawned = std::thread::Builder::new()
             .name("duckcache-checkpoint".into())
             .spawn(run);
@@ -172,7 +173,10 @@ fn run() {
 /// without the checkpoint-and-delete a close normally runs.
 fn checkpoint(path: &Path) -> crate::error::Result<()> {
     let conn = crate::sqlite::open_second(path)?;
-    let result = conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), rusqlite::wal::CheckpointMode::PASSIVE);
+    let result = conn.wal_checkpoint_v2(
+        Some(rusqlite::MAIN_DB),
+        rusqlite::wal::CheckpointMode::PASSIVE,
+    );
     crate::sqlite::discard(conn);
     result?;
     Ok(())
@@ -186,7 +190,8 @@ mod tests {
     use crate::ttl::Ttl;
 
     fn fresh_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("duckcache-ckpt-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("duckcache-ckpt-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -217,7 +222,10 @@ mod tests {
             cache.set(&key.to_le_bytes(), &value, Ttl::Never).unwrap();
             key += 1;
         }
-        assert!(wait_for(|| wal.background.load(SeqCst) > 0), "no background checkpoint");
+        assert!(
+            wait_for(|| wal.background.load(SeqCst) > 0),
+            "no background checkpoint"
+        );
         assert_eq!(wal.inline.load(SeqCst), 0, "a writer checkpointed inline");
         drop(cache);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -232,7 +240,9 @@ mod tests {
         let wal = cache.wal().unwrap();
         cache.set(b"first", b"1", Ttl::Never).unwrap();
         let reader = crate::sqlite::open_second(&dir.join("cache.db")).unwrap();
-        reader.execute_batch("BEGIN; SELECT count(*) FROM entries;").unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM entries;")
+            .unwrap();
         let value = vec![7u8; 1024];
         for key in 0..3 * CHECKPOINT_INLINE_AT as u32 {
             cache.set(&key.to_le_bytes(), &value, Ttl::Never).unwrap();

@@ -2,7 +2,7 @@
 //! directory, shared by every handle and process that opens it. See [`store`] for the
 //! layout and the crash-consistency rules, [`values`] for large values.
 
-mod readers;
+pub(crate) mod readers;
 mod store;
 mod values;
 
@@ -30,7 +30,7 @@ pub struct FileCache {
     /// Registered with the fork handlers (`crate::ffi::fork`).
     state: Arc<Mutex<State>>,
     /// Read-only connections for get and has, used without `state`'s lock.
-    readers: readers::Readers,
+    readers: readers::Readers<readers::StoreReader>,
 }
 
 struct State {
@@ -58,18 +58,19 @@ impl FileCache {
         size_limit: u64,
         options: SqliteOptions,
     ) -> Result<FileCache> {
-        Self::open_with_readers(dir, size_limit, options, readers::MAX_READERS)
+        let budget = readers::Budget::new(readers::MAX_READERS);
+        Self::open_with_readers(dir, size_limit, options, budget)
     }
 
-    /// As [`FileCache::open_with`] with at most `max_readers` read-only connections (0:
-    /// every call goes through the handle's connection). The sharded kind's shards take
-    /// none: they can be many, and their open count, which bounds the files the cache
-    /// holds open, would no longer hold.
+    /// As [`FileCache::open_with`], its read-only connections open while `readers`
+    /// allows (a budget of 0: every call goes through the handle's connection). The
+    /// sharded kind's shards share one budget: they can be many, and the files the
+    /// cache holds open stay bounded.
     pub(crate) fn open_with_readers(
         dir: impl AsRef<Path>,
         size_limit: u64,
         options: SqliteOptions,
-        max_readers: usize,
+        readers: readers::Budget,
     ) -> Result<FileCache> {
         let dir = dir.as_ref().to_owned();
         let store = Store::open(&dir, options)?;
@@ -82,7 +83,7 @@ impl FileCache {
             }),
         );
         Ok(FileCache {
-            readers: readers::Readers::new(&dir, max_readers),
+            readers: readers::Readers::new(&dir, fork::RANK_FILE, readers),
             dir,
             size_limit,
             options,

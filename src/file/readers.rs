@@ -1,4 +1,6 @@
-//! Read-only connections that let the threads of one handle read in parallel.
+//! Read-only connections that let the threads of one handle read in parallel: a pool
+//! of them per database, generic over what a connection holds ([`ReadConnection`]), used
+//! by the file kind's store and the sharded kind's index and shards.
 //!
 //! The handle's own connection sits behind its lock, so every call of every thread
 //! queues there, although SQLite in WAL mode lets readers run beside each other and
@@ -22,6 +24,7 @@
 use super::store::{open_reader, probe_entry, read_entry, Read};
 use super::values::Values;
 use crate::backend::{Lookup, Visit};
+use crate::error::Result;
 use crate::ffi::fork;
 use crate::sync::{Gate, Mutex};
 use rusqlite::Connection;
@@ -33,22 +36,68 @@ use std::sync::Arc;
 /// the handle's connection).
 pub(crate) const MAX_READERS: usize = 4;
 
-struct Reader {
+/// What a pooled reader holds, and how one is opened for the database(s) in a directory.
+pub(crate) trait ReadConnection: Sized + Send {
+    fn open(dir: &Path) -> Result<Self>;
+}
+
+/// A reader of the file kind's store: its database and its `values/` folder.
+pub(crate) struct StoreReader {
     conn: Connection,
     values: Values,
+}
+
+impl ReadConnection for StoreReader {
+    fn open(dir: &Path) -> Result<Self> {
+        let (conn, values) = open_reader(dir)?;
+        Ok(StoreReader { conn, values })
+    }
+}
+
+/// How many connections a set of pools may hold open together: each file handle has
+/// its own; a sharded handle's shards share one, so their number bounds the files held
+/// open however many shards are.
+#[derive(Clone)]
+pub(crate) struct Budget {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Budget {
+        Budget {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    fn take(&self) -> bool {
+        if self.open.fetch_add(1, Relaxed) >= self.max {
+            self.open.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        self.open.fetch_sub(n, Relaxed);
+    }
+}
+
+struct Pooled<R> {
+    reader: R,
     /// The [`Readers::generation`] it was opened in.
     generation: u64,
 }
 
-pub(super) struct Readers {
-    max: usize,
+pub(crate) struct Readers<R> {
     dir: PathBuf,
     /// Entered while a connection is in use; closed by the fork handlers.
     gate: Arc<Gate>,
     /// The connections not in use; None once closed.
-    idle: Arc<Mutex<Option<Vec<Reader>>>>,
-    /// Connections open, in use or idle.
-    open: AtomicUsize,
+    idle: Arc<Mutex<Option<Vec<Pooled<R>>>>>,
+    /// Connections open, in use or idle (with those of the pools it is shared with).
+    budget: Budget,
     /// Advanced when the handle replaces its own connection (after an I/O error, or a
     /// store replaced under it): connections of an older generation are not reused.
     generation: AtomicU64,
@@ -62,17 +111,17 @@ pub(super) struct Readers {
     forks: u64,
 }
 
-impl Readers {
-    /// Registers with the fork handlers after the handle's own lock (same rank, taken
-    /// in registration order); no thread holds a reader while waiting for that lock.
-    /// At most `max` connections (0: every call takes the handle's connection).
-    pub fn new(dir: &Path, max: usize) -> Readers {
+impl<R: ReadConnection + 'static> Readers<R> {
+    /// Registers with the fork handlers at `rank`, after the handle's own lock (same
+    /// rank, taken in registration order); no thread holds a reader while waiting for
+    /// that lock. Opens connections only while `budget` allows (0: every call takes
+    /// the handle's connection).
+    pub fn new(dir: &Path, rank: usize, budget: Budget) -> Readers<R> {
         Readers {
-            max,
             dir: dir.to_owned(),
-            gate: fork::registered(fork::RANK_FILE, Gate::new()),
-            idle: fork::registered(fork::RANK_FILE, Mutex::new(Some(Vec::new()))),
-            open: AtomicUsize::new(0),
+            gate: fork::registered(rank, Gate::new()),
+            idle: fork::registered(rank, Mutex::new(Some(Vec::new()))),
+            budget,
             generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -80,6 +129,89 @@ impl Readers {
         }
     }
 
+    /// Runs `read` on an idle connection (or a new one, within the budget); None
+    /// when closed, when every connection is busy, or when `read` gives None (the
+    /// connection is then dropped: it may have failed).
+    pub fn with_reader<T>(&self, read: impl FnOnce(&R) -> Option<T>) -> Option<T> {
+        if fork::forks() != self.forks {
+            return None; // a child of fork: its parent's connections stay untouched
+        }
+        let _inside = self.gate.enter()?;
+        let idle = self.idle.lock().as_mut()?.pop();
+        let pooled = match idle {
+            Some(pooled) => pooled,
+            None => self.open_one()?,
+        };
+        let result = read(&pooled.reader);
+        let current = pooled.generation == self.generation.load(Relaxed);
+        let unused = match (&result, current, self.idle.lock().as_mut()) {
+            (Some(_), true, Some(idle)) => {
+                idle.push(pooled);
+                None
+            }
+            _ => Some(pooled),
+        };
+        if let Some(pooled) = unused {
+            self.budget.give_back(1);
+            drop(pooled); // outside the idle list's lock
+        }
+        result
+    }
+
+    /// Counts a lookup answered here.
+    pub fn count(&self, lookup: Lookup) -> Lookup {
+        match lookup {
+            Lookup::Hit => self.hits.fetch_add(1, Relaxed),
+            _ => self.misses.fetch_add(1, Relaxed),
+        };
+        lookup
+    }
+
+    /// The handle replaced its connection: the idle connections are closed, and the
+    /// ones in use are when their read ends.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Relaxed);
+        let stale = self.idle.lock().as_mut().map(std::mem::take);
+        if let Some(stale) = stale {
+            self.budget.give_back(stale.len());
+        }
+    }
+
+    fn open_one(&self) -> Option<Pooled<R>> {
+        if !self.budget.take() {
+            return None;
+        }
+        let generation = self.generation.load(Relaxed);
+        match R::open(&self.dir) {
+            Ok(reader) => Some(Pooled { reader, generation }),
+            Err(_) => {
+                self.budget.give_back(1);
+                None
+            }
+        }
+    }
+
+    /// Closes every idle connection; one in use is dropped when its read ends. Later
+    /// reads go to the handle (which reports it closed).
+    pub fn close(&self) {
+        let idle = self.idle.lock().take();
+        if let Some(idle) = idle {
+            self.budget.give_back(idle.len());
+        }
+    }
+}
+
+impl<R> Drop for Readers<R> {
+    /// Idle connections give their share of the budget back (in use, none are: the
+    /// handle is going).
+    fn drop(&mut self) {
+        if let Some(idle) = self.idle.lock().take() {
+            self.budget.give_back(idle.len());
+        }
+    }
+}
+
+impl Readers<StoreReader> {
     /// A get through a read connection: Some(hit or miss), or None when the handle's
     /// connection must answer (see the module documentation). `visit` is called only
     /// on Some(Hit).
@@ -95,83 +227,12 @@ impl Readers {
     /// Runs `read` on a reader and keeps a plain hit or miss (counted); anything else
     /// (expired, vanished or damaged: the writer path removes what it must; an error:
     /// the connection is dropped) is None.
-    fn answer(&self, read: impl FnOnce(&Reader) -> crate::error::Result<Read>) -> Option<Lookup> {
+    fn answer(&self, read: impl FnOnce(&StoreReader) -> Result<Read>) -> Option<Lookup> {
         let lookup = match self.with_reader(|r| read(r).ok())? {
             Read::Hit => Lookup::Hit,
             Read::Miss => Lookup::Miss,
             _ => return None,
         };
-        match lookup {
-            Lookup::Hit => self.hits.fetch_add(1, Relaxed),
-            _ => self.misses.fetch_add(1, Relaxed),
-        };
-        Some(lookup)
-    }
-
-    /// Runs `read` on an idle connection (or a new one, within the maximum); None
-    /// when closed, when every connection is busy, or when `read` gives None (the
-    /// connection is then dropped: it may have failed).
-    fn with_reader<R>(&self, read: impl FnOnce(&Reader) -> Option<R>) -> Option<R> {
-        if fork::forks() != self.forks {
-            return None; // a child of fork: its parent's connections stay untouched
-        }
-        let _inside = self.gate.enter()?;
-        let idle = self.idle.lock().as_mut()?.pop();
-        let reader = match idle {
-            Some(reader) => reader,
-            None => self.open_one()?,
-        };
-        let result = read(&reader);
-        let current = reader.generation == self.generation.load(Relaxed);
-        let unused = match (&result, current, self.idle.lock().as_mut()) {
-            (Some(_), true, Some(idle)) => {
-                idle.push(reader);
-                None
-            }
-            _ => Some(reader),
-        };
-        if let Some(reader) = unused {
-            self.open.fetch_sub(1, Relaxed);
-            drop(reader); // outside the idle list's lock
-        }
-        result
-    }
-
-    /// The handle replaced its connection: the idle connections are closed, and the
-    /// ones in use are when their read ends.
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Relaxed);
-        let stale = self.idle.lock().as_mut().map(std::mem::take);
-        if let Some(stale) = stale {
-            self.open.fetch_sub(stale.len(), Relaxed);
-        }
-    }
-
-    fn open_one(&self) -> Option<Reader> {
-        if self.open.fetch_add(1, Relaxed) >= self.max {
-            self.open.fetch_sub(1, Relaxed);
-            return None;
-        }
-        let generation = self.generation.load(Relaxed);
-        match open_reader(&self.dir) {
-            Ok((conn, values)) => Some(Reader {
-                conn,
-                values,
-                generation,
-            }),
-            Err(_) => {
-                self.open.fetch_sub(1, Relaxed);
-                None
-            }
-        }
-    }
-
-    /// Closes every idle connection; one in use is dropped when its read ends. Later
-    /// reads go to the handle (which reports it closed).
-    pub fn close(&self) {
-        let idle = self.idle.lock().take();
-        if let Some(idle) = idle {
-            self.open.fetch_sub(idle.len(), Relaxed);
-        }
+        Some(self.count(lookup))
     }
 }

@@ -15,7 +15,8 @@
 //!   that shard) or a row whose shard lacks the key, which reads as a miss and is removed
 //!   by the first read that meets it.
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::file::readers::ReadConnection;
 use crate::sqlite::{self, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
@@ -100,6 +101,31 @@ impl Placement {
             size: r.get::<_, i64>(1)?.max(0) as u64,
             expires: r.get(2)?,
         })
+    }
+}
+
+/// A read-only connection to the index, for the handle's reads without its lock, and
+/// the device and inode of the `index.db` it reads.
+pub(super) struct IndexReader {
+    pub conn: Connection,
+    pub file: (u64, u64),
+}
+
+impl ReadConnection for IndexReader {
+    fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("index.db");
+        let before = super::file_id(&path);
+        let conn = sqlite::open_for_reads(&path, &SCHEMA)?;
+        match (before, super::file_id(&path)) {
+            (Some(file), Some(after)) if file == after => Ok(IndexReader { conn, file }),
+            _ => {
+                sqlite::discard(conn);
+                Err(Error::new(
+                    ErrorKind::Busy,
+                    "the index was replaced while opening",
+                ))
+            }
+        }
     }
 }
 

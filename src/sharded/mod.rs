@@ -20,15 +20,17 @@ use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
+use crate::file::readers::{Budget, Readers, MAX_READERS};
 use crate::file::{FileCache, Until};
 use crate::sqlite::{self, SqliteOptions};
-use crate::sync::Mutex;
+use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
-use index::Placement;
+use index::{IndexReader, Placement};
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Shard size limit used when 0 is given (the original `duck.utils.caching` DEFAULT_SHARD_SIZE, 1 GB).
@@ -47,6 +49,10 @@ pub struct ShardedCache {
     options: SqliteOptions,
     /// Registered with the fork handlers (`crate::ffi::fork`).
     state: Arc<Mutex<State>>,
+    /// Read-only index connections and the open shards, for gets and has without the
+    /// handle's lock (see [`ShardedCache::find_unlocked`]).
+    index_readers: Readers<IndexReader>,
+    visible: Arc<RwLock<HashMap<i64, Arc<FileCache>>>>,
 }
 
 struct State {
@@ -72,10 +78,17 @@ struct OpenShards {
     /// Shards the current write transaction drops from the index: their folders go
     /// after it commits.
     unlisted: Vec<i64>,
+    /// The read connections the shards may hold open together.
+    readers: Budget,
+    /// The open shards as reads without the handle's lock find them: kept equal to
+    /// `open` (a shard closed here is closed there; a read holding it then fails and
+    /// goes the locked way).
+    visible: Arc<RwLock<HashMap<i64, Arc<FileCache>>>>,
 }
 
 struct OpenShard {
-    cache: FileCache,
+    /// Shared with reads that run without the handle's lock (see [`OpenShards::visible`]).
+    cache: Arc<FileCache>,
     last_use: u64,
     /// Written since the last save: saved before it is closed to make room.
     dirty: bool,
@@ -118,7 +131,13 @@ impl OpenShards {
             if self.open.len() >= self.max_open {
                 self.close_least_recent()?;
             }
-            let cache = FileCache::open_with_readers(shard_dir(&self.dir, id), 0, self.options, 0)?;
+            let cache = Arc::new(FileCache::open_with_readers(
+                shard_dir(&self.dir, id),
+                0,
+                self.options,
+                self.readers.clone(),
+            )?);
+            self.visible.write().insert(id, cache.clone());
             self.open.insert(
                 id,
                 OpenShard {
@@ -131,7 +150,7 @@ impl OpenShards {
         let shard = self.open.get_mut(&id).expect("inserted above");
         shard.last_use = self.uses;
         shard.dirty |= for_write;
-        Ok(&shard.cache)
+        Ok(&*shard.cache)
     }
 
     /// The shard `id` for a read: None when its folder is gone (never created anew).
@@ -145,10 +164,16 @@ impl OpenShards {
     /// Closes the shard `id` if it is open, without saving it, and removes its folder
     /// (best effort: a folder left behind is swept at the next open).
     fn remove_folder(&mut self, id: i64) {
-        if let Some(shard) = self.open.remove(&id) {
+        if let Some(shard) = self.forget(id) {
             let _ = shard.cache.close();
         }
         let _ = std::fs::remove_dir_all(shard_dir(&self.dir, id));
+    }
+
+    /// Takes the shard `id` out of the open ones (not closed yet).
+    fn forget(&mut self, id: i64) -> Option<OpenShard> {
+        self.visible.write().remove(&id);
+        self.open.remove(&id)
     }
 
     fn close_least_recent(&mut self) -> Result<()> {
@@ -160,7 +185,7 @@ impl OpenShards {
         else {
             return Ok(());
         };
-        let shard = self.open.remove(&id).expect("found above");
+        let shard = self.forget(id).expect("found above");
         let saved = if shard.dirty {
             shard.cache.save()
         } else {
@@ -181,6 +206,7 @@ impl OpenShards {
     /// Closes every shard; the first error is returned after all were tried.
     fn close_all(&mut self) -> Result<()> {
         let mut result = Ok(());
+        self.visible.write().clear();
         for (_, shard) in self.open.drain() {
             result = result.and(shard.cache.close());
         }
@@ -253,7 +279,7 @@ fn remove_stale(tx: &Transaction, shards: &mut OpenShards, limit: u32) -> Result
 fn rebuild_index(tx: &Transaction, dir: &Path, options: SqliteOptions) -> Result<()> {
     for id in shards_on_disk(dir)?.into_iter().rev() {
         index::add_shard_with_id(tx, id)?;
-        let shard = FileCache::open_with_readers(shard_dir(dir, id), 0, options, 0)?;
+        let shard = FileCache::open_with_readers(shard_dir(dir, id), 0, options, Budget::new(0))?;
         let adopted = shard
             .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
         shard.close()?;
@@ -410,28 +436,34 @@ impl ShardedCache {
             0 => DEFAULT_MAX_OPEN_SHARDS,
             n => n,
         };
+        let state = fork::registered(
+            fork::RANK_SHARDED,
+            Mutex::new(State {
+                index: Some(index),
+                index_file: file_id(&dir.join("index.db")),
+                suspect: false,
+                shards: OpenShards {
+                    dir: dir.clone(),
+                    options,
+                    max_open: max_open as usize,
+                    open: HashMap::new(),
+                    uses: 0,
+                    unlisted: Vec::new(),
+                    readers: Budget::new(MAX_READERS),
+                    visible: fork::registered(fork::RANK_SHARDED, RwLock::new(HashMap::new())),
+                },
+                stats: Stats::default(),
+            }),
+        );
+        let visible = state.lock().shards.visible.clone();
         let cache = ShardedCache {
             shard_size_limit: match shard_size_limit {
                 0 => DEFAULT_SHARD_SIZE,
                 n => n,
             },
-            state: fork::registered(
-                fork::RANK_SHARDED,
-                Mutex::new(State {
-                    index: Some(index),
-                    index_file: file_id(&dir.join("index.db")),
-                    suspect: false,
-                    shards: OpenShards {
-                        dir: dir.clone(),
-                        options,
-                        max_open: max_open as usize,
-                        open: HashMap::new(),
-                        uses: 0,
-                        unlisted: Vec::new(),
-                    },
-                    stats: Stats::default(),
-                }),
-            ),
+            state,
+            index_readers: Readers::new(&dir, fork::RANK_SHARDED, Budget::new(MAX_READERS)),
+            visible,
             dir,
             options,
         };
@@ -580,6 +612,7 @@ impl ShardedCache {
         let index = state.index.as_mut().ok_or_else(Error::closed)?;
         let old = std::mem::replace(index, Connection::open_in_memory()?);
         sqlite::discard(old);
+        self.index_readers.invalidate();
         state.suspect = true;
         let path = self.dir.join("index.db");
         *index = self::index::open(&path, self.options, |tx| {
@@ -622,7 +655,53 @@ impl ShardedCache {
     /// a crash left the row behind) it looks again under the write lock and drops a row
     /// that is really left behind.
     fn find(&self, key: &[u8], probe: &mut dyn FnMut(&FileCache) -> Result<bool>) -> Result<bool> {
+        if let Some(found) = self.find_unlocked(key, probe) {
+            return found;
+        }
         self.with_state(|state| Self::find_in(state, key, probe))
+    }
+
+    /// The common case of [`ShardedCache::find`] without the handle's lock, so threads
+    /// read in parallel: the index row through a read-only index connection, then the
+    /// shard, if open, through its own read connections. Some(true) on a plain hit,
+    /// Some(false) when the index has no row for the key (and is still the file the
+    /// reader opened, as the locked way checks), the shard's error as the locked way
+    /// would give it (a damaged value, say, which the shard has removed by now); None
+    /// for anything else (an expired row, a shard not open, closed meanwhile or missing
+    /// the key, an index read that failed, a busy or closed pool), which the locked way
+    /// answers, reading again.
+    ///
+    /// As fresh as the locked way: the row is read in a transaction that begins after
+    /// the call did, and a writer commits a key's shard before its index row.
+    fn find_unlocked(
+        &self,
+        key: &[u8],
+        probe: &mut dyn FnMut(&FileCache) -> Result<bool>,
+    ) -> Option<Result<bool>> {
+        let index_path = self.dir.join("index.db");
+        let placement = self.index_readers.with_reader(|r| {
+            let row = index::placement(&r.conn, key).ok()?;
+            // A miss must not come from an index another process has since replaced.
+            let current = row.is_some() || file_id(&index_path) == Some(r.file);
+            current.then_some(row)
+        })?;
+        let Some(p) = placement else {
+            self.index_readers.count(Lookup::Miss);
+            return Some(Ok(false));
+        };
+        if p.is_expired_at(wall_now()) {
+            return None;
+        }
+        let shard = self.visible.read().get(&p.shard).cloned()?;
+        match probe(&shard) {
+            Ok(true) => {
+                self.index_readers.count(Lookup::Hit);
+                Some(Ok(true))
+            }
+            Ok(false) => None,
+            Err(e) if e.kind() == ErrorKind::Closed => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 
     fn find_in(
@@ -907,6 +986,8 @@ impl Backend for ShardedCache {
             Ok(Stats {
                 entries,
                 bytes,
+                hits: state.stats.hits + self.index_readers.hits.load(Relaxed),
+                misses: state.stats.misses + self.index_readers.misses.load(Relaxed),
                 ..state.stats
             })
         })
@@ -921,6 +1002,7 @@ impl Backend for ShardedCache {
     }
 
     fn close(&self) -> Result<()> {
+        self.index_readers.close();
         let mut state = self.state.lock();
         if state.index.is_none() {
             return Ok(());
