@@ -249,7 +249,10 @@ pub(crate) fn open_for_reads(path: &Path, schema: &Schema) -> Result<Connection>
         if version != schema.version {
             return Err(Error::new(ErrorKind::Corrupt, "not the expected schema"));
         }
-        conn.execute_batch("PRAGMA query_only = 1;")?;
+        // 8 MiB of pages (SQLite's default is 2): with no memory map, a page the cache
+        // lost is a pread. Measured: 1 KiB gets over a 4 MB store, 4.3-4.7 -> 3.3-3.7 us,
+        // a quarter of the time having been reads of pages evicted by the previous gets.
+        conn.execute_batch("PRAGMA query_only = 1; PRAGMA cache_size = -8192;")?;
         Ok(())
     })();
     match checked {
