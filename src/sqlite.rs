@@ -240,11 +240,10 @@ pub(crate) fn open(
 /// be read-only (it could see an older state), a lock held by a writer now: each is an
 /// error, and the caller reads through its main connection instead.
 pub(crate) fn open_for_reads(path: &Path, schema: &Schema) -> Result<Connection> {
-    let mut conn = open_second(path)?;
-    let checked = (|| {
+    checked(open_second(path)?, |conn| {
         // The write lock once, as for the main connection: a connection that fell back to
         // a read-only -shm shows here (see probe_writable).
-        probe_writable(&mut conn)?;
+        probe_writable(conn)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version != schema.version {
             return Err(Error::new(ErrorKind::Corrupt, "not the expected schema"));
@@ -254,8 +253,15 @@ pub(crate) fn open_for_reads(path: &Path, schema: &Schema) -> Result<Connection>
         // a quarter of the time having been reads of pages evicted by the previous gets.
         conn.execute_batch("PRAGMA query_only = 1; PRAGMA cache_size = -8192;")?;
         Ok(())
-    })();
-    match checked {
+    })
+}
+
+/// `conn` once `check` passed on it; discarded (see [`discard`]) when it did not.
+fn checked(
+    mut conn: Connection,
+    check: impl FnOnce(&mut Connection) -> Result<()>,
+) -> Result<Connection> {
+    match check(&mut conn) {
         Ok(()) => Ok(conn),
         Err(e) => {
             discard(conn);
@@ -276,8 +282,7 @@ pub(crate) fn open_second(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags)?;
-    let checked = (|| {
+    checked(Connection::open_with_flags(path, flags)?, |conn| {
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
             return Err(Error::new(ErrorKind::Io, "could open it only read-only"));
         }
@@ -290,14 +295,7 @@ pub(crate) fn open_second(path: &Path) -> Result<Connection> {
         // Short waits: a busy reader falls back to the main connection, which waits.
         conn.busy_timeout(Duration::from_millis(100))?;
         Ok(())
-    })();
-    match checked {
-        Ok(()) => Ok(conn),
-        Err(e) => {
-            discard(conn);
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Closes a connection that failed, without the checkpoint a close normally runs.
