@@ -18,7 +18,9 @@
 //! close (waiting for a checkpoint in progress), so no thread is inside SQLite on the
 //! checkpointer's connection when the process forks. A child has no checkpointer thread;
 //! its first request starts one. Requests are made under handle locks (inside a
-//! commit), so the request list's lock ranks after them ([`fork::RANK_CHECKPOINT`]).
+//! commit), so the request list's lock ranks after them ([`fork::RANK_CHECKPOINT`]), and
+//! is registered with the fork handlers up front ([`fork_locks`]), never from inside a
+//! request.
 
 use crate::ffi::fork;
 use crate::sync::{Gate, Mutex};
@@ -111,6 +113,12 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
 /// Entered by the checkpointer thread around each checkpoint; closed around fork.
 static GATE: Gate = Gate::new();
 
+/// The locks the fork handlers take for the checkpointer, registered once per process
+/// by [`fork::install`] (never from [`request`], which runs under handles' locks).
+pub(crate) fn fork_locks() -> [&'static dyn fork::ForkMutex; 2] {
+    [&PENDING, &GATE]
+}
+
 /// Queues a checkpoint of `watch`'s database unless one is queued already, starting
 /// the checkpointer thread when this process has none.
 fn request(watch: &Arc<WalWatch>) {
@@ -118,8 +126,6 @@ fn request(watch: &Arc<WalWatch>) {
     if watch.queued.swap(this_process, SeqCst) == this_process {
         return;
     }
-    fork::register_static(fork::RANK_CHECKPOINT, &PENDING);
-    fork::register_static(fork::RANK_CHECKPOINT, &GATE);
     let mut pending = PENDING.lock();
     pending.requests.push(watch.clone());
     let running = match &pending.thread {

@@ -159,7 +159,10 @@ pub(crate) fn registered<L: ForkLocks + 'static>(rank: usize, locks: L) -> Arc<L
 /// Adds a process-wide lock (a static), once however often it is called.
 pub(crate) fn register_static(rank: usize, lock: &'static dyn ForkMutex) {
     install();
-    let mut registry = REGISTRY.lock();
+    add_static(&mut REGISTRY.lock(), rank, lock);
+}
+
+fn add_static(registry: &mut Registry, rank: usize, lock: &'static dyn ForkMutex) {
     let statics = &mut registry.statics[rank];
     if !statics.iter().any(|l| std::ptr::addr_eq(*l, lock)) {
         statics.push(lock);
@@ -182,6 +185,13 @@ pub(crate) fn install() {
         // process; pthread_atfork only records them.
         unsafe {
             libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child));
+        }
+        // The checkpointer's locks, registered here because it is asked for work inside
+        // commits, under handles' locks: registering then would wait for the registry,
+        // which a fork in progress holds while it waits for those handles' locks.
+        let mut registry = REGISTRY.lock();
+        for lock in crate::checkpointer::fork_locks() {
+            add_static(&mut registry, RANK_CHECKPOINT, lock);
         }
     });
 }
