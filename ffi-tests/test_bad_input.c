@@ -1,6 +1,8 @@
 /* Every bad input gets a clear status and message, never a crash or a leak. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include "check.h"
 #include <math.h>
+#include <sys/mman.h>
 
 static void check_last_error_mentions(const char *word) {
     char err[256];
@@ -116,8 +118,24 @@ static void test_last_error_buffer(void) {
     cache_free(c);
 }
 
+/* A memory-cache value of 4 GiB or more: CACHE_ERR_TOO_LARGE, without reading it (the
+ * "value" is address space no page backs: a read would crash the test), nothing stored. */
+static void test_memory_value_past_4_gib(void) {
+    size_t len = ((size_t)1 << 32) + 1;
+    void *none = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(none != MAP_FAILED);
+    cache_t *c = NULL;
+    CHECK_EQ(cache_open_memory(0, &c), CACHE_OK);
+    CHECK_EQ(cache_set(c, K("huge"), none, len, CACHE_NO_TTL), CACHE_ERR_TOO_LARGE);
+    check_last_error_mentions("4 GiB");
+    CHECK_EQ(cache_has(c, K("huge")), CACHE_NOT_FOUND);
+    cache_free(c);
+    CHECK_EQ(munmap(none, len), 0);
+}
+
 int main(void) {
     test_null_handle();
+    test_memory_value_past_4_gib();
     cache_t *c = NULL;
     CHECK_EQ(cache_open_memory(0, &c), CACHE_OK);
     test_null_pointers(c);

@@ -32,6 +32,8 @@
 //! S3-FIFO's shared state and ghost queue, and this module the cache: shard selection,
 //! cross-shard eviction, the [`Backend`] impl.
 
+#[allow(unsafe_code)] // the one allocation an entry lives in
+mod entry;
 mod s3fifo;
 mod shard;
 mod slab;
@@ -43,10 +45,11 @@ use crate::error::{Error, Result};
 use crate::ffi::fork;
 use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;
+use entry::{Entry, VACANT};
 use hashbrown::DefaultHashBuilder;
 use s3fifo::S3Fifo;
 use shard::{Order, Removal, Shard, ShardCell, ShardGuard, Shards, Step};
-use slab::{MAIN, NO_STAMP, SMALL, VACANT};
+use slab::{MAIN, NO_STAMP, SMALL};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -216,7 +219,7 @@ impl MemoryCache {
         }
         crate::backend::check_fits(size, self.max_bytes, "the cache (max_bytes)")?;
         let present = shard.find(hash, key);
-        let old = present.map_or(0, |slot| shard.node(slot).data.len() as i64);
+        let old = present.map_or(0, |slot| shard.node(slot).size() as i64);
         let need = size as i64 - old;
         if need <= reserved {
             return Ok(Ok(()));
@@ -487,26 +490,11 @@ impl MemoryCache {
             let found = shard.lookup_live(hash, key);
             if let Some(slot) = found {
                 let node = shard.node(slot);
-                visit(node.value(), node.flags);
+                visit(node.value(), node.flags());
                 then(shard, slot);
             }
             Ok(found.is_some())
         })
-    }
-
-    /// The key bytes and value bytes of an entry in one allocation, made before a lock
-    /// is taken; the key length checked.
-    fn entry_data(key: &[u8], value: &[u8]) -> Result<(u32, Box<[u8]>)> {
-        let key_len = u32::try_from(key.len())
-            .ok()
-            .filter(|&l| l != VACANT)
-            .ok_or_else(|| Error::invalid_arg("key longer than 4 GiB"))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(key.len() + value.len())
-            .map_err(|_| Error::no_memory(key.len() + value.len()))?;
-        data.extend_from_slice(key);
-        data.extend_from_slice(value);
-        Ok((key_len, data.into_boxed_slice()))
     }
 
     /// Runs `f` on every shard in turn, locked and open.
@@ -540,16 +528,16 @@ impl Backend for MemoryCache {
         }
         let deadline = mono_deadline(ttl);
         // Build the entry's allocation before taking the lock.
-        let (key_len, data) = Self::entry_data(key, value)?;
-        let ghost_hit = self.before_insert(hash, key, data.len() as u64)?;
-        let size = data.len() as u64;
-        let mut data = Some(data);
+        let entry = Entry::new(key, value, deadline, flags)?;
+        let size = entry.len() as u64;
+        let ghost_hit = self.before_insert(hash, key, size)?;
+        let mut entry = Some(entry);
         self.put_within_bytes(hash, |shard, reserved| {
             if let Err(need) = self.growth(shard, hash, key, size, reserved)? {
                 return Ok(Err(need));
             }
-            let data = data.take().expect("put once");
-            shard.upsert(hash, key_len, data, deadline, flags, ghost_hit)?;
+            let entry = entry.take().expect("put once");
+            shard.upsert(hash, entry, ghost_hit)?;
             shard.stats.sets += 1;
             Ok(Ok(()))
         })?;
@@ -638,7 +626,7 @@ impl Backend for MemoryCache {
                 let node = shard.node(slot);
                 Current {
                     value: node.value(),
-                    flags: node.flags,
+                    flags: node.flags(),
                 }
             });
             let Change::Put { value, flags, ttl } = decide(current)? else {
@@ -659,11 +647,11 @@ impl Backend for MemoryCache {
                     return Ok(Ok(false));
                 }
                 (Some(ttl), _) => mono_deadline(ttl),
-                (None, Some(slot)) => shard.node(slot).deadline,
+                (None, Some(slot)) => shard.node(slot).deadline(),
                 (None, None) => NO_DEADLINE,
             };
-            let (key_len, data) = Self::entry_data(key, &value)?;
-            shard.upsert(hash, key_len, data, deadline, flags, ghost_hit)?;
+            let entry = Entry::new(key, &value, deadline, flags)?;
+            shard.upsert(hash, entry, ghost_hit)?;
             Ok(Ok(true))
         })?;
         if stored {
@@ -693,7 +681,7 @@ impl Backend for MemoryCache {
         self.with_shard(hash, |shard| {
             Ok(shard
                 .find_live(hash, key)
-                .map(|slot| match shard.node(slot).deadline {
+                .map(|slot| match shard.node(slot).deadline() {
                     NO_DEADLINE => Remaining::Forever,
                     deadline => {
                         let left = deadline.saturating_sub(mono_now()).max(1);
@@ -731,7 +719,7 @@ impl Backend for MemoryCache {
                 let node = shard.node(slot_at);
                 slot_at += 1;
                 let live = !node.is_vacant()
-                    && !crate::clock::mono_expired(node.deadline, now)
+                    && !crate::clock::mono_expired(node.deadline(), now)
                     && node.key().starts_with(prefix);
                 if live {
                     keys.push(crate::error::try_copy(node.key())?);

@@ -1,6 +1,7 @@
 //! One shard of the memory cache: its slab, its hash index, its counters, and the stamps
 //! of its lists' oldest entries published for the cross-shard evictor.
 
+use super::entry::Entry;
 use super::s3fifo::{S3Fifo, PROMOTE_AT};
 use super::slab::{Node, Slab, MAIN, MAX_FREQ, NIL, NO_STAMP, SMALL};
 use crate::backend::Stats;
@@ -161,7 +162,7 @@ impl Shard {
         if let Order::S3Fifo(s3) = &self.order {
             let node = self.slab.node(slot);
             if node.list() == SMALL {
-                s3.small_changed(-1, node.data.len() as u64);
+                s3.small_changed(-1, node.size());
             }
         }
         self.slab.unlink(slot);
@@ -194,7 +195,7 @@ impl Shard {
             }
             SMALL => {
                 let node = self.slab.node(slot);
-                let (hash, size) = (self.hasher.hash_one(node.key()), node.data.len() as u64);
+                let (hash, size) = (self.hasher.hash_one(node.key()), node.size());
                 let freed = self.remove(slot, Removal::Evicted);
                 s3.ghost.lock().insert(hash, size);
                 Step::Removed(freed)
@@ -210,25 +211,16 @@ impl Shard {
         }
     }
 
-    /// Stores `data` (key then value) under the key, replacing any earlier entry, and
-    /// counts an access to it (see [`Shard::touch`]). `ghost_hit`: see [`Shard::link_new`].
-    pub fn upsert(
-        &mut self,
-        hash: u64,
-        key_len: u32,
-        data: Box<[u8]>,
-        deadline: MonoDeadline,
-        flags: u32,
-        ghost_hit: bool,
-    ) -> Result<()> {
-        let added = data.len() as u64;
-        let has_deadline = (deadline != NO_DEADLINE) as u64;
-        if let Some(slot) = self.find(hash, &data[..key_len as usize]) {
+    /// Stores `entry` under its key, replacing any earlier entry, and counts an access
+    /// to it (see [`Shard::touch`]). `ghost_hit`: see [`Shard::link_new`].
+    pub fn upsert(&mut self, hash: u64, entry: Entry, ghost_hit: bool) -> Result<()> {
+        let added = entry.len() as u64;
+        let has_deadline = (entry.deadline() != NO_DEADLINE) as u64;
+        if let Some(slot) = self.find(hash, entry.key()) {
             let n = self.slab.node_mut(slot);
-            let old_len = std::mem::replace(&mut n.data, data).len() as u64;
-            let had_deadline = (n.deadline != NO_DEADLINE) as u64;
-            n.deadline = deadline;
-            n.flags = flags;
+            let old = std::mem::replace(&mut n.entry, entry);
+            let (old_len, had_deadline) =
+                (old.len() as u64, (old.deadline() != NO_DEADLINE) as u64);
             let in_small = n.list() == SMALL;
             self.bytes = self.bytes - old_len + added;
             self.with_deadline = self.with_deadline - had_deadline + has_deadline;
@@ -239,9 +231,7 @@ impl Shard {
             self.touch(slot);
             return Ok(());
         }
-        let slot = self
-            .slab
-            .allocate(Node::new(data, key_len, deadline, flags))?;
+        let slot = self.slab.allocate(Node::new(entry))?;
         let Shard {
             index,
             slab,
@@ -259,8 +249,8 @@ impl Shard {
     /// Gives the entry in `slot` a new deadline, its recency unchanged.
     pub fn set_deadline(&mut self, slot: u32, deadline: MonoDeadline) {
         let node = self.slab.node_mut(slot);
-        let had = (node.deadline != NO_DEADLINE) as u64;
-        node.deadline = deadline;
+        let had = (node.deadline() != NO_DEADLINE) as u64;
+        node.entry.set_deadline(deadline);
         self.with_deadline = self.with_deadline - had + (deadline != NO_DEADLINE) as u64;
     }
 
@@ -272,9 +262,9 @@ impl Shard {
         }
         self.unlink(slot);
         let gone = self.slab.release(slot);
-        let size = gone.data.len() as u64;
+        let size = gone.size();
         self.bytes -= size;
-        if gone.deadline != NO_DEADLINE {
+        if gone.deadline() != NO_DEADLINE {
             self.with_deadline -= 1;
         }
         self.occupied -= 1;
@@ -304,7 +294,7 @@ impl Shard {
     /// True when the entry in `slot` has a deadline that has passed. Reads the clock only
     /// for entries that have a deadline.
     pub fn is_expired(&self, slot: u32) -> bool {
-        crate::clock::mono_expired_now(self.slab.node(slot).deadline)
+        crate::clock::mono_expired_now(self.slab.node(slot).deadline())
     }
 
     /// The live entry of `key`, an expired one removed; no hit or miss counted.
@@ -338,7 +328,7 @@ impl Shard {
         let mut purged = 0;
         for slot in 0..self.slab.capacity() {
             let n = self.slab.node(slot);
-            if !n.is_vacant() && mono_expired(n.deadline, now) {
+            if !n.is_vacant() && mono_expired(n.deadline(), now) {
                 self.remove(slot, Removal::Expired);
                 purged += 1;
             }
@@ -391,8 +381,8 @@ impl Shard {
             if n.is_vacant() {
                 continue;
             }
-            bytes += n.data.len() as u64;
-            with_deadline += (n.deadline != NO_DEADLINE) as u64;
+            bytes += n.size();
+            with_deadline += (n.deadline() != NO_DEADLINE) as u64;
             if self.find(self.hasher.hash_one(n.key()), n.key()) != Some(slot) {
                 return Err(format!("slot {slot} is not found by its key"));
             }

@@ -3,13 +3,12 @@
 //! first: [`MAIN`] (LRU's recency list, S3-FIFO's main queue) and [`SMALL`] (S3-FIFO's
 //! small queue). Nothing here knows about keys' hashes, TTLs, locks or policies.
 
-use crate::clock::{MonoDeadline, NO_DEADLINE};
+use super::entry::Entry;
+use crate::clock::MonoDeadline;
 use crate::error::{Error, Result};
 
 /// No slot: the end of a list.
 pub(super) const NIL: u32 = u32::MAX;
-/// `key_len` of a free slot. Keys are therefore limited to `u32::MAX - 1` bytes.
-pub(super) const VACANT: u32 = u32::MAX;
 /// [`Slab::oldest_stamp`] of an empty list: later than any stamp, so never the oldest.
 pub(super) const NO_STAMP: u64 = u64::MAX;
 /// The list of LRU's order and of S3-FIFO's main queue.
@@ -26,11 +25,10 @@ const LIST_SHIFT: u32 = 63;
 /// The highest access count kept (S3-FIFO's counter saturates at 3).
 pub(super) const MAX_FREQ: u8 = 3;
 
-/// One entry. 48 bytes; key and value share one allocation.
+/// One entry's place in the slab: 32 bytes, two to a cache line.
 pub(super) struct Node {
-    /// The key's bytes followed by the value's.
-    pub data: Box<[u8]>,
-    pub key_len: u32,
+    /// Key, value, deadline and flags (see [`Entry`]).
+    pub entry: Entry,
     /// Towards the most recently used end (or the next free slot, for a free slot).
     prev: u32,
     /// Towards the least recently used end.
@@ -38,21 +36,17 @@ pub(super) struct Node {
     /// The cache-wide stamp that orders entries across shards for eviction, the access
     /// count and the list (see [`STAMP_BITS`]).
     stamp_word: u64,
-    pub deadline: MonoDeadline,
-    /// The caller's flags word, stored and returned untouched.
-    pub flags: u32,
 }
 
+const _: () = assert!(std::mem::size_of::<Node>() == 32);
+
 impl Node {
-    pub fn new(data: Box<[u8]>, key_len: u32, deadline: MonoDeadline, flags: u32) -> Self {
+    pub fn new(entry: Entry) -> Self {
         Node {
-            data,
-            key_len,
+            entry,
             prev: NIL,
             next: NIL,
             stamp_word: 0,
-            deadline,
-            flags,
         }
     }
 
@@ -83,15 +77,28 @@ impl Node {
     }
 
     pub fn key(&self) -> &[u8] {
-        &self.data[..self.key_len as usize]
+        self.entry.key()
     }
 
     pub fn value(&self) -> &[u8] {
-        &self.data[self.key_len as usize..]
+        self.entry.value()
+    }
+
+    pub fn deadline(&self) -> MonoDeadline {
+        self.entry.deadline()
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.entry.flags()
+    }
+
+    /// Bytes of key and value.
+    pub fn size(&self) -> u64 {
+        self.entry.len() as u64
     }
 
     pub fn is_vacant(&self) -> bool {
-        self.key_len == VACANT
+        self.entry.is_vacant()
     }
 }
 
@@ -176,13 +183,10 @@ impl Slab {
         let free_head = self.free_head;
         let n = &mut self.nodes[slot as usize];
         let vacant = Node {
-            data: Box::default(),
-            key_len: VACANT,
+            entry: Entry::vacant(),
             prev: free_head,
             next: NIL,
             stamp_word: 0,
-            deadline: NO_DEADLINE,
-            flags: 0,
         };
         self.free_head = slot;
         std::mem::replace(n, vacant)
@@ -254,7 +258,7 @@ impl Slab {
         while at != NIL {
             let n = &self.nodes[at as usize];
             entries += 1;
-            bytes += n.data.len() as u64;
+            bytes += n.size();
             at = n.next;
         }
         (entries, bytes)
