@@ -347,7 +347,8 @@ size_t cache_last_error(char *buf, size_t cap);
 cache_status cache_open(const char *uri, struct cache_t **out);
 
 // Opens an in-memory cache with exact LRU order and per-entry TTL.
-// max_keys 0 = unbounded. Writes *out only on CACHE_OK.
+// max_keys 0 = unbounded. A value of 4 GiB or more gets CACHE_ERR_TOO_LARGE (in every
+// memory cache). Writes *out only on CACHE_OK.
 cache_status cache_open_memory(uint64_t max_keys, struct cache_t **out);
 
 // Opens (creating when needed, with parents) the persistent cache stored in `dir`: one

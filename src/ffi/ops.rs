@@ -43,7 +43,8 @@ pub unsafe extern "C" fn cache_open(
 }
 
 /// Opens an in-memory cache with exact LRU order and per-entry TTL.
-/// max_keys 0 = unbounded. Writes *out only on CACHE_OK.
+/// max_keys 0 = unbounded. A value of 4 GiB or more gets CACHE_ERR_TOO_LARGE (in every
+/// memory cache). Writes *out only on CACHE_OK.
 #[no_mangle]
 pub unsafe extern "C" fn cache_open_memory(max_keys: u64, out: *mut *mut cache_t) -> cache_status {
     exported!(out out => open_into(out, cache_t::new(MemoryCache::new(max_keys))))
