@@ -28,7 +28,7 @@
 
 use crate::sync::Gate;
 use crate::sync::{Mutex, RwLock};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Once, Weak};
 
 /// A lock the fork handlers take and release.
@@ -139,13 +139,91 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 /// Adds a lock set, held only weakly (a dropped one is skipped and forgotten).
+///
+/// A thread that holds a registered lock ([`HoldingLock`]) does not wait for the
+/// registry: a fork in progress holds it while it waits for that thread's lock. When the
+/// registry is busy such a set is deferred (taken in by the next registration or fork,
+/// or when the fork in progress ends). A set deferred during a fork is not locked for
+/// it; its owner holds the lock it was registered under until it is published, and the
+/// sharded kind's lock-free reads of published shards stay inside a gate the fork
+/// closes, so none of its locks is held at the fork.
 pub(crate) fn register<L: ForkLocks + 'static>(rank: usize, locks: Weak<L>) {
     let locks: Weak<dyn ForkLocks> = locks;
     install();
-    let mut registry = REGISTRY.lock();
+    let mut registry = if HOLDING.with(|h| h.get()) > 0 {
+        match REGISTRY.try_lock() {
+            Some(registry) => registry,
+            None => return defer(rank, locks),
+        }
+    } else {
+        REGISTRY.lock()
+    };
+    take_deferred(&mut registry);
     let set = &mut registry.sets[rank];
     set.retain(|w| w.strong_count() > 0);
     set.push(locks);
+}
+
+thread_local! {
+    /// Registered locks this thread holds, as [`HoldingLock`] counts them.
+    static HOLDING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as holding a registered lock (for the guard's life), so that
+/// [`register`] never waits for the registry meanwhile. Taken by handles whose locked
+/// code opens and registers new lock sets (the sharded kind's shards).
+pub(crate) struct HoldingLock(());
+
+impl HoldingLock {
+    pub fn new() -> HoldingLock {
+        HOLDING.with(|h| h.set(h.get() + 1));
+        HoldingLock(())
+    }
+}
+
+impl Drop for HoldingLock {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(h.get() - 1));
+    }
+}
+
+/// A registration waiting for the registry: a push-only stack taken whole, so no lock
+/// (a fork may copy it in any state).
+struct Deferred {
+    rank: usize,
+    locks: Weak<dyn ForkLocks>,
+    next: *mut Deferred,
+}
+
+static DEFERRED: AtomicPtr<Deferred> = AtomicPtr::new(std::ptr::null_mut());
+
+fn defer(rank: usize, locks: Weak<dyn ForkLocks>) {
+    let node = Box::into_raw(Box::new(Deferred {
+        rank,
+        locks,
+        next: std::ptr::null_mut(),
+    }));
+    let mut head = DEFERRED.load(SeqCst);
+    loop {
+        // SAFETY: `node` is ours until the exchange publishes it.
+        unsafe { (*node).next = head };
+        match DEFERRED.compare_exchange(head, node, SeqCst, SeqCst) {
+            Ok(_) => return,
+            Err(now) => head = now,
+        }
+    }
+}
+
+/// Moves every deferred registration into `registry` (whose lock the caller holds).
+fn take_deferred(registry: &mut Registry) {
+    let mut at = DEFERRED.swap(std::ptr::null_mut(), SeqCst);
+    while !at.is_null() {
+        // SAFETY: every node was made by Box::into_raw in `defer` and is taken once:
+        // the swap above took the whole stack from every other thread.
+        let node = unsafe { Box::from_raw(at) };
+        at = node.next;
+        registry.sets[node.rank].push(node.locks);
+    }
 }
 
 /// Wraps `locks` in an `Arc` and registers it (see [`register`]).
@@ -229,8 +307,10 @@ extern "C" fn release_in_child() {
 }
 
 extern "C" fn prepare() {
-    // The registry stays locked until `release`: no set is added or dropped meanwhile.
-    let registry = REGISTRY.lock();
+    // The registry stays locked until `release`: no set is added or dropped meanwhile
+    // (sets registered under a lock are deferred, see `register`).
+    let mut registry = REGISTRY.lock();
+    take_deferred(&mut registry);
     let mut held: Vec<Arc<dyn ForkLocks>> = Vec::new();
     for (statics, set) in registry.statics.iter().zip(&registry.sets) {
         for lock in statics {
@@ -271,6 +351,8 @@ extern "C" fn release() {
         // SAFETY: locked by `prepare` on this thread, once.
         unsafe { lock.unlock_after_fork() };
     }
+    // Registrations deferred while the fork ran.
+    take_deferred(registry);
     // SAFETY: locked by `prepare` on this thread, guard leaked.
     unsafe { REGISTRY.force_unlock() };
 }

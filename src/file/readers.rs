@@ -26,7 +26,7 @@ use super::values::Values;
 use crate::backend::{Lookup, Visit};
 use crate::error::Result;
 use crate::ffi::fork;
-use crate::sync::{Gate, Mutex};
+use crate::sync::{Gate, Inside, Mutex};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -127,6 +127,16 @@ impl<R: ReadConnection + 'static> Readers<R> {
             misses: AtomicU64::new(0),
             forks: fork::forks(),
         }
+    }
+
+    /// Inside the pool's gate (which the fork handlers close, waiting for those inside)
+    /// for the guard's life: None when closed, or in a child of fork. For a read that
+    /// goes on past its use of a connection.
+    pub fn enter(&self) -> Option<Inside<'_>> {
+        if fork::forks() != self.forks {
+            return None;
+        }
+        self.gate.enter()
     }
 
     /// Runs `read` on an idle connection (or a new one, within the budget); None

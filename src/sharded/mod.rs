@@ -436,6 +436,7 @@ impl ShardedCache {
             0 => DEFAULT_MAX_OPEN_SHARDS,
             n => n,
         };
+        let visible = Arc::new(RwLock::new(HashMap::new()));
         let state = fork::registered(
             fork::RANK_SHARDED,
             Mutex::new(State {
@@ -450,19 +451,23 @@ impl ShardedCache {
                     uses: 0,
                     unlisted: Vec::new(),
                     readers: Budget::new(MAX_READERS),
-                    visible: fork::registered(fork::RANK_SHARDED, RwLock::new(HashMap::new())),
+                    visible: visible.clone(),
                 },
                 stats: Stats::default(),
             }),
         );
-        let visible = state.lock().shards.visible.clone();
+        // The fork handlers take a rank's locks in registration order: the state, then
+        // the index readers' gate (a read inside it may wait for `visible`), then
+        // `visible` (taken under the state lock).
+        let index_readers = Readers::new(&dir, fork::RANK_SHARDED, Budget::new(MAX_READERS));
+        fork::register(fork::RANK_SHARDED, Arc::downgrade(&visible));
         let cache = ShardedCache {
             shard_size_limit: match shard_size_limit {
                 0 => DEFAULT_SHARD_SIZE,
                 n => n,
             },
             state,
-            index_readers: Readers::new(&dir, fork::RANK_SHARDED, Budget::new(MAX_READERS)),
+            index_readers,
             visible,
             dir,
             options,
@@ -470,6 +475,7 @@ impl ShardedCache {
         // Best effort: a copy that cannot be removed now is never returned, and later
         // writes try again.
         let mut state = cache.state.lock();
+        let _holding = fork::HoldingLock::new(); // shards open under it
         let _ = state.remove_all_stale();
         // Best effort too: folders of shards the index dropped whose removal a crash or
         // an I/O error interrupted.
@@ -590,6 +596,7 @@ impl ShardedCache {
     /// reopens it and runs `f` again at once.
     fn with_state<R>(&self, mut f: impl FnMut(&mut State) -> Result<R>) -> Result<R> {
         let mut state = self.state.lock();
+        let _holding = fork::HoldingLock::new(); // shards open under it
         if state.suspect {
             self.reopen_index(&mut state)?;
         }
@@ -678,6 +685,9 @@ impl ShardedCache {
         key: &[u8],
         probe: &mut dyn FnMut(&FileCache) -> Result<bool>,
     ) -> Option<Result<bool>> {
+        // Inside the index readers' gate throughout, shard reads too: a fork waits for
+        // this read to end (a shard opened during the fork is not locked for it).
+        let _inside = self.index_readers.enter()?;
         let index_path = self.dir.join("index.db");
         let placement = self.index_readers.with_reader(|r| {
             let row = index::placement(&r.conn, key).ok()?;
@@ -1004,6 +1014,7 @@ impl Backend for ShardedCache {
     fn close(&self) -> Result<()> {
         self.index_readers.close();
         let mut state = self.state.lock();
+        let _holding = fork::HoldingLock::new(); // shards open under it
         if state.index.is_none() {
             return Ok(());
         }
