@@ -5,7 +5,9 @@
 #define DUCKCACHE_PERSISTENT_H
 
 #include "check.h"
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -311,6 +313,69 @@ static inline void check_sigkill(opener open, const char *base, int rounds) {
                     acked + 1);
         CHECK(acked >= 0); /* the writer got going before the kill */
     }
+}
+
+/* fork() 60 times while one thread sets 1 KiB values over `keys` keys and `readers`
+ * threads read without pause: every fork goes through (readers, the background
+ * checkpointer and shard opening step aside or wait; none can hold the fork handlers up)
+ * and the child reads "hot". Plain runs only: in a child, valgrind counts the parent's
+ * threads' memory as lost. Frees c. */
+struct fork_traffic {
+    cache_t *c;
+    long keys;
+    atomic_int on;
+};
+
+static inline void *fork_traffic_writer(void *p) {
+    struct fork_traffic *t = p;
+    static uint8_t value[1024];
+    char key[32];
+    for (long i = 0; atomic_load(&t->on); i++) {
+        snprintf(key, sizeof key, "traffic-%ld", i % t->keys);
+        CHECK_EQ(cache_set(t->c, (const uint8_t *)key, strlen(key), value, sizeof value,
+                           CACHE_NO_TTL),
+                 CACHE_OK);
+    }
+    return NULL;
+}
+
+static inline void *fork_traffic_reader(void *p) {
+    struct fork_traffic *t = p;
+    uint8_t buf[2048];
+    size_t len;
+    char key[32];
+    for (long i = 0; atomic_load(&t->on); i++) {
+        CHECK_EQ(cache_get_into(t->c, K("hot"), buf, sizeof buf, &len), CACHE_OK);
+        snprintf(key, sizeof key, "traffic-%ld", (i * 7) % t->keys);
+        cache_status s = cache_get_into(t->c, (const uint8_t *)key, strlen(key), buf, sizeof buf, &len);
+        CHECK(s == CACHE_OK || s == CACHE_NOT_FOUND);
+    }
+    return NULL;
+}
+
+static inline void check_fork_beside_traffic(cache_t *c, long keys, int readers) {
+    struct fork_traffic t = {c, keys, 1};
+    CHECK_EQ(cache_set(c, K("hot"), K("value"), CACHE_NO_TTL), CACHE_OK);
+    pthread_t th[8];
+    CHECK(readers >= 1 && readers < 8);
+    CHECK_EQ(pthread_create(&th[0], NULL, fork_traffic_writer, &t), 0);
+    for (int i = 1; i <= readers; i++) CHECK_EQ(pthread_create(&th[i], NULL, fork_traffic_reader, &t), 0);
+    for (int round = 0; round < 60; round++) {
+        alarm(30); /* a fork held up forever fails the test instead of hanging it */
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            cache_buf b = {0};
+            _exit(cache_get(c, K("hot"), &b) == CACHE_OK && buf_equals(&b, "value") ? 0 : 1);
+        }
+        int status = 0;
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        alarm(0);
+    }
+    atomic_store(&t.on, 0);
+    for (int i = 0; i <= readers; i++) CHECK_EQ(pthread_join(th[i], NULL), 0);
+    cache_free(c);
 }
 
 #endif

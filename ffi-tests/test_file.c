@@ -3,8 +3,6 @@
 #include "persistent.h"
 #include <sys/wait.h>
 #include <unistd.h>
-#include <stdatomic.h>
-#include <pthread.h>
 
 #define BIG (100 * 1024)
 
@@ -95,62 +93,6 @@ static void test_bad_input(const char *dir) {
     check_refuses_closed(c);
 }
 
-/* fork() while threads read without pause through the handle's read connections and a
- * writer grows the WAL (so the background checkpointer is asked for work from inside its
- * commits, and runs): every fork goes through (the readers and the checkpointer step
- * aside; none can hold the fork handlers up) and the child reads. Plain run only: in a
- * child, valgrind counts the parent's threads' memory as lost. */
-static atomic_int reading;
-
-static void *writer_loop(void *p) {
-    cache_t *c = p;
-    static uint8_t value[1024];
-    char key[32];
-    for (long i = 0; atomic_load(&reading); i++) {
-        snprintf(key, sizeof key, "w-%ld", i % 5000);
-        CHECK_EQ(cache_set(c, (const uint8_t *)key, strlen(key), value, sizeof value, CACHE_NO_TTL),
-                 CACHE_OK);
-    }
-    return NULL;
-}
-
-static void *reader_loop(void *p) {
-    cache_t *c = p;
-    uint8_t buf[64];
-    size_t len;
-    while (atomic_load(&reading)) {
-        cache_status s = cache_get_into(c, K("hot"), buf, sizeof buf, &len);
-        CHECK_EQ(s, CACHE_OK);
-    }
-    return NULL;
-}
-
-static void test_fork_beside_readers(const char *dir) {
-    cache_t *c = NULL;
-    CHECK_EQ(cache_open_file(dir, 0, &c), CACHE_OK);
-    CHECK_EQ(cache_set(c, K("hot"), K("value"), CACHE_NO_TTL), CACHE_OK);
-    atomic_store(&reading, 1);
-    pthread_t t[4];
-    for (int i = 0; i < 3; i++) CHECK_EQ(pthread_create(&t[i], NULL, reader_loop, c), 0);
-    CHECK_EQ(pthread_create(&t[3], NULL, writer_loop, c), 0);
-    for (int round = 0; round < 60; round++) {
-        alarm(30); /* a fork held up forever fails the test instead of hanging it */
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            cache_buf b = {0};
-            _exit(cache_get(c, K("hot"), &b) == CACHE_OK && buf_equals(&b, "value") ? 0 : 1);
-        }
-        int status = 0;
-        CHECK_EQ(waitpid(pid, &status, 0), pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        alarm(0);
-    }
-    atomic_store(&reading, 0);
-    for (int i = 0; i < 4; i++) CHECK_EQ(pthread_join(t[i], NULL), 0);
-    cache_free(c);
-}
-
 int main(void) {
     char dir[256];
     make_tmpdir(dir, sizeof dir);
@@ -166,7 +108,9 @@ int main(void) {
     check_sigkill(open_file, dir, small_scale() ? 2 : 6);
     if (!small_scale()) {
         snprintf(sub, sizeof sub, "%s/fork", dir);
-        test_fork_beside_readers(sub);
+        cache_t *c = NULL;
+        CHECK_EQ(cache_open_file(sub, 0, &c), CACHE_OK);
+        check_fork_beside_traffic(c, 5000, 3);
     }
     remove_tree(dir);
     printf("test_file: ok\n");

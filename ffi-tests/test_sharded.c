@@ -2,8 +2,6 @@
  * shards, newest value wins, reopen, the open-shard bound, bad input, two processes on
  * one directory, and SIGKILL during writes. */
 #include "persistent.h"
-#include <pthread.h>
-#include <stdatomic.h>
 
 static cache_status open_sharded(const char *dir, cache_t **out) {
     return cache_open_sharded(dir, 100000, 4, out);
@@ -99,61 +97,12 @@ static void test_bad_input(const char *dir) {
 }
 
 /* fork() while a writer makes the handle open and close shards without pause (4 KiB
- * shards, 2 open at most: a shard's store is opened, with its locks registered with the
- * fork handlers, under the handle's lock) and readers read: every fork goes through and
- * the child reads. Plain run only (valgrind counts the parent's threads' memory as lost
- * in a child). */
-static atomic_int forking_rounds;
-
-static void *shard_churn(void *p) {
-    cache_t *c = p;
-    static uint8_t value[1024];
-    char key[32];
-    for (long i = 0; atomic_load(&forking_rounds); i++) {
-        snprintf(key, sizeof key, "churn-%ld", i % 400);
-        CHECK_EQ(cache_set(c, (const uint8_t *)key, strlen(key), value, sizeof value, CACHE_NO_TTL),
-                 CACHE_OK);
-    }
-    return NULL;
-}
-
-static void *shard_reads(void *p) {
-    cache_t *c = p;
-    uint8_t buf[2048];
-    size_t len;
-    char key[32];
-    for (long i = 0; atomic_load(&forking_rounds); i++) {
-        snprintf(key, sizeof key, "churn-%ld", (i * 7) % 400);
-        cache_status s = cache_get_into(c, (const uint8_t *)key, strlen(key), buf, sizeof buf, &len);
-        CHECK(s == CACHE_OK || s == CACHE_NOT_FOUND);
-    }
-    return NULL;
-}
-
+ * shards, 2 open at most: a shard's store is opened, its locks registered with the fork
+ * handlers, under the handle's lock) and readers read. */
 static void test_fork_beside_shard_churn(const char *dir) {
     cache_t *c = NULL;
     CHECK_EQ(cache_open_sharded(dir, 4096, 2, &c), CACHE_OK);
-    CHECK_EQ(cache_set(c, K("hot"), K("value"), CACHE_NO_TTL), CACHE_OK);
-    atomic_store(&forking_rounds, 1);
-    pthread_t t[3];
-    CHECK_EQ(pthread_create(&t[0], NULL, shard_churn, c), 0);
-    for (int i = 1; i < 3; i++) CHECK_EQ(pthread_create(&t[i], NULL, shard_reads, c), 0);
-    for (int round = 0; round < 60; round++) {
-        alarm(30); /* a fork held up forever fails the test instead of hanging it */
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            cache_buf b = {0};
-            _exit(cache_get(c, K("hot"), &b) == CACHE_OK && buf_equals(&b, "value") ? 0 : 1);
-        }
-        int status = 0;
-        CHECK_EQ(waitpid(pid, &status, 0), pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        alarm(0);
-    }
-    atomic_store(&forking_rounds, 0);
-    for (int i = 0; i < 3; i++) CHECK_EQ(pthread_join(t[i], NULL), 0);
-    cache_free(c);
+    check_fork_beside_traffic(c, 400, 2);
 }
 
 int main(void) {
