@@ -134,7 +134,7 @@ impl<R: ReadConnection + 'static> Readers<R> {
     /// goes on past its use of a connection.
     pub fn enter(&self) -> Option<Inside<'_>> {
         if fork::forks() != self.forks {
-            return None;
+            return None; // a child of fork: its parent's connections stay untouched
         }
         self.gate.enter()
     }
@@ -143,10 +143,7 @@ impl<R: ReadConnection + 'static> Readers<R> {
     /// when closed, when every connection is busy, or when `read` gives None (the
     /// connection is then dropped: it may have failed).
     pub fn with_reader<T>(&self, read: impl FnOnce(&R) -> Option<T>) -> Option<T> {
-        if fork::forks() != self.forks {
-            return None; // a child of fork: its parent's connections stay untouched
-        }
-        let _inside = self.gate.enter()?;
+        let _inside = self.enter()?;
         let idle = self.idle.lock().as_mut()?.pop();
         let pooled = match idle {
             Some(pooled) => pooled,
