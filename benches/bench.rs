@@ -145,22 +145,8 @@ impl CHandle {
         assert_eq!(s, ffi::cache_status::CACHE_OK);
     }
 
-    /// A get through the C ABI as a C caller does it (copy out, then free the buffer):
-    /// the value's length, or 0 on a miss.
-    #[inline]
-    fn get_or_miss(&self, k: &[u8]) -> usize {
-        let mut buf = ffi::cache_buf {
-            data: std::ptr::null_mut(),
-            len: 0,
-        };
-        let s = unsafe { ffi::cache_get(self.0, k.as_ptr(), k.len(), &mut buf) };
-        assert!(s == ffi::cache_status::CACHE_OK || s == ffi::cache_status::CACHE_NOT_FOUND);
-        let len = buf.len;
-        unsafe { ffi::cache_buf_free(&mut buf) };
-        len
-    }
-
-    /// As `get_or_miss`, for benchmarks where every get must hit.
+    /// `cache_get` as a C caller does it (copy out, then free the buffer), for
+    /// benchmarks where every get must hit: the value's length.
     #[inline]
     fn get(&self, k: &[u8]) -> usize {
         let mut buf = ffi::cache_buf {
@@ -188,13 +174,45 @@ fn print_row(what: &str, ours: f64, peer: f64, peer_name: &str) {
     );
 }
 
-/// An in-memory cache under test: get copies the value out (as every contender must to
-/// hand it to a caller), set stores a copy.
+/// An in-memory cache under test: get copies the value into the caller's buffer (as
+/// `cache_get_into` does: no allocation), set stores a copy. Peers that hand out shared
+/// values (moka, quick_cache) hold `Arc<[u8]>` so their get is a clone of the Arc plus
+/// the copy, not an allocation.
 trait Contender: Send + Sync {
     fn name(&self) -> &'static str;
-    /// The value's length, or 0 on a miss.
-    fn get(&self, k: &[u8]) -> usize;
+    /// The value's length (copied into `buf`), or 0 on a miss.
+    fn get(&self, k: &[u8], buf: &mut [u8]) -> usize;
     fn set(&self, k: &[u8], v: &[u8]);
+}
+
+/// Copies `v` into the front of `buf` and returns its length: the peers' "plus copy".
+#[inline]
+fn copy_out(v: &[u8], buf: &mut [u8]) -> usize {
+    buf[..v.len()].copy_from_slice(v);
+    v.len()
+}
+
+impl CHandle {
+    /// `cache_get_into` into `buf`: the value's length, or 0 on a miss.
+    #[inline]
+    fn get_into(&self, k: &[u8], buf: &mut [u8]) -> usize {
+        let mut len = 0usize;
+        let s = unsafe {
+            ffi::cache_get_into(
+                self.0,
+                k.as_ptr(),
+                k.len(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut len,
+            )
+        };
+        match s {
+            ffi::cache_status::CACHE_OK => len,
+            ffi::cache_status::CACHE_NOT_FOUND => 0,
+            other => panic!("cache_get_into: {other:?}"),
+        }
+    }
 }
 
 /// duckcache through the C ABI, bounded, so the LRU order is kept as lru's is.
@@ -203,8 +221,8 @@ impl Contender for CHandle {
         "dc lru"
     }
     #[inline]
-    fn get(&self, k: &[u8]) -> usize {
-        self.get_or_miss(k)
+    fn get(&self, k: &[u8], buf: &mut [u8]) -> usize {
+        self.get_into(k, buf)
     }
     fn set(&self, k: &[u8], v: &[u8]) {
         CHandle::set(self, k, v)
@@ -227,8 +245,8 @@ impl Contender for S3Fifo {
         "dc s3fifo"
     }
     #[inline]
-    fn get(&self, k: &[u8]) -> usize {
-        self.0.get_or_miss(k)
+    fn get(&self, k: &[u8], buf: &mut [u8]) -> usize {
+        self.0.get_into(k, buf)
     }
     fn set(&self, k: &[u8], v: &[u8]) {
         self.0.set(k, v)
@@ -241,40 +259,39 @@ impl Contender for MutexLru {
     fn name(&self) -> &'static str {
         "Mutex<lru>"
     }
-    fn get(&self, k: &[u8]) -> usize {
-        let copy = self.0.lock().get(k).map(|v| v.to_vec());
-        copy.map_or(0, |v| v.len())
+    fn get(&self, k: &[u8], buf: &mut [u8]) -> usize {
+        self.0.lock().get(k).map_or(0, |v| copy_out(v, buf))
     }
     fn set(&self, k: &[u8], v: &[u8]) {
         self.0.lock().put(k.to_vec(), v.to_vec());
     }
 }
 
-struct Moka(moka::sync::Cache<Vec<u8>, Vec<u8>>);
+struct Moka(moka::sync::Cache<Vec<u8>, Arc<[u8]>>);
 
 impl Contender for Moka {
     fn name(&self) -> &'static str {
         "moka"
     }
-    fn get(&self, k: &[u8]) -> usize {
-        self.0.get(k).map_or(0, |v| v.len())
+    fn get(&self, k: &[u8], buf: &mut [u8]) -> usize {
+        self.0.get(k).map_or(0, |v| copy_out(&v, buf))
     }
     fn set(&self, k: &[u8], v: &[u8]) {
-        self.0.insert(k.to_vec(), v.to_vec());
+        self.0.insert(k.to_vec(), v.into());
     }
 }
 
-struct Quick(quick_cache::sync::Cache<Vec<u8>, Vec<u8>>);
+struct Quick(quick_cache::sync::Cache<Vec<u8>, Arc<[u8]>>);
 
 impl Contender for Quick {
     fn name(&self) -> &'static str {
         "quick_cache"
     }
-    fn get(&self, k: &[u8]) -> usize {
-        self.0.get(k).map_or(0, |v| v.len())
+    fn get(&self, k: &[u8], buf: &mut [u8]) -> usize {
+        self.0.get(k).map_or(0, |v| copy_out(&v, buf))
     }
     fn set(&self, k: &[u8], v: &[u8]) {
-        self.0.insert(k.to_vec(), v.to_vec());
+        self.0.insert(k.to_vec(), v.into());
     }
 }
 
@@ -344,10 +361,12 @@ fn bench_memory() {
     const KEYS: u64 = 100_000;
     const OPS: usize = 500_000;
     println!(
-        "== memory backend (value 64 B, key 16 B, {KEYS} keys, all present): ns/op, median of {ROUNDS} rounds; \
-         ratios: duckcache lru and s3fifo / Mutex<lru>, s3fifo / quick_cache (targets for get: <= 1.0x)"
+        "== memory backend (value {VALUE} B, key 16 B, {KEYS} keys, all present; get = cache_get_into, \
+         peers' get = get plus copy into the caller's buffer): ns/op, median of {ROUNDS} rounds; \
+         ratios: duckcache lru and s3fifo / Mutex<lru>, and / quick_cache (targets for get: <= 1.0x)"
     );
-    let value = [7u8; 64];
+    const VALUE: usize = 100;
+    let value = [7u8; VALUE];
     let orders = [
         ("uniform", Arc::new(access_order(KEYS, OPS, 42))),
         ("zipf 0.99", Arc::new(zipf_order(KEYS, 0.99, OPS, 43))),
@@ -362,7 +381,7 @@ fn bench_memory() {
     for c in &contenders {
         print!(" {:>12}", c.name());
     }
-    println!("   lru/lru s3/lru s3/quick");
+    println!("   lru/lru s3/lru lru/quick s3/quick");
     for op_name in ["get", "set", "mixed 90/10"] {
         for (dist, order) in &orders {
             for threads in [1usize, 2] {
@@ -371,7 +390,7 @@ fn bench_memory() {
                     .map(|c| {
                         let c = c.clone();
                         let op: Arc<dyn Fn(u64) -> usize + Send + Sync> = match op_name {
-                            "get" => Arc::new(move |i| c.get(&key(i))),
+                            "get" => Arc::new(move |i| c.get(&key(i), &mut [0u8; VALUE])),
                             "set" => Arc::new(move |i| {
                                 c.set(&key(i), &value);
                                 1
@@ -382,7 +401,7 @@ fn bench_memory() {
                                     c.set(&key(i), &value);
                                     1
                                 } else {
-                                    c.get(&key(i))
+                                    c.get(&key(i), &mut [0u8; VALUE])
                                 }
                             }),
                         };
@@ -398,9 +417,10 @@ fn bench_memory() {
                     print!(" {f:>12.1}");
                 }
                 println!(
-                    "   {:>6.2}x {:>5.2}x {:>7.2}x",
+                    "   {:>6.2}x {:>5.2}x {:>8.2}x {:>7.2}x",
                     figures[0] / figures[2],
                     figures[1] / figures[2],
+                    figures[0] / figures[4],
                     figures[1] / figures[4]
                 );
             }
@@ -422,7 +442,7 @@ fn bench_hit_ratio() {
     for c in memory_contenders(CAPACITY) {
         let mut hits = 0u64;
         for &i in &order {
-            if c.get(&key(i)) > 0 {
+            if c.get(&key(i), &mut [0u8; 64]) > 0 {
                 hits += 1;
             } else {
                 c.set(&key(i), &value);

@@ -122,6 +122,53 @@ fn expired_entry_is_never_returned_by_any_call() {
     assert_eq!(c.stats().unwrap().expirations, 4);
 }
 
+/// A get that finds its entry expired leaves the lean hit path for the general one: it
+/// answers not found, removes the entry and counts one miss, under both policies, bounded
+/// in keys or bytes or not at all, through both reads (`get_flagged`, `get_into`).
+#[test]
+fn a_get_finding_its_entry_expired_removes_it_and_counts_a_miss() {
+    use duckcache::Policy;
+    for (max_keys, max_bytes, policy) in [
+        (0, 0, Policy::Lru),
+        (100, 0, Policy::Lru),
+        (100, 0, Policy::S3Fifo),
+        (0, 4096, Policy::S3Fifo),
+    ] {
+        let c = MemoryCache::with_policy(max_keys, max_bytes, policy);
+        c.set(b"short", b"v", short_ttl()).unwrap();
+        c.set(b"short2", b"v", short_ttl()).unwrap();
+        c.set(b"kept", b"value", Ttl::Never).unwrap();
+        outlive_short_ttl();
+        let case = format!("max_keys {max_keys}, max_bytes {max_bytes}, {policy:?}");
+        assert_eq!(c.get_vec(b"short").unwrap(), None, "{case}");
+        assert_eq!(
+            c.get_into(b"short2", &mut [0u8; 8]).unwrap(),
+            None,
+            "{case}"
+        );
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            c.get_into(b"kept", &mut buf).unwrap(),
+            Some((5, 0)),
+            "{case}"
+        );
+        assert_eq!(&buf[..5], b"value", "{case}");
+        // Too small a buffer: the size comes back, nothing is copied.
+        let mut small = [0u8; 2];
+        assert_eq!(
+            c.get_into(b"kept", &mut small).unwrap(),
+            Some((5, 0)),
+            "{case}"
+        );
+        assert_eq!(small, [0, 0], "{case}");
+        // Counted before stats() purges anything.
+        let s = c.stats().unwrap();
+        assert_eq!((s.hits, s.misses, s.expirations), (2, 2, 2), "{case}");
+        assert_eq!((s.entries, s.bytes), (1, 9), "{case}");
+        c.check_invariants().unwrap();
+    }
+}
+
 #[test]
 fn ttl_zero_replaces_and_never_returns() {
     let c = MemoryCache::new(0);

@@ -227,15 +227,8 @@ fn get_into(
     value_len: &mut usize,
     flags_out: Option<&mut u32>,
 ) -> Result<cache_status, Failure> {
-    let mut found = None;
-    let present = c.backend.get_flagged(key, &mut |value, flags| {
-        if let Some(dest) = buf.get_mut(..value.len()) {
-            dest.copy_from_slice(value);
-        }
-        found = Some((value.len(), flags));
-    })?;
-    match found {
-        Some((size, flags)) if present => {
+    match c.backend.get_into(key, buf)? {
+        Some((size, flags)) => {
             *value_len = size;
             if let Some(out) = flags_out {
                 *out = flags;
@@ -252,7 +245,7 @@ fn get_into(
                 ))
             }
         }
-        _ => Ok(CACHE_NOT_FOUND),
+        None => Ok(CACHE_NOT_FOUND),
     }
 }
 

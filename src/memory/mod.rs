@@ -39,7 +39,9 @@ mod shard;
 mod slab;
 
 use crate::backend::KEY_PAGE;
-use crate::backend::{Backend, Change, Current, Decide, KeyPage, Remaining, Stats, Visit};
+use crate::backend::{
+    copy_if_fits, Backend, Change, Current, Decide, KeyPage, Remaining, Stats, Visit,
+};
 use crate::clock::{mono_deadline, mono_now, NO_DEADLINE};
 use crate::error::{Error, Result};
 use crate::ffi::fork;
@@ -476,13 +478,44 @@ impl MemoryCache {
         }
     }
 
-    /// The body of get and pop: hands the live entry of `key` to `visit`, then `then`
-    /// (make it the most recent, or remove it) while the shard is still locked.
+    /// The body of get: hands the live entry of `key` to `visit` and counts the access.
+    /// A hit and a miss change no entry or byte count, so they skip `with_shard`'s
+    /// bookkeeping: on a random-access workload a get's time is its cache misses, and
+    /// the fewer instructions lie between one get's misses and the next get's, the more
+    /// of them the processor overlaps (measured: 40 instructions more per get cost 30%
+    /// on `examples/memory_get_profile.rs`). An expired entry takes the general path.
+    #[inline]
+    fn read_live(&self, key: &[u8], visit: impl FnOnce(&[u8], u32)) -> Result<bool> {
+        let hash = self.hash(key);
+        let mut shard = self.lock(hash);
+        shard.check_open()?;
+        match shard.find(hash, key) {
+            Some(slot) if !shard.is_expired(slot) => {
+                shard.stats.hits += 1;
+                let node = shard.node(slot);
+                visit(node.value(), node.flags());
+                shard.touch(slot);
+                Ok(true)
+            }
+            Some(_) => {
+                drop(shard);
+                self.read(key, visit, |shard, slot| shard.touch(slot))
+            }
+            None => {
+                shard.stats.misses += 1;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The body of pop (and of a get that found its entry expired): hands the live entry
+    /// of `key` to `visit`, then `then` (make it the most recent, or remove it) while the
+    /// shard is still locked.
     #[inline]
     fn read(
         &self,
         key: &[u8],
-        visit: &mut Visit,
+        visit: impl FnOnce(&[u8], u32),
         then: impl FnOnce(&mut Shard, u32),
     ) -> Result<bool> {
         let hash = self.hash(key);
@@ -546,7 +579,16 @@ impl Backend for MemoryCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        self.read(key, visit, |shard, slot| shard.touch(slot))
+        self.read_live(key, visit)
+    }
+
+    fn get_into(&self, key: &[u8], buf: &mut [u8]) -> Result<Option<(usize, u32)>> {
+        let mut found = None;
+        self.read_live(key, |value, flags| {
+            copy_if_fits(value, buf);
+            found = Some((value.len(), flags));
+        })?;
+        Ok(found)
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
