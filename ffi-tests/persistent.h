@@ -315,11 +315,13 @@ static inline void check_sigkill(opener open, const char *base, int rounds) {
     }
 }
 
-/* fork() 60 times while one thread sets 1 KiB values over `keys` keys and `readers`
+/* fork() 60 times while two threads set 1 KiB values over `keys` keys and `readers`
  * threads read without pause: every fork goes through (readers, the background
- * checkpointer and shard opening step aside or wait; none can hold the fork handlers up)
- * and the child reads "hot". Plain runs only: in a child, valgrind counts the parent's
- * threads' memory as lost. Frees c. */
+ * checkpointer, shard opening and the writers' group commit step aside or wait; none can
+ * hold the fork handlers up), and the child reads "hot" and sets and reads a key of its
+ * own (a lead or sets queued by the parent's writers at the fork must not hold it up).
+ * Plain runs only: in a child, valgrind counts the parent's threads' memory as lost.
+ * Frees c. */
 struct fork_traffic {
     cache_t *c;
     long keys;
@@ -357,16 +359,25 @@ static inline void check_fork_beside_traffic(cache_t *c, long keys, int readers)
     struct fork_traffic t = {c, keys, 1};
     CHECK_EQ(cache_set(c, K("hot"), K("value"), CACHE_NO_TTL), CACHE_OK);
     pthread_t th[8];
-    CHECK(readers >= 1 && readers < 8);
-    CHECK_EQ(pthread_create(&th[0], NULL, fork_traffic_writer, &t), 0);
-    for (int i = 1; i <= readers; i++) CHECK_EQ(pthread_create(&th[i], NULL, fork_traffic_reader, &t), 0);
+    const int writers = 2;
+    CHECK(readers >= 1 && writers + readers <= 8);
+    for (int i = 0; i < writers; i++) CHECK_EQ(pthread_create(&th[i], NULL, fork_traffic_writer, &t), 0);
+    for (int i = writers; i < writers + readers; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, fork_traffic_reader, &t), 0);
     for (int round = 0; round < 60; round++) {
         alarm(30); /* a fork held up forever fails the test instead of hanging it */
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0) {
+            alarm(30); /* the child's alarm: a set held up in the child kills it */
+            char key[32];
+            snprintf(key, sizeof key, "child-%d", round);
             cache_buf b = {0};
-            _exit(cache_get(c, K("hot"), &b) == CACHE_OK && buf_equals(&b, "value") ? 0 : 1);
+            int ok = cache_get(c, K("hot"), &b) == CACHE_OK && buf_equals(&b, "value");
+            cache_buf_free(&b);
+            ok = ok && cache_set(c, (const uint8_t *)key, strlen(key), K("set"), CACHE_NO_TTL) == CACHE_OK;
+            ok = ok && cache_get(c, (const uint8_t *)key, strlen(key), &b) == CACHE_OK && buf_equals(&b, "set");
+            _exit(ok ? 0 : 1);
         }
         int status = 0;
         CHECK_EQ(waitpid(pid, &status, 0), pid);
@@ -374,7 +385,8 @@ static inline void check_fork_beside_traffic(cache_t *c, long keys, int readers)
         alarm(0);
     }
     atomic_store(&t.on, 0);
-    for (int i = 0; i <= readers; i++) CHECK_EQ(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < writers + readers; i++) CHECK_EQ(pthread_join(th[i], NULL), 0);
+    CHECK_GET(c, "child-59", "set"); /* the children's sets reached the store */
     cache_free(c);
 }
 
