@@ -27,6 +27,7 @@ pub mod encrypted;
 pub mod error;
 pub mod file;
 pub mod folder;
+mod group_commit;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis_cache;

@@ -2,7 +2,6 @@
 //! directory, shared by every handle and process that opens it. See [`store`] for the
 //! layout and the crash-consistency rules, [`values`] for large values.
 
-mod group;
 pub(crate) mod readers;
 mod store;
 mod values;
@@ -15,6 +14,7 @@ use crate::backend::{Backend, Decide, EntryRef, KeyPage, Remaining, Stats, Visit
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
+use crate::group_commit;
 pub use crate::sqlite::SqliteOptions;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
@@ -30,9 +30,9 @@ pub struct FileCache {
     options: SqliteOptions,
     /// Registered with the fork handlers (`crate::ffi::fork`).
     state: Arc<Mutex<State>>,
-    /// Sets waiting to share the next transaction (see [`group`]); registered after
-    /// `state`.
-    waiting: Arc<group::Waiting>,
+    /// Sets waiting to share the next transaction (see [`crate::group_commit`]);
+    /// registered after `state`.
+    waiting: Arc<group_commit::Waiting>,
     /// Read-only connections for get and has, used without `state`'s lock.
     readers: readers::Readers<readers::StoreReader>,
 }
@@ -86,7 +86,7 @@ impl FileCache {
                 stats: Stats::default(),
             }),
         );
-        let waiting = fork::registered(fork::RANK_FILE, group::Waiting::default());
+        let waiting = fork::registered(fork::RANK_FILE, group_commit::Waiting::default());
         Ok(FileCache {
             readers: readers::Readers::new(&dir, fork::RANK_FILE, readers),
             dir,
@@ -101,22 +101,13 @@ impl FileCache {
     /// marks the connection suspect (see [`State::suspect`]); one that only the old
     /// connection could have (it can no longer write) reconnects and runs `f` again at
     /// once (nothing was written by the failed attempt).
-    fn with_store<R>(&self, f: impl FnMut(&mut Store, &mut Stats) -> Result<R>) -> Result<R> {
+    fn with_store<R>(&self, mut f: impl FnMut(&mut Store, &mut Stats) -> Result<R>) -> Result<R> {
         let mut state = self.state.lock();
-        self.with_locked_store(&mut state, f)
-    }
-
-    /// [`FileCache::with_store`] for a caller that holds the handle's lock already.
-    fn with_locked_store<R>(
-        &self,
-        state: &mut State,
-        mut f: impl FnMut(&mut Store, &mut Stats) -> Result<R>,
-    ) -> Result<R> {
         let State {
             store,
             suspect,
             stats,
-        } = state;
+        } = &mut *state;
         let store = store.as_mut().ok_or_else(Error::closed)?;
         if *suspect {
             self.readers.invalidate();
@@ -172,24 +163,12 @@ impl FileCache {
     }
 
     /// Stores every entry in one transaction (all or none), which small sets waiting
-    /// on other threads share (see [`group`]); large values go to their files first.
-    /// Used by set, set_many and the sharded cache.
+    /// on other threads share (see [`crate::group_commit`]); large values go to their
+    /// files first. Used by set, set_many and the sharded cache.
     pub(crate) fn set_many_until(&self, entries: &[Until]) -> Result<()> {
-        if !group::may_join(entries) {
-            return self.with_store(|store, stats| self.put(store, stats, entries));
-        }
-        let request = group::Request::new(entries);
-        if self.waiting.wait_turn(&request) {
-            let mut state = self.state.lock();
-            let batch = self.waiting.lead();
-            let outcome = self.with_locked_store(&mut state, |store, stats| {
-                self.put(store, stats, &batch.entries())
-            });
-            batch.finish(&outcome); // before the handle's lock goes
-        }
-        request
-            .outcome()
-            .expect("a request is finished before its waiter returns")
+        group_commit::commit(&self.waiting, entries, |entries| {
+            self.with_store(|store, stats| self.put(store, stats, entries))
+        })
     }
 
     /// Stores `entries` in one transaction and counts them.
@@ -473,6 +452,7 @@ impl Backend for FileCache {
 }
 
 /// An entry to store until a Unix time (None = never).
+#[derive(Clone, Copy)]
 pub(crate) struct Until<'a> {
     pub key: &'a [u8],
     pub value: &'a [u8],
@@ -541,60 +521,11 @@ fn with_value_files<R>(
 mod tests {
     use super::*;
 
-    /// Threads setting on one handle share transactions (fewer batches than sets), and
-    /// every acknowledged set is in the store afterwards, seen by a new handle: each
-    /// thread's own keys with their last values, and a key all threads write with one
-    /// of theirs.
     #[test]
     fn concurrent_sets_share_transactions_and_every_acknowledged_set_is_stored() {
-        const THREADS: usize = 4;
-        const SETS: usize = 300;
-        let dir = std::env::temp_dir().join(format!("duckcache-group-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let cache = Arc::new(FileCache::open(&dir, 0).unwrap());
-        let writers: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let cache = cache.clone();
-                std::thread::spawn(move || {
-                    for i in 0..SETS {
-                        let key = format!("t{t}-{}", i % 50);
-                        let value = format!("{t}:{i}");
-                        cache
-                            .set(key.as_bytes(), value.as_bytes(), Ttl::Never)
-                            .unwrap();
-                        cache.set(b"shared", value.as_bytes(), Ttl::Never).unwrap();
-                    }
-                })
-            })
-            .collect();
-        writers.into_iter().for_each(|w| w.join().unwrap());
-        let batches = cache.waiting.batches();
-        assert!(
-            batches > 0 && batches < (THREADS * SETS * 2) as u64,
-            "{batches} group commits for {} sets (0: no set was queued; as many: none shared)",
-            THREADS * SETS * 2
+        group_commit::check_sets_share_transactions(
+            |dir| FileCache::open(dir, 0).unwrap(),
+            |cache| &cache.waiting,
         );
-        assert_eq!(cache.stats().unwrap().sets, (THREADS * SETS * 2) as u64);
-        drop(cache);
-        let reopened = FileCache::open(&dir, 0).unwrap();
-        for t in 0..THREADS {
-            for k in 0..50 {
-                let last = (0..SETS).rev().find(|i| i % 50 == k).unwrap();
-                let key = format!("t{t}-{k}");
-                let got = reopened.get_vec(key.as_bytes()).unwrap();
-                assert_eq!(
-                    got.as_deref(),
-                    Some(format!("{t}:{last}").as_bytes()),
-                    "{key}"
-                );
-            }
-        }
-        let shared = String::from_utf8(reopened.get_vec(b"shared").unwrap().unwrap()).unwrap();
-        assert!(
-            (0..THREADS).any(|t| shared == format!("{t}:{}", SETS - 1)),
-            "shared holds {shared}, not one thread's last value"
-        );
-        drop(reopened);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
 use crate::file::readers::{Budget, Readers, MAX_READERS};
 use crate::file::{FileCache, Until};
+use crate::group_commit;
 use crate::sqlite::{self, SqliteOptions};
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
@@ -53,6 +54,16 @@ pub struct ShardedCache {
     /// handle's lock (see [`ShardedCache::find_unlocked`]).
     index_readers: Readers<IndexReader>,
     visible: Arc<RwLock<HashMap<i64, Arc<FileCache>>>>,
+    /// Sets waiting to share the next index transaction (see [`crate::group_commit`]).
+    waiting: Arc<group_commit::Waiting>,
+}
+
+/// One write of a batch of sets, in the batch's order.
+enum Put<'a> {
+    /// Store the entry.
+    Live(Until<'a>),
+    /// A set dead on arrival: remove the key.
+    Dead(&'a [u8]),
 }
 
 struct State {
@@ -458,9 +469,11 @@ impl ShardedCache {
         );
         // The fork handlers take a rank's locks in registration order: the state, then
         // the index readers' gate (a read inside it may wait for `visible`), then
-        // `visible` (taken under the state lock).
+        // `visible` (taken under the state lock), then the group commit's queue (held
+        // only to queue or take, with nothing else wanted meanwhile).
         let index_readers = Readers::new(&dir, fork::RANK_SHARDED, Budget::new(MAX_READERS));
         fork::register(fork::RANK_SHARDED, Arc::downgrade(&visible));
+        let waiting = fork::registered(fork::RANK_SHARDED, group_commit::Waiting::default());
         let cache = ShardedCache {
             shard_size_limit: match shard_size_limit {
                 0 => DEFAULT_SHARD_SIZE,
@@ -469,6 +482,7 @@ impl ShardedCache {
             state,
             index_readers,
             visible,
+            waiting,
             dir,
             options,
         };
@@ -630,28 +644,40 @@ impl ShardedCache {
         Ok(())
     }
 
-    /// Stores `value` under `key` until `expires`, in the newest shard while it fits.
-    fn set_in(
-        &self,
-        state: &mut State,
-        key: &[u8],
-        value: &[u8],
-        expires: Option<f64>,
-        flags: u32,
-    ) -> Result<()> {
-        let size = (key.len() + value.len()) as u64;
+    /// Writes `puts` in order in one index transaction (all or none): each live entry
+    /// to the shard that takes it (the shards' writes grouped by shard, every one
+    /// committed before the index row that names it), each dead-on-arrival key removed.
+    fn put_many_in(&self, state: &mut State, puts: &[Put]) -> Result<()> {
         let limit = self.shard_size_limit;
         let expired = state.transaction(|tx, shards| {
-            let old = index::placement(tx, key)?;
             let mut expired = 0;
-            let shard = writable_shard(tx, shards, key, size, limit, old, &mut expired)?;
-            shards
-                .get(shard, true)?
-                .set_until(key, value, expires, flags)?;
-            index::place(tx, key, shard, size, expires, old)?;
+            let mut groups: Vec<(i64, Vec<Until>)> = Vec::new();
+            for put in puts {
+                let e = match put {
+                    Put::Dead(key) => {
+                        if let Some(o) = index::remove(tx, key)? {
+                            index::mark_stale(tx, o.shard, key)?;
+                        }
+                        continue;
+                    }
+                    Put::Live(e) => e,
+                };
+                let old = index::placement(tx, e.key)?;
+                let size = (e.key.len() + e.value.len()) as u64;
+                let shard = writable_shard(tx, shards, e.key, size, limit, old, &mut expired)?;
+                index::place(tx, e.key, shard, size, e.expires, old)?;
+                let until = *e;
+                match groups.last_mut() {
+                    Some((id, group)) if *id == shard => group.push(until),
+                    _ => groups.push((shard, vec![until])),
+                }
+            }
+            for (shard, group) in &groups {
+                shards.get(*shard, true)?.set_many_until(group)?;
+            }
             Ok(expired)
         })?;
-        state.stats.sets += 1;
+        state.stats.sets += puts.len() as u64;
         state.stats.expirations += expired;
         Ok(())
     }
@@ -794,8 +820,16 @@ impl Backend for ShardedCache {
                 Ok(())
             });
         }
-        let expires = ttl.deadline_from(wall_now());
-        self.with_state(|state| self.set_in(state, key, value, expires, flags))
+        let entry = [Until {
+            key,
+            value,
+            expires: ttl.deadline_from(wall_now()),
+            flags,
+        }];
+        group_commit::commit(&self.waiting, &entry, |entries| {
+            let puts: Vec<Put> = entries.iter().map(|e| Put::Live(*e)).collect();
+            self.with_state(|state| self.put_many_in(state, &puts))
+        })
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
@@ -907,44 +941,20 @@ impl Backend for ShardedCache {
         for e in entries {
             self.check_entry(e.key, e.value)?;
         }
-        let limit = self.shard_size_limit;
         let now = wall_now();
-        self.with_state(|state| {
-            let expired = state.transaction(|tx, shards| {
-                let mut expired = 0;
-                let mut groups: Vec<(i64, Vec<Until>)> = Vec::new();
-                for e in entries {
-                    let old = index::placement(tx, e.key)?;
-                    if e.ttl.is_expired_at_once() {
-                        if let Some(o) = index::remove(tx, e.key)? {
-                            index::mark_stale(tx, o.shard, e.key)?;
-                        }
-                        continue;
-                    }
-                    let size = (e.key.len() + e.value.len()) as u64;
-                    let expires = e.ttl.deadline_from(now);
-                    let shard = writable_shard(tx, shards, e.key, size, limit, old, &mut expired)?;
-                    index::place(tx, e.key, shard, size, expires, old)?;
-                    let until = Until {
-                        key: e.key,
-                        value: e.value,
-                        expires,
-                        flags: e.flags,
-                    };
-                    match groups.last_mut() {
-                        Some((id, group)) if *id == shard => group.push(until),
-                        _ => groups.push((shard, vec![until])),
-                    }
-                }
-                for (shard, group) in &groups {
-                    shards.get(*shard, true)?.set_many_until(group)?;
-                }
-                Ok(expired)
-            })?;
-            state.stats.sets += entries.len() as u64;
-            state.stats.expirations += expired;
-            Ok(())
-        })
+        let puts: Vec<Put> = entries
+            .iter()
+            .map(|e| match e.ttl.is_expired_at_once() {
+                true => Put::Dead(e.key),
+                false => Put::Live(Until {
+                    key: e.key,
+                    value: e.value,
+                    expires: e.ttl.deadline_from(now),
+                    flags: e.flags,
+                }),
+            })
+            .collect();
+        self.with_state(|state| self.put_many_in(state, &puts))
     }
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {
@@ -1076,5 +1086,18 @@ impl ShardedCache {
         })?;
         state.stats.count_delete(lookup);
         Ok(lookup == Lookup::Hit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_sets_share_index_transactions_and_every_acknowledged_set_is_stored() {
+        crate::group_commit::check_sets_share_transactions(
+            |dir| ShardedCache::open(dir, 4096, 2).unwrap(),
+            |cache| &cache.waiting,
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Group commit: sets on one handle that arrive while another set holds the handle's
-//! connection wait in a queue, and whichever thread takes the connection next commits
+//! Group commit, for the persistent kinds (file, sharded): sets on one handle that
+//! arrive while another set is being committed wait in a queue, and one thread commits
 //! every waiting set in one transaction.
 //!
 //! Why: every set used to be its own transaction, and under two writers the handle's
@@ -17,37 +17,52 @@
 //! not to one set).
 //!
 //! The protocol, under a small queue lock (never held while waiting for the store): a
-//! set queues its request; if no thread is leading, it leads: it takes the handle's
-//! lock, takes every queued request, commits them in one transaction, hands each its
-//! outcome and wakes the waiters, and gives the lead up, all before it lets the handle's
-//! lock go. A set that finds a leader sleeps until its request has an outcome or the
-//! lead is free. So a finished set returns as soon as it is woken, whoever holds the
-//! handle's lock by then.
+//! set queues its request; if no thread is leading, it leads: it takes every queued
+//! request, commits them in one transaction (under the handle's lock, as any write),
+//! hands each its outcome, wakes the waiters and gives the lead up. A set that finds a
+//! leader sleeps until its request has an outcome or the lead is free. So a finished set
+//! returns as soon as it is woken, whoever holds the handle's lock by then.
 //!
 //! Fork: the queue lock is registered with the fork handlers after the handle's state.
 //! A child ignores a lead and requests from before the fork (their threads are not in
 //! the child, and their sets are the parent's to commit): both carry the fork count
 //! (`fork::forks`) they were made under.
 
-use super::Until;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork::{self, ForkLocks, ForkMutex};
+use crate::file::Until;
 use crate::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-/// Values this large and up keep their own transaction: they go to value files written
-/// under the lock (see `with_value_files`), and copying them into a request would cost
-/// more than a shared commit saves.
+/// Values this large and up keep their own transaction: copying them into a request
+/// would cost more than a shared commit saves (and from 32 KiB they go to value files).
 const LARGEST_SHARED: usize = 4096;
 
-/// True when the entries may share a transaction with other callers' sets.
-pub(super) fn may_join(entries: &[Until]) -> bool {
-    entries.iter().all(|e| e.value.len() < LARGEST_SHARED)
+/// Stores `entries` by `store`, in a transaction shared with other callers' waiting
+/// sets when they are small, else on their own. `store` is given either the caller's
+/// entries or a whole batch's, and commits them all or none.
+pub(crate) fn commit(
+    waiting: &Waiting,
+    entries: &[Until],
+    store: impl Fn(&[Until]) -> Result<()>,
+) -> Result<()> {
+    if !entries.iter().all(|e| e.value.len() < LARGEST_SHARED) {
+        return store(entries);
+    }
+    let request = Request::new(entries);
+    if waiting.wait_turn(&request) {
+        let batch = waiting.lead();
+        let outcome = store(&batch.entries());
+        batch.finish(&outcome);
+    }
+    request
+        .outcome()
+        .expect("a request is finished before its waiter returns")
 }
 
 /// One caller's set, copied so the thread that commits it can read it.
-pub(super) struct Request {
+pub(crate) struct Request {
     entries: Vec<OwnedUntil>,
     /// Written once, under the handle's lock, by the thread that ran the transaction.
     outcome: OnceLock<Result<()>>,
@@ -98,7 +113,7 @@ struct Queue {
 
 /// The requests waiting to be committed and the lead; see the module documentation.
 #[derive(Default)]
-pub(super) struct Waiting {
+pub(crate) struct Waiting {
     queue: Mutex<Queue>,
     /// Notified when a leader has finished a batch and given the lead up.
     turn: Condvar,
@@ -107,8 +122,9 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    /// Queues `request` and waits: true when the caller is to lead (take the handle's
-    /// lock, then [`Waiting::lead`]), false when another thread finished the request.
+    /// Queues `request` and waits: true when the caller is to lead ([`Waiting::lead`],
+    /// commit the batch, [`Batch::finish`]), false when another thread finished the
+    /// request.
     pub fn wait_turn(&self, request: &Arc<Request>) -> bool {
         let now = fork::forks();
         let mut queue = self.queue.lock();
@@ -125,8 +141,8 @@ impl Waiting {
         }
     }
 
-    /// The leader's batch: every request queued in this process (the caller holds the
-    /// handle's lock). Dropping it hands each request its outcome and gives the lead up.
+    /// The leader's batch: every request queued in this process. Dropping it hands each
+    /// request its outcome and gives the lead up.
     pub fn lead(&self) -> Batch<'_> {
         let now = fork::forks();
         self.batches.fetch_add(1, Relaxed);
@@ -163,7 +179,7 @@ impl ForkLocks for Waiting {
 }
 
 /// The requests one transaction commits, oldest first.
-pub(super) struct Batch<'a> {
+pub(crate) struct Batch<'a> {
     waiting: &'a Waiting,
     requests: Vec<Arc<Request>>,
     outcome: Option<Result<()>>,
@@ -207,6 +223,74 @@ impl Drop for Batch<'_> {
         self.waiting.queue.lock().leader = None;
         self.waiting.turn.notify_all();
     }
+}
+
+/// Threads setting on one handle of a kind share transactions (fewer batches than
+/// sets), and every acknowledged set is in the store afterwards, seen by a new handle:
+/// each thread's own keys with their last values, and a key all threads write with one
+/// of theirs. `open` opens the kind on a directory; `waiting` is a handle's queue.
+#[cfg(test)]
+pub(crate) fn check_sets_share_transactions<C: crate::Backend + 'static>(
+    open: impl Fn(&std::path::Path) -> C,
+    waiting: impl Fn(&C) -> &Waiting,
+) {
+    use crate::Ttl;
+    const THREADS: usize = 4;
+    const SETS: usize = 300;
+    let dir = std::env::temp_dir().join(format!(
+        "duckcache-group-{}-{}",
+        std::process::id(),
+        std::any::type_name::<C>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("cache")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = Arc::new(open(&dir));
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..SETS {
+                    let key = format!("t{t}-{}", i % 50);
+                    let value = format!("{t}:{i}");
+                    cache
+                        .set(key.as_bytes(), value.as_bytes(), Ttl::Never)
+                        .unwrap();
+                    cache.set(b"shared", value.as_bytes(), Ttl::Never).unwrap();
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let sets = (THREADS * SETS * 2) as u64;
+    let batches = waiting(&cache).batches();
+    assert!(
+        batches > 0 && batches < sets,
+        "{batches} group commits for {sets} sets (0: no set was queued; as many: none shared)",
+    );
+    assert_eq!(cache.stats().unwrap().sets, sets);
+    drop(cache);
+    let reopened = open(&dir);
+    for t in 0..THREADS {
+        for k in 0..50 {
+            let last = (0..SETS).rev().find(|i| i % 50 == k).unwrap();
+            let key = format!("t{t}-{k}");
+            let got = reopened.get_vec(key.as_bytes()).unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(format!("{t}:{last}").as_bytes()),
+                "{key}"
+            );
+        }
+    }
+    let shared = String::from_utf8(reopened.get_vec(b"shared").unwrap().unwrap()).unwrap();
+    assert!(
+        (0..THREADS).any(|t| shared == format!("{t}:{}", SETS - 1)),
+        "shared holds {shared}, not one thread's last value"
+    );
+    drop(reopened);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg(test)]
