@@ -5,8 +5,8 @@
 //! Why: every set used to be its own transaction, and under two writers the handle's
 //! lock went to whichever thread asked first, so one writer could commit several times
 //! while the other waited (p99 10x the median in `cache-speedtest --threads 2`). Now a
-//! waiting set is committed by the next thread to hold the lock, whoever that is, so no
-//! set waits for more than the transaction in progress and the one after it; and a
+//! waiting set is committed by the next leader, whichever thread that is, so no set
+//! waits for more than the transaction in progress and the one after it; and a
 //! transaction's fixed cost (the write lock, the WAL frames of the pages every set
 //! touches, the index update) is shared.
 //!
@@ -64,7 +64,7 @@ pub(crate) fn commit(
 /// One caller's set, copied so the thread that commits it can read it.
 pub(crate) struct Request {
     entries: Vec<OwnedUntil>,
-    /// Written once, under the handle's lock, by the thread that ran the transaction.
+    /// Written once, by the leader whose transaction held the request.
     outcome: OnceLock<Result<()>>,
 }
 
