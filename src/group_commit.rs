@@ -47,7 +47,7 @@ pub(crate) fn commit(
     entries: &[Until],
     store: impl Fn(&[Until]) -> Result<()>,
 ) -> Result<()> {
-    if !entries.iter().all(|e| e.value.len() < LARGEST_SHARED) {
+    if entries.iter().any(|e| e.value.len() >= LARGEST_SHARED) {
         return store(entries);
     }
     let request = Request::new(entries);

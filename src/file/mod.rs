@@ -144,8 +144,9 @@ impl FileCache {
         self.size_limit
     }
 
-    /// Stores `value` under `key` until the Unix time `expires` (None = never). The
-    /// sharded cache uses this so its index and the shard agree on the expiry.
+    /// Stores `value` under `key` until the Unix time `expires` (None = never), in its
+    /// own transaction. The sharded cache uses this so its index and the shard agree on
+    /// the expiry.
     pub(crate) fn set_until(
         &self,
         key: &[u8],
@@ -159,16 +160,23 @@ impl FileCache {
             expires,
             flags,
         }];
-        self.set_many_until(&entry).map(|_| ())
+        self.store_many_until(&entry)
     }
 
     /// Stores every entry in one transaction (all or none), which small sets waiting
-    /// on other threads share (see [`crate::group_commit`]); large values go to their
-    /// files first. Used by set, set_many and the sharded cache.
-    pub(crate) fn set_many_until(&self, entries: &[Until]) -> Result<()> {
+    /// on other threads share (see [`crate::group_commit`]). Used by set and set_many.
+    fn set_many_until(&self, entries: &[Until]) -> Result<()> {
         group_commit::commit(&self.waiting, entries, |entries| {
-            self.with_store(|store, stats| self.put(store, stats, entries))
+            self.store_many_until(entries)
         })
+    }
+
+    /// Stores every entry in one transaction of its own (all or none); large values go
+    /// to their files first. The sharded cache writes its shards through this: its own
+    /// lock already serialises them, and it batches its sets itself, so a shard's queue
+    /// would only copy every entry once more.
+    pub(crate) fn store_many_until(&self, entries: &[Until]) -> Result<()> {
+        self.with_store(|store, stats| self.put(store, stats, entries))
     }
 
     /// Stores `entries` in one transaction and counts them.
@@ -265,7 +273,12 @@ impl Backend for FileCache {
                 Ok(())
             });
         }
-        self.set_until(key, value, ttl.deadline_from(wall_now()), flags)
+        self.set_many_until(&[Until {
+            key,
+            value,
+            expires: ttl.deadline_from(wall_now()),
+            flags,
+        }])
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {

@@ -673,7 +673,7 @@ impl ShardedCache {
                 }
             }
             for (shard, group) in &groups {
-                shards.get(*shard, true)?.set_many_until(group)?;
+                shards.get(*shard, true)?.store_many_until(group)?;
             }
             Ok(expired)
         })?;
