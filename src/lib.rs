@@ -29,6 +29,7 @@ pub mod file;
 pub mod folder;
 mod group_commit;
 pub mod memory;
+mod read_cache;
 #[cfg(feature = "redis")]
 pub mod redis_cache;
 pub mod sharded;

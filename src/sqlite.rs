@@ -69,6 +69,43 @@ INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
 }
 pub(crate) use totals_table;
 
+/// The change log both stores keep for read caches ([`crate::read_cache`]): every row of
+/// `$table` (whose key column is `key`) that is replaced, updated or removed logs its key,
+/// in the transaction that does it, whoever writes (any handle, any process, any
+/// statement: the triggers see them all). A new key needs no record: no read cache holds
+/// a value for it. The log keeps its last 16,384 to 17,408 records; a reader that fell
+/// further behind finds its last record gone and drops everything it holds.
+macro_rules! change_log {
+    ($table:literal) => {
+        concat!(
+            "
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused, so a reader resumes after the last it saw
+    key BLOB NOT NULL                      -- an entry that was replaced, changed or removed
+);
+CREATE TRIGGER IF NOT EXISTS ",
+            $table,
+            "_deletion_logged AFTER DELETE ON ",
+            $table,
+            " BEGIN
+    INSERT INTO changes (key) VALUES (old.key);
+END;
+CREATE TRIGGER IF NOT EXISTS ",
+            $table,
+            "_update_logged AFTER UPDATE ON ",
+            $table,
+            " BEGIN
+    INSERT INTO changes (key) VALUES (old.key);
+END;
+CREATE TRIGGER IF NOT EXISTS changes_trimmed AFTER INSERT ON changes WHEN new.seq % 1024 = 0 BEGIN
+    DELETE FROM changes WHERE seq <= new.seq - 16384;
+END;
+"
+        )
+    };
+}
+pub(crate) use change_log;
+
 /// (rows, bytes of keys and values) from the `totals` table: expired rows not yet
 /// removed included.
 pub(crate) fn totals(conn: &Connection) -> Result<(u64, u64)> {
@@ -149,6 +186,9 @@ pub struct SqliteOptions {
     pub sync_full: bool,
     /// How long a lock held by another process is waited for before `Busy`.
     pub busy_timeout: Duration,
+    /// Bytes of keys and values the handle's read cache holds (`read_cache`; see
+    /// [`crate::read_cache`]); 0: no read cache.
+    pub read_cache: u64,
 }
 
 impl Default for SqliteOptions {
@@ -156,6 +196,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             sync_full: false,
             busy_timeout: BUSY_TIMEOUT,
+            read_cache: 0,
         }
     }
 }

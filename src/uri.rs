@@ -4,8 +4,8 @@
 //! | scheme | REST | parameters |
 //! |---|---|---|
 //! | `memory` | empty | `max_keys`, `max_bytes`, `policy` |
-//! | `file` | a directory | `size_limit`, `sync`, `busy_timeout_ms` |
-//! | `sharded` | a directory | `shard_size_limit`, `max_open_shards`, `sync`, `busy_timeout_ms` |
+//! | `file` | a directory | `size_limit`, `sync`, `busy_timeout_ms`, `read_cache` |
+//! | `sharded` | a directory | `shard_size_limit`, `max_open_shards`, `sync`, `busy_timeout_ms`, `read_cache` |
 //! | `folder` | a directory | `max_open` |
 //!
 //! A directory is `/abs/dir`, `///abs/dir` (after `file:`, as in `file:///var/c`) or
@@ -296,6 +296,7 @@ impl Params {
         }
         let default_ms = options.busy_timeout.as_millis() as u64;
         options.busy_timeout = Duration::from_millis(self.number("busy_timeout_ms", default_ms)?);
+        options.read_cache = self.size("read_cache", 0)?;
         Ok(options)
     }
 

@@ -289,13 +289,31 @@ fn a_version_1_store_is_upgraded_in_place() {
     let c = FileCache::open(dir.path(), 0).unwrap();
     c.set_flagged(b"k", b"v", Ttl::Never, 5).unwrap();
     c.close().unwrap();
-    // Make it the store an earlier duckcache wrote: no flags column, user_version 1.
+    // Make it the store an earlier duckcache wrote: no flags column, no change log,
+    // user_version 1.
     let conn = rusqlite::Connection::open(dir.path().join("cache.db")).unwrap();
-    conn.execute_batch("ALTER TABLE entries DROP COLUMN flags; PRAGMA user_version = 1;")
-        .unwrap();
+    conn.execute_batch(
+        "ALTER TABLE entries DROP COLUMN flags;
+         DROP TRIGGER entries_deletion_logged; DROP TRIGGER entries_update_logged;
+         DROP TRIGGER changes_trimmed; DROP TABLE changes;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(conn);
     let c = FileCache::open(dir.path(), 0).unwrap();
     assert_eq!(common::get_flagged(&c, b"k"), Some((b"v".to_vec(), 0)));
+    // Upgraded to version 3: the change log is kept from now on.
+    c.delete(b"k").unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("cache.db")).unwrap();
+    let (version, logged): (i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT key FROM changes)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, logged.as_slice()), (3, &b"k"[..]));
+    drop(conn);
     c.set_flagged(b"k", b"w", Ttl::Never, 6).unwrap();
     assert_eq!(common::get_flagged(&c, b"k"), Some((b"w".to_vec(), 6)));
     c.close().unwrap();

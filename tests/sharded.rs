@@ -390,6 +390,8 @@ fn a_version_1_index_is_upgraded_in_place() {
     let db = rusqlite::Connection::open(dir.path().join("index.db")).unwrap();
     db.execute_batch(
         "DROP TRIGGER keys_added; DROP TRIGGER keys_removed; DROP TRIGGER keys_moved;
+         DROP TRIGGER keys_deletion_logged; DROP TRIGGER keys_update_logged;
+         DROP TRIGGER changes_trimmed; DROP TABLE changes;
          ALTER TABLE shards DROP COLUMN count;
          CREATE TRIGGER keys_added AFTER INSERT ON keys BEGIN
              UPDATE shards SET size = size + new.size WHERE id = new.shard;
@@ -413,7 +415,15 @@ fn a_version_1_index_is_upgraded_in_place() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    let logging: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%_logged'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logging, 2, "the upgrade adds the change log's triggers");
     let counted: i64 = db
         .query_row("SELECT sum(count) FROM shards", [], |r| r.get(0))
         .unwrap();

@@ -15,6 +15,7 @@ use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
 use crate::group_commit;
+use crate::read_cache::{Cached, ReadCache};
 pub use crate::sqlite::SqliteOptions;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
@@ -35,6 +36,9 @@ pub struct FileCache {
     waiting: Arc<group_commit::Waiting>,
     /// Read-only connections for get and has, used without `state`'s lock.
     readers: readers::Readers<readers::StoreReader>,
+    /// Values recently read, served without SQLite while the store has not changed
+    /// (`read_cache`; None when off).
+    read_cache: Option<Box<ReadCache>>,
 }
 
 struct State {
@@ -87,8 +91,16 @@ impl FileCache {
             }),
         );
         let waiting = fork::registered(fork::RANK_FILE, group_commit::Waiting::default());
+        let read_cache = (options.read_cache > 0).then(|| {
+            Box::new(ReadCache::new(
+                &dir.join("cache.db"),
+                options.read_cache,
+                fork::RANK_FILE,
+            ))
+        });
         Ok(FileCache {
             readers: readers::Readers::new(&dir, fork::RANK_FILE, readers),
+            read_cache,
             dir,
             size_limit,
             options,
@@ -110,14 +122,14 @@ impl FileCache {
         } = &mut *state;
         let store = store.as_mut().ok_or_else(Error::closed)?;
         if *suspect {
-            self.readers.invalidate();
+            self.invalidate_readers();
             store.reconnect(&self.dir)?;
             *suspect = false;
         }
         let mut result = f(store, stats);
         if result.as_ref().is_err_and(Error::is_stale_connection) {
             *suspect = true; // until the new connection is open
-            self.readers.invalidate();
+            self.invalidate_readers();
             store.reconnect(&self.dir)?;
             *suspect = false;
             result = f(store, stats);
@@ -126,6 +138,15 @@ impl FileCache {
             *suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
         }
         result
+    }
+
+    /// The handle replaces its connection (the store may be another file now): the
+    /// read connections and the read cache's are replaced too.
+    fn invalidate_readers(&self) {
+        self.readers.invalidate();
+        if let Some(cache) = &self.read_cache {
+            cache.reset();
+        }
     }
 
     /// The checkpoints of the store's WAL (None once closed).
@@ -282,10 +303,23 @@ impl Backend for FileCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        if let Some(lookup) = self.readers.get(key, visit) {
+        let cache = self.read_cache.as_ref();
+        let ticket = match cache.map(|cache| cache.get(key, visit)) {
+            Some(Cached::Hit) => return Ok(true),
+            Some(Cached::Miss(ticket)) => Some(ticket),
+            Some(Cached::Off) | None => None,
+        };
+        // What the store returns goes to the read cache too, with its expiry.
+        let mut visit = |value: &[u8], flags: u32, expires: Option<f64>| {
+            visit(value, flags);
+            if let (Some(cache), Some(ticket)) = (cache, ticket) {
+                cache.fill(ticket, key, value, flags, expires);
+            }
+        };
+        if let Some(lookup) = self.readers.get(key, &mut visit) {
             return Ok(lookup == Lookup::Hit);
         }
-        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, visit)?)))
+        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, &mut visit)?)))
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
@@ -328,7 +362,9 @@ impl Backend for FileCache {
             Ok(Stats {
                 entries,
                 bytes,
-                hits: stats.hits + self.readers.hits.load(Relaxed),
+                hits: stats.hits
+                    + self.readers.hits.load(Relaxed)
+                    + self.read_cache.as_ref().map_or(0, |c| c.hits.load(Relaxed)),
                 misses: stats.misses + self.readers.misses.load(Relaxed),
                 ..*stats
             })
@@ -457,6 +493,9 @@ impl Backend for FileCache {
 
     fn close(&self) -> Result<()> {
         self.readers.close();
+        if let Some(cache) = &self.read_cache {
+            cache.close();
+        }
         match self.state.lock().store.take() {
             Some(store) => store.close(),
             None => Ok(()),

@@ -21,9 +21,9 @@
 //! connection (whose lock the fork handlers hold), so reads that never stop coming cannot
 //! keep a fork waiting, as they could a read-write lock's writer.
 
-use super::store::{open_reader, probe_entry, read_entry, Read};
+use super::store::{open_reader, probe_entry, read_entry, Read, VisitEntry};
 use super::values::Values;
-use crate::backend::{Lookup, Visit};
+use crate::backend::Lookup;
 use crate::error::Result;
 use crate::ffi::fork;
 use crate::sync::{Gate, Inside, Mutex};
@@ -222,7 +222,7 @@ impl Readers<StoreReader> {
     /// A get through a read connection: Some(hit or miss), or None when the handle's
     /// connection must answer (see the module documentation). `visit` is called only
     /// on Some(Hit).
-    pub fn get(&self, key: &[u8], visit: &mut Visit) -> Option<Lookup> {
+    pub fn get(&self, key: &[u8], visit: &mut VisitEntry) -> Option<Lookup> {
         self.answer(|r| read_entry(&r.conn, &r.values, key, visit))
     }
 

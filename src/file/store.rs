@@ -33,10 +33,14 @@ use std::sync::Arc;
 /// commits within the busy timeout).
 const STALE_PENDING: f64 = 120.0;
 
-/// Version 2 added `flags`; bump whenever the schema changes, with an upgrade step.
+/// Version 2 added `flags`, version 3 the change log; bump whenever the schema changes,
+/// with an upgrade step.
 const SCHEMA: Schema = Schema {
-    version: 2,
-    upgrades: &["ALTER TABLE entries ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"],
+    version: 3,
+    upgrades: &[
+        "ALTER TABLE entries ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;",
+        sqlite::change_log!("entries"),
+    ],
     what: "store",
     sql: concat!(
         "
@@ -63,9 +67,14 @@ CREATE TABLE IF NOT EXISTS orphans (
     name  TEXT PRIMARY KEY,        -- a value file no row may name
     since REAL NOT NULL            -- 0: unreferenced; else when its writer started
 );
-"
+",
+        sqlite::change_log!("entries")
     ),
 };
+
+/// Called with a live entry's value, flags and expiry (the Unix time it dies at; None =
+/// never) by a get.
+pub(crate) type VisitEntry<'a> = dyn FnMut(&[u8], u32, Option<f64>) + 'a;
 
 /// Called with an entry's key, size (bytes of key and value) and expiry.
 pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], u64, Option<f64>) -> Result<()> + 'a;
@@ -105,7 +114,7 @@ pub(crate) fn read_entry(
     conn: &Connection,
     values: &Values,
     key: &[u8],
-    visit: &mut Visit,
+    visit: &mut VisitEntry,
 ) -> Result<Read> {
     let now = wall_now();
     let found = conn
@@ -119,15 +128,16 @@ pub(crate) fn read_entry(
             }
             let flags = stored_flags(r.get(4)?);
             Ok(Some(match r.get::<_, Option<String>>(1)? {
-                Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags)),
+                Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags, expires)),
                 None => {
-                    visit(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default(), flags);
+                    let value = r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default();
+                    visit(value, flags, expires);
                     None
                 }
             }))
         })
         .optional()?;
-    let (name, len, flags) = match found {
+    let (name, len, flags, expires) = match found {
         None => return Ok(Read::Miss),
         Some(None) => return Ok(Read::Expired(now)),
         Some(Some(None)) => return Ok(Read::Hit),
@@ -135,7 +145,7 @@ pub(crate) fn read_entry(
     };
     Ok(match values.read(&name, len) {
         Ok(Some(bytes)) => {
-            visit(&bytes, flags);
+            visit(&bytes, flags, expires);
             Read::Hit
         }
         Ok(None) => Read::FileVanished(name),
@@ -564,7 +574,7 @@ impl Store {
 
     /// Looks `key` up and hands its value to `visit` (inline values straight from
     /// SQLite's buffer). An expired entry is removed.
-    pub fn get(&mut self, key: &[u8], visit: &mut Visit) -> Result<Lookup> {
+    pub fn get(&mut self, key: &[u8], visit: &mut VisitEntry) -> Result<Lookup> {
         // A value file can vanish between reading the row and opening the file when
         // another handle replaces the key at that moment: then look again.
         let mut last_missing = None;

@@ -43,15 +43,19 @@ END;
     };
 }
 
-/// Version 2 added each shard's key count (so empty shards are found without a scan).
+/// Version 2 added each shard's key count (so empty shards are found without a scan),
+/// version 3 the change log.
 pub(super) const SCHEMA: Schema = Schema {
-    version: 2,
-    upgrades: &[concat!(
-        "ALTER TABLE shards ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
+    version: 3,
+    upgrades: &[
+        concat!(
+            "ALTER TABLE shards ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
 UPDATE shards SET count = (SELECT count(*) FROM keys WHERE keys.shard = shards.id);
 DROP TRIGGER keys_added; DROP TRIGGER keys_removed; DROP TRIGGER keys_moved;",
-        key_triggers!()
-    )],
+            key_triggers!()
+        ),
+        sqlite::change_log!("keys"),
+    ],
     what: "shard index",
     sql: concat!(
         "
@@ -76,7 +80,8 @@ CREATE TABLE IF NOT EXISTS stale (
     PRIMARY KEY (shard, key)
 ) WITHOUT ROWID;
 ",
-        key_triggers!()
+        key_triggers!(),
+        sqlite::change_log!("keys")
     ),
 };
 

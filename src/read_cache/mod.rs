@@ -1,0 +1,317 @@
+//! A consistent in-process read cache for the SQLite-backed kinds (`read_cache=BYTES`
+//! on `file:` and `sharded:`): values this handle has read, kept in memory and served
+//! without SQLite while nothing they depend on has changed, exactly as fresh as a read
+//! through SQLite, across every handle and process that shares the store.
+//!
+//! How it knows what changed:
+//! - Every write to the store, by any handle of any process, logs the keys whose entries
+//!   it replaced, changed or removed in the store's change log (the `changes` table,
+//!   kept by triggers: [`crate::sqlite::change_log`]), in the writer's own transaction,
+//!   under sequence numbers that are never reused.
+//! - Whether anything has committed at all since a moment is read from SQLite's WAL
+//!   index header in shared memory ([`wal_index`]): no system call, no lock.
+//! - A get first reads that header. Unchanged since the cache last caught up: the
+//!   cached value is served. Changed: the cache catches up (reads the log's records
+//!   after the last it applied, in one autocommit read, and drops those keys), then
+//!   serves. A gap in the log (this cache fell more than the log's length behind) drops
+//!   everything.
+//!
+//! Why that is exact: the header is read before the log, so a commit after the read
+//! shows as a changed header at the next get; a commit that was acknowledged before a
+//! get began changed the header before it, so that get catches up past it. A value
+//! read from the store is cached only if no catch-up happened between the moment the
+//! read was about to begin (its [`Ticket`]) and the fill, so a value read before a
+//! change is never cached after the change's record was applied; one cached before it
+//! is dropped by it. This handle's own writes are logged and seen the same way.
+//!
+//! TTLs: an entry is cached with the store's expiry and not served after it. Stats: a
+//! get served here counts as a hit like any other.
+//!
+//! Locks: a get holds the read side of one lock while it checks the header and looks
+//! up the entry (so threads serve in parallel); a catch-up holds the write side. The
+//! lock is registered with the fork handlers, so no thread is inside SQLite on the
+//! cache's connection at a fork; a child of fork does not use the cache at all (the
+//! connection is its parent's).
+
+mod wal_index;
+
+use crate::backend::{Backend, Visit};
+use crate::clock::wall_now;
+use crate::error::Result;
+use crate::ffi::fork;
+use crate::memory::{MemoryCache, Policy};
+use crate::sqlite;
+use crate::sync::{Mutex, RwLock};
+use crate::ttl::Ttl;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wal_index::{Header, WalIndex};
+
+/// The read cache of one SQLite database's entries.
+pub(crate) struct ReadCache {
+    /// The database whose change log it follows.
+    db: PathBuf,
+    entries: MemoryCache,
+    follow: Arc<RwLock<Follow>>,
+    /// The fork count ([`fork::forks`]) of the process that made it.
+    forks: u64,
+    /// Gets served here.
+    pub hits: AtomicU64,
+}
+
+/// How far the cache has followed the store.
+struct Follow {
+    /// The WAL-index header of `conn`'s database. Declared before `conn`: it must be
+    /// dropped first (it points into the connection's mapping).
+    index: Option<WalIndex>,
+    /// Reads the change log; None until connected, after a failure, and once closed.
+    /// Used only under the write side of the lock (the mutex makes `Follow` shareable;
+    /// it is never contended).
+    conn: Mutex<Option<Connection>>,
+    /// The header as read just before the log was last read: while the header still
+    /// reads this, nothing has committed since. None: catch up before serving.
+    seen: Option<Header>,
+    /// The last change-log record applied.
+    last: i64,
+    /// Advanced by every catch-up: a fill whose ticket is older is not stored.
+    epoch: u64,
+    /// After a failed connection, not tried again before this (the store answers
+    /// meanwhile): a store that cannot be followed does not cost every get an open.
+    retry_at: Option<Instant>,
+    closed: bool,
+}
+
+/// How long after a failed connection the cache tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The moment a get that missed here was about to read the store.
+#[derive(Clone, Copy)]
+pub(crate) struct Ticket(u64);
+
+/// What the read cache answered.
+pub(crate) enum Cached {
+    /// The value went to the visitor.
+    Hit,
+    /// Not here: read the store, then [`ReadCache::fill`] with the ticket.
+    Miss(Ticket),
+    /// The cache cannot answer (closed, a child of fork, the store unreadable): read the
+    /// store, and do not fill.
+    Off,
+}
+
+impl ReadCache {
+    /// A cache of at most `bytes` bytes of keys and values (see
+    /// [`MemoryCache::with_limits`] for what an entry takes beyond them) over the
+    /// database at `db`, registered with the fork handlers at `rank`. It connects at the
+    /// first get.
+    pub fn new(db: &Path, bytes: u64, rank: usize) -> ReadCache {
+        ReadCache {
+            db: db.to_owned(),
+            // S3-FIFO: a hit sets a bit under the shard lock rather than moving the entry,
+            // and a scan through cold keys does not flush the hot ones.
+            entries: MemoryCache::with_policy(0, bytes, Policy::S3Fifo),
+            follow: fork::registered(
+                rank,
+                RwLock::new(Follow {
+                    index: None,
+                    conn: Mutex::new(None),
+                    seen: None,
+                    last: 0,
+                    epoch: 0,
+                    retry_at: None,
+                    closed: false,
+                }),
+            ),
+            forks: fork::forks(),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Serves `key` to `visit` if it is cached and nothing has committed to the store
+    /// since the cache last caught up; otherwise catches up first.
+    pub fn get(&self, key: &[u8], visit: &mut Visit) -> Cached {
+        if fork::forks() != self.forks {
+            return Cached::Off;
+        }
+        {
+            let follow = self.follow.read();
+            if follow.closed {
+                return Cached::Off;
+            }
+            if follow.is_current() {
+                return self.serve(key, visit, follow.epoch);
+            }
+        }
+        let mut follow = self.follow.write();
+        if follow.closed {
+            return Cached::Off;
+        }
+        // Another thread may have caught up while this one waited for the lock.
+        if !follow.is_current() && !self.catch_up(&mut follow) {
+            return Cached::Off;
+        }
+        self.serve(key, visit, follow.epoch)
+    }
+
+    fn serve(&self, key: &[u8], visit: &mut Visit, epoch: u64) -> Cached {
+        let mut hit = false;
+        // An expired entry is removed by the memory cache and reads as absent.
+        let _ = self.entries.get_flagged(key, &mut |value, flags| {
+            hit = true;
+            visit(value, flags)
+        });
+        if hit {
+            self.hits.fetch_add(1, Relaxed);
+            Cached::Hit
+        } else {
+            Cached::Miss(Ticket(epoch))
+        }
+    }
+
+    /// Caches what a get read from the store after missing here with `ticket`: `value`
+    /// and `flags` under `key`, until the Unix time `expires` (None: never). Dropped
+    /// when the cache has caught up since the ticket (the value may predate a change
+    /// the catch-up applied), or when it does not fit.
+    pub fn fill(&self, ticket: Ticket, key: &[u8], value: &[u8], flags: u32, expires: Option<f64>) {
+        let ttl = match expires {
+            None => Ttl::Never,
+            Some(at) => match Duration::try_from_secs_f64(at - wall_now()) {
+                Ok(left) if !left.is_zero() => Ttl::After(left),
+                _ => return,
+            },
+        };
+        let follow = self.follow.read();
+        if follow.epoch == ticket.0 && follow.seen.is_some() && !follow.closed {
+            // Too large for the cache's bytes: simply not cached.
+            let _ = self.entries.set_flagged(key, value, ttl, flags);
+        }
+    }
+
+    /// Brings the cache up to the store's current state: reads the change log past the
+    /// last record applied and drops those keys (everything, after a gap). False when
+    /// the store could not be read: then nothing is cached until a catch-up succeeds.
+    fn catch_up(&self, follow: &mut Follow) -> bool {
+        follow.epoch += 1;
+        match self.read_changes(follow) {
+            Ok(()) => true,
+            Err(_) => {
+                let _ = self.entries.clear();
+                follow.disconnect();
+                false
+            }
+        }
+    }
+
+    fn read_changes(&self, follow: &mut Follow) -> Result<()> {
+        follow.seen = None;
+        if follow.conn.get_mut().is_none() {
+            if follow.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::Io,
+                    "the read cache's connection failed recently",
+                ));
+            }
+            let connected = self.connect(follow);
+            follow.retry_at = connected.is_err().then(|| Instant::now() + RETRY_AFTER);
+            return connected;
+        }
+        let conn = follow.conn.get_mut();
+        let (Some(index), Some(conn)) = (&follow.index, conn.as_ref()) else {
+            unreachable!("connected: both are set");
+        };
+        // Read before the log: a commit after this moment changes the header again.
+        let before = index.read();
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, key FROM changes WHERE seq >= ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([follow.last])?;
+        let mut resumed = false;
+        let mut last = follow.last;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            if seq == follow.last {
+                resumed = true; // the record applied last time: everything after it follows
+                continue;
+            }
+            if !resumed {
+                // The log no longer holds the last record applied: records in between
+                // are gone, so anything cached may be stale.
+                let _ = self.entries.clear();
+                resumed = true;
+            }
+            let key: Vec<u8> = row.get(1)?;
+            let _ = self.entries.delete(&key);
+            last = seq;
+        }
+        if !resumed {
+            // Not even the last record applied is left (the log was emptied).
+            let _ = self.entries.clear();
+        }
+        follow.last = last;
+        follow.seen = before;
+        Ok(())
+    }
+
+    /// Opens the cache's connection and starts following the log from its end, with
+    /// nothing cached.
+    fn connect(&self, follow: &mut Follow) -> Result<()> {
+        let _ = self.entries.clear();
+        let conn = sqlite::open_second(&self.db)?;
+        // A first read maps the WAL index.
+        conn.query_row("SELECT count(*) FROM changes WHERE seq < 0", [], |_| Ok(()))?;
+        let Some(index) = WalIndex::of(&conn) else {
+            // No shared WAL index to watch: this cache can never serve.
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::Io,
+                "the store's WAL index is not readable",
+            ));
+        };
+        let before = index.read();
+        follow.last = conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+            r.get(0)
+        })?;
+        follow.seen = before;
+        follow.index = Some(index);
+        *follow.conn.get_mut() = Some(conn);
+        Ok(())
+    }
+
+    /// Drops everything and the connection, to connect again at the next get: the
+    /// handle replaced its own connection (the store may be another file now).
+    pub fn reset(&self) {
+        let mut follow = self.follow.write();
+        follow.epoch += 1;
+        follow.disconnect();
+        follow.retry_at = None;
+        drop(follow);
+        let _ = self.entries.clear();
+    }
+
+    /// Drops everything and the connection; later gets are answered by the store.
+    pub fn close(&self) {
+        let mut follow = self.follow.write();
+        follow.closed = true;
+        follow.disconnect();
+        drop(follow);
+        let _ = self.entries.clear();
+    }
+}
+
+impl Follow {
+    /// Forgets the connection and what was seen through it.
+    fn disconnect(&mut self) {
+        self.seen = None;
+        self.index = None; // before the connection it points into
+        *self.conn.get_mut() = None;
+    }
+
+    /// Nothing has committed since the cache last caught up.
+    fn is_current(&self) -> bool {
+        match (&self.seen, &self.index) {
+            (Some(seen), Some(index)) => index.read().as_ref() == Some(seen),
+            _ => false,
+        }
+    }
+}
