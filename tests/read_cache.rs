@@ -273,3 +273,21 @@ fn a_bad_read_cache_size_is_refused() {
         assert!(e.message().contains("read_cache"), "{e}");
     }
 }
+
+#[test]
+fn sharded_never_serves_what_another_process_changed() {
+    let dir = TempDir::new("read-cache-sharded");
+    // Small shards, so keys move between shards as they are replaced.
+    let location = format!("sharded:{}?shard_size_limit=200KB", dir.path().display());
+    check_never_serves_what_another_process_changed(
+        &location,
+        &format!("{location}&read_cache=4MiB"),
+    );
+}
+
+#[test]
+fn sharded_serves_own_writes_and_ttls() {
+    let dir = TempDir::new("read-cache-sharded-own");
+    let location = format!("sharded:{}?read_cache=1MiB", dir.path().display());
+    check_serves_own_writes_and_ttls(&location, &dir.path().join("index.db"), "keys");
+}

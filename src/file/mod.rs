@@ -22,7 +22,7 @@ use crate::ttl::Ttl;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use store::{Row, Store, Stored};
+use store::{Row, Store, Stored, VisitEntry};
 
 /// The persistent SQLite-backed cache.
 pub struct FileCache {
@@ -147,6 +147,15 @@ impl FileCache {
         if let Some(cache) = &self.read_cache {
             cache.reset();
         }
+    }
+
+    /// A get from the store (not the read cache), handing `visit` the entry's expiry
+    /// too: through a read connection when one is free, else the handle's.
+    pub(crate) fn read_entry(&self, key: &[u8], visit: &mut VisitEntry) -> Result<bool> {
+        if let Some(lookup) = self.readers.get(key, visit) {
+            return Ok(lookup == Lookup::Hit);
+        }
+        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, visit)?)))
     }
 
     /// The checkpoints of the store's WAL (None once closed).
@@ -310,16 +319,12 @@ impl Backend for FileCache {
             Some(Cached::Off) | None => None,
         };
         // What the store returns goes to the read cache too, with its expiry.
-        let mut visit = |value: &[u8], flags: u32, expires: Option<f64>| {
+        self.read_entry(key, &mut |value, flags, expires| {
             visit(value, flags);
             if let (Some(cache), Some(ticket)) = (cache, ticket) {
                 cache.fill(ticket, key, value, flags, expires);
             }
-        };
-        if let Some(lookup) = self.readers.get(key, &mut visit) {
-            return Ok(lookup == Lookup::Hit);
-        }
-        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, &mut visit)?)))
+        })
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {

@@ -23,6 +23,7 @@ use crate::ffi::fork;
 use crate::file::readers::{Budget, Readers, MAX_READERS};
 use crate::file::{FileCache, Until};
 use crate::group_commit;
+use crate::read_cache::{Cached, ReadCache};
 use crate::sqlite::{self, SqliteOptions};
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
@@ -56,6 +57,9 @@ pub struct ShardedCache {
     visible: Arc<RwLock<HashMap<i64, Arc<FileCache>>>>,
     /// Sets waiting to share the next index transaction (see [`crate::group_commit`]).
     waiting: Arc<group_commit::Waiting>,
+    /// Values recently read, served without SQLite while the index has not changed
+    /// (`read_cache`; None when off). Every change to a key changes its index row.
+    read_cache: Option<Box<ReadCache>>,
 }
 
 /// One write of a batch of sets, in the batch's order.
@@ -440,6 +444,12 @@ impl ShardedCache {
     ) -> Result<ShardedCache> {
         let dir = dir.as_ref().to_owned();
         disk::create_dir(&dir)?;
+        // The read cache is the handle's, over the index; the shards have none.
+        let read_cache = options.read_cache;
+        let options = SqliteOptions {
+            read_cache: 0,
+            ..options
+        };
         let index = index::open(&dir.join("index.db"), options, |tx| {
             rebuild_index(tx, &dir, options)
         })?;
@@ -474,7 +484,15 @@ impl ShardedCache {
         let index_readers = Readers::new(&dir, fork::RANK_SHARDED, Budget::new(MAX_READERS));
         fork::register(fork::RANK_SHARDED, Arc::downgrade(&visible));
         let waiting = fork::registered(fork::RANK_SHARDED, group_commit::Waiting::default());
+        let read_cache = (read_cache > 0).then(|| {
+            Box::new(ReadCache::new(
+                &dir.join("index.db"),
+                read_cache,
+                fork::RANK_SHARDED,
+            ))
+        });
         let cache = ShardedCache {
+            read_cache,
             shard_size_limit: match shard_size_limit {
                 0 => DEFAULT_SHARD_SIZE,
                 n => n,
@@ -634,6 +652,9 @@ impl ShardedCache {
         let old = std::mem::replace(index, Connection::open_in_memory()?);
         sqlite::discard(old);
         self.index_readers.invalidate();
+        if let Some(cache) = &self.read_cache {
+            cache.reset();
+        }
         state.suspect = true;
         let path = self.dir.join("index.db");
         *index = self::index::open(&path, self.options, |tx| {
@@ -833,7 +854,22 @@ impl Backend for ShardedCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        self.find(key, &mut |shard| shard.get_flagged(key, visit))
+        let cache = self.read_cache.as_ref();
+        let ticket = match cache.map(|cache| cache.get(key, visit)) {
+            Some(Cached::Hit) => return Ok(true),
+            Some(Cached::Miss(ticket)) => Some(ticket),
+            Some(Cached::Off) | None => None,
+        };
+        // What the shard returns goes to the read cache too, with its expiry (the
+        // index's: a set gives the shard the same).
+        self.find(key, &mut |shard| {
+            shard.read_entry(key, &mut |value, flags, expires| {
+                visit(value, flags);
+                if let (Some(cache), Some(ticket)) = (cache, ticket) {
+                    cache.fill(ticket, key, value, flags, expires);
+                }
+            })
+        })
     }
 
     fn has(&self, key: &[u8]) -> Result<bool> {
@@ -1006,7 +1042,9 @@ impl Backend for ShardedCache {
             Ok(Stats {
                 entries,
                 bytes,
-                hits: state.stats.hits + self.index_readers.hits.load(Relaxed),
+                hits: state.stats.hits
+                    + self.index_readers.hits.load(Relaxed)
+                    + self.read_cache.as_ref().map_or(0, |c| c.hits.load(Relaxed)),
                 misses: state.stats.misses + self.index_readers.misses.load(Relaxed),
                 ..state.stats
             })
@@ -1023,6 +1061,9 @@ impl Backend for ShardedCache {
 
     fn close(&self) -> Result<()> {
         self.index_readers.close();
+        if let Some(cache) = &self.read_cache {
+            cache.close();
+        }
         let mut state = self.state.lock();
         let _holding = fork::HoldingLock::new(); // shards open under it
         if state.index.is_none() {
