@@ -1407,6 +1407,26 @@ fn bench_read_cache() {
                 without,
                 "without",
             );
+            // The floor: the same gets from the memory kind, which also copies each
+            // value into a new caller's buffer (cache_get's contract).
+            let memory = CHandle::memory(0);
+            let value = vec![7u8; size];
+            for i in 0..KEYS {
+                memory.set(&key(i), &value);
+            }
+            let floor = median_ns_per_op(|| {
+                let t = Instant::now();
+                for &i in &order {
+                    black_box(memory.get(&key(i)));
+                }
+                (order.len() as u64, t.elapsed().as_secs_f64())
+            });
+            print_row(
+                &format!("{kind} get {label}, read_cache vs the memory kind"),
+                with,
+                floor,
+                "memory",
+            );
             drop(writer);
             let _ = std::fs::remove_dir_all(&base);
         }

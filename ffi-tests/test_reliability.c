@@ -477,6 +477,23 @@ static cache_status open_sharded_default(const char *dir, cache_t **out) {
     return cache_open_sharded(dir, 0, 0, out);
 }
 
+/* The same kinds with the read cache on (cache_open's read_cache): what a handle
+   serves from memory must survive every round as what SQLite holds does. */
+static cache_status open_uri_on(const char *format, const char *dir, cache_t **out) {
+    char uri[600];
+    snprintf(uri, sizeof uri, format, dir);
+    return cache_open(uri, out);
+}
+static cache_status open_file_read_cache(const char *dir, cache_t **out) {
+    return open_uri_on("file:%s?read_cache=4MiB", dir, out);
+}
+static cache_status open_sharded_read_cache(const char *dir, cache_t **out) {
+    return open_uri_on("sharded:%s?shard_size_limit=1MiB&max_open_shards=4&read_cache=4MiB", dir, out);
+}
+static cache_status open_sharded_default_read_cache(const char *dir, cache_t **out) {
+    return open_uri_on("sharded:%s?read_cache=4MiB", dir, out);
+}
+
 int main(void) {
     struct {
         const char *name;
@@ -486,6 +503,9 @@ int main(void) {
         opener open_large;      /* default limits: room for 64 MiB values, shards past 4 MiB */
     } kinds[] = {{"file", open_file, NULL, 0, open_file},
                  {"sharded", open_sharded, NULL, 0, open_sharded_default},
+                 {"file-read-cache", open_file_read_cache, NULL, 0, open_file_read_cache},
+                 {"sharded-read-cache", open_sharded_read_cache, NULL, 0,
+                  open_sharded_default_read_cache},
                  {"folder", open_folder, "value", 5, open_folder}};
     char base[256];
     make_tmpdir(base, sizeof base);
