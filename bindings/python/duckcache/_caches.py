@@ -761,11 +761,13 @@ def _read_cache_size(read_cache):
 
 
 def _directory_uri(scheme, path, **params):
-    """cache_open's URI for the directory `path` (absolute, every byte that could be read
-    as URI syntax escaped) with `params`."""
-    location = urllib.parse.quote_from_bytes(os.path.abspath(_directory(path)), safe="/")
+    """cache_open's URI for the directory `path` (every byte that could be read as URI
+    syntax escaped) with `params`."""
+    location = urllib.parse.quote_from_bytes(_directory(path), safe="/")
+    if location.startswith("/"):
+        location = "//" + location  # an empty authority, then the absolute path
     query = "&".join(f"{name}={value}" for name, value in params.items())
-    return f"{scheme}://{location}?{query}".encode("ascii")
+    return f"{scheme}:{location}?{query}".encode("ascii")
 
 
 class NativeMemoryCache(_NativeCache):
