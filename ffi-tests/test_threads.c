@@ -107,15 +107,24 @@ int main(void) {
     char dir[256];
     make_tmpdir(dir, sizeof dir);
     /* Unbounded first so every pop key is present, then the same with a bound, then the
-     * file kind and the sharded kind (unbounded). */
-    static const char *const names[] = {"memory", "memory, bounded", "file", "sharded"};
-    for (int round = 0; round <= 3; round++) {
+     * file kind and the sharded kind (unbounded), then both with the read cache on (its
+     * gets beside the other threads' writes, under TSan in make test-tsan). */
+    static const char *const names[] = {"memory", "memory, bounded", "file", "sharded",
+                                         "file, read cache", "sharded, read cache"};
+    for (int round = 0; round <= 5; round++) {
         int bounded = round == 1, file = round == 2, sharded = round == 3;
+        int read_cached = round >= 4;
         ops = file || sharded ? OPS / 4 : OPS;
         atomic_store(&lookups, 0);
         atomic_store(&sets, 0);
         atomic_store(&pops_won, 0);
-        if (file) {
+        if (read_cached) {
+            char uri[400];
+            snprintf(uri, sizeof uri, "%s:%s/%s?read_cache=1MiB", round == 4 ? "file" : "sharded",
+                     dir, round == 4 ? "file-rc" : "sharded-rc");
+            ops = OPS / 4;
+            CHECK_EQ(cache_open(uri, &cache), CACHE_OK);
+        } else if (file) {
             CHECK_EQ(cache_open_file(dir, 0, &cache), CACHE_OK);
         } else if (sharded) {
             char shards[300];
