@@ -73,8 +73,9 @@ pub(crate) use totals_table;
 /// `$table` (whose key column is `key`) that is replaced, updated or removed logs its key,
 /// in the transaction that does it, whoever writes (any handle, any process, any
 /// statement: the triggers see them all). A new key needs no record: no read cache holds
-/// a value for it. The log keeps its last 16,384 to 17,408 records; a reader that fell
-/// further behind finds its last record gone and drops everything it holds.
+/// a value for it. Records are numbered one after another (AUTOINCREMENT); the log keeps
+/// its last 16,384 to 17,408, and a reader that fell further behind sees the numbers jump
+/// and drops everything it holds.
 macro_rules! change_log {
     ($table:literal) => {
         concat!(

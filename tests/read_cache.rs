@@ -291,3 +291,47 @@ fn sharded_serves_own_writes_and_ttls() {
     let location = format!("sharded:{}?read_cache=1MiB", dir.path().display());
     check_serves_own_writes_and_ttls(&location, &dir.path().join("index.db"), "keys");
 }
+
+/// A cache that fell further behind than the change log keeps (another handle changed
+/// a cached key, then changed 20,000 more, so the key's record was trimmed before the
+/// cache read it) drops everything rather than serve the key.
+fn check_a_gap_in_the_log_drops_everything(location: &str) {
+    let cached = uri::open(&format!("{location}read_cache=4MiB")).unwrap();
+    let writer = uri::open(location.trim_end_matches(['?', '&'])).unwrap();
+    writer.set(b"k", b"old", Ttl::Never).unwrap();
+    assert_eq!(cached.get_vec(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    let fillers: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| format!("filler-{i}").into_bytes())
+        .collect();
+    let entries: Vec<_> = fillers
+        .iter()
+        .map(|k| duckcache::backend::EntryRef {
+            key: k,
+            value: b"f",
+            ttl: Ttl::Never,
+            flags: 0,
+        })
+        .collect();
+    writer.set_many(&entries).unwrap();
+    assert_eq!(cached.get_vec(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    writer.set(b"k", b"new", Ttl::Never).unwrap();
+    assert_eq!(writer.delete_prefix(b"filler-").unwrap(), 20_000);
+    assert_eq!(cached.get_vec(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+    cached.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn file_a_gap_in_the_log_drops_everything() {
+    let dir = TempDir::new("read-cache-file-gap");
+    check_a_gap_in_the_log_drops_everything(&format!("file:{}?", dir.path().display()));
+}
+
+#[test]
+fn sharded_a_gap_in_the_log_drops_everything() {
+    let dir = TempDir::new("read-cache-sharded-gap");
+    check_a_gap_in_the_log_drops_everything(&format!(
+        "sharded:{}?shard_size_limit=64MiB&",
+        dir.path().display()
+    ));
+}

@@ -15,14 +15,15 @@ use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
 use crate::group_commit;
-use crate::read_cache::{Cached, ReadCache};
+use crate::read_cache::{self, ReadCache};
 pub use crate::sqlite::SqliteOptions;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use store::{Row, Store, Stored, VisitEntry};
+pub(crate) use store::VisitEntry;
+use store::{Row, Store, Stored};
 
 /// The persistent SQLite-backed cache.
 pub struct FileCache {
@@ -312,18 +313,9 @@ impl Backend for FileCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let cache = self.read_cache.as_ref();
-        let ticket = match cache.map(|cache| cache.get(key, visit)) {
-            Some(Cached::Hit) => return Ok(true),
-            Some(Cached::Miss(ticket)) => Some(ticket),
-            Some(Cached::Off) | None => None,
-        };
         // What the store returns goes to the read cache too, with its expiry.
-        self.read_entry(key, &mut |value, flags, expires| {
-            visit(value, flags);
-            if let (Some(cache), Some(ticket)) = (cache, ticket) {
-                cache.fill(ticket, key, value, flags, expires);
-            }
+        read_cache::get_through(self.read_cache.as_deref(), key, visit, |visit| {
+            self.read_entry(key, visit)
         })
     }
 

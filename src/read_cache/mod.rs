@@ -39,6 +39,7 @@ use crate::backend::{Backend, Visit};
 use crate::clock::wall_now;
 use crate::error::Result;
 use crate::ffi::fork;
+use crate::file::VisitEntry;
 use crate::memory::{MemoryCache, Policy};
 use crate::sqlite;
 use crate::sync::{Mutex, RwLock};
@@ -74,7 +75,8 @@ struct Follow {
     /// The header as read just before the log was last read: while the header still
     /// reads this, nothing has committed since. None: catch up before serving.
     seen: Option<Header>,
-    /// The last change-log record applied.
+    /// The number of the last change-log record applied (or, when connecting, the last
+    /// number handed out).
     last: i64,
     /// Advanced by every catch-up: a fill whose ticket is older is not stored.
     epoch: u64,
@@ -89,10 +91,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The moment a get that missed here was about to read the store.
 #[derive(Clone, Copy)]
-pub(crate) struct Ticket(u64);
+struct Ticket(u64);
 
 /// What the read cache answered.
-pub(crate) enum Cached {
+enum Cached {
     /// The value went to the visitor.
     Hit,
     /// Not here: read the store, then [`ReadCache::fill`] with the ticket.
@@ -132,7 +134,7 @@ impl ReadCache {
 
     /// Serves `key` to `visit` if it is cached and nothing has committed to the store
     /// since the cache last caught up; otherwise catches up first.
-    pub fn get(&self, key: &[u8], visit: &mut Visit) -> Cached {
+    fn get(&self, key: &[u8], visit: &mut Visit) -> Cached {
         if fork::forks() != self.forks {
             return Cached::Off;
         }
@@ -175,7 +177,7 @@ impl ReadCache {
     /// and `flags` under `key`, until the Unix time `expires` (None: never). Dropped
     /// when the cache has caught up since the ticket (the value may predate a change
     /// the catch-up applied), or when it does not fit.
-    pub fn fill(&self, ticket: Ticket, key: &[u8], value: &[u8], flags: u32, expires: Option<f64>) {
+    fn fill(&self, ticket: Ticket, key: &[u8], value: &[u8], flags: u32, expires: Option<f64>) {
         let ttl = match expires {
             None => Ttl::Never,
             Some(at) => match Duration::try_from_secs_f64(at - wall_now()) {
@@ -225,29 +227,22 @@ impl ReadCache {
         // Read before the log: a commit after this moment changes the header again.
         let before = index.read();
         let mut stmt =
-            conn.prepare_cached("SELECT seq, key FROM changes WHERE seq >= ?1 ORDER BY seq")?;
+            conn.prepare_cached("SELECT seq, key FROM changes WHERE seq > ?1 ORDER BY seq")?;
         let mut rows = stmt.query([follow.last])?;
-        let mut resumed = false;
         let mut last = follow.last;
+        let mut cleared = false;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            if seq == follow.last {
-                resumed = true; // the record applied last time: everything after it follows
-                continue;
-            }
-            if !resumed {
-                // The log no longer holds the last record applied: records in between
-                // are gone, so anything cached may be stale.
+            // Records are numbered one after another (AUTOINCREMENT, one writer at a
+            // time, a rolled-back insert takes its number back): a jump means records
+            // were trimmed before this cache read them, and anything cached may be stale.
+            if seq != last + 1 && !cleared {
                 let _ = self.entries.clear();
-                resumed = true;
+                cleared = true;
             }
             let key: Vec<u8> = row.get(1)?;
             let _ = self.entries.delete(&key);
             last = seq;
-        }
-        if !resumed {
-            // Not even the last record applied is left (the log was emptied).
-            let _ = self.entries.clear();
         }
         follow.last = last;
         follow.seen = before;
@@ -269,9 +264,13 @@ impl ReadCache {
             ));
         };
         let before = index.read();
-        follow.last = conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
-            r.get(0)
-        })?;
+        // The last number handed out (the next record gets the one after it).
+        follow.last = conn.query_row(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0),
+                        coalesce((SELECT max(seq) FROM changes), 0))",
+            [],
+            |r| r.get(0),
+        )?;
         follow.seen = before;
         follow.index = Some(index);
         *follow.conn.get_mut() = Some(conn);
@@ -285,8 +284,7 @@ impl ReadCache {
         follow.epoch += 1;
         follow.disconnect();
         follow.retry_at = None;
-        drop(follow);
-        let _ = self.entries.clear();
+        let _ = self.entries.clear(); // under the lock: no get serves meanwhile
     }
 
     /// Drops everything and the connection; later gets are answered by the store.
@@ -294,9 +292,30 @@ impl ReadCache {
         let mut follow = self.follow.write();
         follow.closed = true;
         follow.disconnect();
-        drop(follow);
         let _ = self.entries.clear();
     }
+}
+
+/// A get through `cache` (None: no read cache): served from memory when it can be,
+/// else read by `read`, which hands the entry it finds (value, flags, expiry) to the
+/// visitor it is given; that entry goes to `visit` and into the cache.
+pub(crate) fn get_through(
+    cache: Option<&ReadCache>,
+    key: &[u8],
+    visit: &mut Visit,
+    read: impl FnOnce(&mut VisitEntry) -> Result<bool>,
+) -> Result<bool> {
+    let ticket = match cache.map(|cache| cache.get(key, visit)) {
+        Some(Cached::Hit) => return Ok(true),
+        Some(Cached::Miss(ticket)) => Some(ticket),
+        Some(Cached::Off) | None => None,
+    };
+    read(&mut |value, flags, expires| {
+        visit(value, flags);
+        if let (Some(cache), Some(ticket)) = (cache, ticket) {
+            cache.fill(ticket, key, value, flags, expires);
+        }
+    })
 }
 
 impl Follow {

@@ -23,7 +23,7 @@ use crate::ffi::fork;
 use crate::file::readers::{Budget, Readers, MAX_READERS};
 use crate::file::{FileCache, Until};
 use crate::group_commit;
-use crate::read_cache::{Cached, ReadCache};
+use crate::read_cache::{self, ReadCache};
 use crate::sqlite::{self, SqliteOptions};
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
@@ -854,21 +854,10 @@ impl Backend for ShardedCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let cache = self.read_cache.as_ref();
-        let ticket = match cache.map(|cache| cache.get(key, visit)) {
-            Some(Cached::Hit) => return Ok(true),
-            Some(Cached::Miss(ticket)) => Some(ticket),
-            Some(Cached::Off) | None => None,
-        };
         // What the shard returns goes to the read cache too, with its expiry (the
         // index's: a set gives the shard the same).
-        self.find(key, &mut |shard| {
-            shard.read_entry(key, &mut |value, flags, expires| {
-                visit(value, flags);
-                if let (Some(cache), Some(ticket)) = (cache, ticket) {
-                    cache.fill(ticket, key, value, flags, expires);
-                }
-            })
+        read_cache::get_through(self.read_cache.as_deref(), key, visit, |visit| {
+            self.find(key, &mut |shard| shard.read_entry(key, visit))
         })
     }
 
