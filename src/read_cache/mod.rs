@@ -24,8 +24,9 @@
 //! change is never cached after the change's record was applied; one cached before it
 //! is dropped by it. This handle's own writes are logged and seen the same way.
 //!
-//! TTLs: an entry is cached with the store's expiry and not served after it. Stats: a
-//! get served here counts as a hit like any other.
+//! Admission: a value is cached on its key's second miss (`ReadCache::missed`), so keys
+//! read once cost no copy. TTLs: an entry is cached with the store's expiry and not
+//! served after it. Stats: a get served here counts as a hit like any other.
 //!
 //! Locks: a get holds the read side of one lock while it checks the header and looks
 //! up the entry (so threads serve in parallel); a catch-up holds the write side. The
