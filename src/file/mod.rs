@@ -92,6 +92,9 @@ impl FileCache {
             }),
         );
         let waiting = fork::registered(fork::RANK_FILE, group_commit::Waiting::default());
+        let readers = readers::Readers::new(&dir, fork::RANK_FILE, readers);
+        // Registered after the readers' gate: the fork handlers close the gate (waiting
+        // for reads inside it, which may fill the cache) before they take its lock.
         let read_cache = (options.read_cache > 0).then(|| {
             Box::new(ReadCache::new(
                 &dir.join("cache.db"),
@@ -100,7 +103,7 @@ impl FileCache {
             ))
         });
         Ok(FileCache {
-            readers: readers::Readers::new(&dir, fork::RANK_FILE, readers),
+            readers,
             read_cache,
             dir,
             size_limit,

@@ -214,7 +214,12 @@ impl ReadCache {
                 _ => return,
             },
         };
-        let follow = self.follow.read();
+        // Never waits: a fill runs inside the store's read (under the handle's lock or
+        // a read gate), and the lock's writer may be the fork handlers, which take those
+        // first. A fill that would wait is simply skipped.
+        let Some(follow) = self.follow.try_read() else {
+            return;
+        };
         if follow.epoch == ticket.0 && follow.seen.is_some() && !follow.closed {
             // Too large for the cache's bytes: simply not cached.
             let _ = self.entries.set_flagged(key, value, ttl, flags);
