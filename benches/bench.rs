@@ -119,17 +119,6 @@ impl CHandle {
         CHandle(c)
     }
 
-    /// `cache_open` on `uri`.
-    fn open_uri(uri: &str) -> CHandle {
-        let uri = std::ffi::CString::new(uri).unwrap();
-        let mut c = std::ptr::null_mut();
-        assert_eq!(
-            unsafe { ffi::cache_open(uri.as_ptr(), &mut c) },
-            ffi::cache_status::CACHE_OK
-        );
-        CHandle(c)
-    }
-
     fn file(dir: &std::path::Path) -> CHandle {
         Self::open_dir(dir, |d, out| unsafe { ffi::cache_open_file(d, 0, out) })
     }
@@ -1321,7 +1310,7 @@ impl OtherWriter {
             // The parent's ends: the request pipe must reach end-of-file when the
             // parent closes its end.
             drop((ask_tx, done_rx));
-            let c = CHandle::open_uri(uri);
+            let c = open_uri(uri);
             let value = vec![9u8; size];
             let mut index = [0u8; 8];
             while ask_rx.read_exact(&mut index).is_ok() {
@@ -1371,7 +1360,7 @@ fn bench_read_cache() {
             let base = scratch_dir("read-cache");
             let location = format!("{kind}:{}", base.display());
             {
-                let c = CHandle::open_uri(&location);
+                let c = open_uri(&location);
                 let value = vec![7u8; size];
                 for i in 0..KEYS {
                     c.set(&key(i), &value);
@@ -1382,7 +1371,7 @@ fn bench_read_cache() {
             let order = zipf_order(KEYS, 0.99, OPS, 23);
             let mut writer = OtherWriter::start(&location, size);
             let mut timed = |uri: &str| {
-                let c = CHandle::open_uri(uri);
+                let c = open_uri(uri);
                 median_ns_per_op(|| {
                     let mut spent = 0.0;
                     let mut gets = 0u64;
