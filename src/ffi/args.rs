@@ -10,7 +10,47 @@ use super::handle::cache_t;
 /// `c` must be NULL or a handle from an open function that has not been freed.
 pub(crate) unsafe fn handle<'a>(c: *const cache_t) -> Result<&'a cache_t, Failure> {
     // SAFETY: the caller guarantees a non-NULL `c` is a live handle.
-    unsafe { c.as_ref() }.ok_or_else(|| Failure::invalid_arg("the cache handle is NULL"))
+    match unsafe { c.as_ref() } {
+        Some(c) => Ok(c),
+        None => Err(null("the cache handle")),
+    }
+}
+
+/// The failure for a refused argument, built out of line so a check's passing path
+/// stays a compare and a branch: a memory get is a few hundred instructions, and every
+/// one between its cache misses and the next get's counts (see `memory::read_live`).
+#[cold]
+#[inline(never)]
+pub(super) fn refused(message: String) -> Failure {
+    Failure::invalid_arg(message)
+}
+
+/// As [`refused`], for a NULL `name`.
+#[cold]
+#[inline(never)]
+fn null(name: &str) -> Failure {
+    refused(format!("{name} is NULL"))
+}
+
+/// As [`refused`], for a length no object can have.
+#[cold]
+#[inline(never)]
+fn impossibly_large(name: &str, len: usize) -> Failure {
+    refused(format!("{name}_len {len} is impossibly large"))
+}
+
+/// As [`refused`], for a NULL `name` given with a non-zero `name_len`.
+#[cold]
+#[inline(never)]
+fn null_bytes(name: &str, len: usize) -> Failure {
+    refused(format!("{name} is NULL but {name}_len is {len}"))
+}
+
+/// As [`refused`], for a NULL pointer given with a non-zero length.
+#[cold]
+#[inline(never)]
+fn null_with_length(name: &str, length_name: &str, len: usize) -> Failure {
+    refused(format!("{name} is NULL but {length_name} is {len}"))
 }
 
 /// The `len` bytes at `ptr`; NULL is allowed only when `len` is 0.
@@ -26,14 +66,10 @@ pub(crate) unsafe fn bytes<'a>(
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(Failure::invalid_arg(format!(
-            "{name} is NULL but {name}_len is {len}"
-        )));
+        return Err(null_bytes(name, len));
     }
     if len > isize::MAX as usize {
-        return Err(Failure::invalid_arg(format!(
-            "{name}_len {len} is impossibly large"
-        )));
+        return Err(impossibly_large(name, len));
     }
     // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
@@ -45,7 +81,10 @@ pub(crate) unsafe fn bytes<'a>(
 /// A non-NULL `ptr` must be valid for writes of a `T`.
 pub(crate) unsafe fn out<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T, Failure> {
     // SAFETY: the caller guarantees a non-NULL `ptr` is writable.
-    unsafe { ptr.as_mut() }.ok_or_else(|| Failure::invalid_arg(format!("{name} is NULL")))
+    match unsafe { ptr.as_mut() } {
+        Some(out) => Ok(out),
+        None => Err(null(name)),
+    }
 }
 
 /// A writable buffer of `cap` bytes at `ptr`; NULL is allowed only when `cap` is 0.
@@ -61,9 +100,7 @@ pub(crate) unsafe fn buffer<'a>(
         return Ok(&mut []);
     }
     if ptr.is_null() {
-        return Err(Failure::invalid_arg(format!(
-            "{name} is NULL but cap is {cap}"
-        )));
+        return Err(null_with_length(name, "cap", cap));
     }
     // SAFETY: non-NULL, and the caller guarantees `cap` writable bytes.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, cap) })
@@ -98,7 +135,7 @@ pub(crate) unsafe fn array<'a, T>(ptr: *const T, n: usize, name: &str) -> Result
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(Failure::invalid_arg(format!("{name} is NULL but n is {n}")));
+        return Err(null_with_length(name, "n", n));
     }
     // SAFETY: non-NULL, and the caller guarantees `n` items.
     Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
@@ -117,7 +154,7 @@ pub(crate) unsafe fn array_out<'a, T>(
         return Ok(&mut []);
     }
     if ptr.is_null() {
-        return Err(Failure::invalid_arg(format!("{name} is NULL but n is {n}")));
+        return Err(null_with_length(name, "n", n));
     }
     // SAFETY: non-NULL, and the caller guarantees `n` writable items. The items may be
     // uninitialised: they are only written through `std::ptr::write`-like assignment

@@ -27,6 +27,9 @@ impl Failure {
 }
 
 impl From<Error> for Failure {
+    /// Out of line: it runs only when a call fails (see `args::refused`).
+    #[cold]
+    #[inline(never)]
     fn from(e: Error) -> Self {
         Failure {
             status: e.kind().into(),
@@ -53,6 +56,7 @@ pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
 
 /// Runs the body of an exported function: a panic becomes `CACHE_ERR_INTERNAL`, a
 /// failure its status; both leave their message for `cache_last_error`.
+#[inline(always)]
 pub(crate) fn boundary(
     function: FunctionName,
     body: impl FnOnce() -> Result<cache_status, Failure>,
@@ -60,20 +64,31 @@ pub(crate) fn boundary(
     super::fork::install();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(status)) => status,
-        Ok(Err(failure)) => {
-            set_last_error(&format!("{function}: {}", failure.message));
-            failure.status
-        }
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            set_last_error(&format!("{function}: internal error (panic: {what})"));
-            cache_status::CACHE_ERR_INTERNAL
-        }
+        Ok(Err(failure)) => report_failure(function, failure),
+        Err(panic) => report_panic(function, panic),
     }
+}
+
+/// Leaves a failure's message for `cache_last_error` and returns its status. Out of
+/// line, so a call that succeeds carries none of it (see [`super::args::refused`]).
+#[cold]
+#[inline(never)]
+fn report_failure(function: FunctionName, failure: Failure) -> cache_status {
+    set_last_error(&format!("{function}: {}", failure.message));
+    failure.status
+}
+
+/// Leaves a caught panic's message for `cache_last_error`: `CACHE_ERR_INTERNAL`.
+#[cold]
+#[inline(never)]
+fn report_panic(function: FunctionName, panic: Box<dyn std::any::Any + Send>) -> cache_status {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    set_last_error(&format!("{function}: internal error (panic: {what})"));
+    cache_status::CACHE_ERR_INTERNAL
 }
 
 /// The boundary for functions with no status to return: a panic is swallowed (and

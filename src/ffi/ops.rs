@@ -236,17 +236,22 @@ fn get_into(
             if size <= buf.len() {
                 Ok(CACHE_OK)
             } else {
-                Err(Failure::new(
-                    CACHE_ERR_BUFFER_TOO_SMALL,
-                    format!(
-                        "the value is {size} bytes and the buffer holds {}",
-                        buf.len()
-                    ),
-                ))
+                Err(buffer_too_small(size, buf.len()))
             }
         }
         None => Ok(CACHE_NOT_FOUND),
     }
+}
+
+/// The failure of a get_into whose buffer is smaller than the value (out of line: see
+/// `args::refused`).
+#[cold]
+#[inline(never)]
+fn buffer_too_small(size: usize, cap: usize) -> Failure {
+    Failure::new(
+        CACHE_ERR_BUFFER_TOO_SMALL,
+        format!("the value is {size} bytes and the buffer holds {cap}"),
+    )
 }
 
 /// Atomic read-and-remove: of any number of threads or processes popping the same key,

@@ -115,6 +115,7 @@ impl Shard {
         }
     }
 
+    #[inline]
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slab = &self.slab;
         self.index
@@ -314,6 +315,7 @@ impl Shard {
 
     /// True when the entry in `slot` has a deadline that has passed. Reads the clock only
     /// for entries that have a deadline.
+    #[inline]
     pub fn is_expired(&self, slot: u32) -> bool {
         crate::clock::mono_expired_now(self.slab.node(slot).deadline())
     }

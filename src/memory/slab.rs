@@ -193,6 +193,7 @@ impl Slab {
     }
 
     /// Takes the linked `slot` out of its list.
+    #[inline]
     pub fn unlink(&mut self, slot: u32) {
         let (prev, next, list) = {
             let n = &self.nodes[slot as usize];
@@ -218,6 +219,7 @@ impl Slab {
     }
 
     /// Links the unlinked `slot` as the newest entry of `list`, with `stamp`.
+    #[inline]
     pub fn push_front(&mut self, list: usize, slot: u32, stamp: u64) {
         let old_head = self.lists[list].head;
         {
@@ -237,6 +239,7 @@ impl Slab {
     }
 
     /// Makes the linked `slot` the newest entry of its list, with `stamp`.
+    #[inline]
     pub fn move_to_front(&mut self, slot: u32, stamp: u64) {
         let list = self.nodes[slot as usize].list();
         let l = self.lists[list];
