@@ -47,8 +47,17 @@ fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: Option<std::time::Du
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The wake calls this thread made (the tests check that an uncontended unlock makes
+    /// none).
+    static WAKE_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Wakes up to `count` threads sleeping on `word`.
 fn futex_wake(word: &AtomicU32, count: i32) {
+    #[cfg(test)]
+    WAKE_CALLS.with(|n| n.set(n.get() + 1));
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
         libc::syscall(
@@ -138,16 +147,52 @@ unsafe impl lock_api::RawMutex for RawMutex {
     }
 }
 
-/// A read-write lock word: the number of readers, or [`WRITER`] when a writer holds it.
+/// A read-write lock word: the number of readers (or [`WRITER`] while a writer holds
+/// it) in the low bits, and [`WAITING`] while some thread sleeps on the word. Unlocking
+/// makes a system call only when that bit is set: an uncontended read is two atomic
+/// operations (the read cache's and the sharded index's every get takes one).
 pub struct RawRwLock {
     state: AtomicU32,
 }
 
-const WRITER: u32 = u32::MAX;
+/// Some thread is asleep on the word (or about to be): the unlocker wakes them all.
+const WAITING: u32 = 1 << 31;
+/// The lock part of the word.
+const HOLDERS: u32 = WAITING - 1;
+/// The lock part while a writer holds it (the reader count never reaches it).
+const WRITER: u32 = HOLDERS;
+/// The most readers at once.
+const MAX_READERS: u32 = WRITER - 1;
 
-// SAFETY: a writer holds it exactly from a 0 -> WRITER exchange to the store of 0;
-// readers from an increment of a count below WRITER - 1 to the matching decrement; the
-// exchanges exclude each other.
+impl RawRwLock {
+    /// Marks the word as waited on (unless it already is, or `state` is stale) and sleeps
+    /// until an unlock wakes every sleeper (or spuriously); the caller then tries again.
+    #[cold]
+    fn wait(&self, state: u32) {
+        let waited = state | WAITING;
+        if state & WAITING != 0
+            || self
+                .state
+                .compare_exchange(state, waited, Relaxed, Relaxed)
+                .is_ok()
+        {
+            futex_wait(&self.state, waited);
+        }
+    }
+
+    /// Clears [`WAITING`] and wakes every sleeper, which all try again (and those that
+    /// must wait set the bit again).
+    #[cold]
+    fn wake_all(&self) {
+        self.state.fetch_and(!WAITING, Relaxed);
+        futex_wake(&self.state, i32::MAX);
+    }
+}
+
+// SAFETY: a writer holds it exactly from an exchange of a word whose lock part is 0 for
+// one whose lock part is WRITER, to the swap that clears the word; readers from an
+// exchange raising a lock part below MAX_READERS by one to the matching decrement. The
+// exchanges exclude each other, and the WAITING bit never changes the lock part.
 unsafe impl lock_api::RawRwLock for RawRwLock {
     #[allow(clippy::declare_interior_mutable_const)] // lock_api's way to build one
     const INIT: RawRwLock = RawRwLock {
@@ -157,24 +202,24 @@ unsafe impl lock_api::RawRwLock for RawRwLock {
 
     fn lock_shared(&self) {
         loop {
-            let state = spin_while(&self.state, |s| s >= WRITER - 1);
-            if state < WRITER - 1
-                && self
+            let state = spin_while(&self.state, |s| s & HOLDERS >= MAX_READERS);
+            if state & HOLDERS < MAX_READERS {
+                if self
                     .state
                     .compare_exchange_weak(state, state + 1, Acquire, Relaxed)
                     .is_ok()
-            {
-                return;
-            }
-            if state >= WRITER - 1 {
-                futex_wait(&self.state, state);
+                {
+                    return;
+                }
+            } else {
+                self.wait(state);
             }
         }
     }
 
     fn try_lock_shared(&self) -> bool {
         let state = self.state.load(Relaxed);
-        state < WRITER - 1
+        state & HOLDERS < MAX_READERS
             && self
                 .state
                 .compare_exchange(state, state + 1, Acquire, Relaxed)
@@ -182,38 +227,43 @@ unsafe impl lock_api::RawRwLock for RawRwLock {
     }
 
     unsafe fn unlock_shared(&self) {
-        if self.state.fetch_sub(1, Release) == 1 {
-            // The last reader: a writer may be waiting for 0.
-            futex_wake(&self.state, i32::MAX);
+        let before = self.state.fetch_sub(1, Release);
+        if before & HOLDERS == 1 && before & WAITING != 0 {
+            // The last reader, and someone (a writer) sleeps until the count is 0.
+            self.wake_all();
         }
     }
 
     fn lock_exclusive(&self) {
         loop {
-            let state = spin_while(&self.state, |s| s != 0);
-            if state == 0
-                && self
+            let state = spin_while(&self.state, |s| s & HOLDERS != 0);
+            if state & HOLDERS == 0 {
+                if self
                     .state
-                    .compare_exchange_weak(0, WRITER, Acquire, Relaxed)
+                    .compare_exchange_weak(state, state | WRITER, Acquire, Relaxed)
                     .is_ok()
-            {
-                return;
-            }
-            if state != 0 {
-                futex_wait(&self.state, state);
+                {
+                    return;
+                }
+            } else {
+                self.wait(state);
             }
         }
     }
 
     fn try_lock_exclusive(&self) -> bool {
-        self.state
-            .compare_exchange(0, WRITER, Acquire, Relaxed)
-            .is_ok()
+        let state = self.state.load(Relaxed);
+        state & HOLDERS == 0
+            && self
+                .state
+                .compare_exchange(state, state | WRITER, Acquire, Relaxed)
+                .is_ok()
     }
 
     unsafe fn unlock_exclusive(&self) {
-        self.state.store(0, Release);
-        futex_wake(&self.state, i32::MAX);
+        if self.state.swap(0, Release) & WAITING != 0 {
+            futex_wake(&self.state, i32::MAX);
+        }
     }
 }
 
@@ -426,5 +476,48 @@ mod tests {
         assert!(lock.try_write().is_none(), "a writer waits for readers");
         drop(r1);
         assert!(lock.try_write().is_some());
+    }
+
+    #[test]
+    fn the_rwlock_wakes_whoever_sleeps_and_an_uncontended_unlock_makes_no_system_call() {
+        let lock = Arc::new(RwLock::new(0u64));
+        for round in 0..50 {
+            // A writer and two readers sleep behind a holder (a reader in even rounds,
+            // a writer in odd ones), then must all get through.
+            let held_read = (round % 2 == 0).then(|| lock.read());
+            let held_write = (round % 2 == 1).then(|| lock.write());
+            let (done, finished) = std::sync::mpsc::channel();
+            for i in 0..3 {
+                let (lock, done) = (lock.clone(), done.clone());
+                std::thread::spawn(move || {
+                    if i == 0 {
+                        *lock.write() += 1;
+                    } else {
+                        let _ = *lock.read();
+                    }
+                    done.send(()).unwrap();
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            drop(held_read);
+            drop(held_write);
+            for _ in 0..3 {
+                finished
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("a sleeper was never woken");
+            }
+        }
+        assert_eq!(*lock.read(), 50);
+        let before = WAKE_CALLS.with(|n| n.get());
+        for _ in 0..1000 {
+            drop(lock.read());
+            drop((lock.read(), lock.read()));
+            *lock.write() += 1;
+        }
+        assert_eq!(
+            WAKE_CALLS.with(|n| n.get()),
+            before,
+            "an uncontended unlock woke"
+        );
     }
 }
