@@ -270,6 +270,8 @@ unsafe impl lock_api::RawRwLock for RawRwLock {
 pub type Mutex<T> = lock_api::Mutex<RawMutex, T>;
 pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
 pub type RwLock<T> = lock_api::RwLock<RawRwLock, T>;
+pub type RwLockReadGuard<'a, T> = lock_api::RwLockReadGuard<'a, RawRwLock, T>;
+pub type RwLockWriteGuard<'a, T> = lock_api::RwLockWriteGuard<'a, RawRwLock, T>;
 
 /// Counts the threads inside a section; closed, it lets none in and its closer waits for
 /// those inside to leave. Two atomics and a poll, no lock, so a fork may copy it in any

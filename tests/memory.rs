@@ -292,3 +292,82 @@ fn flags_word() {
     common::check_flags(&|| Box::new(MemoryCache::new(0)), false);
     common::check_flags(&|| Box::new(MemoryCache::new(3)), false);
 }
+
+/// S3-FIFO's and the unbounded cache's gets share the shard's lock: on one shard, four
+/// threads reading hot keys beside a thread rewriting them and one adding keys (which
+/// evicts) must each read a whole value of the key asked for, and every get must be
+/// counted once, as a hit or a miss.
+#[test]
+fn gets_sharing_a_shard_read_whole_values_and_count_every_lookup() {
+    use duckcache::Policy;
+    const READERS: usize = 4;
+    const GETS: usize = 20_000;
+    for (max_keys, policy) in [(64, Policy::S3Fifo), (0, Policy::Lru)] {
+        let c = Arc::new(MemoryCache::with_policy_and_shards(max_keys, 0, policy, 1));
+        let value_of = |key: u8, version: u32| -> Vec<u8> {
+            let mut v = vec![key; 40];
+            v.extend_from_slice(&version.to_le_bytes());
+            v
+        };
+        for key in 0..8u8 {
+            c.set(&[key], &value_of(key, 0), Ttl::Never).unwrap();
+        }
+        let start = Arc::new(Barrier::new(READERS + 2));
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for reader in 0..READERS {
+            let (c, start, done) = (c.clone(), start.clone(), done.clone());
+            threads.push(std::thread::spawn(move || {
+                start.wait();
+                let mut buf = [0u8; 64];
+                for i in 0..GETS {
+                    // Mostly the hot keys, now and then one that was never set.
+                    let key = if i % 16 == 0 {
+                        200
+                    } else {
+                        ((i + reader) % 8) as u8
+                    };
+                    if let Some((len, _)) = c.get_into(&[key], &mut buf).unwrap() {
+                        assert_eq!(len, 44);
+                        assert!(buf[..40].iter().all(|&b| b == key), "a torn value");
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        let (writer_cache, writer_start, writer_done) = (c.clone(), start.clone(), done.clone());
+        threads.push(std::thread::spawn(move || {
+            writer_start.wait();
+            let mut version = 1;
+            while writer_done.load(Ordering::SeqCst) < READERS {
+                for key in 0..8u8 {
+                    writer_cache
+                        .set(&[key], &value_of(key, version), Ttl::Never)
+                        .unwrap();
+                }
+                version += 1;
+            }
+        }));
+        let (adder_cache, adder_start, adder_done) = (c.clone(), start.clone(), done.clone());
+        threads.push(std::thread::spawn(move || {
+            adder_start.wait();
+            let mut n = 0u32;
+            while adder_done.load(Ordering::SeqCst) < READERS {
+                let key = [100, (n % 256) as u8, (n / 256 % 256) as u8];
+                adder_cache.set(&key, b"filler", Ttl::Never).unwrap();
+                n += 1;
+            }
+        }));
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = c.stats().unwrap();
+        assert_eq!(
+            s.hits + s.misses,
+            (READERS * GETS) as u64,
+            "{policy:?}, max_keys {max_keys}: every get counted once"
+        );
+        assert!(s.misses >= (READERS * GETS / 16) as u64);
+        c.check_invariants().unwrap();
+    }
+}

@@ -4,7 +4,8 @@
 //! the monotonic clock.
 //!
 //! Layout. Keys are spread over a power-of-two number of shards, each behind its own
-//! mutex, so threads working on different keys rarely meet. Each shard keeps its entries
+//! read-write lock, so threads working on different keys rarely meet; S3-FIFO's gets
+//! (and the unbounded cache's) share it, since their hit changes only an access count. Each shard keeps its entries
 //! in a slab (`Vec<Node>`), finds them through a `HashTable<u32>` of slot numbers (4 bytes
 //! an entry, no boxed key), and when the cache is bounded links them in an intrusive list
 //! from most to least recently used.
@@ -72,6 +73,9 @@ pub struct MemoryCache {
     held: CachePadded<AtomicI64>,
     /// S3-FIFO's shared state; None under LRU (or no bound).
     s3: Option<Arc<S3Fifo>>,
+    /// A get's hit changes only an access count (S3-FIFO, or no policy at all: not
+    /// LRU, whose hit moves the entry in its list), so gets share the shard's lock.
+    hits_share_the_lock: bool,
 }
 
 /// How a bounded memory cache chooses what to evict.
@@ -141,6 +145,7 @@ impl MemoryCache {
             (None, true) => Order::Lru,
             (None, false) => Order::Unbounded,
         };
+        let hits_share_the_lock = !matches!(order, Order::Lru);
         let clock = Arc::new(CachePadded::new(AtomicU64::new(0)));
         let shards = (0..count)
             .map(|_| {
@@ -163,6 +168,7 @@ impl MemoryCache {
             max_bytes,
             held: CachePadded::new(AtomicI64::new(0)),
             s3,
+            hits_share_the_lock,
         }
     }
 
@@ -301,7 +307,12 @@ impl MemoryCache {
     /// The shard of `hash`, locked. High bits pick the shard: hashbrown uses the low bits
     /// for the bucket and the top seven for its tags.
     fn lock(&self, hash: u64) -> ShardGuard<'_> {
-        self.shards[((hash >> 40) & self.shard_mask) as usize].lock()
+        self.shards[self.shard_of(hash)].lock()
+    }
+
+    /// The index of the shard of `hash`.
+    fn shard_of(&self, hash: u64) -> usize {
+        ((hash >> 40) & self.shard_mask) as usize
     }
 
     /// Empties S3-FIFO's ghost queue (clear and close: the keys it remembers are gone).
@@ -487,11 +498,14 @@ impl MemoryCache {
     #[inline]
     fn read_live(&self, key: &[u8], visit: impl FnOnce(&[u8], u32)) -> Result<bool> {
         let hash = self.hash(key);
+        if self.hits_share_the_lock {
+            return self.read_live_shared(hash, key, visit);
+        }
         let mut shard = self.lock(hash);
         shard.check_open()?;
         match shard.find(hash, key) {
             Some(slot) if !shard.is_expired(slot) => {
-                shard.stats.hits += 1;
+                shard.count_lookup(true);
                 let node = shard.node(slot);
                 visit(node.value(), node.flags());
                 shard.touch(slot);
@@ -502,7 +516,39 @@ impl MemoryCache {
                 self.read(key, visit, |shard, slot| shard.touch(slot))
             }
             None => {
-                shard.stats.misses += 1;
+                shard.count_lookup(false);
+                Ok(false)
+            }
+        }
+    }
+
+    /// [`MemoryCache::read_live`] under the shard's shared lock, for the policies whose
+    /// hit changes only an access count: two threads' gets on one shard run side by
+    /// side (a hot key under a skewed load no longer queues its readers).
+    #[inline]
+    fn read_live_shared(
+        &self,
+        hash: u64,
+        key: &[u8],
+        visit: impl FnOnce(&[u8], u32),
+    ) -> Result<bool> {
+        let shard = self.shards[self.shard_of(hash)].read();
+        shard.check_open()?;
+        match shard.find(hash, key) {
+            Some(slot) if !shard.is_expired(slot) => {
+                shard.count_lookup_shared(true);
+                let node = shard.node(slot);
+                visit(node.value(), node.flags());
+                shard.touch_shared(slot);
+                Ok(true)
+            }
+            Some(_) => {
+                // Expired: removing it needs the shard to itself.
+                drop(shard);
+                self.read(key, visit, |shard, slot| shard.touch(slot))
+            }
+            None => {
+                shard.count_lookup_shared(false);
                 Ok(false)
             }
         }

@@ -8,7 +8,7 @@ use crate::backend::Stats;
 use crate::clock::{mono_expired, mono_now, MonoDeadline, NO_DEADLINE};
 use crate::error::{Error, Result};
 use crate::ffi::fork::{ForkLocks, ForkMutex};
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crossbeam_utils::CachePadded;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
@@ -60,9 +60,13 @@ pub(super) struct Shard {
     pub bytes: u64,
     /// The cache's stamp counter, shared by its shards.
     clock: Arc<CachePadded<AtomicU64>>,
-    /// Hits, misses and the other counters (`entries` and `bytes` are filled in when
-    /// the stats are read).
+    /// The counters other than hits and misses (`entries` and `bytes` are filled in
+    /// when the stats are read).
     pub stats: Stats,
+    /// Hits and misses: atomic, because S3-FIFO's gets count them under the shard's
+    /// shared lock ([`Shard::count_lookup_shared`]).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// `a == b` without a call to memcmp for keys of up to 32 bytes: two overlapping word
@@ -104,6 +108,34 @@ impl Shard {
             bytes: 0,
             clock,
             stats: Stats::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a lookup as a hit or a miss.
+    #[inline]
+    pub fn count_lookup(&mut self, hit: bool) {
+        let counter = if hit {
+            &mut self.hits
+        } else {
+            &mut self.misses
+        };
+        *counter.get_mut() += 1;
+    }
+
+    /// As [`Shard::count_lookup`] through `&self`, for the gets under the shared lock.
+    #[inline]
+    pub fn count_lookup_shared(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The access count of a hit under the shared lock (see [`Shard::touch`]).
+    #[inline]
+    pub fn touch_shared(&self, slot: u32) {
+        if let Order::S3Fifo(_) = self.order {
+            self.slab.node(slot).count_access();
         }
     }
 
@@ -334,11 +366,7 @@ impl Shard {
     /// The live entry of `key`, removing it first (and counting a miss) when it expired.
     pub fn lookup_live(&mut self, hash: u64, key: &[u8]) -> Option<u32> {
         let live = self.find_live(hash, key);
-        if live.is_some() {
-            self.stats.hits += 1;
-        } else {
-            self.stats.misses += 1;
-        }
+        self.count_lookup(live.is_some());
         live
     }
 
@@ -380,6 +408,8 @@ impl Shard {
         Stats {
             entries: self.occupied,
             bytes: self.bytes,
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
             ..self.stats
         }
     }
@@ -420,9 +450,10 @@ impl Shard {
     }
 }
 
-/// A shard and the stamps it publishes.
+/// A shard and the stamps it publishes. The lock is a read-write lock: writes and LRU's
+/// gets take it alone, S3-FIFO's gets (and the unbounded cache's) share it.
 pub(super) struct ShardCell {
-    pub shard: Mutex<Shard>,
+    pub shard: RwLock<Shard>,
     /// Stamp of the oldest entry of each of the shard's lists ([`NO_STAMP`] when empty),
     /// published under the lock and read without it by the evictor.
     pub published: [AtomicU64; 2],
@@ -431,7 +462,7 @@ pub(super) struct ShardCell {
 impl ShardCell {
     pub fn new(shard: Shard) -> Self {
         ShardCell {
-            shard: Mutex::new(shard),
+            shard: RwLock::new(shard),
             published: [AtomicU64::new(NO_STAMP), AtomicU64::new(NO_STAMP)],
         }
     }
@@ -439,9 +470,15 @@ impl ShardCell {
     /// The shard, locked; its oldest stamp is republished when the guard is dropped.
     pub fn lock(&self) -> ShardGuard<'_> {
         ShardGuard {
-            guard: self.shard.lock(),
+            guard: self.shard.write(),
             published: &self.published,
         }
+    }
+
+    /// The shard under its shared lock: for the reads that change no list (nothing to
+    /// republish).
+    pub fn read(&self) -> RwLockReadGuard<'_, Shard> {
+        self.shard.read()
     }
 }
 
@@ -466,7 +503,7 @@ impl ForkLocks for Shards {
 
 /// A locked shard that republishes its oldest stamp when released.
 pub(super) struct ShardGuard<'a> {
-    guard: MutexGuard<'a, Shard>,
+    guard: RwLockWriteGuard<'a, Shard>,
     published: &'a [AtomicU64; 2],
 }
 

@@ -6,6 +6,7 @@
 use super::entry::Entry;
 use crate::clock::MonoDeadline;
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// No slot: the end of a list.
 pub(super) const NIL: u32 = u32::MAX;
@@ -34,8 +35,10 @@ pub(super) struct Node {
     /// Towards the least recently used end.
     next: u32,
     /// The cache-wide stamp that orders entries across shards for eviction, the access
-    /// count and the list (see [`STAMP_BITS`]).
-    stamp_word: u64,
+    /// count and the list (see [`STAMP_BITS`]). Atomic so that S3-FIFO's hits, which run
+    /// under the shard's shared lock, can raise the count ([`Node::count_access`]);
+    /// everything else changes it through `&mut` (plain stores).
+    stamp_word: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Node>() == 32);
@@ -46,34 +49,54 @@ impl Node {
             entry,
             prev: NIL,
             next: NIL,
-            stamp_word: 0,
+            stamp_word: AtomicU64::new(0),
         }
+    }
+
+    fn word(&self) -> u64 {
+        self.stamp_word.load(Relaxed)
     }
 
     /// The stamp the node was linked (or last moved) with.
     pub fn stamp(&self) -> u64 {
-        self.stamp_word & STAMP_MASK
+        self.word() & STAMP_MASK
     }
 
     /// S3-FIFO's access count, 0..=[`MAX_FREQ`].
     pub fn freq(&self) -> u8 {
-        ((self.stamp_word >> FREQ_SHIFT) & 3) as u8
+        ((self.word() >> FREQ_SHIFT) & 3) as u8
     }
 
     pub fn set_freq(&mut self, freq: u8) {
         let freq = u64::from(freq.min(MAX_FREQ));
-        self.stamp_word = (self.stamp_word & !(3 << FREQ_SHIFT)) | (freq << FREQ_SHIFT);
+        let word = self.stamp_word.get_mut();
+        *word = (*word & !(3 << FREQ_SHIFT)) | (freq << FREQ_SHIFT);
+    }
+
+    /// Raises the access count by one (up to [`MAX_FREQ`]) through a shared reference:
+    /// S3-FIFO's hit under the shard's shared lock. Only when the count is below the
+    /// top, so a hot entry's line is not written at all; of two hits racing, one may be
+    /// lost, as with any approximate counter (the queues only ask "accessed again?").
+    #[inline]
+    pub fn count_access(&self) {
+        let word = self.word();
+        if (word >> FREQ_SHIFT) & 3 < u64::from(MAX_FREQ) {
+            let _ =
+                self.stamp_word
+                    .compare_exchange(word, word + (1 << FREQ_SHIFT), Relaxed, Relaxed);
+        }
     }
 
     /// The list the (linked) node is on: [`MAIN`] or [`SMALL`].
     pub fn list(&self) -> usize {
-        (self.stamp_word >> LIST_SHIFT) as usize
+        (self.word() >> LIST_SHIFT) as usize
     }
 
     /// Sets stamp and list, keeping the access count.
     fn place(&mut self, list: usize, stamp: u64) {
-        let freq = self.stamp_word & (3 << FREQ_SHIFT);
-        self.stamp_word = (stamp & STAMP_MASK) | freq | ((list as u64) << LIST_SHIFT);
+        let word = self.stamp_word.get_mut();
+        let freq = *word & (3 << FREQ_SHIFT);
+        *word = (stamp & STAMP_MASK) | freq | ((list as u64) << LIST_SHIFT);
     }
 
     pub fn key(&self) -> &[u8] {
@@ -186,7 +209,7 @@ impl Slab {
             entry: Entry::vacant(),
             prev: free_head,
             next: NIL,
-            stamp_word: 0,
+            stamp_word: AtomicU64::new(0),
         };
         self.free_head = slot;
         std::mem::replace(n, vacant)
