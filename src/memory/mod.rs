@@ -5,10 +5,10 @@
 //!
 //! Layout. Keys are spread over a power-of-two number of shards, each behind its own
 //! read-write lock, so threads working on different keys rarely meet; S3-FIFO's gets
-//! (and the unbounded cache's) share it, since their hit changes only an access count. Each shard keeps its entries
-//! in a slab (`Vec<Node>`), finds them through a `HashTable<u32>` of slot numbers (4 bytes
-//! an entry, no boxed key), and when the cache is bounded links them in an intrusive list
-//! from most to least recently used.
+//! (and the unbounded cache's) share it, since their hit changes only an access count.
+//! Each shard keeps its entries in a slab (`Vec<Node>`), finds them through a
+//! `HashTable<u32>` of slot numbers (4 bytes an entry, no boxed key), and when the cache
+//! is bounded links them in an intrusive list from most to least recently used.
 //!
 //! Exact LRU across shards. Every touch (get, set; `has` is a peek) gives the entry a stamp from one
 //! counter per cache, taken under the shard's lock. An atomic's increments are totally
