@@ -21,7 +21,7 @@ pub(crate) unsafe fn handle<'a>(c: *const cache_t) -> Result<&'a cache_t, Failur
 /// one between its cache misses and the next get's counts (see `memory::read_live`).
 #[cold]
 #[inline(never)]
-pub(super) fn refused(message: String) -> Failure {
+fn refused(message: String) -> Failure {
     Failure::invalid_arg(message)
 }
 

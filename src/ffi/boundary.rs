@@ -55,7 +55,9 @@ pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
 }
 
 /// Runs the body of an exported function: a panic becomes `CACHE_ERR_INTERNAL`, a
-/// failure its status; both leave their message for `cache_last_error`.
+/// failure its status; both leave their message for `cache_last_error`. Always inlined
+/// into the exported function (it is generic over each one's body anyway): as a call of
+/// its own, every status came back through memory (measured: more instructions a get).
 #[inline(always)]
 pub(crate) fn boundary(
     function: FunctionName,
