@@ -303,8 +303,15 @@ impl FolderCache {
             root.discard(tmp);
             return Ok(false);
         };
-        if !root.exchange(tmp, name)? {
-            root.discard(tmp); // popped meanwhile: read again
+        // Look before swapping: a pop or another writer may have replaced the entry
+        // since it was read (the folder read may even be one a pop has since removed).
+        // Swapping first and swapping back on a mismatch showed the new entry for a
+        // moment, where a racing pop could take it while this write then reported
+        // that it stored nothing (test_v2's pop/add race on the folder kind, under
+        // valgrind). What is left is the moment between this look and the swap.
+        let current = root.open_folder(name)?.map(|fd| inode(fd.as_fd()));
+        if current != Some(expected) || !root.exchange(tmp, name)? {
+            root.discard(tmp); // changed or popped meanwhile: read again
             return Ok(false);
         }
         // `tmp` now holds what was at `name`.
