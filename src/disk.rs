@@ -40,45 +40,25 @@ pub fn create_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(e, "cannot create directory", path))
 }
 
-/// fsync of a file or directory by path (a missing one is fine). Never follows a link
-/// or blocks on a FIFO: anything but a regular file or a directory is refused.
-pub fn sync_path(path: &Path) -> Result<()> {
-    let opened = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    match opened {
-        Ok(f) => {
-            let meta = f
-                .metadata()
-                .map_err(|e| Error::io(e, "cannot stat", path))?;
-            if !meta.is_dir() {
-                check_regular(&meta, path, ErrorKind::Io)?;
-            }
-            f.sync_all().map_err(|e| Error::io(e, "cannot sync", path))
-        }
-        Err(e) if e.kind() == IoKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(e, "cannot open", path)),
-    }
-}
-
-/// Opens `path` for reading and writing, creating it owner-only when missing, without
-/// following a symbolic link and without blocking on a FIFO; anything but a regular
-/// file is refused.
+/// Creates `path` owner-only when it does not exist, and otherwise only checks (by its
+/// name, opening nothing) that it is a regular file: no symbolic link, FIFO or device.
+///
+/// An existing file is never opened here: closing a descriptor of a database file that a
+/// connection of this process holds would drop that connection's POSIX locks (see
+/// `sqlite::files`). A file created here is new, so no connection can hold it yet.
 pub fn create_regular_file(path: &Path) -> Result<()> {
-    let file = fs::OpenOptions::new()
+    let created = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::io(e, "cannot open", path))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(e, "cannot stat", path))?;
-    check_regular(&meta, path, ErrorKind::Io)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == IoKind::AlreadyExists => refuse_non_regular(path),
+        Err(e) => Err(Error::io(e, "cannot create", path)),
+    }
 }
 
 /// A file that exists at `path` must be a regular file (a missing one is fine).

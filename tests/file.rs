@@ -331,3 +331,13 @@ fn set_many_is_all_or_nothing() {
     let c = FileCache::open(dir.path(), 0).unwrap();
     common::check_set_many_all_or_nothing(&c, dir.path(), &dir.path().join("cache.db"));
 }
+
+#[test]
+fn locks_survive_another_handle_and_save() {
+    let dir = TempDir::new("locks");
+    let path = dir.path().to_path_buf();
+    common::check_locks_survive_another_handle_and_save(
+        &|| Box::new(FileCache::open(&path, 0).unwrap()),
+        &dir.path().join("cache.db"),
+    );
+}

@@ -455,3 +455,15 @@ fn set_many_is_all_or_nothing() {
     let shard = dir.path().join("shard-000001");
     common::check_set_many_all_or_nothing(&c, &shard, &shard.join("cache.db"));
 }
+
+#[test]
+fn locks_survive_another_handle_and_save() {
+    for db in ["index.db", "shard-000001/cache.db"] {
+        let dir = TempDir::new("locks");
+        let path = dir.path().to_path_buf();
+        common::check_locks_survive_another_handle_and_save(
+            &|| Box::new(ShardedCache::open(&path, 0, 0).unwrap()),
+            &dir.path().join(db),
+        );
+    }
+}

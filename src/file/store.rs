@@ -26,7 +26,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sqlite::{self, Schema, SqliteOptions};
 use crate::ttl;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// A pending value file older than this belongs to a writer that died (a live writer
@@ -186,7 +186,6 @@ pub(crate) struct Store {
     /// The checkpoints of its WAL (see [`crate::checkpointer`]); read by tests.
     #[cfg_attr(not(test), allow(dead_code))]
     pub wal: Arc<WalWatch>,
-    dir: PathBuf,
     options: SqliteOptions,
     /// Shared with closures that run inside a transaction (which borrows the store).
     pub values: Arc<Values>,
@@ -205,7 +204,6 @@ impl Store {
         let mut store = Store {
             conn,
             wal,
-            dir: dir.to_owned(),
             options,
             values,
             removed_orphans: Vec::new(),
@@ -716,7 +714,7 @@ impl Store {
         }
         self.values.sync(&self.unsynced)?;
         self.unsynced.clear();
-        sqlite::sync(&self.conn, &self.dir.join("cache.db"))
+        sqlite::sync(&self.conn)
     }
 
     /// Calls `f` with every entry's key, size and expiry (expired ones included).

@@ -1044,7 +1044,7 @@ impl Backend for ShardedCache {
         self.with_state(|state| {
             state.index()?;
             state.shards.save_all()?;
-            sqlite::sync(state.index()?, &self.dir.join("index.db"))
+            sqlite::sync(state.index()?)
         })
     }
 

@@ -277,3 +277,45 @@ pub fn check_set_many_all_or_nothing(c: &dyn duckcache::Backend, dir: &Path, db:
         assert_eq!(c.get_vec(key).unwrap().as_ref(), Some(value));
     }
 }
+
+/// Opens and closes the SQLite database `db` with an ordinary client in another process
+/// (Python's sqlite3), as an operator's `sqlite3 cache.db 'select ...'` would. The last
+/// connection to close deletes the WAL and `-shm`, unless another process still holds
+/// them: SQLite tells by the POSIX locks those hold.
+pub fn visit_with_ordinary_client(db: &Path) {
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute('select count(*) from sqlite_master').fetchall()\n\
+             c.close()",
+        ])
+        .arg(db)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+}
+
+/// Process A's locks on `db` outlive a second handle's close and a save: after both, an
+/// ordinary client in another process must find A still there and leave the WAL in
+/// place, and A's next write must reach other processes. `open` opens the store whose
+/// database (or one of them) is `db`. Closing any descriptor of a file drops every POSIX
+/// lock the process holds on it, so a second descriptor opened and closed beside A's
+/// connection (to create or sync the file) unlocked A.
+pub fn check_locks_survive_another_handle_and_save(open: &dyn Fn() -> Box<dyn Backend>, db: &Path) {
+    let a = open();
+    set(&*a, "k", "v0");
+    drop(open());
+    a.save().unwrap();
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    assert!(wal.exists(), "{} missing before the visit", wal.display());
+    visit_with_ordinary_client(db);
+    assert!(
+        wal.exists(),
+        "an ordinary client deleted {} under a live handle: its locks were dropped",
+        wal.display()
+    );
+    set(&*a, "k", "v1");
+    assert_eq!(get(&*a, "k").as_deref(), Some(&b"v1"[..]));
+}

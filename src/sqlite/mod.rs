@@ -2,6 +2,8 @@
 //! (WAL, synchronous NORMAL, busy timeout), schema versioning, and how SQLite errors map
 //! to [`ErrorKind`]s. Used by the file cache's store and the sharded cache's index.
 
+pub(crate) mod files;
+
 use crate::checkpointer::{self, WalWatch};
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
@@ -234,15 +236,18 @@ pub(crate) fn open(
     options: SqliteOptions,
     on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<(Connection, Arc<WalWatch>)> {
-    disk::create_regular_file(path)?;
-    for suffix in ["-wal", "-shm"] {
-        disk::refuse_non_regular(&PathBuf::from(format!("{}{suffix}", path.display())))?;
-    }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let with_path = |e: Error| Error::new(e.kind(), format!("{}: {}", path.display(), e.message()));
-    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| with_path(e.into()))?;
+    let mut conn = {
+        let _opening = files::opening();
+        disk::create_regular_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            disk::refuse_non_regular(&PathBuf::from(format!("{}{suffix}", path.display())))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        Connection::open_with_flags(path, flags).map_err(|e| with_path(e.into()))?
+    };
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
         discard(conn);
         return Err(with_path(Error::new(
@@ -324,7 +329,11 @@ pub(crate) fn open_second(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    checked(Connection::open_with_flags(path, flags)?, |conn| {
+    let conn = {
+        let _opening = files::opening();
+        Connection::open_with_flags(path, flags)?
+    };
+    checked(conn, |conn| {
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
             return Err(Error::new(ErrorKind::Io, "could open it only read-only"));
         }
@@ -442,9 +451,7 @@ pub(crate) fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
 
 /// Makes every commit on `conn` durable. With synchronous=NORMAL commits reach the WAL
 /// unsynced: sync it, then let a passive checkpoint move what it can into the database
-/// file `db`, and sync that.
-pub(crate) fn sync(conn: &Connection, db: &Path) -> Result<()> {
-    disk::sync_path(&PathBuf::from(format!("{}-wal", db.display())))?;
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-    disk::sync_path(db)
+/// file, and sync that (through SQLite's own descriptors: see [`files`]).
+pub(crate) fn sync(conn: &Connection) -> Result<()> {
+    files::sync_wal_and_database(conn)
 }
