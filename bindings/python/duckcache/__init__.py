@@ -50,7 +50,10 @@ def migrate(path) -> int:
     from . import _migrate
 
     path = Path(path)
-    if _migrate._is_diskcache_store(path / "cache.db"):
+    if (path / "cache.db").is_file():
+        # Asked explicitly: look again even where an earlier open found nothing. (The
+        # store is probed by a child process: see duckcache._migrate.)
+        (path / _migrate.SCANNED_MARK).unlink(missing_ok=True)
         cache = PersistentFileCache(str(path))
     elif _migrate.original_shard_folders(path):
         cache = DynamicFileCache(str(path))

@@ -16,8 +16,10 @@ import itertools
 import math
 import os
 import urllib.parse
+import warnings
 import pickle
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -336,16 +338,22 @@ def _close_all_at_exit():
             pass
 
 
-# Async operations in flight: token -> (loop, future, has_value). The C callback gets the
-# token as user_data and hands the outcome to the future's loop.
+# Async operations in flight: token -> (loop, future, keep, restore). The C callback gets
+# the token as user_data and hands the outcome to the future's loop. `keep` holds what the
+# library calls back into until the operation is over (a get_or_set's compute function:
+# collected while queued, it would be called freed); `restore(data, flags)`, when given,
+# puts back a popped value whose awaiting task was cancelled.
 _pending = {}
 _tokens = itertools.count(1)
 _set_flagged = lib.cache_set_flagged
 
 
-def _settle(future, status, data, flags, detail):
-    """Runs on the awaiting loop: completes the future unless it was cancelled."""
+def _settle(future, status, data, flags, detail, restore=None):
+    """Runs on the awaiting loop: completes the future unless it was cancelled; a value
+    taken for a cancelled task is handed to `restore`."""
     if future.done():
+        if restore is not None and status == native.CACHE_OK:
+            restore(data, flags)
         return
     if status < 0:
         future.set_exception(native.error_for(status, detail))
@@ -362,13 +370,15 @@ def _complete(token, status, value, length, flags):
     entry = _pending.pop(token or 0, None)
     if entry is None:
         return
-    loop, future = entry
+    loop, future, _keep, restore = entry
     data = ctypes.string_at(value, length) if length else b""
     detail = native.last_error() if status < 0 else ""
     try:
-        loop.call_soon_threadsafe(_settle, future, status, data, flags, detail)
+        loop.call_soon_threadsafe(_settle, future, status, data, flags, detail, restore)
     except RuntimeError:
-        pass  # the loop is closed: nobody is waiting any more
+        # The loop is closed: nobody is waiting any more.
+        if restore is not None and status == native.CACHE_OK:
+            restore(data, flags)
 
 
 @native.PLAIN_CALLBACK
@@ -381,17 +391,71 @@ def _on_done_flagged(token, status, value, length, flags):
     _complete(token, status, value, length, flags)
 
 
+class _HandleOwner:
+    """Frees one C handle when the last cache object using it is gone. Copies of a cache
+    (copy.copy, copy.deepcopy) share their original's owner, so the handle lives as long
+    as any of them; it cannot be pickled (an address means nothing in another process)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def abandon(self):
+        """Forgets the handle without freeing it (handed over to another handle, or
+        inherited across fork: the child must not free the parent's)."""
+        self.handle = None
+
+    def __del__(self):
+        handle, self.handle = self.handle, None
+        if handle:
+            lib.cache_free(handle)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        raise TypeError("a library-backed cache cannot be pickled: open it again by its path or URI")
+
+
 class _NativeCache(CacheBase):
     """What the four classes share: one C handle and every operation on it."""
 
     def _open(self, opener, *args):
         handle = c_void_p()
         native.check(opener(*args, byref(handle)))
-        # The address as an int: the cheapest argument for ctypes to convert.
-        self._handle = handle.value
+        self._own(handle.value)
         self._opener = (opener, args)
         self.closed = False
         _open_caches.add(self)
+
+    def _own(self, handle):
+        """Takes `handle` (or None) as this object's, to be freed with its last user."""
+        # The address as an int: the cheapest argument for ctypes to convert.
+        self._handle = handle
+        self._owner = _HandleOwner(handle) if handle else None
+
+    def _disown(self):
+        """Gives up the handle without freeing it (see _HandleOwner.abandon)."""
+        owner = getattr(self, "_owner", None)
+        if owner is not None:
+            owner.abandon()
+        self._owner = None
+
+    def __copy__(self):
+        """Another object on the same store and handle (closing either closes both)."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        if not self.closed:
+            _open_caches.add(twin)
+        return twin
+
+    def __deepcopy__(self, memo):
+        # A store is not an object's value to duplicate: a deep copy shares it too.
+        return self.__copy__()
 
     @classmethod
     def _from_uri(cls, uri: str, directory: Optional[str]):
@@ -412,11 +476,12 @@ class _NativeCache(CacheBase):
             return
         opener, args = self._opener
         handle = c_void_p()
+        self._disown()
         if opener(*args, byref(handle)) == native.CACHE_OK:
-            self._handle = handle.value
+            self._own(handle.value)
         else:
             # Cannot reopen here: every call raises, with the reason.
-            self._handle = None
+            self._own(None)
             self.closed = True
 
     # Context manager and lifetime.
@@ -426,12 +491,6 @@ class _NativeCache(CacheBase):
 
     def __exit__(self, *exc):
         self.close()
-
-    def __del__(self):
-        handle = getattr(self, "_handle", None)
-        if handle:
-            self._handle = None
-            lib.cache_free(handle)
 
     def close(self) -> None:
         """Flushes and releases the cache; every later call raises RuntimeError."""
@@ -687,11 +746,11 @@ class _NativeCache(CacheBase):
     # runs on a library thread; the event loop is never blocked. Cancelling the
     # awaiting task stops the wait; the operation itself still completes.
 
-    async def _submit(self, submit, *args, flagged=False):
+    async def _submit(self, submit, *args, flagged=False, keep=None, restore=None):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         token = next(_tokens)
-        _pending[token] = (loop, future)
+        _pending[token] = (loop, future, keep, restore)
         callback = _on_done_flagged if flagged else _on_done
         try:
             status = submit(self._handle, *args, callback, c_void_p(token))
@@ -715,7 +774,23 @@ class _NativeCache(CacheBase):
 
     async def async_pop(self, key: Key, default: Any = MISSING) -> Any:
         k = _encode_key(key)
-        found, value = await self._submit(lib.cache_pop_flagged_async, k, len(k), flagged=True)
+        handle = self._handle
+
+        def restore(data, flags):
+            # The task that asked for the value is gone: the value goes back where it
+            # was, unless the key was written meanwhile (set-if-absent). Its expiry is
+            # not known here; it is stored without one rather than lost.
+            status = lib.cache_add_flagged(handle, k, len(k), data, len(data), _ttl(None), flags)
+            if status < 0:
+                warnings.warn(
+                    f"a cancelled async_pop of {key!r} could not put its value back: "
+                    f"{native.error_for(status)}",
+                    RuntimeWarning,
+                )
+
+        found, value = await self._submit(
+            lib.cache_pop_flagged_async, k, len(k), flagged=True, restore=restore
+        )
         if found:
             return value
         if default is MISSING:
@@ -737,7 +812,9 @@ class _NativeCache(CacheBase):
         run = _compute_function(compute, _ttl(expiry), raised)
 
         try:
-            found, value = await self._submit(lib.cache_get_or_compute_async, k, len(k), run, None, flagged=True)
+            found, value = await self._submit(
+                lib.cache_get_or_compute_async, k, len(k), run, None, flagged=True, keep=run
+            )
         except native.InternalError:
             if raised:
                 raise raised[0] from None
@@ -820,6 +897,7 @@ class PersistentFileCache(_NativeCache):
         self.path = path
         self.cache_size = cache_size
         self.read_cache = read_cache
+        fresh = not os.path.exists(os.path.join(path, "cache.db"))
         if read_cache:
             uri = _directory_uri("file", path, size_limit=cache_size or 0, read_cache=read_cache)
             self._open(lib.cache_open, uri)
@@ -827,7 +905,7 @@ class PersistentFileCache(_NativeCache):
             self._open(lib.cache_open_file, _directory(path), cache_size or 0)
         # A folder the original module wrote: its python-diskcache store shares the
         # name cache.db; its live entries are copied in once.
-        self.imported_entries = _migrate.import_original([path], self, path)
+        self.imported_entries = _migrate.import_original_store_here(path, self, fresh)
 
 
 class DynamicFileCache(_NativeCache):
@@ -972,18 +1050,25 @@ class TieredCache(_NativeCache):
                                 f"not {type(part).__name__}")
             if part.closed or part._handle is None:
                 raise ValueError(f"{name} is closed")
-        if near is far:
+        if near is far or near._owner is far._owner:
             raise ValueError("near and far must be two caches")
+        for name, part in (("near", near), ("far", far)):
+            # The tiered handle takes the part's handle over: a copy still using it would
+            # call a freed handle. (Held by the part and by getrefcount's argument alone.)
+            if sys.getrefcount(part._owner) > 2:
+                raise ValueError(f"{name} has copies (copy.copy) sharing its handle: "
+                                 "hand over a cache no other object shares")
         if isinstance(near_ttl_max, bool) or not isinstance(near_ttl_max, (int, float)):
             raise TypeError("near_ttl_max must be a number of seconds")
         handle = c_void_p()
         native.check(lib.cache_open_tiered(near._handle, far._handle, float(near_ttl_max), byref(handle)))
         for part in (near, far):  # the new handle owns them now
-            part._handle = _closed_handle()
+            part._disown()
+            part._own(_closed_handle())
             part.closed = True
             _open_caches.discard(part)
         self.near, self.far, self.near_ttl_max = near, far, near_ttl_max
-        self._handle = handle.value
+        self._own(handle.value)
         self._opener = (None, ())
         self.closed = False
         _open_caches.add(self)
@@ -991,7 +1076,8 @@ class TieredCache(_NativeCache):
     def _after_fork_in_child(self):
         """A tiered cache cannot reopen its parts in a child: use one made after fork."""
         if not self.closed:
-            self._handle = None
+            self._disown()
+            self._own(None)
             self.closed = True
 
 

@@ -9,13 +9,25 @@ Crash- and process-safe: the copy runs under an exclusive lock on a file beside 
 store, and the mark is written only after every entry is in; a copy cut short is simply
 done again by the next open (entries are set, so a second copy changes nothing), and a
 second process waits for the first and then finds the mark.
+
+The original's PersistentFileCache store is the very file duckcache's store lives in
+(`cache.db`). This process never opens that file itself, not even to read a byte: POSIX
+record locks belong to a process, and closing *any* descriptor of the file would drop
+the locks the library's connections hold on it, after which an ordinary SQLite client
+may delete the WAL the library still writes to (acknowledged writes lost). So that
+store is read by a child process, which streams its entries to this one; a directory
+looked at once is marked (`.duckcache-import-done`) and never looked at again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import pickle
 import sqlite3
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +40,7 @@ def _is_diskcache_store(db: Path) -> bool:
     if not db.is_file():
         return False
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error:
         return False
@@ -36,32 +48,44 @@ def _is_diskcache_store(db: Path) -> bool:
 
 
 def _imported(db: Path) -> bool:
-    with sqlite3.connect(db, timeout=10) as con:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as con:
         return bool(con.execute(
             "SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?", (MARK_TABLE,)
         ).fetchone()[0])
 
 
 def _mark(db: Path, count: int) -> None:
-    with sqlite3.connect(db, timeout=10) as con:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as con, con:
         con.execute(f"CREATE TABLE IF NOT EXISTS {MARK_TABLE} (at REAL, entries INTEGER)")
         con.execute(f"INSERT INTO {MARK_TABLE} VALUES (?, ?)", (time.time(), count))
 
 
 def _copy_entries(store: Path, target) -> int:
     """Sets every live entry of the python-diskcache store in `store` into `target` with
-    its remaining expiry; returns how many were copied."""
+    its remaining expiry; returns how many were copied (-1: diskcache is missing)."""
+    copied = 0
+    for key, value, expiry in _original_entries(store):
+        target.set(key, value, expiry=expiry)
+        copied += 1
+    return copied if _diskcache_available() else -1
+
+
+def _diskcache_available() -> bool:
+    try:
+        import diskcache  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _original_entries(store: Path):
+    """(key, value, seconds left or None) of every live entry of the python-diskcache
+    store in `store`; nothing (and a warning) when diskcache is not installed."""
     try:
         import diskcache
     except ImportError:
-        warnings.warn(
-            f"{store} holds a store of the original duck.utils.caching (python-diskcache); "
-            "install diskcache to read it into duckcache",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return -1
-    copied = 0
+        _warn_no_diskcache(store)
+        return
     with diskcache.Cache(str(store)) as old:
         for key in list(old.iterkeys()):
             value, expire_time = old.get(key, default=_ABSENT, expire_time=True)
@@ -75,12 +99,108 @@ def _copy_entries(store: Path, target) -> int:
                 expiry = expire_time - time.time()
                 if expiry <= 0:
                     continue
-            target.set(key, value, expiry=expiry)
-            copied += 1
-    return copied
+            yield key, value, expiry
 
 
 _ABSENT = object()
+
+
+def _warn_no_diskcache(store):
+    warnings.warn(
+        f"{store} holds a store of the original duck.utils.caching (python-diskcache); "
+        "install diskcache to read it into duckcache",
+        RuntimeWarning,
+        stacklevel=5,
+    )
+
+
+def import_original_store_here(path, target, fresh) -> int:
+    """Imports, once, the original PersistentFileCache store that shares `path`/cache.db
+    with `target` (open on `path`), through a child process (see the module's note);
+    returns the number of entries copied. Marks the directory once it has been looked
+    at, so later opens cost one stat; `fresh`: `target` created the store (nothing of
+    the original's can be there)."""
+    path = Path(path)
+    mark = path / SCANNED_MARK
+    if mark.exists():
+        return 0
+    if fresh:
+        _try_write_mark(mark)
+        return 0
+    total = 0
+    with open(path / LOCK_NAME, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if mark.exists():  # another process finished while this one waited
+            return 0
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from duckcache._migrate import _child_main; "
+             "_child_main(sys.argv[1])", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+        try:
+            while True:
+                record = pickle.load(child.stdout)
+                if record[0] == "entry":
+                    _, key, value, expiry = record
+                    target.set(key, value, expiry=expiry)
+                    total += 1
+                else:
+                    outcome = record[1]
+                    break
+            # Every entry is in: the child marks the original store imported.
+            child.stdin.write(b"stored\n")
+            child.stdin.close()
+            if child.wait() != 0:
+                raise RuntimeError(f"duckcache: importing the original store in {path} failed "
+                                   f"(the reader process exited with status {child.returncode})")
+        except EOFError:
+            child.wait()
+            raise RuntimeError(f"duckcache: the process reading the original store in {path} "
+                               f"ended early (status {child.returncode})") from None
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
+        if outcome == "no-diskcache":  # look again next time
+            _warn_no_diskcache(path)
+        else:
+            _try_write_mark(mark)
+    return total
+
+
+def _try_write_mark(mark):
+    try:
+        _write_mark(mark)
+    except OSError:
+        pass  # a directory this process cannot write: it is looked at again next time
+
+
+def _child_main(store: str) -> None:
+    """In the child of import_original_store_here: streams the entries of the original
+    store in `store` (when it is one, not yet imported) as pickled records on stdout,
+    then marks it imported once the parent says they are stored."""
+    out = sys.stdout.buffer
+    db = Path(store) / "cache.db"
+    if not _is_diskcache_store(db) or _imported(db):
+        pickle.dump(("end", "nothing"), out)
+        out.flush()
+        sys.stdin.read()
+        return
+    if not _diskcache_available():
+        pickle.dump(("end", "no-diskcache"), out)
+        out.flush()
+        sys.stdin.read()
+        return
+    count = 0
+    for key, value, expiry in _original_entries(Path(store)):
+        pickle.dump(("entry", key, value, expiry), out)
+        count += 1
+    pickle.dump(("end", "copied"), out)
+    out.flush()
+    if sys.stdin.readline().strip() == "stored":
+        _mark(db, count)
 
 
 def import_original(stores, target, lock_dir) -> int:

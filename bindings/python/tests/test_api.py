@@ -459,3 +459,24 @@ def test_folder_and_shard_paths_as_the_original_names_them(tmp_path):
     names = [p.name for p in d.shard_paths]
     assert len(names) >= 3 and names == sorted(names) and all(n.startswith("shard-") for n in names)
     d.close()
+
+
+def test_copies_share_the_store_and_never_free_it_under_each_other(cache):
+    """copy.copy and copy.deepcopy give another object on the same store; dropping one
+    must not free the handle the other uses (it did: SIGSEGV on the next call)."""
+    import copy
+    import gc
+    import pickle
+
+    cache.set("a", 1)
+    twin = copy.copy(cache)
+    deep = copy.deepcopy(cache)
+    twin.set("b", 2)
+    assert cache.get("b") == 2 and deep.get("a") == 1
+    del twin, deep
+    gc.collect()
+    assert cache.get("a") == 1
+    cache.set("c", 3)
+    assert cache.get("c") == 3
+    with pytest.raises(TypeError):
+        pickle.dumps(cache)

@@ -152,3 +152,50 @@ def test_several_threads_with_their_own_loops(cache):
         t.join()
     assert not errors
     assert len(cache) == 400
+
+
+def test_a_cancelled_get_or_set_keeps_its_compute_function_alive(cache):
+    """The compute function is a ctypes callback the library calls on its thread: a task
+    cancelled while it is queued must not let it be collected (it was: SIGSEGV)."""
+    import gc
+
+    def slow():
+        time.sleep(0.2)
+        return "slow"
+
+    def quick():
+        return "quick"
+
+    async def main():
+        first = asyncio.ensure_future(cache.async_get_or_set("a", slow))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(cache.async_get_or_set("b", quick), 0.05)
+        gc.collect()
+        assert await first == "slow"
+        await asyncio.sleep(0.05)
+        assert cache.get("b") == "quick", "the cancelled call still completed"
+
+    run(main())
+    assert not duckcache._caches._pending
+
+
+def test_a_cancelled_pop_puts_its_value_back(cache):
+    """A pop whose caller went away must not drop the value: it is put back (unless
+    the key was written meanwhile)."""
+
+    async def main():
+        for i in range(40):
+            cache.set("job", {"n": i})
+            task = asyncio.ensure_future(cache.async_pop("job"))
+            await asyncio.sleep(0)
+            task.cancel()
+            try:
+                got = await task
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.02)  # the pop's completion reaches the loop
+                assert cache.get("job") == {"n": i}, f"round {i}: the popped value was lost"
+            else:
+                assert got == {"n": i}
+            cache.delete("job")
+
+    run(main())

@@ -182,3 +182,34 @@ def test_nested_key_folders_of_the_original_read_back(tmp_path):
     c = duckcache.KeyAsFolderCache(str(tmp_path))
     assert c.imported_entries == 0 and c.get("user/42") == {"id": 42}
     c.close()
+
+
+def test_opening_an_existing_store_keeps_the_librarys_locks(tmp_path):
+    """Looking for the original's data in cache.db must not open that file in this
+    process: closing any descriptor of it drops the library's POSIX locks, and an
+    ordinary SQLite client (another process) then deletes the WAL under the live handle."""
+    import gc
+    import subprocess
+    import sys
+
+    first = duckcache.PersistentFileCache(str(tmp_path))
+    first.set("k", 1)
+    first.close()
+    del first
+    # A store with no mark yet (as one written before marks existed) is looked at again.
+    (tmp_path / _migrate.SCANNED_MARK).unlink()
+    c = duckcache.PersistentFileCache(str(tmp_path))
+    c.set("a1", 1)
+    gc.collect()
+    wal = tmp_path / "cache.db-wal"
+    assert wal.exists()
+    subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+         "c.execute('select count(*) from sqlite_master').fetchall(); c.close()",
+         str(tmp_path / "cache.db")],
+        check=True,
+    )
+    assert wal.exists(), "an ordinary client deleted the WAL: this process's locks were dropped"
+    c.set("a2", 2)
+    c.close()
+    assert (tmp_path / _migrate.SCANNED_MARK).exists(), "looked at once, then marked"
