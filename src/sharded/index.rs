@@ -159,6 +159,13 @@ pub(super) fn remove(tx: &Transaction, key: &[u8]) -> Result<Option<Placement>> 
         .optional()?)
 }
 
+/// Removes `key`'s row if it places the key in `shard` (a row that has moved on is kept).
+pub(super) fn remove_placed(tx: &Transaction, key: &[u8], shard: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM keys WHERE key = ?1 AND shard = ?2")?
+        .execute(rusqlite::params![key, shard])?;
+    Ok(())
+}
+
 /// Places `key` in `shard`, recording the copy it supersedes in another shard as stale.
 pub(super) fn place(
     tx: &Transaction,

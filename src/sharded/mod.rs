@@ -563,33 +563,54 @@ impl ShardedCache {
                     found.push(format!("shard-{id:06}: {line}"));
                 }
             }
+            // A first pass over a snapshot of the index, without the write lock: other
+            // handles and processes move keys between shards meanwhile, so a key the
+            // snapshot places in a shard that lacks it is only a suspect.
             let placed: Vec<(Vec<u8>, i64)> = {
                 let mut stmt = state.index()?.prepare("SELECT key, shard FROM keys")?;
                 let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
-            let mut lost = Vec::new();
+            let mut suspects = Vec::new();
             for (key, id) in placed {
                 let present = match state.shards.get_existing(id)? {
                     Some(shard) => shard.has(&key)?,
                     None => false,
                 };
                 if !present {
+                    suspects.push((key, id));
+                }
+            }
+            if !suspects.is_empty() {
+                // Each suspect confirmed under the index's write lock, where no writer can
+                // move it; a row is dropped only if it still names the shard that lacks
+                // the key (dropping by key alone lost keys re-set meanwhile).
+                let confirmed = state.transaction(|tx, shards| {
+                    let mut confirmed = Vec::new();
+                    for (key, id) in suspects {
+                        if index::placement(tx, &key)?.map(|p| p.shard) != Some(id) {
+                            continue;
+                        }
+                        let present = match shards.get_existing(id)? {
+                            Some(shard) => shard.has(&key)?,
+                            None => false,
+                        };
+                        if !present {
+                            if repair {
+                                index::remove_placed(tx, &key, id)?;
+                            }
+                            confirmed.push((key, id));
+                        }
+                    }
+                    Ok(confirmed)
+                })?;
+                for (key, id) in confirmed {
                     found.push(format!(
                         "key {}: the index places it in shard-{id:06}, which lacks it{}",
                         String::from_utf8_lossy(&key),
                         if repair { "; index row dropped" } else { "" }
                     ));
-                    lost.push(key);
                 }
-            }
-            if repair && !lost.is_empty() {
-                state.transaction(|tx, _| {
-                    for key in &lost {
-                        index::remove(tx, key)?;
-                    }
-                    Ok(())
-                })?;
             }
             Ok(found)
         })
