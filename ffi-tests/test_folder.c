@@ -6,14 +6,16 @@
 
 static cache_status open_folder(const char *dir, cache_t **out) { return cache_open_folder(dir, 0, out); }
 
-/* Entries directly in `dir`, "." and ".." aside. */
+/* Entries directly in `dir`: ".", ".." and the store's mark (.duckcache-folder) aside. */
 static int count_names(const char *dir) {
     DIR *d = opendir(dir);
     CHECK(d != NULL);
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+            strcmp(e->d_name, ".duckcache-folder") != 0)
+            n++;
     closedir(d);
     return n;
 }

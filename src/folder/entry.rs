@@ -126,6 +126,10 @@ fn is_absent(e: Errno) -> bool {
 
 use crate::disk::DIR_FLAGS;
 
+/// The file that marks a directory as a folder store (written when a handle first opens
+/// it). Its leading dot is never an entry's name (entry names escape a leading dot).
+pub const STORE_MARK: &str = ".duckcache-folder";
+
 impl Root {
     /// Opens the directory `path` (created owner-only, with parents, when missing).
     pub fn open(path: &Path) -> Result<Root> {
@@ -138,10 +142,46 @@ impl Root {
             Mode::empty(),
         )
         .map_err(|e| Error::io(e.into(), "cannot open", path))?;
-        Ok(Root {
+        let root = Root {
             fd,
             path: path.to_owned(),
-        })
+        };
+        root.claim_as_store()?;
+        Ok(root)
+    }
+
+    /// Marks the directory as a folder store ([`STORE_MARK`]), so tools can tell it from
+    /// a folder of someone's files; a directory holding another kind's store is refused
+    /// (its `clear` would remove that store's files as if they were entries).
+    fn claim_as_store(&self) -> Result<()> {
+        let exists = |name: &str| rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        if exists(STORE_MARK) {
+            return Ok(());
+        }
+        for (file, kind) in [("cache.db", "file"), ("index.db", "sharded")] {
+            if exists(file) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArg,
+                    format!(
+                        "{} holds a {kind} cache ({file}), not a folder cache: open it as {kind}:{}",
+                        self.path.display(),
+                        self.path.display()
+                    ),
+                ));
+            }
+        }
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(&self.fd, STORE_MARK, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => {
+                let _ = rustix::io::write(&fd, b"a duckcache folder cache: one folder per key\n");
+                Ok(())
+            }
+            Err(Errno::EXIST) => Ok(()),
+            // A directory this process may read but not write is still a store to read.
+            Err(Errno::ACCESS | Errno::PERM | Errno::ROFS) => Ok(()),
+            Err(e) => Err(self.error(e, "cannot create", STORE_MARK)),
+        }
     }
 
     fn error(&self, e: Errno, what: &str, name: &str) -> Error {

@@ -14,6 +14,8 @@
 mod entry;
 pub mod naming;
 
+pub use entry::STORE_MARK;
+
 use crate::backend::{Backend, Change, Current, Decide, KeyPage, KeyVisit, Lookup, Remaining};
 use crate::backend::{Stats, Visit, KEY_PAGE};
 use crate::clock::wall_now;
@@ -399,7 +401,9 @@ impl Backend for FolderCache {
         let removed = self.with_root(|root| {
             let mut removed = 0;
             for name in root.list()? {
-                if !naming::is_entry_name(&name) {
+                // Only entries go: a name that could be a key but holds something else
+                // (a user's file or folder in a directory opened as a cache) stays.
+                if !naming::is_entry_name(&name) || !Self::holds_an_entry(root, &name)? {
                     continue;
                 }
                 let tmp = Root::new_tmp_name();
@@ -643,8 +647,8 @@ impl FolderCache {
         self.with_root(|root| {
             let mut found = Vec::new();
             for name in root.list()? {
-                if name.starts_with(TMP_PREFIX) {
-                    continue; // a working folder: removed at open when stale
+                if name.starts_with(TMP_PREFIX) || name == STORE_MARK {
+                    continue; // a working folder (removed at open when stale), the mark
                 }
                 if !naming::is_entry_name(&name) {
                     found.push(format!("{name}: not an entry name (left alone)"));
@@ -656,7 +660,12 @@ impl FolderCache {
                 };
                 let problem = match root.read_meta(folder.as_fd(), &name) {
                     Err(e) => Some(e.message().to_owned()),
-                    Ok(None) => Some("no metadata".to_owned()),
+                    Ok(None) => {
+                        // No metadata: not an entry (someone's folder), or one caught
+                        // mid-replacement; either way not this check's to remove.
+                        found.push(format!("{name}: a folder with no metadata (left alone)"));
+                        continue;
+                    }
                     Ok(Some(meta)) if naming::encode(&meta.key) != name => {
                         Some("its metadata names another key".to_owned())
                     }
@@ -715,6 +724,20 @@ impl FolderCache {
             self.with_root(|root| Self::read(root, key, false))?,
             Found::Live(..)
         ))
+    }
+
+    /// True when `name` is a folder whose metadata names the key `name` encodes (or is
+    /// damaged: an entry of this cache that a read would report and remove); false for
+    /// a plain file, a link, or a folder with no metadata.
+    fn holds_an_entry(root: &Root, name: &str) -> Result<bool> {
+        let Some(folder) = root.open_folder(name)? else {
+            return Ok(false);
+        };
+        Ok(match root.read_meta(folder.as_fd(), name) {
+            Ok(Some(meta)) => naming::encode(&meta.key) == name,
+            Ok(None) => false,
+            Err(e) => e.kind() == ErrorKind::Corrupt,
+        })
     }
 
     /// The live keys starting with `prefix` among the entry folders `names`.

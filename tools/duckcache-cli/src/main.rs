@@ -2,7 +2,9 @@
 //!
 //! The target is any `cache_open` URI (`file:/var/cache/app`, `sharded:…`, `folder:…`,
 //! `redis://…`) or a plain folder, whose kind is found from what it holds (`cache.db`: a
-//! file cache; `index.db`: a sharded cache; otherwise a folder cache). Tables for people,
+//! file cache; `index.db`: a sharded cache; `.duckcache-folder`: a folder cache; anything
+//! else is refused, so a folder of someone's files is never taken for a cache and
+//! cleared). Tables for people,
 //! `--json` for scripts; exit codes: 0 done, 1 the operation failed or found damage, 2 bad
 //! usage.
 
@@ -83,9 +85,35 @@ impl<E: std::fmt::Display> From<E> for Failed {
     }
 }
 
+/// A target that is not a store of the kind asked: said, and exit code 2 (bad usage).
+struct NotAStore(String);
+
+/// Why `run` stopped.
+enum Stop {
+    Failed(Failed),
+    NotAStore(NotAStore),
+}
+
+impl From<Failed> for Stop {
+    fn from(f: Failed) -> Self {
+        Stop::Failed(f)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let opened = match open_target(&cli.target) {
+        Ok(opened) => opened,
+        Err(Stop::NotAStore(NotAStore(message))) => {
+            eprintln!("duckcache: {message}");
+            return ExitCode::from(2);
+        }
+        Err(Stop::Failed(Failed(message))) => {
+            eprintln!("duckcache: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    match run(&cli, opened) {
         Ok(code) => code,
         Err(Failed(message)) => {
             eprintln!("duckcache: {message}");
@@ -95,7 +123,7 @@ fn main() -> ExitCode {
 }
 
 /// Opens the target: a URI as cache_open reads it, or a folder by what it holds.
-fn open_target(target: &str) -> Result<Opened, Failed> {
+fn open_target(target: &str) -> Result<Opened, Stop> {
     let scheme = target.split_once(':').map(|(s, _)| s);
     let uri = match scheme {
         Some("memory" | "file" | "sharded" | "folder" | "redis" | "rediss" | "redis+unix") => {
@@ -106,14 +134,21 @@ fn open_target(target: &str) -> Result<Opened, Failed> {
             if !dir.is_dir() {
                 return Err(Failed(format!(
                     "{target}: no such cache folder (give a folder or a URI such as file:/var/cache/app)"
-                )));
+                ))
+                .into());
             }
             let kind = if dir.join("cache.db").is_file() {
                 "file"
             } else if dir.join("index.db").is_file() {
                 "sharded"
-            } else {
+            } else if dir.join(duckcache::folder::STORE_MARK).is_file() {
                 "folder"
+            } else {
+                return Err(Stop::NotAStore(NotAStore(format!(
+                    "{target} is not a duckcache store (it has no cache.db, index.db or {}); \
+                     to use it as one, name the kind: folder:{target}, file:{target} or sharded:{target}",
+                    duckcache::folder::STORE_MARK
+                ))));
             };
             let path = dir
                 .to_str()
@@ -122,7 +157,11 @@ fn open_target(target: &str) -> Result<Opened, Failed> {
             format!("{kind}:{escaped}")
         }
     };
-    Ok(open_kind(&uri)?)
+    open_kind(&uri).map_err(|e| match e.kind() {
+        // Refused by the store itself: another kind's directory, a bad URI.
+        duckcache::ErrorKind::InvalidArg => Stop::NotAStore(NotAStore(e.to_string())),
+        _ => Stop::Failed(e.into()),
+    })
 }
 
 fn kind_name(opened: &Opened) -> &'static str {
@@ -191,8 +230,7 @@ fn count_files(dir: &Path, filter: impl Fn(&str) -> bool) -> u64 {
     })
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, Failed> {
-    let opened = open_target(&cli.target)?;
+fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
     let cache = opened.backend();
     let out = &mut std::io::stdout().lock();
     match &cli.command {

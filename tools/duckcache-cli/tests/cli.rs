@@ -230,8 +230,9 @@ fn bad_usage_is_exit_code_2_and_failures_1() {
     let out = duckcache(&[&s.at("no-such-folder"), "stats"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such cache folder"));
+    // A URI the library refuses is bad usage too.
     let out = duckcache(&["file:/tmp/x?colour=red", "stats"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
     let out = duckcache(&[
         &format!("file:{}", s.at("f")),
@@ -245,4 +246,45 @@ fn bad_usage_is_exit_code_2_and_failures_1() {
     for sub in ["stats", "ls", "get", "check", "export", "import"] {
         assert!(ok(&["x", sub, "--help"]).contains("Usage"), "{sub}");
     }
+}
+
+#[test]
+fn a_folder_that_is_not_a_store_is_refused_and_its_files_kept() {
+    let s = Scratch::new("not-a-store");
+    let user = s.0.join("user");
+    std::fs::create_dir_all(user.join("photos")).unwrap();
+    std::fs::write(user.join("photos/img.jpg"), "a").unwrap();
+    std::fs::write(user.join("notes.txt"), "n").unwrap();
+    let target = s.at("user");
+    for sub in [vec!["clear"], vec!["check", "--repair"], vec!["stats"]] {
+        let mut args = vec![target.as_str()];
+        args.extend(sub.iter().copied());
+        let out = duckcache(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a duckcache store"));
+    }
+    assert!(user.join("photos/img.jpg").exists() && user.join("notes.txt").exists());
+
+    // Another kind's store named as a folder cache: refused, its database kept.
+    let file = format!("file:{}", s.at("filestore"));
+    ok(&[&file, "set", "k", "v"]);
+    let out = duckcache(&[&format!("folder:{}", s.at("filestore")), "clear"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds a file cache"));
+    assert_eq!(ok(&[&file, "get", "k"]), "v");
+
+    // Named explicitly as a folder cache, the folder becomes one; clear and repair
+    // touch entries only: a user's file, a folder of files, a folder holding a file
+    // named `value` all stay.
+    std::fs::create_dir_all(user.join("mine")).unwrap();
+    std::fs::write(user.join("mine/value"), "not an entry").unwrap();
+    let folder = format!("folder:{target}");
+    ok(&[&folder, "set", "entry", "1"]);
+    ok(&[&folder, "check", "--repair"]);
+    ok(&[&folder, "clear"]);
+    assert!(duckcache(&[&folder, "get", "entry"]).status.code() == Some(1));
+    assert!(user.join("photos/img.jpg").exists() && user.join("notes.txt").exists());
+    assert!(user.join("mine/value").exists());
+    // Marked now: the plain path finds it.
+    assert_eq!(json(&[&target, "stats"])["kind"], "folder");
 }
