@@ -98,11 +98,10 @@ pub fn open_kind(uri: &str) -> Result<Opened> {
         }
         "sharded" => {
             let dir = directory(scheme, location)?;
-            let shard_size_limit = params.size("shard_size_limit", crate::sharded::DEFAULT_SHARD_SIZE)?;
-            if shard_size_limit == 0 {
-                return Err(Error::invalid_arg("shard_size_limit must be more than 0"));
-            }
-            let max_open = params.number("max_open_shards", 128)?;
+            // 0 (or absent) means the default, as in cache_open_sharded, the shorthand of
+            // this URI: ShardedCache decides both.
+            let shard_size_limit = params.size("shard_size_limit", 0)?;
+            let max_open = params.number("max_open_shards", 0)?;
             let options = params.sqlite_options()?;
             params.finish(scheme)?;
             let max_open = u32::try_from(max_open).map_err(|_| too_big("max_open_shards"))?;
@@ -352,6 +351,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sharded_zero_means_the_default_as_in_the_v1_call() {
+        let dir = std::env::temp_dir().join(format!("duckcache-uri-zero-{}", std::process::id()));
+        let uri = format!(
+            "sharded:{}?shard_size_limit=0&max_open_shards=0",
+            dir.display()
+        );
+        match open_kind(&uri).expect("0 is the default") {
+            Opened::Sharded(c) => {
+                assert_eq!(c.shard_size_limit(), crate::sharded::DEFAULT_SHARD_SIZE)
+            }
+            _ => panic!("not sharded"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("0"), Ok(0));
         assert_eq!(parse_size("1500"), Ok(1500));
@@ -388,7 +403,6 @@ mod tests {
         assert!(refused("file:/tmp/a%zzb").contains("'%'"));
         assert!(refused("file:/tmp/a%00b").contains("NUL"));
         assert!(refused("folder:/tmp/x?max_open=99999999999").contains("max_open"));
-        assert!(refused("sharded:/tmp/x?shard_size_limit=0").contains("shard_size_limit"));
         assert!(refused("folder:/tmp/x?size_limit=1").contains("unknown parameter \"size_limit\""));
         assert!(refused("redis://127.0.0.1:1?ca_file=/x").contains("rediss"));
         assert!(refused("rediss://127.0.0.1:1?ca_file=/no/such/ca.pem").contains("cannot be read"));
@@ -400,13 +414,16 @@ mod tests {
     #[test]
     fn paths_decode_and_kinds_open() {
         let tmp = std::env::temp_dir().join(format!("duckcache-uri-{}", std::process::id()));
-        let dir = tmp.join("a?b c");
-        let encoded = dir
-            .display()
-            .to_string()
-            .replace('?', "%3F")
-            .replace(' ', "%20");
+        let encode = |dir: &std::path::Path| {
+            dir.display()
+                .to_string()
+                .replace('?', "%3F")
+                .replace(' ', "%20")
+        };
+        // One directory per kind: a folder store refuses a file store's directory.
         for scheme in ["file", "sharded", "folder"] {
+            let dir = tmp.join(scheme).join("a?b c");
+            let encoded = encode(&dir);
             let uri = format!("{scheme}://{}/{}", "", encoded.trim_start_matches('/'));
             let c = open(&uri).unwrap_or_else(|e| panic!("{uri}: {e:?}"));
             c.set(b"k", b"v", crate::Ttl::Never).unwrap();
@@ -415,7 +432,7 @@ mod tests {
         }
         let c = open(&format!(
             "file:{}?size_limit=1KiB&sync=full&busy_timeout_ms=50",
-            encoded
+            encode(&tmp.join("file").join("a?b c"))
         ))
         .unwrap();
         let big = vec![0u8; 2000];

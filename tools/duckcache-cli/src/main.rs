@@ -500,16 +500,28 @@ fn import(cache: &dyn Backend, reader: Box<dyn BufRead>) -> Result<u64, Failed> 
             B64.decode(text)
                 .map_err(|e| Failed(format!("line {at}: {field}: {e}")))
         };
-        let flags = entry["flags"]
-            .as_u64()
-            .and_then(|f| u32::try_from(f).ok())
-            .unwrap_or(0);
+        // Absent: 0. Anything but a whole number from 0 to 2^32-1 stops the import (it
+        // was read as 0 before: a value's meaning silently changed).
+        let flags = match &entry["flags"] {
+            Value::Null => 0,
+            f => f
+                .as_u64()
+                .and_then(|f| u32::try_from(f).ok())
+                .ok_or_else(|| {
+                    Failed(format!(
+                        "line {at}: flags must be a whole number from 0 to 4294967295, not {f}"
+                    ))
+                })?,
+        };
+        // The seconds the entry had left when exported; null: it never expires. None
+        // left (0 or less): it had expired, and is not brought back.
         let ttl = match &entry["ttl"] {
             Value::Null => Ttl::Never,
-            t => Ttl::from_seconds(
-                t.as_f64()
-                    .ok_or_else(|| Failed(format!("line {at}: ttl is not a number")))?,
-            )?,
+            t => match t.as_f64() {
+                Some(left) if left.is_finite() && left <= 0.0 => continue,
+                Some(left) if !left.is_nan() => Ttl::from_seconds(left)?,
+                _ => return Err(Failed(format!("line {at}: ttl is not a number: {t}"))),
+            },
         };
         batch.push((bytes("key")?, bytes("value")?, ttl, flags));
         count += 1;

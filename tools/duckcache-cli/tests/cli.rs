@@ -288,3 +288,46 @@ fn a_folder_that_is_not_a_store_is_refused_and_its_files_kept() {
     // Marked now: the plain path finds it.
     assert_eq!(json(&[&target, "stats"])["kind"], "folder");
 }
+
+#[test]
+fn import_refuses_bad_flags_and_leaves_expired_entries_out() {
+    let s = Scratch::new("import-strict");
+    let target = format!("file:{}", s.at("store"));
+    for (flags, shown) in [
+        ("4294967301", "4294967301"),
+        ("-1", "-1"),
+        ("\"7\"", "\"7\""),
+        ("1.5", "1.5"),
+    ] {
+        let path = s.at("bad.jsonl");
+        std::fs::write(
+            &path,
+            format!("{{\"duckcache_export\":1}}\n{{\"key\":\"aw==\",\"value\":\"dg==\",\"flags\":{flags},\"ttl\":null}}\n"),
+        )
+        .unwrap();
+        let out = duckcache(&[&target, "import", &path]);
+        assert_eq!(out.status.code(), Some(1), "flags {flags}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("line 2") && err.contains(shown), "{err}");
+    }
+    assert_eq!(
+        duckcache(&[&target, "get", "k"]).status.code(),
+        Some(1),
+        "nothing stored"
+    );
+    let path = s.at("expired.jsonl");
+    std::fs::write(
+        &path,
+        "{\"duckcache_export\":1}\n\
+         {\"key\":\"Z29uZQ==\",\"value\":\"dg==\",\"flags\":0,\"ttl\":-3.5}\n\
+         {\"key\":\"a2VwdA==\",\"value\":\"dg==\",\"ttl\":100}\n",
+    )
+    .unwrap();
+    assert_eq!(json(&[&target, "import", &path])["imported"], 1);
+    assert_eq!(
+        duckcache(&[&target, "get", "gone"]).status.code(),
+        Some(1),
+        "expired stays out"
+    );
+    assert_eq!(ok(&[&target, "get", "kept"]), "v");
+}
