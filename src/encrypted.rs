@@ -194,11 +194,16 @@ impl Backend for EncryptedCache {
     }
 
     /// The decision sees the opened value and its answer is sealed. A stored value that
-    /// fails authentication fails the update with `Corrupt` and changes nothing.
+    /// fails authentication fails the update with `Corrupt` and is removed, as a get
+    /// removes it (the contract: such a value is removed, never used).
     fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
-        self.inner.update(key, &mut |current| {
+        let mut damaged = false;
+        let updated = self.inner.update(key, &mut |current| {
             let opened = match current {
-                Some(c) => Some((self.secret.open(c.value)?, c.flags)),
+                Some(c) => Some((
+                    self.secret.open(c.value).inspect_err(|_| damaged = true)?,
+                    c.flags,
+                )),
                 None => None,
             };
             let current = opened.as_ref().map(|(value, flags)| Current {
@@ -213,7 +218,11 @@ impl Backend for EncryptedCache {
                     ttl,
                 },
             })
-        })
+        });
+        if damaged {
+            let _ = self.inner.delete(key);
+        }
+        updated
     }
 
     fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
@@ -241,22 +250,25 @@ impl Backend for EncryptedCache {
         self.inner.touch(key, ttl)
     }
 
+    /// Every value that fails authentication is removed (not only the last one seen),
+    /// and the call fails with `Corrupt`.
     fn get_many(&self, keys: &[&[u8]], visit: &mut VisitMany) -> Result<()> {
-        let mut damaged = None;
+        let mut damaged = Vec::new();
+        let mut error = None;
         self.inner.get_many(
             keys,
             &mut |i, sealed, flags| match self.secret.open(sealed) {
                 Ok(plain) => visit(i, &plain, flags),
-                Err(e) => damaged = Some((i, e)),
+                Err(e) => {
+                    damaged.push(keys[i]);
+                    error.get_or_insert(e);
+                }
             },
         )?;
-        match damaged {
-            Some((i, e)) => {
-                let _ = self.inner.delete(keys[i]);
-                Err(e)
-            }
-            None => Ok(()),
+        if !damaged.is_empty() {
+            let _ = self.inner.delete_many(&damaged);
         }
+        error.map_or(Ok(()), Err)
     }
 
     fn set_many(&self, entries: &[EntryRef]) -> Result<()> {
@@ -336,6 +348,34 @@ mod tests {
 
         inner.set(b"short", b"too short", Ttl::Never).unwrap();
         assert_eq!(c.get_vec(b"short").unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn every_damaged_value_a_bulk_get_or_an_incr_meets_is_removed() {
+        let inner: Arc<dyn Backend> = Arc::new(MemoryCache::new(0));
+        let wrong = EncryptedCache::new(inner.clone(), &[9u8; 32]).unwrap();
+        for k in [&b"a"[..], b"b", b"c", b"n"] {
+            wrong.set(k, b"1", Ttl::Never).unwrap();
+        }
+        let c = EncryptedCache::new(inner.clone(), &[7u8; 32]).unwrap();
+        let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+        let e = c
+            .get_many(&keys, &mut |_, _, _| panic!("never handed out"))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        for k in keys {
+            assert!(!inner.has(k).unwrap(), "{k:?} left behind");
+        }
+        assert_eq!(
+            c.incr(b"n", 1, Ttl::Never).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        assert!(!inner.has(b"n").unwrap(), "the incr left the damaged value");
+        assert_eq!(
+            c.incr(b"n", 1, Ttl::Never).unwrap(),
+            1,
+            "a fresh counter after"
+        );
     }
 
     #[test]
