@@ -222,8 +222,10 @@ cache_status cache_get_many(struct cache_t *c,
 
 // Stores n entries, all or nothing: on CACHE_OK every entry is stored (a key repeated:
 // the last one wins); on any error none is. The persistent kinds write them in one
-// transaction, so n sets cost about one commit. An entry that can never fit:
-// CACHE_ERR_TOO_LARGE; a NaN ttl: CACHE_ERR_INVALID_ARG (nothing stored).
+// transaction, so n sets cost about one commit. An entry that can never fit, or a batch
+// the cache cannot hold all at once (more bytes than its size limit or max_bytes, more
+// keys than max_keys; stored, it would evict itself): CACHE_ERR_TOO_LARGE; a NaN ttl:
+// CACHE_ERR_INVALID_ARG (nothing stored).
 cache_status cache_set_many(struct cache_t *c, const struct cache_entry *entries, size_t n);
 
 // Removes n keys (in one transaction on the persistent kinds); *deleted (may be NULL)

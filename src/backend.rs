@@ -27,6 +27,46 @@ pub struct Stats {
 
 /// Refuses an entry of `size` bytes (key and value) that can never fit under `limit`
 /// (0 = no limit) with `TooLarge`; `holder` names what holds at most `limit` bytes.
+/// The bytes of keys and values, and the number of keys, a bulk set leaves stored: the
+/// last entry of each key, dead-on-arrival ones aside.
+fn batch_footprint(entries: &[EntryRef]) -> (u64, u64) {
+    let mut last = std::collections::HashMap::with_capacity(entries.len());
+    for e in entries {
+        last.insert(e.key, e);
+    }
+    last.values()
+        .filter(|e| !e.ttl.is_expired_at_once())
+        .fold((0, 0), |(bytes, keys), e| {
+            (bytes + (e.key.len() + e.value.len()) as u64, keys + 1)
+        })
+}
+
+/// `TooLarge` for a bulk set that needs more than `max_bytes` bytes or `max_keys` keys
+/// (0: no bound) at once in `holder`.
+pub(crate) fn check_batch_fits(
+    entries: &[EntryRef],
+    max_bytes: u64,
+    max_keys: u64,
+    holder: &str,
+) -> Result<()> {
+    if max_bytes == 0 && max_keys == 0 {
+        return Ok(());
+    }
+    let (bytes, keys) = batch_footprint(entries);
+    let refuse = |what: String| Err(Error::new(ErrorKind::TooLarge, what));
+    if max_bytes != 0 && bytes > max_bytes {
+        return refuse(format!(
+            "the batch is {bytes} bytes and {holder} holds at most {max_bytes}: nothing stored"
+        ));
+    }
+    if max_keys != 0 && keys > max_keys {
+        return refuse(format!(
+            "the batch has {keys} keys and {holder} holds at most {max_keys}: nothing stored"
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_fits(size: u64, limit: u64, holder: &str) -> Result<()> {
     if limit != 0 && size > limit {
         return Err(Error::new(
@@ -388,6 +428,7 @@ pub trait Backend: Send + Sync {
         for e in entries {
             self.check_entry(e.key, e.value)?;
         }
+        self.check_batch(entries)?;
         for e in entries {
             self.set_flagged(e.key, e.value, e.ttl, e.flags)?;
         }
@@ -396,6 +437,13 @@ pub trait Backend: Send + Sync {
 
     /// Refuses an entry this store can never hold (`TooLarge`), before a bulk set.
     fn check_entry(&self, _key: &[u8], _value: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Refuses a bulk set this store cannot hold all at once (`TooLarge`): stored, its
+    /// later entries would evict its earlier ones, and an acknowledged batch would be
+    /// partly gone on return. See [`check_batch_fits`].
+    fn check_batch(&self, _entries: &[EntryRef]) -> Result<()> {
         Ok(())
     }
 

@@ -341,3 +341,10 @@ fn locks_survive_another_handle_and_save() {
         &dir.path().join("cache.db"),
     );
 }
+
+#[test]
+fn a_batch_larger_than_the_size_limit_is_refused_whole() {
+    let dir = TempDir::new("batch-limit");
+    let c = FileCache::open(dir.path(), 10_000).unwrap();
+    common::check_a_batch_that_cannot_fit_is_refused(&c, 10, 1000);
+}

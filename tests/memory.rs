@@ -371,3 +371,13 @@ fn gets_sharing_a_shard_read_whole_values_and_count_every_lookup() {
         c.check_invariants().unwrap();
     }
 }
+
+#[test]
+fn a_batch_the_bounds_cannot_hold_is_refused_whole() {
+    common::check_a_batch_that_cannot_fit_is_refused(
+        &MemoryCache::with_limits(0, 10_000),
+        10,
+        1000,
+    );
+    common::check_a_batch_that_cannot_fit_is_refused(&MemoryCache::new(3), 3, 100);
+}

@@ -95,8 +95,10 @@ pub unsafe extern "C" fn cache_get_many(
 
 /// Stores n entries, all or nothing: on CACHE_OK every entry is stored (a key repeated:
 /// the last one wins); on any error none is. The persistent kinds write them in one
-/// transaction, so n sets cost about one commit. An entry that can never fit:
-/// CACHE_ERR_TOO_LARGE; a NaN ttl: CACHE_ERR_INVALID_ARG (nothing stored).
+/// transaction, so n sets cost about one commit. An entry that can never fit, or a batch
+/// the cache cannot hold all at once (more bytes than its size limit or max_bytes, more
+/// keys than max_keys; stored, it would evict itself): CACHE_ERR_TOO_LARGE; a NaN ttl:
+/// CACHE_ERR_INVALID_ARG (nothing stored).
 #[no_mangle]
 pub unsafe extern "C" fn cache_set_many(
     c: *mut cache_t,

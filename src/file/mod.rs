@@ -450,10 +450,15 @@ impl Backend for FileCache {
         )
     }
 
+    fn check_batch(&self, entries: &[EntryRef]) -> Result<()> {
+        crate::backend::check_batch_fits(entries, self.size_limit, 0, "the cache")
+    }
+
     fn set_many(&self, entries: &[EntryRef]) -> Result<()> {
         for e in entries {
             self.check_entry(e.key, e.value)?;
         }
+        self.check_batch(entries)?;
         let now = wall_now();
         // Dead-on-arrival entries remove the key instead (after the stores, so a later
         // one in the list still wins), in the same transaction as the rest.

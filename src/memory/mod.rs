@@ -849,6 +849,10 @@ impl Backend for MemoryCache {
         )
     }
 
+    fn check_batch(&self, entries: &[crate::backend::EntryRef]) -> Result<()> {
+        crate::backend::check_batch_fits(entries, self.max_bytes, self.max_keys, "the cache")
+    }
+
     fn close(&self) -> Result<()> {
         let mut removed = 0;
         for cell in self.shards.iter() {

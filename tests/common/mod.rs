@@ -319,3 +319,41 @@ pub fn check_locks_survive_another_handle_and_save(open: &dyn Fn() -> Box<dyn Ba
     set(&*a, "k", "v1");
     assert_eq!(get(&*a, "k").as_deref(), Some(&b"v1"[..]));
 }
+
+/// A bulk set the cache cannot hold all at once is refused whole (TooLarge, nothing
+/// stored), where it used to return OK with its earlier entries evicted by its later
+/// ones; `bound` entries of `each` bytes (key and value) still fit, one more does not.
+pub fn check_a_batch_that_cannot_fit_is_refused(c: &dyn Backend, bound: usize, each: usize) {
+    use duckcache::backend::EntryRef;
+    let keys: Vec<Vec<u8>> = (0..=bound)
+        .map(|i| format!("b{i:05}").into_bytes())
+        .collect();
+    let value = vec![7u8; each - keys[0].len()];
+    let entries = |n: usize| -> Vec<EntryRef> {
+        keys[..n]
+            .iter()
+            .map(|k| EntryRef {
+                key: k,
+                value: &value,
+                ttl: Ttl::Never,
+                flags: 0,
+            })
+            .collect()
+    };
+    let e = c.set_many(&entries(bound + 1)).unwrap_err();
+    assert_eq!(e.kind(), duckcache::ErrorKind::TooLarge, "{e:?}");
+    assert!(keys.iter().all(|k| !c.has(k).unwrap()), "nothing stored");
+    // The same key twice counts once (the last wins); a batch that fits is stored whole.
+    let mut fits = entries(bound);
+    fits.push(EntryRef {
+        key: &keys[0],
+        value: &value,
+        ttl: Ttl::Never,
+        flags: 0,
+    });
+    c.set_many(&fits).unwrap();
+    assert!(
+        keys[..bound].iter().all(|k| c.has(k).unwrap()),
+        "all of a batch that fits"
+    );
+}
