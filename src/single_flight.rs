@@ -4,7 +4,9 @@
 //!
 //! The table of flights in progress is per handle and keyed by the key's bytes. A thread
 //! that asks again for a key it is itself computing (a compute calling get_or_compute on
-//! the same key and handle) is told so instead of waiting for itself forever.
+//! the same key and handle) is told so instead of waiting for itself forever; so is one
+//! whose wait would close a circle of waits on the handle (the compute of A asks for B
+//! while B's asks for A: each leader would wait for the other forever).
 
 use crate::sync::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -13,9 +15,34 @@ use std::thread::ThreadId;
 
 /// The flights of one handle; `T` is the outcome every waiter receives.
 pub struct SingleFlight<T> {
-    flights: Mutex<HashMap<Vec<u8>, Arc<Flight<T>>>>,
+    flights: Mutex<Table<T>>,
     /// The outcome waiters get when a leader unwinds without finishing.
     abandoned: fn() -> T,
+}
+
+struct Table<T> {
+    flights: HashMap<Vec<u8>, Arc<Flight<T>>>,
+    /// Each thread waiting for a flight of this handle, and that flight's leader.
+    waiting_for: HashMap<ThreadId, ThreadId>,
+}
+
+impl<T> Table<T> {
+    /// True when `me` waiting for `leader` would close a circle: `leader` waits (through
+    /// the leaders it waits for) for `me`.
+    fn would_close_a_circle(&self, me: ThreadId, leader: ThreadId) -> bool {
+        let mut at = leader;
+        // Each step follows one waiting thread, so a chain is at most that long.
+        for _ in 0..=self.waiting_for.len() {
+            if at == me {
+                return true;
+            }
+            match self.waiting_for.get(&at) {
+                Some(&next) => at = next,
+                None => return false,
+            }
+        }
+        false
+    }
 }
 
 struct Flight<T> {
@@ -30,7 +57,8 @@ pub enum Role<'a, T: Clone> {
     Leader(Leader<'a, T>),
     /// Another thread computed; this is its outcome.
     Follower(T),
-    /// The calling thread is already computing this key.
+    /// The calling thread is already computing this key, or waiting would close a
+    /// circle of computes waiting for each other.
     Reentered,
 }
 
@@ -45,7 +73,10 @@ pub struct Leader<'a, T: Clone> {
 impl<T: Clone> SingleFlight<T> {
     pub fn new(abandoned: fn() -> T) -> Self {
         SingleFlight {
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(Table {
+                flights: HashMap::new(),
+                waiting_for: HashMap::new(),
+            }),
             abandoned,
         }
     }
@@ -54,17 +85,22 @@ impl<T: Clone> SingleFlight<T> {
     pub fn join(&self, key: &[u8]) -> Role<'_, T> {
         let me = std::thread::current().id();
         let flight = {
-            let mut flights = self.flights.lock();
-            match flights.get(key) {
+            let mut table = self.flights.lock();
+            match table.flights.get(key) {
                 Some(f) if f.leader == me => return Role::Reentered,
-                Some(f) => f.clone(),
+                Some(f) if table.would_close_a_circle(me, f.leader) => return Role::Reentered,
+                Some(f) => {
+                    let f = f.clone();
+                    table.waiting_for.insert(me, f.leader);
+                    f
+                }
                 None => {
                     let flight = Arc::new(Flight {
                         leader: me,
                         outcome: Mutex::new(None),
                         done: Condvar::new(),
                     });
-                    flights.insert(key.to_vec(), flight.clone());
+                    table.flights.insert(key.to_vec(), flight.clone());
                     return Role::Leader(Leader {
                         table: self,
                         key: key.to_vec(),
@@ -74,18 +110,22 @@ impl<T: Clone> SingleFlight<T> {
                 }
             }
         };
-        let mut outcome = flight.outcome.lock();
-        loop {
-            if let Some(done) = outcome.as_ref() {
-                return Role::Follower(done.clone());
+        let done = {
+            let mut outcome = flight.outcome.lock();
+            loop {
+                if let Some(done) = outcome.as_ref() {
+                    break done.clone();
+                }
+                flight.done.wait(&mut outcome);
             }
-            flight.done.wait(&mut outcome);
-        }
+        };
+        self.flights.lock().waiting_for.remove(&me);
+        Role::Follower(done)
     }
 
     /// Flights in progress (for tests).
     pub fn in_flight(&self) -> usize {
-        self.flights.lock().len()
+        self.flights.lock().flights.len()
     }
 }
 
@@ -99,7 +139,7 @@ impl<T: Clone> Leader<'_, T> {
         self.finished = true;
         // Off the table first: a caller arriving now reads the store (which the leader
         // has written) or leads a new flight; it never waits on a finished one.
-        self.table.flights.lock().remove(&self.key);
+        self.table.flights.lock().flights.remove(&self.key);
         *self.flight.outcome.lock() = Some(outcome);
         self.flight.done.notify_all();
     }
@@ -149,6 +189,38 @@ mod tests {
         });
         // All joined within the leader's 50 ms, so there was one flight.
         assert_eq!(computed.load(Ordering::SeqCst), 1);
+        assert_eq!(table.in_flight(), 0);
+    }
+
+    #[test]
+    fn two_leaders_asking_for_each_others_key_are_told_instead_of_waiting_forever() {
+        let table = SingleFlight::new(|| -1i64);
+        let barrier = Barrier::new(2);
+        std::thread::scope(|s| {
+            let run = |mine: &'static [u8], theirs: &'static [u8]| {
+                let (table, barrier) = (&table, &barrier);
+                s.spawn(move || {
+                    let Role::Leader(leader) = table.join(mine) else {
+                        panic!("each leads its own key")
+                    };
+                    barrier.wait();
+                    // The compute of `mine` asks for `theirs`, whose compute asks for
+                    // `mine`: one of the two waits, the other is told (and so finishes,
+                    // which ends the first one's wait).
+                    let inner = match table.join(theirs) {
+                        Role::Reentered => 0,
+                        Role::Follower(v) => v,
+                        Role::Leader(_) => panic!("{theirs:?} is in flight"),
+                    };
+                    leader.finish(1 + inner);
+                    inner
+                })
+            };
+            let (a, b) = (run(b"a", b"b"), run(b"b", b"a"));
+            let mut got = [a.join().unwrap(), b.join().unwrap()];
+            got.sort();
+            assert_eq!(got, [0, 1], "one was told, the other got its outcome");
+        });
         assert_eq!(table.in_flight(), 0);
     }
 
