@@ -40,6 +40,12 @@ pub fn mono_now() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC, false).max(1)
 }
 
+/// Nanoseconds on CLOCK_MONOTONIC_COARSE: the last timer tick's value, a fraction of
+/// the precise clock's cost, for checks that only need to run now and then.
+pub fn mono_coarse_now() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE, false)
+}
+
 /// How far CLOCK_MONOTONIC_COARSE may lag CLOCK_MONOTONIC: its resolution (one timer
 /// tick), doubled for safety.
 fn coarse_lag() -> u64 {

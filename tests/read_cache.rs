@@ -350,3 +350,46 @@ fn sharded_a_gap_in_the_log_drops_everything() {
         dir.path().display()
     ));
 }
+
+/// The store's database removed under a warm reader and made anew by another handle
+/// (the sharded index is rebuilt from its shards): the reader's cache followed the
+/// removed file, whose header never moves again, and served the old values forever.
+/// It must notice the new file within its check interval (10 ms).
+fn check_a_replaced_store_file_is_followed(scheme: &str, db: &str) {
+    let dir = TempDir::new("read-cache-replaced");
+    let plain = format!("{scheme}:{}", dir.path().display());
+    let reader = uri::open(&format!("{plain}?read_cache=1MiB")).unwrap();
+    let first = uri::open(&plain).unwrap();
+    first.set(b"k", b"old", Ttl::Never).unwrap();
+    first.set(b"k2", b"old2", Ttl::Never).unwrap();
+    for _ in 0..3 {
+        assert_eq!(reader.get_vec(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+        assert_eq!(
+            reader.get_vec(b"k2").unwrap().as_deref(),
+            Some(&b"old2"[..])
+        );
+    }
+    first.close().unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{db}{suffix}")));
+    }
+    let writer = uri::open(&plain).unwrap();
+    writer.set(b"k", b"new", Ttl::Never).unwrap();
+    writer.delete(b"k2").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    for round in 0..50 {
+        assert_eq!(
+            reader.get_vec(b"k").unwrap().as_deref(),
+            Some(&b"new"[..]),
+            "round {round}"
+        );
+        assert_eq!(reader.get_vec(b"k2").unwrap(), None, "round {round}");
+    }
+    reader.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn sharded_follows_an_index_made_anew() {
+    check_a_replaced_store_file_is_followed("sharded", "index.db");
+}

@@ -24,6 +24,14 @@
 //! change is never cached after the change's record was applied; one cached before it
 //! is dropped by it. This handle's own writes are logged and seen the same way.
 //!
+//! One thing no header or log can tell: the store's file removed and made anew under
+//! the handle (an operator deleting `index.db`, which the next opener rebuilds). The
+//! cache's connection still follows the removed file, whose header never moves again.
+//! So a get also checks, at most every [`FILE_CHECK_EVERY`], that the path still names
+//! the file it follows (a `stat`, too dear for every get); a replaced file drops
+//! everything and the cache follows the new one. Only there is a served value up to that
+//! long behind.
+//!
 //! Admission: a value is cached on its key's second miss (`ReadCache::missed`), so keys
 //! read once cost no copy. TTLs: an entry is cached with the store's expiry and not
 //! served after it. Stats: a get served here counts as a hit like any other.
@@ -37,7 +45,7 @@
 mod wal_index;
 
 use crate::backend::{Backend, Visit};
-use crate::clock::wall_now;
+use crate::clock::{mono_coarse_now, wall_now};
 use crate::error::Result;
 use crate::ffi::fork;
 use crate::file::VisitEntry;
@@ -69,6 +77,20 @@ pub(crate) struct ReadCache {
     /// fill cost a cold get a fifth more), while a key read again is cached at once.
     missed: Box<[AtomicU64]>,
     hasher: DefaultHashBuilder,
+    /// When the path was last found to name the followed file ([`mono_coarse_now`]).
+    file_checked_at: AtomicU64,
+}
+
+/// How often a served get checks that the store's path still names the file the cache
+/// follows (see the module's note).
+const FILE_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// A file's identity: device and inode.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// How far the cache has followed the store.
@@ -92,6 +114,8 @@ struct Follow {
     /// meanwhile): a store that cannot be followed does not cost every get an open.
     retry_at: Option<Instant>,
     closed: bool,
+    /// The file `conn` has open (as its path named it when connecting).
+    file: Option<FileId>,
 }
 
 /// How long after a failed connection the cache tries again.
@@ -133,6 +157,7 @@ impl ReadCache {
                     epoch: 0,
                     retry_at: None,
                     closed: false,
+                    file: None,
                 }),
             ),
             forks: fork::forks(),
@@ -141,7 +166,23 @@ impl ReadCache {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             hasher: DefaultHashBuilder::default(),
+            file_checked_at: AtomicU64::new(0),
         }
+    }
+
+    /// True unless a check is due and finds the path naming another file (or none).
+    fn still_following_the_file(&self, follow: &Follow) -> bool {
+        let now = mono_coarse_now();
+        if now.saturating_sub(self.file_checked_at.load(Relaxed))
+            < FILE_CHECK_EVERY.as_nanos() as u64
+        {
+            return true;
+        }
+        let same = follow.file.is_some() && file_id(&self.db) == follow.file;
+        if same {
+            self.file_checked_at.store(now, Relaxed);
+        }
+        same
     }
 
     /// True when `key` missed before (and the slot is then free again); else it is
@@ -168,13 +209,20 @@ impl ReadCache {
             if follow.closed {
                 return Cached::Off;
             }
-            if follow.is_current() {
+            if follow.is_current() && self.still_following_the_file(&follow) {
                 return self.serve(key, visit, follow.epoch);
             }
         }
         let mut follow = self.follow.write();
         if follow.closed {
             return Cached::Off;
+        }
+        if follow.file.is_some() && file_id(&self.db) != follow.file {
+            // The store's file was replaced: follow the new one from scratch.
+            follow.epoch += 1;
+            follow.disconnect();
+            follow.retry_at = None;
+            let _ = self.entries.clear();
         }
         // Another thread may have caught up while this one waited for the lock.
         if !follow.is_current() && !self.catch_up(&mut follow) {
@@ -287,7 +335,14 @@ impl ReadCache {
     /// nothing cached.
     fn connect(&self, follow: &mut Follow) -> Result<()> {
         let _ = self.entries.clear();
+        let file = file_id(&self.db);
         let conn = sqlite::open_second(&self.db)?;
+        if file.is_none() || file_id(&self.db) != file {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::Busy,
+                "the store's file was being replaced",
+            ));
+        }
         // A first read maps the WAL index.
         conn.query_row("SELECT count(*) FROM changes WHERE seq < 0", [], |_| Ok(()))?;
         let Some(index) = WalIndex::of(&conn) else {
@@ -308,6 +363,8 @@ impl ReadCache {
         follow.seen = before;
         follow.index = Some(index);
         *follow.conn.get_mut() = Some(conn);
+        follow.file = file;
+        self.file_checked_at.store(mono_coarse_now(), Relaxed);
         Ok(())
     }
 
@@ -356,6 +413,7 @@ impl Follow {
     /// Forgets the connection and what was seen through it.
     fn disconnect(&mut self) {
         self.seen = None;
+        self.file = None;
         self.index = None; // before the connection it points into
         *self.conn.get_mut() = None;
     }

@@ -16,7 +16,7 @@ mod index;
 
 use crate::backend::{check_fits, Backend, Change, Current, Decide, EntryRef, KeyPage, Lookup};
 use crate::backend::{Remaining, Stats, Visit};
-use crate::clock::wall_now;
+use crate::clock::{mono_coarse_now, wall_now};
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
@@ -60,7 +60,16 @@ pub struct ShardedCache {
     /// Values recently read, served without SQLite while the index has not changed
     /// (`read_cache`; None when off). Every change to a key changes its index row.
     read_cache: Option<Box<ReadCache>>,
+    /// When a hit last found `index.db` still the file the readers have open
+    /// ([`mono_coarse_now`]); see [`INDEX_CHECK_EVERY`].
+    index_checked_at: std::sync::atomic::AtomicU64,
 }
+
+/// How often a hit checks that `index.db` is still the file the index readers have
+/// open. A miss always checks; a hit trusted forever kept serving keys another process
+/// deleted after removing and rebuilding the index (the shards still held their stale
+/// copies), so a removed index is noticed within this long.
+const INDEX_CHECK_EVERY: u64 = 10_000_000;
 
 /// One write of a batch of sets, in the batch's order.
 enum Put<'a> {
@@ -503,6 +512,7 @@ impl ShardedCache {
             waiting,
             dir,
             options,
+            index_checked_at: std::sync::atomic::AtomicU64::new(0),
         };
         // Best effort: a copy that cannot be removed now is never returned, and later
         // writes try again.
@@ -759,9 +769,18 @@ impl ShardedCache {
         let index_path = self.dir.join("index.db");
         let placement = self.index_readers.with_reader(|r| {
             let row = index::placement(&r.conn, key).ok()?;
-            // A miss must not come from an index another process has since replaced.
-            let current = row.is_some() || file_id(&index_path) == Some(r.file);
-            current.then_some(row)
+            // Neither a miss nor a hit may come from an index another process has since
+            // replaced: a miss checks each time, a hit now and then.
+            let now = mono_coarse_now();
+            let check_due = row.is_none()
+                || now.saturating_sub(self.index_checked_at.load(Relaxed)) >= INDEX_CHECK_EVERY;
+            if check_due {
+                if file_id(&index_path) != Some(r.file) {
+                    return None;
+                }
+                self.index_checked_at.store(now, Relaxed);
+            }
+            Some(row)
         })?;
         let Some(p) = placement else {
             self.index_readers.count(Lookup::Miss);
@@ -796,6 +815,8 @@ impl ShardedCache {
             }
             Some(p) if p.is_expired_at(now) => remove_if_expired(state, key)?,
             Some(p) => {
+                // The locked way is the slow one: the index file is checked every time.
+                state.check_index_file()?;
                 // Read outside the write lock, the row may name a shard another process
                 // has just emptied and removed: then look again under the lock.
                 let found = match state.shards.get_existing(p.shard)? {
