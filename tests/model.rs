@@ -155,6 +155,23 @@ impl Model {
         }
     }
 
+    /// Whether a bulk set of `keys` and `values` (the last of each key counts) fits the
+    /// bounds all at once; one that does not is refused whole (TooLarge).
+    fn holds_at_once<'a>(
+        &self,
+        keys: &[Vec<u8>],
+        values: impl Iterator<Item = &'a Vec<u8>>,
+    ) -> bool {
+        let mut last = std::collections::HashMap::new();
+        for (k, v) in keys.iter().zip(values) {
+            last.insert(k, v);
+        }
+        let bytes: usize = last.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let max_bytes = MAX_BYTES.with(|m| m.get());
+        (self.max_keys == 0 || last.len() <= self.max_keys)
+            && (max_bytes == 0 || bytes <= max_bytes)
+    }
+
     fn set(&mut self, k: &[u8], v: &[u8], flags: u32) {
         let max_bytes = MAX_BYTES.with(|m| m.get());
         if self.entries.contains_key(k) {
@@ -419,7 +436,7 @@ fn check<B: Backend + ?Sized>(
                         flags: *f,
                     })
                     .collect();
-                if !all_fit {
+                if !all_fit || !m.holds_at_once(&keys, entries.iter().map(|(_, v, _)| v)) {
                     refused_as_too_large(c.set_many(&refs), &at); // and nothing changed
                     continue;
                 }
