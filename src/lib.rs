@@ -33,6 +33,8 @@ mod read_cache;
 #[cfg(feature = "redis")]
 pub mod redis_cache;
 pub mod sharded;
+#[cfg(feature = "redis")]
+mod signals;
 pub mod single_flight;
 mod sqlite;
 #[allow(unsafe_code)]

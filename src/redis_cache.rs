@@ -20,9 +20,12 @@
 use crate::backend::{Backend, Change, Current, Decide, EntryRef, KeyPage, Remaining, Stats};
 use crate::backend::{Visit, VisitMany, KEY_PAGE};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ffi::fork;
+use crate::signals::SignalsHeld;
 use crate::sync::{Condvar, Mutex};
 use crate::ttl::Ttl;
-use redis::{Connection, RedisError, Script, Value};
+use redis::{Connection, ConnectionLike, RedisError, RedisResult, Script, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Default connections per handle.
@@ -108,7 +111,8 @@ return 1";
 
 /// The connections of one handle.
 struct Pool {
-    state: Mutex<PoolState>,
+    /// Registered with the fork handlers: a child never finds it held by a parent thread.
+    state: Arc<Mutex<PoolState>>,
     freed: Condvar,
     size: usize,
 }
@@ -121,6 +125,9 @@ struct PoolState {
     /// Connections out of the pool or idle in it.
     open: usize,
     closed: bool,
+    /// The process whose connections `open` counts: in a child of fork(), those out of
+    /// the pool belong to parent threads the child does not have, and never come back.
+    pid: u32,
 }
 
 /// The Redis/Valkey backend.
@@ -195,11 +202,15 @@ impl RedisCache {
             prefix: prefix.to_vec(),
             timeout,
             pool: Pool {
-                state: Mutex::new(PoolState {
-                    idle: Vec::new(),
-                    open: 0,
-                    closed: false,
-                }),
+                state: fork::registered(
+                    fork::RANK_REDIS_POOL,
+                    Mutex::new(PoolState {
+                        idle: Vec::new(),
+                        open: 0,
+                        closed: false,
+                        pid: std::process::id(),
+                    }),
+                ),
                 freed: Condvar::new(),
                 size: pool_size,
             },
@@ -253,14 +264,20 @@ impl RedisCache {
     }
 
     /// A connection for one call: an idle one, a new one while fewer than `pool_size`
-    /// are open, else the first one freed within the timeout.
-    fn lease(&self) -> Result<Connection> {
-        let deadline = Instant::now() + self.timeout;
+    /// are open, else the first one freed by `deadline`. True with a connection that was
+    /// idle in the pool (it may have died meanwhile).
+    fn lease(&self, deadline: Instant) -> Result<(Connection, bool)> {
         let lease = {
             let mut state = self.pool.state.lock();
             loop {
                 if state.closed {
                     return Err(Error::closed());
+                }
+                if state.pid != std::process::id() {
+                    // A child of fork(): the parent's connections out of the pool are
+                    // not coming back here; idle ones are dropped below unused.
+                    state.open = state.idle.len();
+                    state.pid = std::process::id();
                 }
                 if let Some((con, pid)) = state.idle.pop() {
                     if pid == std::process::id() {
@@ -292,8 +309,11 @@ impl RedisCache {
             }
         };
         match lease {
-            Lease::Idle(con) => Ok(con),
-            Lease::New => self.connect().inspect_err(|_| self.give_back(None)),
+            Lease::Idle(con) => Ok((con, true)),
+            Lease::New => self
+                .connect()
+                .map(|con| (con, false))
+                .inspect_err(|_| self.give_back(None)),
         }
     }
 
@@ -309,6 +329,20 @@ impl RedisCache {
         Ok(con)
     }
 
+    /// Drops every idle connection (a parent's, inherited through fork(), is forgotten).
+    fn drop_idle(&self) {
+        let mut state = self.pool.state.lock();
+        let idle = std::mem::take(&mut state.idle);
+        state.open -= idle.len();
+        drop(state);
+        for (con, pid) in idle {
+            if pid != std::process::id() {
+                std::mem::forget(con);
+            }
+        }
+        self.pool.freed.notify_all();
+    }
+
     /// Returns a connection to the pool (None: it was dropped).
     fn give_back(&self, con: Option<Connection>) {
         let mut state = self.pool.state.lock();
@@ -320,18 +354,48 @@ impl RedisCache {
         self.pool.freed.notify_one();
     }
 
-    /// Runs `f` on a pooled connection. A connection whose call failed other than with
-    /// the server's own error reply is dropped (it may hold half a reply).
-    fn with<R>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<R>) -> Result<R> {
-        let mut con = self.lease()?;
-        match f(&mut con) {
-            Ok(r) => {
-                self.give_back(Some(con));
-                Ok(r)
-            }
-            Err(e) => {
-                self.give_back(is_server_error(&e).then_some(con));
-                Err(self.failure(e))
+    /// Runs `f` on a pooled connection, all of it within the timeout (see [`Deadlined`];
+    /// once more when it opened a connection), with the thread's signals held (see
+    /// [`crate::signals`]). A connection whose call failed other than with the server's
+    /// own error reply is dropped (it may hold half a reply). An idle connection found
+    /// dead (the server restarted or closed it meanwhile: the command never reached a
+    /// server that could carry it out) is replaced once, within the same call.
+    fn with<R>(&self, mut f: impl FnMut(&mut Deadlined) -> RedisResult<R>) -> Result<R> {
+        let _signals = SignalsHeld::new();
+        let started = Instant::now();
+        let mut retried = false;
+        loop {
+            let (mut con, reused) = self.lease(started + self.timeout)?;
+            // A new connection took up to a timeout of its own: the commands get another.
+            let deadline = if reused {
+                started + self.timeout
+            } else {
+                Instant::now() + self.timeout
+            };
+            let result = f(&mut Deadlined {
+                con: &mut con,
+                deadline,
+            });
+            match result {
+                Ok(r) => {
+                    self.give_back(Some(con));
+                    return Ok(r);
+                }
+                Err(e) if is_server_error(&e) => {
+                    self.give_back(Some(con));
+                    return Err(self.failure(e));
+                }
+                Err(e) => {
+                    self.give_back(None);
+                    if reused && !retried && is_dead_connection(&e) {
+                        // The others idle beside it are most likely dead too (a server
+                        // restart closes them all): the retry opens a new one.
+                        self.drop_idle();
+                        retried = true;
+                        continue;
+                    }
+                    return Err(self.failure(e));
+                }
             }
         }
     }
@@ -415,6 +479,104 @@ fn is_server_error(e: &RedisError) -> bool {
     matches!(e.kind(), redis::ErrorKind::Server(_))
         && !e.is_connection_dropped()
         && !e.is_io_error()
+}
+
+/// True when the connection was found closed by the server (end of file, reset, broken
+/// pipe), as opposed to a timeout or a reply the client could not read.
+fn is_dead_connection(e: &RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_timeout()
+}
+
+/// A connection whose every wait ends by one deadline: each write and read is given the
+/// time left, and the first failure ends the call (the connection is then dropped), so a
+/// frozen server costs a call its timeout once, not once per reply it is owed.
+pub(crate) struct Deadlined<'a> {
+    con: &'a mut Connection,
+    deadline: Instant,
+}
+
+impl Deadlined<'_> {
+    fn left(&self) -> RedisResult<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the call's timeout passed",
+            )));
+        }
+        Ok(left)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> RedisResult<()> {
+        self.con.set_write_timeout(Some(self.left()?))?;
+        self.con.send_packed_command(bytes)
+    }
+
+    fn receive(&mut self) -> RedisResult<Value> {
+        self.con.set_read_timeout(Some(self.left()?))?;
+        self.con.recv_response()
+    }
+}
+
+impl ConnectionLike for Deadlined<'_> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.send(cmd)?;
+        match self.receive()? {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }
+    }
+
+    /// As redis-rs's own, except that the first reply that does not come ends the call
+    /// (redis-rs waits for every later one too, a timeout each).
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.send(cmd)?;
+        let mut replies = Vec::with_capacity(count);
+        let mut refused = None;
+        for at in 0..offset + count {
+            match self.receive()? {
+                // A command MULTI refused to queue: EXEC then aborts the transaction.
+                Value::ServerError(e) if at < offset => {
+                    refused.get_or_insert(e);
+                }
+                v if at >= offset => replies.push(v),
+                _ => {}
+            }
+        }
+        match refused {
+            Some(e) => Err(e.into()),
+            None => Ok(replies),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        self.con.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        redis::cmd("PING").query::<String>(self).is_ok()
+    }
+
+    fn is_open(&self) -> bool {
+        self.con.is_open()
+    }
+}
+
+/// Runs an atomic pipeline (MULTI ... EXEC). An EXEC the server aborted (a WATCH left on
+/// the connection, whose key another client changed) stored nothing: an error, never
+/// success, and the connection is dropped.
+fn exec_atomic(pipe: &redis::Pipeline, con: &mut Deadlined) -> RedisResult<()> {
+    match pipe.query::<Option<()>>(con)? {
+        Some(()) => Ok(()),
+        None => Err(RedisError::from(std::io::Error::other(
+            "the server aborted the transaction (EXEC returned nil): nothing was stored",
+        ))),
+    }
 }
 
 /// `redis://user:secret@host` → `redis://user:***@host`, for messages.
@@ -529,7 +691,7 @@ impl Backend for RedisCache {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 queue_store(&mut pipe, &k, value, ttl, flags);
-                pipe.exec(con)
+                exec_atomic(&pipe, con)
             })?;
         }
         self.stats.lock().sets += 1;
@@ -576,7 +738,9 @@ impl Backend for RedisCache {
                 }
             }
             [Value::Nil, _, _] => (None, -2),
-            [Value::ServerError(e), Value::ServerError(_), _] => {
+            [Value::ServerError(e), Value::ServerError(h), _]
+                if e.code() == "WRONGTYPE" && h.code() == "WRONGTYPE" =>
+            {
                 return Err(Error::new(
                     ErrorKind::Corrupt,
                     format!(
@@ -584,6 +748,14 @@ impl Backend for RedisCache {
                     self.address
                 ),
                 ))
+            }
+            // The server refused the request (BUSY, NOPERM, LOADING, OOM...): its words.
+            [Value::ServerError(e), ..]
+            | [_, Value::ServerError(e), _]
+            | [_, _, Value::ServerError(e)]
+                if e.code() != "WRONGTYPE" =>
+            {
+                return Err(self.failure(e.clone().into()))
             }
             other => {
                 return Err(Error::new(
@@ -638,10 +810,9 @@ impl Backend for RedisCache {
         self.delete_prefix(b"").map(drop)
     }
 
+    /// Counted with SCAN, which leaves out keys that have expired (DBSIZE counts those
+    /// the server has not yet reclaimed), even with an empty prefix.
     fn len(&self) -> Result<u64> {
-        if self.prefix.is_empty() {
-            return self.with(|con| redis::cmd("DBSIZE").query(con));
-        }
         let mut count = 0;
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -672,17 +843,8 @@ impl Backend for RedisCache {
     }
 
     fn close(&self) -> Result<()> {
-        let mut state = self.pool.state.lock();
-        state.closed = true;
-        let idle = std::mem::take(&mut state.idle);
-        state.open -= idle.len();
-        drop(state);
-        for (con, pid) in idle {
-            if pid != std::process::id() {
-                std::mem::forget(con); // a parent's, inherited through fork()
-            }
-        }
-        self.pool.freed.notify_all();
+        self.pool.state.lock().closed = true;
+        self.drop_idle();
         Ok(())
     }
 
@@ -693,7 +855,7 @@ impl Backend for RedisCache {
         // What the last run of `decide` said: stored or not, or its error.
         let mut decided: Result<bool> = Ok(false);
         self.with(|con| {
-            redis::transaction(con, &[&k], |con, pipe| {
+            let done = redis::transaction(con, &[&k], |con, pipe| {
                 let reply: Value = self.scripts.get.key(&k).invoke(con)?;
                 let current = entry_of(&reply);
                 let change = decide(current.map(|(value, flags, _)| Current { value, flags }));
@@ -719,7 +881,17 @@ impl Backend for RedisCache {
                 queue_store(pipe, &k, &value, effective, flags);
                 decided = Ok(true);
                 pipe.query::<Option<()>>(con)
-            })
+            });
+            if done.is_err() {
+                // An error inside WATCH (a refused script, say) left the key watched: a
+                // later MULTI on this connection would be aborted by another client's
+                // write. UNWATCH, or the connection is dropped (UNWATCH's failure is not
+                // the server's refusal).
+                redis::cmd("UNWATCH")
+                    .exec(con)
+                    .map_err(|e| RedisError::from(std::io::Error::other(e.to_string())))?;
+            }
+            done
         })?;
         if decided? {
             self.stats.lock().sets += 1;
@@ -863,7 +1035,7 @@ impl Backend for RedisCache {
             for e in entries {
                 queue_store(&mut pipe, &self.key(e.key), e.value, e.ttl, e.flags);
             }
-            pipe.exec(con)
+            exec_atomic(&pipe, con)
         })?;
         self.stats.lock().sets += entries.len() as u64;
         Ok(())

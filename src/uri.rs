@@ -67,6 +67,9 @@ pub fn open_kind(uri: &str) -> Result<Opened> {
         ))
     })?;
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if scheme.starts_with("redis") {
+        check_redis_address(location, query)?;
+    }
     let mut params = Params::parse(query)?;
     let backend = match scheme {
         "memory" => {
@@ -124,9 +127,44 @@ pub fn open_kind(uri: &str) -> Result<Opened> {
     Ok(backend)
 }
 
+/// Refuses, naming no part of it (it may hold a password), a Redis address that would
+/// be misread: a '?' inside the user name or password (the query then holds the '@' and
+/// the host, and a message about a parameter would show the password's tail), or a '%'
+/// not followed by two hex digits (redis-rs would take it as written).
+fn check_redis_address(location: &str, query: &str) -> Result<()> {
+    if query.contains('@') {
+        return Err(Error::invalid_arg(
+            "the URI has a '@' after its '?': a '?' in a user name or password must be \
+             written %3F (the address is not shown: it may hold a password)",
+        ));
+    }
+    let bytes = location.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return Err(Error::invalid_arg(
+                "a '%' in the URI's address is not followed by two hex digits (write a \
+                 literal '%' as %25; the address is not shown: it may hold a password)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parameters redis-rs itself reads, per scheme: a TCP URL's database is its path
+/// (`redis://host/3`), so `db=` there would be silently ignored and is refused.
+#[cfg(feature = "redis")]
+const REDIS_RS_PARAMS: &[(&str, &[&str])] = &[
+    ("redis", &["protocol"]),
+    ("rediss", &["protocol"]),
+    ("redis+unix", &["db", "pass", "user", "protocol"]),
+];
+
 /// A Redis/Valkey server: `prefix`, `pool_size`, `timeout_ms` and (for `rediss`)
-/// `ca_file` are ours; every other parameter (`db`, `pass`, `user`, `protocol` for
-/// `redis+unix`) goes to redis-rs with the rest of the URL.
+/// `ca_file` are ours; the parameters redis-rs reads for the scheme
+/// ([`REDIS_RS_PARAMS`]) go to it with the rest of the URL; any other is refused.
 #[cfg(feature = "redis")]
 fn open_redis(scheme: &str, location: &str, mut params: Params) -> Result<Box<dyn Backend>> {
     use crate::redis_cache::{RedisCache, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT};
@@ -147,6 +185,29 @@ fn open_redis(scheme: &str, location: &str, mut params: Params) -> Result<Box<dy
     let mut url = format!("{scheme}:{location}");
     let mut rest: Vec<(String, String)> = params.0.drain().collect();
     rest.sort();
+    let theirs = REDIS_RS_PARAMS
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .map_or(&[][..], |(_, names)| *names);
+    if let Some((name, _)) = rest
+        .iter()
+        .find(|(name, _)| !theirs.contains(&name.as_str()))
+    {
+        let mut known = vec!["prefix", "pool_size", "timeout_ms"];
+        if scheme == "rediss" {
+            known.push("ca_file");
+        }
+        known.extend_from_slice(theirs);
+        return Err(Error::invalid_arg(format!(
+            "unknown parameter \"{name}\" for {scheme}: (known: {}){}",
+            known.join(", "),
+            if name == "db" {
+                "; a TCP URL names its database in its path: redis://host:port/3"
+            } else {
+                ""
+            }
+        )));
+    }
     for (i, (name, value)) in rest.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
         url.push_str(&format!("{name}={}", percent_encode(value)));
@@ -409,6 +470,23 @@ mod tests {
         assert!(refused("redis://127.0.0.1:1?pool_size=0").contains("pool_size"));
         assert!(refused("redis://127.0.0.1:1?timeout_ms=0").contains("timeout_ms"));
         assert!(refused("redis://127.0.0.1:1?pool_size=lots").contains("pool_size"));
+        // Parameters nobody reads, or read only by another scheme, are refused by name.
+        assert!(refused("redis://127.0.0.1:1/0?prefx=app:").contains("\"prefx\""));
+        assert!(refused("redis://127.0.0.1:1?db=3").contains("path"));
+        assert!(refused("redis://127.0.0.1:1?max_keys=3").contains("\"max_keys\""));
+        assert!(refused("redis://127.0.0.1:1?tracking=on").contains("\"tracking\""));
+        // A password's bytes never reach a message, however the URI is malformed.
+        for uri in [
+            "redis://user:se?cret@127.0.0.1:1/0",
+            "redis://user:se%zzcret@127.0.0.1:1",
+            "redis://user:secret%4@127.0.0.1:1",
+        ] {
+            let message = refused(uri);
+            assert!(
+                !message.contains("cret") && !message.contains("se%"),
+                "{uri}: {message}"
+            );
+        }
     }
 
     #[test]

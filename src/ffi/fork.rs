@@ -122,7 +122,9 @@ pub(crate) const RANK_MEMORY: usize = 7;
 /// The checkpointer's request list and gate: requested from inside commits, under the
 /// locks of every handle kind above.
 pub(crate) const RANK_CHECKPOINT: usize = 8;
-const RANKS: usize = 9;
+/// A Redis handle's connection pool: taken briefly, with nothing else held.
+pub(crate) const RANK_REDIS_POOL: usize = 9;
+const RANKS: usize = 10;
 
 struct Registry {
     /// Process-wide locks (statics), taken before the sets of the same rank.

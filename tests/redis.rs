@@ -1,0 +1,411 @@
+//! The Redis backend against servers this test starts, freezes, restarts and limits:
+//! every call ends within its timeout, signals never lose a popped value, a restarted
+//! server is used at once, refusals are not called damage, a failed update leaves no
+//! WATCH behind, len counts live keys only, a child of fork can use the handle.
+//!
+//! Each test starts its own redis-server (a Unix socket in a temporary folder, no
+//! persistence) so it can stop it with SIGSTOP or restart it. Without redis-server
+//! (make test installs it) the tests say so and pass nothing off as checked.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use common::TempDir;
+use duckcache::backend::{Change, EntryRef};
+use duckcache::redis_cache::RedisCache;
+use duckcache::{Backend, ErrorKind, Ttl};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private redis-server on a Unix socket; stopped (and continued first) on drop.
+struct Server {
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+fn server_program() -> Option<String> {
+    let program = std::env::var("DUCKCACHE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    Command::new(&program)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| program)
+}
+
+impl Server {
+    /// None (and a note) when redis-server is not installed.
+    fn start(tag: &str) -> Option<Server> {
+        let Some(program) = server_program() else {
+            eprintln!("redis-server is not installed: {tag} not run (make test installs it)");
+            return None;
+        };
+        let mut server = Server {
+            dir: TempDir::new(tag),
+            child: None,
+        };
+        std::fs::create_dir_all(server.dir.path()).unwrap();
+        server.launch(&program);
+        Some(server)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    fn launch(&mut self, program: &str) {
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new(program)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--enable-debug-command", "local", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let started = Instant::now();
+        while !self.socket().exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The socket file appears before the server accepts: wait for a PING.
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server does not answer"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Runs redis-cli against the server (the default user).
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.launch(&server_program().unwrap());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: as in `signal`: a frozen server must run again to die cleanly.
+            unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn open(url: &str, prefix: &str, pool: usize, timeout_ms: u64) -> RedisCache {
+    RedisCache::open(
+        url,
+        prefix.as_bytes(),
+        pool,
+        Duration::from_millis(timeout_ms),
+        None,
+    )
+    .unwrap()
+}
+
+fn entries(n: usize, value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..n)
+        .map(|i| (format!("k{i}").into_bytes(), value.to_vec()))
+        .collect()
+}
+
+fn refs(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<EntryRef<'_>> {
+    items
+        .iter()
+        .map(|(k, v)| EntryRef {
+            key: k,
+            value: v,
+            ttl: Ttl::Never,
+            flags: 0,
+        })
+        .collect()
+}
+
+/// Against a frozen server (SIGSTOP) every call gives up within its timeout, however many
+/// replies it is owed: a set_many of 50 entries took 50 timeouts, a flagged set 4.
+#[test]
+fn a_frozen_server_costs_a_call_its_timeout_once() {
+    let Some(server) = Server::start("redis-frozen") else {
+        return;
+    };
+    let c = std::sync::Arc::new(open(&server.url(), "t:", 4, 400));
+    // Four pooled connections (four calls at once), so each call below reuses one and
+    // goes as far as its commands (a new connection would fail at its handshake).
+    fill_the_pool(&c, 4);
+    server.signal(libc::SIGSTOP);
+    let items = entries(50, b"v");
+    type Call<'a> = Box<dyn Fn() -> duckcache::Result<()> + 'a>;
+    let calls: [(&str, Call); 4] = [
+        ("get", Box::new(|| c.get_vec(b"warm0").map(drop))),
+        (
+            "flagged set",
+            Box::new(|| c.set_flagged(b"f", b"v", Ttl::Never, 7)),
+        ),
+        ("set_many of 50", Box::new(|| c.set_many(&refs(&items)))),
+        ("pop", Box::new(|| c.pop_vec(b"warm1").map(drop))),
+    ];
+    for (what, call) in calls {
+        let started = Instant::now();
+        let e = call().unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{what}: {e:?}");
+        // The contract's bound: the timeout, twice when the call opens a connection (a
+        // pool filled at once may have fewer than four), with a half for a loaded
+        // machine. Before: a get took 3 timeouts, a flagged set 4.
+        assert!(took < Duration::from_millis(1000), "{what} took {took:?}");
+    }
+    server.signal(libc::SIGCONT);
+    c.set(b"after", b"1", Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"after").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+/// With a SIGUSR1 handler installed with SA_RESTART and the signal arriving all the time,
+/// no call fails and no pop loses its value: a socket read with a timeout is not
+/// restarted by the kernel (2-3% of rounds failed, and pops lost the value they took).
+#[test]
+fn signals_never_fail_a_call_or_lose_a_pop() {
+    let Some(server) = Server::start("redis-signals") else {
+        return;
+    };
+    let c = open(&server.url(), "s:", 2, 2000);
+    // SAFETY: installs a handler that does nothing, with SA_RESTART, for SIGUSR1 (no other
+    // test of this binary uses it).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_usr1 as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    // SAFETY: pthread_self of this thread, signalled by the thread below while it runs.
+    let me = unsafe { libc::pthread_self() };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: the target thread outlives this loop (it joins us).
+                unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    for round in 0..3000u32 {
+        let value = round.to_le_bytes();
+        if let Err(e) = c.set(b"job", &value, Ttl::Never) {
+            failures.push(format!("round {round}: set: {e}"));
+            continue;
+        }
+        match c.pop_vec(b"job") {
+            Ok(Some(v)) if v == value => {}
+            other => failures.push(format!("round {round}: pop: {other:?}")),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of 3000 rounds failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+/// Makes `n` connections at once, left idle in the pool.
+fn fill_the_pool(c: &std::sync::Arc<RedisCache>, n: usize) {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (c, barrier) = (c.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.set(format!("warm{i}").as_bytes(), b"1", Ttl::Never)
+                    .unwrap();
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}
+
+/// A pool whose connections the server closed while idle (it restarted) is not handed
+/// out dead: the next calls work (each of the first 4 failed with "unexpected end of file").
+#[test]
+fn a_restarted_server_is_used_at_once() {
+    let Some(mut server) = Server::start("redis-restart") else {
+        return;
+    };
+    let c = std::sync::Arc::new(open(&server.url(), "r:", 4, 2000));
+    fill_the_pool(&c, 4);
+    server.restart();
+    for i in 0..8 {
+        c.set(format!("after{i}").as_bytes(), b"v", Ttl::Never)
+            .unwrap_or_else(|e| panic!("call {i} after the restart: {e}"));
+    }
+}
+
+/// A server's refusal (NOPERM here) is the server's words with UNAVAILABLE, never
+/// CORRUPT (which callers take as a reason to drop data).
+#[test]
+fn refusals_are_unavailable_not_corrupt() {
+    let Some(server) = Server::start("redis-refusal") else {
+        return;
+    };
+    server.cli(&["ACL", "SETUSER", "limited", "on", ">pw", "~mine:*", "+@all"]);
+    let url = format!(
+        "redis+unix://{}?user=limited&pass=pw",
+        server.socket().display()
+    );
+    let c = open(&url, "theirs:", 1, 2000);
+    let e = c.get_vec(b"k").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e:?}");
+    assert!(
+        e.message().to_lowercase().contains("noperm"),
+        "the server's words: {e:?}"
+    );
+    let ok = open(&url, "mine:", 1, 2000);
+    ok.set(b"k", b"v", Ttl::Never).unwrap();
+}
+
+/// An update refused inside WATCH (a user without scripting) must not leave the key
+/// watched on a pooled connection: another client's write then aborted the next
+/// set_many's EXEC, which returned OK having stored nothing.
+#[test]
+fn a_failed_update_leaves_no_watch_and_an_aborted_exec_is_never_success() {
+    let Some(server) = Server::start("redis-watch") else {
+        return;
+    };
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "noscript",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-@scripting",
+    ]);
+    let url = format!(
+        "redis+unix://{}?user=noscript&pass=pw",
+        server.socket().display()
+    );
+    let c = open(&url, "w:", 1, 2000);
+    let e = c.update(b"n", &mut |_| Ok(Change::Keep)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e:?}");
+    server.cli(&["SET", "w:n", "changed by another client"]);
+    let items = entries(3, b"stored");
+    c.set_many(&refs(&items)).unwrap();
+    for (k, v) in &items {
+        assert_eq!(c.get_vec(k).unwrap().as_ref(), Some(v), "set_many said OK");
+    }
+}
+
+/// len counts the keys that are live, with an empty prefix too (DBSIZE counted keys the
+/// server had not yet reclaimed: 55 instead of 5).
+#[test]
+fn len_counts_live_keys_only() {
+    let Some(server) = Server::start("redis-len") else {
+        return;
+    };
+    server.cli(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    let c = open(&server.url(), "", 1, 2000);
+    for i in 0..50 {
+        c.set(
+            format!("gone{i}").as_bytes(),
+            b"v",
+            Ttl::After(Duration::from_millis(1)),
+        )
+        .unwrap();
+    }
+    for i in 0..5 {
+        c.set(format!("live{i}").as_bytes(), b"v", Ttl::Never)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(c.len().unwrap(), 5);
+}
+
+/// A child of fork() can use the handle even when a parent thread held its only pooled
+/// connection at the fork: that connection is the parent's and never comes back in the
+/// child (every call there failed: "all 1 connections stayed busy").
+#[test]
+fn a_child_of_fork_uses_the_handle_while_a_parent_thread_held_its_connection() {
+    let Some(server) = Server::start("redis-fork") else {
+        return;
+    };
+    let c = std::sync::Arc::new(open(&server.url(), "f:", 1, 1500));
+    c.set(b"k", b"v", Ttl::Never).unwrap();
+    server.signal(libc::SIGSTOP);
+    let holder = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let _ = c.get_vec(b"k"); // waits on the frozen server, holding the connection
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: the child only calls the library (fork-safe by contract) and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // The server runs again once the parent continues it.
+        let ok = (0..3).all(|_| c.set(b"child", b"1", Ttl::Never).is_ok())
+            && c.get_vec(b"child").ok().flatten().as_deref() == Some(&b"1"[..]);
+        // SAFETY: ends the child without running the parent's destructors or atexit.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    server.signal(libc::SIGCONT);
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    holder.join().unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child could not use the handle: {status}"
+    );
+}
