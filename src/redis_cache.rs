@@ -79,7 +79,9 @@ return 1";
 /// ARGV: delta, ttl in ms for a new counter ('' = none). A value with flags is a
 /// counter too when its text is one: it becomes a string (flags 0) for INCRBY, which
 /// parses and checks for overflow exactly (Lua numbers are doubles), and is put back as
-/// it was when INCRBY refuses it.
+/// it was when INCRBY refuses it. The sum is returned as the stored text (GET), never
+/// through a Lua number: INCRBY's integer reply becomes a double in Lua, exact only to
+/// 2^53 (INT64_MAX + 0 came back wrong).
 const INCR: &str = r"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'hash' then
@@ -93,15 +95,16 @@ if t == 'hash' then
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'v', r[1] or '', 'f', r[2] or '0')
     if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
+    return v
   end
-  return v
+  return redis.call('GET', KEYS[1])
 end
 if t ~= 'none' and t ~= 'string' then
   return redis.error_reply('NOTNUMERIC the entry is a Redis ' .. t .. ', not a counter')
 end
-local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
 if t == 'none' and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return v";
+return redis.call('GET', KEYS[1])";
 
 /// ARGV: ttl in ms ('' = never).
 const TOUCH: &str = r"

@@ -409,3 +409,38 @@ fn a_child_of_fork_uses_the_handle_while_a_parent_thread_held_its_connection() {
         "the child could not use the handle: {status}"
     );
 }
+
+/// incr is exact over the whole int64 range, as on every kind: the sum used to pass
+/// through a Lua number (a double), wrong past 2^53.
+#[test]
+fn incr_is_exact_at_the_int64_bounds() {
+    let Some(server) = Server::start("redis-incr") else {
+        return;
+    };
+    let c = open(&server.url(), "i:", 1, 2000);
+    c.set(b"max", i64::MAX.to_string().as_bytes(), Ttl::Never)
+        .unwrap();
+    assert_eq!(c.incr(b"max", 0, Ttl::Never).unwrap(), i64::MAX);
+    let e = c.incr(b"max", 1, Ttl::Never).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotNumeric, "{e:?}");
+    assert_eq!(
+        c.get_vec(b"max").unwrap(),
+        Some(i64::MAX.to_string().into_bytes()),
+        "unchanged"
+    );
+    c.set(b"min", i64::MIN.to_string().as_bytes(), Ttl::Never)
+        .unwrap();
+    assert_eq!(c.incr(b"min", 5, Ttl::Never).unwrap(), i64::MIN + 5);
+    c.set_flagged(
+        b"flagged",
+        (i64::MAX - 1).to_string().as_bytes(),
+        Ttl::Never,
+        3,
+    )
+    .unwrap();
+    assert_eq!(c.incr(b"flagged", 1, Ttl::Never).unwrap(), i64::MAX);
+    assert_eq!(
+        c.incr(b"new", (1 << 60) + 1, Ttl::Never).unwrap(),
+        (1 << 60) + 1
+    );
+}
