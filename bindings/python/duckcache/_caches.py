@@ -53,8 +53,12 @@ def _encode_value(value):
 class ValueDecodeError(pickle.UnpicklingError):
     """A stored pickle that cannot be loaded (damaged, or naming a class this process
     cannot import). Nothing is lost: `data` holds the stored bytes and `flags` their
-    flags word, so a caller can store them back or inspect them. Raised by get (the
-    entry stays) and by pop (the entry is gone from the cache, and its bytes are here)."""
+    flags word, so a caller can inspect them. Raised by get and by pop, which both leave
+    the entry in the cache (a pop puts it back, without its expiry).
+
+    What is raised is also of the type unpickling raised (AttributeError for a class that
+    is gone, ModuleNotFoundError, EOFError, ...), as the original module let those
+    through: `except AttributeError` in an application still catches it."""
 
     def __init__(self, data, flags, cause):
         super().__init__(f"cannot unpickle the stored value ({len(data)} bytes): {cause!r}")
@@ -62,12 +66,32 @@ class ValueDecodeError(pickle.UnpicklingError):
         self.flags = flags
 
 
+# ValueDecodeError combined with each unpickling error type met so far.
+_decode_errors = {}
+
+
+def _decode_error(data, flags, cause):
+    """A ValueDecodeError that is also of `cause`'s type (see ValueDecodeError)."""
+    kind = type(cause)
+    combined = _decode_errors.get(kind)
+    if combined is None:
+        try:
+            combined = type(f"ValueDecodeError[{kind.__name__}]", (ValueDecodeError, kind), {})
+        except TypeError:  # a type that cannot be a second base: the library's alone
+            combined = ValueDecodeError
+        _decode_errors[kind] = combined
+    try:
+        return combined(data, flags, cause)
+    except Exception:
+        return ValueDecodeError(data, flags, cause)
+
+
 def _decode_value(data, flags):
     if flags == FLAG_PICKLED:
         try:
             return pickle.loads(data)
         except Exception as e:
-            raise ValueDecodeError(data, flags, e) from e
+            raise _decode_error(data, flags, e) from e
     return data
 
 
@@ -530,7 +554,14 @@ class _NativeCache(CacheBase):
             if default is MISSING:
                 raise KeyError(key)
             return default
-        return _decode_value(_buf_bytes(buf), flags.value)
+        data = _buf_bytes(buf)
+        try:
+            return _decode_value(data, flags.value)
+        except ValueDecodeError:
+            # The value is not lost with the exception: it goes back (unless the key was
+            # written meanwhile), without its expiry, which a pop does not learn.
+            lib.cache_add_flagged(self._handle, k, len(k), data, len(data), _ttl(None), flags.value)
+            raise
 
     def has(self, key: Key) -> bool:
         """True when `key` holds a live entry."""

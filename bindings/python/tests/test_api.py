@@ -480,3 +480,26 @@ def test_copies_share_the_store_and_never_free_it_under_each_other(cache):
     assert cache.get("c") == 3
     with pytest.raises(TypeError):
         pickle.dumps(cache)
+
+
+class Vanishing:
+    """Pickled by a test, then removed from this module, as a class renamed between
+    deployments: its stored pickles no longer load."""
+
+
+def test_a_value_that_no_longer_unpickles_raises_its_own_type_and_stays(cache):
+    global Vanishing
+    cache.set("obj", Vanishing())
+    cls = Vanishing
+    del Vanishing
+    try:
+        with pytest.raises(AttributeError) as raised:  # as the original let through
+            cache.get("obj")
+        assert isinstance(raised.value, duckcache.ValueDecodeError)
+        assert raised.value.data and raised.value.flags
+        with pytest.raises(AttributeError):
+            cache.pop("obj")
+        assert cache.has("obj"), "the pop put the value back"
+    finally:
+        Vanishing = cls
+    assert isinstance(cache.pop("obj"), Vanishing)

@@ -329,3 +329,47 @@ assert Lively.get_from_registry("root-1", "child-2") == "added in place"
 print("ok")
 """
     assert_ok(run_in_duck_project(tmp_path, script))
+
+
+def test_a_child_of_fork_is_not_stuck_on_a_lock_a_parent_thread_held():
+    """A parent thread inside a call at the fork left the cache's RLock held in the child
+    (3 of 7-9 forks hung); the child gets its locks back unheld."""
+    import os
+    import threading
+
+    from duckcache import InMemoryCache
+
+    c = InMemoryCache()
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            with c.lock:  # held across many bytecodes, as a compound operation would
+                c.set(f"k{i % 50}", i)
+                c.get(f"k{(i + 7) % 50}")
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:
+                # A hang here is the failure: the parent gives up after 10 s.
+                c.set("child", 1)
+                os._exit(0 if c.get("child") == 1 else 1)
+            deadline = time.monotonic() + 10
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    raise AssertionError("the child hung on a lock its parent's thread held")
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()
