@@ -733,11 +733,13 @@ impl FolderCache {
         let Some(folder) = root.open_folder(name)? else {
             return Ok(false);
         };
-        Ok(match root.read_meta(folder.as_fd(), name) {
-            Ok(Some(meta)) => naming::encode(&meta.key) == name,
-            Ok(None) => false,
-            Err(e) => e.kind() == ErrorKind::Corrupt,
-        })
+        match root.read_meta(folder.as_fd(), name) {
+            Ok(Some(meta)) => Ok(naming::encode(&meta.key) == name),
+            Ok(None) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(true),
+            // Not known (a read failed): the clear fails rather than leave an entry.
+            Err(e) => Err(e),
+        }
     }
 
     /// The live keys starting with `prefix` among the entry folders `names`.
