@@ -274,3 +274,56 @@ fn flags_word() {
         true,
     );
 }
+
+#[test]
+fn readers_beside_writers_replacing_every_key_never_find_it_absent() {
+    // Keys set once, then only ever replaced by two writers: every get and every key
+    // walk must find each of them (a read that lost three races in a row to
+    // replacements answered NOT_FOUND; a walk skipped a folder replaced under it).
+    let dir = TempDir::new("folder-replacing");
+    let c = std::sync::Arc::new(FolderCache::open(dir.path(), 0).unwrap());
+    let keys: Vec<Vec<u8>> = (0..4).map(|i| format!("k{i}").into_bytes()).collect();
+    for k in &keys {
+        c.set(k, b"0", Ttl::Never).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (c, stop, keys) = (c.clone(), stop.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = &keys[(n % 4) as usize];
+                    c.set(k, format!("{w}-{n}").as_bytes(), Ttl::Never).unwrap();
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut absent = 0;
+    let mut walks_short = 0;
+    for round in 0..20_000 {
+        let k = &keys[round % 4];
+        if c.get_vec(k).unwrap().is_none() {
+            absent += 1;
+        }
+        if round % 50 == 0 {
+            let mut seen = 0;
+            c.keys(b"", &mut |_| {
+                seen += 1;
+                true
+            })
+            .unwrap();
+            if seen != 4 {
+                walks_short += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writers.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(
+        (absent, walks_short),
+        (0, 0),
+        "gets found a key absent, walks missed keys"
+    );
+}
