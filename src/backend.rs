@@ -145,6 +145,10 @@ pub type Visit<'a> = dyn FnMut(&[u8], u32) + 'a;
 /// Called by a bulk read with the index of a found key, its value and flags.
 pub type VisitMany<'a> = dyn FnMut(usize, &[u8], u32) + 'a;
 
+/// Called by a bulk read with the index of a found key, its value, flags and how long
+/// the entry has left.
+pub type VisitManyTtl<'a> = dyn FnMut(usize, &[u8], u32, Remaining) + 'a;
+
 /// Called by a key walk with each key; returns false to stop.
 pub type KeyVisit<'a> = dyn FnMut(&[u8]) -> bool + 'a;
 
@@ -261,6 +265,22 @@ pub trait Backend: Send + Sync {
             return Ok(None);
         }
         Ok(Some(self.ttl(key)?.unwrap_or(Remaining::Seconds(0.0))))
+    }
+
+    /// `get_many`, also saying how long each entry found has left. A remote backend
+    /// answers in one round trip (the tiered handle caps its near copies with it); this
+    /// default asks key by key.
+    fn get_many_ttl(&self, keys: &[&[u8]], visit: &mut VisitManyTtl) -> Result<()> {
+        for (i, key) in keys.iter().enumerate() {
+            let mut copy = None;
+            let left = self.get_flagged_ttl(key, &mut |value, flags| {
+                copy = Some((value.to_vec(), flags));
+            })?;
+            if let (Some((value, flags)), Some(left)) = (copy, left) {
+                visit(i, &value, flags, left);
+            }
+        }
+        Ok(())
     }
 
     /// Copies the value of `key` into `buf` when it fits and returns its size and flags

@@ -18,7 +18,7 @@
 //! comes back is used again without reopening. Every wait is bounded by `timeout_ms`.
 
 use crate::backend::{Backend, Change, Current, Decide, EntryRef, KeyPage, Remaining, Stats};
-use crate::backend::{Visit, VisitMany, KEY_PAGE};
+use crate::backend::{Visit, VisitMany, VisitManyTtl, KEY_PAGE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::fork;
 use crate::signals::SignalsHeld;
@@ -61,10 +61,10 @@ const GET_MANY: &str = r"
 local out = {}
 for i, k in ipairs(KEYS) do
   local t = redis.call('TYPE', k).ok
-  if t == 'string' then out[i] = {redis.call('GET', k), 0}
+  if t == 'string' then out[i] = {redis.call('GET', k), 0, redis.call('PTTL', k)}
   elseif t == 'hash' then
     local r = redis.call('HMGET', k, 'v', 'f')
-    out[i] = {r[1] or '', tonumber(r[2]) or 0}
+    out[i] = {r[1] or '', tonumber(r[2]) or 0, redis.call('PTTL', k)}
   else out[i] = false end
 end
 return out";
@@ -994,6 +994,11 @@ impl Backend for RedisCache {
 
     /// One round trip: a script reads every key.
     fn get_many(&self, keys: &[&[u8]], visit: &mut VisitMany) -> Result<()> {
+        self.get_many_ttl(keys, &mut |i, value, flags, _| visit(i, value, flags))
+    }
+
+    /// One round trip: the same script gives each key's PTTL.
+    fn get_many_ttl(&self, keys: &[&[u8]], visit: &mut VisitManyTtl) -> Result<()> {
         if keys.is_empty() {
             return self.save();
         }
@@ -1013,8 +1018,12 @@ impl Backend for RedisCache {
         };
         let mut hits = 0;
         for (i, item) in items.iter().enumerate().take(keys.len()) {
-            if let Some((value, flags, _)) = entry_of(item) {
-                visit(i, value, flags);
+            if let Some((value, flags, pttl)) = entry_of(item) {
+                let left = match pttl {
+                    Some(ms) if ms >= 0 => Remaining::Seconds(ms.max(1) as f64 / 1000.0),
+                    _ => Remaining::Forever,
+                };
+                visit(i, value, flags, left);
                 hits += 1;
             }
         }

@@ -8,6 +8,14 @@
 //!   (its TTL capped the same way); the other writes (add, incr, touch, update, pop,
 //!   delete, the bulk calls) drop near's copy, which the next get reloads. A failed far
 //!   write leaves near as it was.
+//! - A handle reads its own writes: a near fill (the copy a get makes of far's value)
+//!   that began before a write of its key by this handle is not stored after it. Each
+//!   write, once far has it, advances its key's fill epoch (one of [`FILL_STRIPES`]) and
+//!   updates near under the same lock; a fill reads the epoch before asking far and
+//!   stores only if it has not moved. (A fill stored before the write's near update is
+//!   then replaced or dropped by it.) Without it, a get beside the handle's own set or
+//!   delete copied the older far value into near after the write, served for up to
+//!   `near_ttl_max`.
 //! - len, keys and ttl are far's; purge_expired purges both and reports far's count.
 //!   Stats: hits and misses count both tiers (a near miss that far serves is one hit);
 //!   the other counters are far's.
@@ -15,7 +23,10 @@
 use crate::backend::VisitMany;
 use crate::backend::{Backend, Decide, EntryRef, KeyPage, KeyVisit, Remaining, Stats, Visit};
 use crate::error::{Error, Result};
+use crate::ffi::fork;
+use crate::sync::Mutex;
 use crate::ttl::Ttl;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +40,15 @@ pub struct TieredCache {
     /// near's counter: a near hit touches no shared counter here.
     far_hits: AtomicU64,
     misses: AtomicU64,
+    /// The fill epochs, by key stripe (see the module's note). Registered with the fork
+    /// handlers: near's locks are taken under it.
+    epochs: Arc<Mutex<[u64; FILL_STRIPES]>>,
+    hasher: std::collections::hash_map::RandomState,
 }
+
+/// Stripes of fill epochs: a write invalidates the fills of its stripe's keys (a skipped
+/// fill only costs the next get a far read).
+const FILL_STRIPES: usize = 64;
 
 impl TieredCache {
     /// `near_ttl_max` seconds must be > 0 and finite.
@@ -51,7 +70,40 @@ impl TieredCache {
             near_ttl_max,
             far_hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            epochs: fork::registered(fork::RANK_TIERED, Mutex::new([0; FILL_STRIPES])),
+            hasher: std::collections::hash_map::RandomState::new(),
         })
+    }
+
+    fn stripe(&self, key: &[u8]) -> usize {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        h.finish() as usize % FILL_STRIPES
+    }
+
+    /// The epoch a fill of `key` starts from (read before far is asked).
+    fn fill_ticket(&self, key: &[u8]) -> u64 {
+        self.epochs.lock()[self.stripe(key)]
+    }
+
+    /// Copies far's `value` of `key` into near, unless a write of this handle to the
+    /// key's stripe came since `ticket`.
+    fn fill(&self, ticket: u64, key: &[u8], value: &[u8], flags: u32, left: Remaining) {
+        let epochs = self.epochs.lock();
+        if epochs[self.stripe(key)] == ticket {
+            // Best effort: a near that cannot take it serves the next get from far.
+            let _ = self
+                .near
+                .set_flagged(key, value, self.near_ttl(Some(left)), flags);
+        }
+    }
+
+    /// After far took a write of `key`: advances its stripe's epoch and applies `then`
+    /// to near, together, so no fill that began before lands after.
+    fn wrote<R>(&self, key: &[u8], then: impl FnOnce() -> R) -> R {
+        let mut epochs = self.epochs.lock();
+        epochs[self.stripe(key)] += 1;
+        then()
     }
 
     /// The TTL of a near copy of an entry that far keeps for `far_ttl` (or `left`).
@@ -84,7 +136,9 @@ impl TieredCache {
     /// Drops near's copy after a far write that changed the entry (best effort: a near
     /// that fails to drop it still expires it within `near_ttl_max`).
     fn forget(&self, key: &[u8]) {
-        let _ = self.near.delete(key);
+        self.wrote(key, || {
+            let _ = self.near.delete(key);
+        });
     }
 }
 
@@ -95,13 +149,15 @@ impl Backend for TieredCache {
             self.forget(key);
             return Ok(());
         }
-        if self
-            .near
-            .set_flagged(key, value, self.near_ttl_of(ttl), flags)
-            .is_err()
-        {
-            self.forget(key);
-        }
+        self.wrote(key, || {
+            if self
+                .near
+                .set_flagged(key, value, self.near_ttl_of(ttl), flags)
+                .is_err()
+            {
+                let _ = self.near.delete(key);
+            }
+        });
         Ok(())
     }
 
@@ -109,16 +165,14 @@ impl Backend for TieredCache {
         if self.near.get_flagged(key, visit)? {
             return Ok(true); // counted by near
         }
+        let ticket = self.fill_ticket(key);
         let mut copy = None;
         let left = self.far.get_flagged_ttl(key, &mut |value, flags| {
             visit(value, flags);
             copy = Some((value.to_vec(), flags));
         })?;
         if let (Some((value, flags)), Some(left)) = (copy, left) {
-            // Best effort: a near that cannot take it serves the next get from far.
-            let _ = self
-                .near
-                .set_flagged(key, &value, self.near_ttl(Some(left)), flags);
+            self.fill(ticket, key, &value, flags, left);
             return Ok(self.count(true));
         }
         Ok(self.count(false))
@@ -151,6 +205,8 @@ impl Backend for TieredCache {
 
     fn clear(&self) -> Result<()> {
         self.far.clear()?;
+        let mut epochs = self.epochs.lock();
+        epochs.iter_mut().for_each(|e| *e += 1);
         self.near.clear()
     }
 
@@ -230,22 +286,18 @@ impl Backend for TieredCache {
             return Ok(());
         }
         let far_keys: Vec<&[u8]> = missing.iter().map(|&i| keys[i]).collect();
+        let tickets: Vec<u64> = far_keys.iter().map(|k| self.fill_ticket(k)).collect();
         let mut found = vec![None; far_keys.len()];
-        self.far.get_many(&far_keys, &mut |j, v, f| {
+        // One round trip on a remote far, each entry with its TTL (asking each key's TTL
+        // after cost 100 more round trips for 100 keys).
+        self.far.get_many_ttl(&far_keys, &mut |j, v, f, left| {
             visit(missing[j], v, f);
-            found[j] = Some((v.to_vec(), f));
+            found[j] = Some((v.to_vec(), f, left));
         })?;
         for (j, copy) in found.into_iter().enumerate() {
             self.count(copy.is_some());
-            if let Some((value, flags)) = copy {
-                // The far TTL is not known here: the copy lives at most near_ttl_max, and
-                // at most what far has left once asked.
-                let left = self.far.ttl(far_keys[j]).unwrap_or(None);
-                if left.is_some() {
-                    let _ = self
-                        .near
-                        .set_flagged(far_keys[j], &value, self.near_ttl(left), flags);
-                }
+            if let Some((value, flags, left)) = copy {
+                self.fill(tickets[j], far_keys[j], &value, flags, left);
             }
         }
         Ok(())
@@ -273,6 +325,8 @@ impl Backend for TieredCache {
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
         let deleted = self.far.delete_prefix(prefix)?;
+        let mut epochs = self.epochs.lock();
+        epochs.iter_mut().for_each(|e| *e += 1);
         let _ = self.near.delete_prefix(prefix);
         Ok(deleted)
     }
@@ -320,6 +374,110 @@ mod tests {
         assert_eq!(stats.misses, 0);
         assert!(!t.get_flagged(b"absent", &mut |_, _| {}).unwrap());
         assert_eq!(t.stats().unwrap().misses, 1);
+    }
+
+    /// A far that, once armed, holds a get's reply (after reading the value) until the
+    /// test lets it go: the moment a write of the handle's own can land in.
+    struct PausingFar {
+        inner: MemoryCache,
+        armed: std::sync::atomic::AtomicBool,
+        read: std::sync::Barrier,
+        go: std::sync::Barrier,
+    }
+
+    impl Backend for PausingFar {
+        fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
+            self.inner.set_flagged(key, value, ttl, flags)
+        }
+        fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+            self.inner.get_flagged(key, visit)
+        }
+        fn get_flagged_ttl(&self, key: &[u8], visit: &mut Visit) -> Result<Option<Remaining>> {
+            let left = self.inner.get_flagged_ttl(key, visit);
+            if self.armed.swap(false, Relaxed) {
+                self.read.wait(); // the value is read ...
+                self.go.wait(); // ... and the reply waits while the test writes
+            }
+            left
+        }
+        fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+            self.inner.pop_flagged(key, visit)
+        }
+        fn has(&self, key: &[u8]) -> Result<bool> {
+            self.inner.has(key)
+        }
+        fn delete(&self, key: &[u8]) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn clear(&self) -> Result<()> {
+            self.inner.clear()
+        }
+        fn len(&self) -> Result<u64> {
+            self.inner.len()
+        }
+        fn stats(&self) -> Result<Stats> {
+            self.inner.stats()
+        }
+        fn save(&self) -> Result<()> {
+            self.inner.save()
+        }
+        fn close(&self) -> Result<()> {
+            self.inner.close()
+        }
+        fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
+            self.inner.update(key, decide)
+        }
+        fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
+            self.inner.ttl(key)
+        }
+        fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
+            self.inner.key_page(prefix, after)
+        }
+        fn purge_expired(&self) -> Result<u64> {
+            self.inner.purge_expired()
+        }
+    }
+
+    #[test]
+    fn a_fill_that_began_before_the_handles_own_write_is_not_stored_after_it() {
+        // A get misses near, reads the old value from far, and is held; meanwhile this
+        // handle sets (or deletes) the key; then the get's fill lands. Before, it stored
+        // the old value in near, served for up to near_ttl_max.
+        for write in ["set", "delete"] {
+            let far = Arc::new(PausingFar {
+                inner: MemoryCache::new(0),
+                armed: std::sync::atomic::AtomicBool::new(false),
+                read: std::sync::Barrier::new(2),
+                go: std::sync::Barrier::new(2),
+            });
+            let near: Arc<dyn Backend> = Arc::new(MemoryCache::new(0));
+            let t = Arc::new(TieredCache::new(near, far.clone(), 60.0).unwrap());
+            far.set(b"k", b"old", Ttl::Never).unwrap();
+            far.armed.store(true, Relaxed);
+            let getter = {
+                let t = t.clone();
+                std::thread::spawn(move || t.get_vec(b"k").unwrap())
+            };
+            far.read.wait();
+            match write {
+                "set" => t.set(b"k", b"new", Ttl::Never).unwrap(),
+                _ => t.delete(b"k").unwrap(),
+            }
+            far.go.wait();
+            assert_eq!(
+                getter.join().unwrap().as_deref(),
+                Some(&b"old"[..]),
+                "it read before"
+            );
+            let want = (write == "set").then(|| b"new".to_vec());
+            for _ in 0..3 {
+                assert_eq!(
+                    t.get_vec(b"k").unwrap(),
+                    want,
+                    "after the handle's own {write}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -444,3 +444,54 @@ fn incr_is_exact_at_the_int64_bounds() {
         (1 << 60) + 1
     );
 }
+
+/// The requests the server has read so far (one per round trip; commands a script runs
+/// are not among them, as they are in total_commands_processed).
+fn reads_processed(server: &Server) -> u64 {
+    let info = server.cli(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_reads_processed")
+}
+
+/// A tiered get_many of 100 keys far holds takes one round trip to far (it asked each
+/// key's TTL on its own: 103 commands for 100 keys), and caps the near copies by far's
+/// TTLs all the same.
+#[test]
+fn a_tiered_get_many_asks_far_once() {
+    use duckcache::{MemoryCache, TieredCache};
+    let Some(server) = Server::start("redis-tiered") else {
+        return;
+    };
+    let far = std::sync::Arc::new(open(&server.url(), "t:", 1, 2000));
+    let near = std::sync::Arc::new(MemoryCache::new(0));
+    let t = TieredCache::new(near.clone(), far.clone(), 60.0).unwrap();
+    let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("k{i}").into_bytes()).collect();
+    for k in &keys {
+        far.set(k, b"v", Ttl::After(Duration::from_secs(5)))
+            .unwrap();
+    }
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let before = reads_processed(&server);
+    let mut found = 0;
+    t.get_many(&refs, &mut |_, v, _| {
+        assert_eq!(v, b"v");
+        found += 1;
+    })
+    .unwrap();
+    // The script (EVALSHA, and EVAL after a first NOSCRIPT) and redis-cli's own requests
+    // reading the count.
+    let used = reads_processed(&server) - before;
+    assert_eq!(found, 100);
+    assert!(
+        used <= 8,
+        "{used} requests for one get_many of 100 keys (105 before)"
+    );
+    match near.ttl(b"k7").unwrap() {
+        Some(duckcache::backend::Remaining::Seconds(s)) => {
+            assert!(s <= 5.0, "capped by far's TTL: {s}")
+        }
+        other => panic!("near's copy must expire with far's: {other:?}"),
+    }
+}

@@ -118,13 +118,15 @@ pub(crate) const RANK_SHARDED: usize = 3;
 pub(crate) const RANK_FILE: usize = 4;
 pub(crate) const RANK_FOLDER: usize = 5;
 pub(crate) const RANK_FOLDER_LEFTOVERS: usize = 6;
-pub(crate) const RANK_MEMORY: usize = 7;
+/// A tiered handle's fill epochs: near's (memory) locks are taken under them.
+pub(crate) const RANK_TIERED: usize = 7;
+pub(crate) const RANK_MEMORY: usize = 8;
 /// The checkpointer's request list and gate: requested from inside commits, under the
 /// locks of every handle kind above.
-pub(crate) const RANK_CHECKPOINT: usize = 8;
+pub(crate) const RANK_CHECKPOINT: usize = 9;
 /// A Redis handle's connection pool: taken briefly, with nothing else held.
-pub(crate) const RANK_REDIS_POOL: usize = 9;
-const RANKS: usize = 10;
+pub(crate) const RANK_REDIS_POOL: usize = 10;
+const RANKS: usize = 11;
 
 struct Registry {
     /// Process-wide locks (statics), taken before the sets of the same rank.
