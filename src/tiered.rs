@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::ffi::fork;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,9 +76,7 @@ impl TieredCache {
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish() as usize % FILL_STRIPES
+        self.hasher.hash_one(key) as usize % FILL_STRIPES
     }
 
     /// The epoch a fill of `key` starts from (read before far is asked).
