@@ -98,9 +98,17 @@ def _decode_value(data, flags):
 def _encode_key(key):
     if type(key) is str:
         return key.encode("utf-8", "surrogatepass")
+    if isinstance(key, str):  # a str subclass (a str Enum): its text, as the original
+        return str.encode(key, "utf-8", "surrogatepass")
     if isinstance(key, bytes):
         return bytes(key)
     raise KeyError(f"Key must be str or bytes, got {type(key).__name__}.")
+
+
+def _holds_no_such_key(key):
+    """True for a key no cache of these classes can hold (not str or bytes): a delete of
+    it does nothing and a pop of it finds nothing, as in the original."""
+    return not isinstance(key, (str, bytes))
 
 
 def _ttl(expiry):
@@ -116,6 +124,10 @@ def _ttl(expiry):
 
 
 def _positive_int(name, value, limit):
+    """`value` as an int from 1 to `limit`; a float (1e9, as the original took) is
+    truncated; anything else, or out of range, is a ValueError naming `name`."""
+    if isinstance(value, float) and math.isfinite(value) and not isinstance(value, bool):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
         raise ValueError(f"{name} must be an integer from 1 to {limit}, not {value!r}")
     return value
@@ -254,25 +266,19 @@ class CacheBase:
         and the others wait for its value (single-flight); an exception from `compute`
         stores nothing and reaches the caller that ran it. The library-backed classes
         do this in the library (cache_get_or_compute); this is the same for any cache."""
-        value = self.get(key, MISSING)
+        value = _lookup(self, key)
         if value is not MISSING:
             return value
-        flights = self.__dict__.setdefault("_flights", {})
-        with _flights_guard:
-            slot = flights.setdefault(key, [threading.Lock(), 0])
-            slot[1] += 1
+        slot = _join_flight(self, key)
         try:
             with slot[0]:
-                value = self.get(key, MISSING)
+                value = _lookup(self, key)
                 if value is MISSING:
                     value = compute()
                     self.set(key, value, expiry=expiry)
                 return value
         finally:
-            with _flights_guard:
-                slot[1] -= 1
-                if slot[1] == 0:
-                    del flights[key]
+            _leave_flight(self, key, slot)
 
     async def async_get(self, key: Key, default: Any = None) -> Any:
         return self.get(key, default)
@@ -292,11 +298,26 @@ class CacheBase:
         until removed), keyed by its module, name and arguments."""
 
         def decorator(func):
+            # get_or_set's steps written out here: a recursive function's every level
+            # then costs two frames (wrapper and function), as in the original, which
+            # recursed 494 deep where going through get_or_set stopped at 165.
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
                 key = self._memo_key(func, key_prefix, args, kwargs)
+                value = _lookup(self, key)
+                if value is not MISSING:
+                    return value
                 # Concurrent callers with the same arguments compute once.
-                return self.get_or_set(key, lambda: func(*args, **kwargs), expiry)
+                slot = _join_flight(self, key)
+                try:
+                    with slot[0]:
+                        value = _lookup(self, key)
+                        if value is MISSING:
+                            value = func(*args, **kwargs)
+                            self.set(key, value, expiry=expiry)
+                        return value
+                finally:
+                    _leave_flight(self, key, slot)
 
             return wrapper
 
@@ -339,6 +360,47 @@ class CacheBase:
 
 # Guards the per-cache tables of CacheBase.get_or_set's flights.
 _flights_guard = threading.Lock()
+
+
+def _join_flight(cache, key):
+    """The flight slot of `key` on `cache` ([lock, callers]), this caller counted in."""
+    flights = cache.__dict__.setdefault("_flights", {})
+    with _flights_guard:
+        slot = flights.setdefault(key, [threading.Lock(), 0])
+        slot[1] += 1
+    return slot
+
+
+def _leave_flight(cache, key, slot):
+    with _flights_guard:
+        slot[1] -= 1
+        if slot[1] == 0:
+            del cache.__dict__["_flights"][key]
+
+
+# Per class: whether its get takes a default (ours do; a user's CacheBase subclass
+# written for the original may define get(key) alone).
+_get_takes_default = {}
+
+
+def _lookup(cache, key):
+    """`cache.get(key)`, MISSING when absent. A get without a default parameter is
+    called as the original's decorator called it: None means absent."""
+    get = type(cache).get
+    takes = _get_takes_default.get(get)
+    if takes is None:
+        import inspect
+
+        try:
+            inspect.signature(get).bind(cache, key, MISSING)
+            takes = True
+        except (TypeError, ValueError):
+            takes = False
+        _get_takes_default[get] = takes
+    if takes:
+        return cache.get(key, MISSING)
+    value = cache.get(key)
+    return MISSING if value is None else value
 
 # Every open native cache, closed at exit so queued async work finishes while the
 # interpreter can still run its callbacks.
@@ -546,6 +608,10 @@ class _NativeCache(CacheBase):
         """Removes and returns the value under `key`, atomically (of concurrent pops,
         across threads and processes, exactly one gets it). KeyError when absent and
         no default is given."""
+        if _holds_no_such_key(key):
+            if default is MISSING:
+                raise KeyError(key)
+            return default
         k = _encode_key(key)
         buf = native.Buf()
         flags = c_uint32()
@@ -572,7 +638,9 @@ class _NativeCache(CacheBase):
         return self.has(key)
 
     def delete(self, key: Key) -> None:
-        """Removes `key`; silent when absent."""
+        """Removes `key`; silent when absent (or when it is no key these caches hold)."""
+        if _holds_no_such_key(key):
+            return
         k = _encode_key(key)
         native.check(lib.cache_delete(self._handle, k, len(k)))
 
@@ -923,7 +991,7 @@ class PersistentFileCache(_NativeCache):
         if os.path.isfile(path):
             raise FileExistsError(f"Path must be a directory, not a file: {path}")
         if cache_size is not None:
-            _positive_int("cache_size", cache_size, 2**64 - 1)
+            cache_size = _positive_int("cache_size", cache_size, 2**64 - 1)
         _read_cache_size(read_cache)
         self.path = path
         self.cache_size = cache_size
@@ -955,8 +1023,8 @@ class DynamicFileCache(_NativeCache):
     ):
         if not os.path.isdir(cache_dir):
             raise FileNotFoundError(f"Directory not found: {cache_dir}")
-        _positive_int("cache_limit", cache_limit, 2**64 - 1)
-        _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
+        cache_limit = _positive_int("cache_limit", cache_limit, 2**64 - 1)
+        cached_objs_limit = _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
         _read_cache_size(read_cache)
         self.cache_dir = cache_dir
         self.cache_limit = cache_limit
@@ -1003,7 +1071,7 @@ class KeyAsFolderCache(_NativeCache):
     def __init__(self, cache_dir: str, cached_objs_limit: int = DEFAULT_CACHE_OBJ_LIMIT):
         if not os.path.isdir(cache_dir):
             raise FileNotFoundError(f"Directory not found: {cache_dir}")
-        _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
+        cached_objs_limit = _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
         self.cache_dir = cache_dir
         self.cached_objs_limit = cached_objs_limit
         self._open(lib.cache_open_folder, _directory(cache_dir), cached_objs_limit)

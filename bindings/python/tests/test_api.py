@@ -503,3 +503,69 @@ def test_a_value_that_no_longer_unpickles_raises_its_own_type_and_stays(cache):
     finally:
         Vanishing = cls
     assert isinstance(cache.pop("obj"), Vanishing)
+
+
+def test_drop_in_details_of_the_original(cache, tmp_path):
+    """Where the original let calls through, these classes do too: a str subclass (a str
+    Enum) is a key by its text, delete and pop of a key no cache holds are silent."""
+    import enum
+
+    class Colour(str, enum.Enum):
+        RED = "red"
+
+    cache.set(Colour.RED, 1)
+    assert cache.get("red") == 1 and cache.get(Colour.RED) == 1
+    cache.delete(5)
+    assert cache.pop(5, None) is None
+    with pytest.raises(KeyError):
+        cache.pop(5)
+
+
+def test_float_sizes_are_taken_as_the_original_took_them(tmp_path):
+    c = duckcache.PersistentFileCache(str(tmp_path / "p"), cache_size=1e6)
+    assert c.cache_size == 1_000_000
+    c.close()
+    (tmp_path / "d").mkdir()
+    d = duckcache.DynamicFileCache(str(tmp_path / "d"), cache_limit=1e6, cached_objs_limit=8.0)
+    assert (d.cache_limit, d.cached_objs_limit) == (1_000_000, 8)
+    d.close()
+    with pytest.raises(ValueError):
+        duckcache.PersistentFileCache(str(tmp_path / "q"), cache_size=float("nan"))
+
+
+def test_the_decorator_recurses_as_deep_as_the_original(cache):
+    import sys
+
+    @cache.cache()
+    def depth(n):
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    # The original reached 494 levels under the default limit of 1000; going through
+    # get_or_set stopped at 165.
+    assert sys.getrecursionlimit() >= 1000
+    assert depth(400) == 400
+
+
+def test_the_decorator_on_a_subclass_whose_get_takes_no_default():
+    """A CacheBase subclass written for the original (get(key) alone, None = absent)."""
+    from duckcache import CacheBase
+
+    class Plain(CacheBase):
+        def __init__(self):
+            self.d = {}
+
+        def get(self, key):
+            return self.d.get(key)
+
+        def set(self, key, value, expiry=None):
+            self.d[key] = value
+
+    c = Plain()
+    calls = []
+
+    @c.cache()
+    def f(x):
+        calls.append(x)
+        return x * 2
+
+    assert f(2) == 4 and f(2) == 4 and calls == [2]
