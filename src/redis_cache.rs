@@ -28,6 +28,9 @@ use redis::{Connection, ConnectionLike, RedisError, RedisResult, Script, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Redis's own default proto-max-bulk-len, assumed when the server will not say.
+const DEFAULT_MAX_BULK: u64 = 512 * 1024 * 1024;
+
 /// Default connections per handle.
 pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default bound on every wait (connect, command, a free connection).
@@ -143,8 +146,11 @@ pub struct RedisCache {
     pool: Pool,
     stats: Mutex<Stats>,
     scripts: Scripts,
-    /// The server's largest value (proto-max-bulk-len), when it says.
-    max_value: Option<u64>,
+    /// The server's largest bulk string (proto-max-bulk-len): Redis's default (512 MB)
+    /// when the server will not say (CONFIG renamed away, as on managed Redis); read
+    /// again before a key or value over it is refused, so a limit raised at run time is
+    /// seen.
+    max_bulk: std::sync::atomic::AtomicU64,
 }
 
 struct Scripts {
@@ -226,11 +232,17 @@ impl RedisCache {
                 incr: Script::new(INCR),
                 touch: Script::new(TOUCH),
             },
-            max_value: None,
+            max_bulk: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_BULK),
         };
         // Connect now (a wrong address or password fails the open), and ask the server
-        // for its value limit (CONFIG may be disabled: then the server's error says it).
-        let limit = cache.with(|con| {
+        // for its bulk limit.
+        cache.read_max_bulk()?;
+        Ok(cache)
+    }
+
+    /// Asks the server for proto-max-bulk-len (CONFIG may be disabled: the default then).
+    fn read_max_bulk(&self) -> Result<u64> {
+        let limit = self.with(|con| {
             let reply: RedisResultValue = redis::cmd("CONFIG")
                 .arg("GET")
                 .arg("proto-max-bulk-len")
@@ -245,25 +257,36 @@ impl RedisCache {
                 });
             reply
         })?;
-        let max_value = limit.and_then(|v| match v {
-            Value::Array(items) if items.len() == 2 => match &items[1] {
-                Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        let max = limit
+            .and_then(|v| match v {
+                Value::Array(items) if items.len() == 2 => match &items[1] {
+                    Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                    _ => None,
+                },
+                Value::Map(pairs) => pairs.first().and_then(|(_, v)| match v {
+                    Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                    _ => None,
+                }),
                 _ => None,
-            },
-            Value::Map(pairs) => pairs.first().and_then(|(_, v)| match v {
-                Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-                _ => None,
-            }),
-            _ => None,
-        });
-        Ok(RedisCache { max_value, ..cache })
+            })
+            .unwrap_or(DEFAULT_MAX_BULK);
+        self.max_bulk
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+        Ok(max)
     }
 
-    fn key(&self, key: &[u8]) -> Vec<u8> {
+    /// The full key (prefix + key); a key longer than the server takes is refused
+    /// before anything is sent (sent, the server closes the connection).
+    fn key(&self, key: &[u8]) -> Result<Vec<u8>> {
+        self.check_bulk(self.prefix.len() + key.len(), "key")?;
         let mut k = Vec::with_capacity(self.prefix.len() + key.len());
         k.extend_from_slice(&self.prefix);
         k.extend_from_slice(key);
-        k
+        Ok(k)
+    }
+
+    fn keys_of(&self, keys: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
+        keys.iter().map(|k| self.key(k)).collect()
     }
 
     /// A connection for one call: an idle one, a new one while fewer than `pool_size`
@@ -384,7 +407,7 @@ impl RedisCache {
                     self.give_back(Some(con));
                     return Ok(r);
                 }
-                Err(e) if is_server_error(&e) => {
+                Err(e) if is_server_error(&e) && !closes_the_connection(&e) => {
                     self.give_back(Some(con));
                     return Err(self.failure(e));
                 }
@@ -443,7 +466,7 @@ impl RedisCache {
                 .and_then(|c| c.parse().ok())
                 .ok_or_else(|| Error::invalid_arg("not a position of this cache's walk"))?,
         };
-        let mut pattern = glob_escape(&self.key(prefix));
+        let mut pattern = glob_escape(&self.key(prefix)?);
         pattern.push(b'*');
         let (next, keys): (u64, Vec<Vec<u8>>) = self.with(|con| {
             redis::cmd("SCAN")
@@ -465,13 +488,27 @@ impl RedisCache {
     }
 
     fn check_value(&self, len: usize) -> Result<()> {
-        match self.max_value {
-            Some(max) if len as u64 > max => Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("{}: the value is {len} bytes and the server takes at most {max} (proto-max-bulk-len)", self.address),
-            )),
-            _ => Ok(()),
+        self.check_bulk(len, "value")
+    }
+
+    /// TooLarge for a key or value (`what`) over the server's bulk limit, asked again
+    /// first (it may have been raised since).
+    fn check_bulk(&self, len: usize, what: &str) -> Result<()> {
+        let len = len as u64;
+        if len <= self.max_bulk.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
         }
+        let max = self.read_max_bulk()?;
+        if len <= max {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "{}: the {what} is {len} bytes and the server takes at most {max} (proto-max-bulk-len)",
+                self.address
+            ),
+        ))
     }
 }
 
@@ -482,6 +519,15 @@ fn is_server_error(e: &RedisError) -> bool {
     matches!(e.kind(), redis::ErrorKind::Server(_))
         && !e.is_connection_dropped()
         && !e.is_io_error()
+}
+
+/// True for an error reply after which the server closes the connection (a protocol
+/// error: a request over its limits): such a connection must not go back to the pool,
+/// where it failed the next, innocent call.
+fn closes_the_connection(e: &RedisError) -> bool {
+    e.to_string()
+        .to_ascii_lowercase()
+        .contains("protocol error")
 }
 
 /// True when the connection was found closed by the server (end of file, reset, broken
@@ -512,7 +558,19 @@ impl Deadlined<'_> {
 
     fn send(&mut self, bytes: &[u8]) -> RedisResult<()> {
         self.con.set_write_timeout(Some(self.left()?))?;
-        self.con.send_packed_command(bytes)
+        match self.con.send_packed_command(bytes) {
+            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
+                // The server may have refused the request and closed the connection
+                // while it was still being sent (a bulk over its proto-max-bulk-len):
+                // its last words are then waiting to be read, and say why.
+                let said = self.receive();
+                match said {
+                    Ok(Value::ServerError(refusal)) => Err(refusal.into()),
+                    _ => Err(e),
+                }
+            }
+            sent => sent,
+        }
     }
 
     fn receive(&mut self) -> RedisResult<Value> {
@@ -679,7 +737,7 @@ fn queue_store(pipe: &mut redis::Pipeline, key: &[u8], value: &[u8], ttl: Ttl, f
 impl Backend for RedisCache {
     fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
         self.check_value(value.len())?;
-        let k = self.key(key);
+        let k = self.key(key)?;
         if flags == 0 || ttl.is_expired_at_once() {
             self.with(|con| {
                 let mut cmd = if ttl.is_expired_at_once() {
@@ -717,7 +775,7 @@ impl Backend for RedisCache {
     /// WRONGTYPE). A string replaced by a hash between the two is read as absent: the
     /// race of a get with a concurrent set, either outcome of which is allowed.
     fn get_flagged_ttl(&self, key: &[u8], visit: &mut Visit) -> Result<Option<Remaining>> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         let replies: Vec<Value> = self.with(|con| {
             redis::pipe()
                 .ignore_errors()
@@ -787,7 +845,7 @@ impl Backend for RedisCache {
     }
 
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         let reply: Value = self.with(|con| self.scripts.pop.key(&k).invoke(con))?;
         let found = entry_of(&reply)
             .map(|(value, flags, _)| visit(value, flags))
@@ -800,7 +858,7 @@ impl Backend for RedisCache {
     }
 
     fn has(&self, key: &[u8]) -> Result<bool> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         let n: i64 = self.with(|con| redis::cmd("EXISTS").arg(&k).query(con))?;
         Ok(self.count_lookup(n > 0))
     }
@@ -810,7 +868,7 @@ impl Backend for RedisCache {
     }
 
     fn delete_counted(&self, key: &[u8]) -> Result<bool> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         let n: i64 = self.with(|con| redis::cmd("DEL").arg(&k).query(con))?;
         self.stats.lock().deletes += n as u64;
         Ok(n > 0)
@@ -861,7 +919,7 @@ impl Backend for RedisCache {
     /// WATCH the key, read it, decide, and write in MULTI/EXEC; a write by another
     /// client in between makes EXEC fail and the whole step run again.
     fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         // What the last run of `decide` said: stored or not, or its error.
         let mut decided: Result<bool> = Ok(false);
         self.with(|con| {
@@ -910,7 +968,7 @@ impl Backend for RedisCache {
     }
 
     fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         let ms: i64 = self.with(|con| redis::cmd("PTTL").arg(&k).query(con))?;
         Ok(match ms {
             -2 => None,
@@ -932,7 +990,7 @@ impl Backend for RedisCache {
 
     fn add_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<bool> {
         self.check_value(value.len())?;
-        let k = self.key(key);
+        let k = self.key(key)?;
         if ttl.is_expired_at_once() {
             let n: i64 = self.with(|con| redis::cmd("EXISTS").arg(&k).query(con))?;
             return Ok(n == 0);
@@ -966,7 +1024,7 @@ impl Backend for RedisCache {
     }
 
     fn touch(&self, key: &[u8], ttl: Ttl) -> Result<bool> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         if ttl.is_expired_at_once() {
             return self.delete_counted(key);
         }
@@ -981,7 +1039,7 @@ impl Backend for RedisCache {
     }
 
     fn incr(&self, key: &[u8], delta: i64, ttl: Ttl) -> Result<i64> {
-        let k = self.key(key);
+        let k = self.key(key)?;
         let new_ttl = if ttl.is_expired_at_once() {
             Some(1)
         } else {
@@ -1009,7 +1067,7 @@ impl Backend for RedisCache {
         if keys.is_empty() {
             return self.save();
         }
-        let full: Vec<Vec<u8>> = keys.iter().map(|k| self.key(k)).collect();
+        let full = self.keys_of(keys)?;
         let reply: Value = self.with(|con| {
             let mut invocation = self.scripts.get_many.prepare_invoke();
             for k in &full {
@@ -1048,11 +1106,15 @@ impl Backend for RedisCache {
         if entries.is_empty() {
             return self.save();
         }
+        let full: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| self.key(e.key))
+            .collect::<Result<_>>()?;
         self.with(|con| {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for e in entries {
-                queue_store(&mut pipe, &self.key(e.key), e.value, e.ttl, e.flags);
+            for (e, k) in entries.iter().zip(&full) {
+                queue_store(&mut pipe, k, e.value, e.ttl, e.flags);
             }
             exec_atomic(&pipe, con)
         })?;
@@ -1069,7 +1131,7 @@ impl Backend for RedisCache {
         if keys.is_empty() {
             return self.save().map(|()| 0);
         }
-        let full: Vec<Vec<u8>> = keys.iter().map(|k| self.key(k)).collect();
+        let full = self.keys_of(keys)?;
         let n: u64 = self.with(|con| redis::cmd("DEL").arg(&full).query(con))?;
         self.stats.lock().deletes += n;
         Ok(n)
@@ -1082,7 +1144,11 @@ impl Backend for RedisCache {
         loop {
             let KeyPage { keys, next } = self.scan(prefix, after.as_deref())?;
             if !keys.is_empty() {
-                let full: Vec<Vec<u8>> = keys.iter().map(|k| self.key(k)).collect();
+                // Keys the server just listed: prefixed again as they were.
+                let full: Vec<Vec<u8>> = keys
+                    .iter()
+                    .map(|k| [self.prefix.as_slice(), k].concat())
+                    .collect();
                 let n: u64 = self.with(|con| redis::cmd("DEL").arg(&full).query(con))?;
                 deleted += n;
             }

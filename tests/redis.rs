@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 struct Server {
     dir: TempDir,
     child: Option<Child>,
+    /// More redis-server options (as `--name value` arguments).
+    extra: Vec<String>,
 }
 
 fn server_program() -> Option<String> {
@@ -37,6 +39,10 @@ fn server_program() -> Option<String> {
 impl Server {
     /// None (and a note) when redis-server is not installed.
     fn start(tag: &str) -> Option<Server> {
+        Server::start_with(tag, &[])
+    }
+
+    fn start_with(tag: &str, extra: &[&str]) -> Option<Server> {
         let Some(program) = server_program() else {
             eprintln!("redis-server is not installed: {tag} not run (make test installs it)");
             return None;
@@ -44,6 +50,7 @@ impl Server {
         let mut server = Server {
             dir: TempDir::new(tag),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         std::fs::create_dir_all(server.dir.path()).unwrap();
         server.launch(&program);
@@ -69,6 +76,7 @@ impl Server {
             ])
             .args(["--enable-debug-command", "local", "--dir"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts");
@@ -493,5 +501,52 @@ fn a_tiered_get_many_asks_far_once() {
             assert!(s <= 5.0, "capped by far's TTL: {s}")
         }
         other => panic!("near's copy must expire with far's: {other:?}"),
+    }
+}
+
+/// Keys and values over the server's proto-max-bulk-len get TOO_LARGE before anything is
+/// sent, a limit raised at run time is seen, and a request the server refuses as too large
+/// (its limit unknown: CONFIG renamed away) gets TOO_LARGE without poisoning the pool:
+/// the server closes such a connection, which went back to the pool and failed the next,
+/// innocent call.
+#[test]
+fn oversized_keys_and_values_are_too_large_and_leave_the_pool_usable() {
+    let Some(server) = Server::start_with("redis-bulk", &["--proto-max-bulk-len", "1mb"]) else {
+        return;
+    };
+    let c = open(&server.url(), "b:", 1, 2000);
+    let big = vec![7u8; 2 << 20];
+    assert_eq!(
+        c.set(&big, b"v", Ttl::Never).unwrap_err().kind(),
+        ErrorKind::TooLarge
+    );
+    assert_eq!(c.get_vec(&big).unwrap_err().kind(), ErrorKind::TooLarge);
+    assert_eq!(
+        c.set(b"k", &big, Ttl::Never).unwrap_err().kind(),
+        ErrorKind::TooLarge
+    );
+    c.set(b"k", b"small", Ttl::Never).unwrap();
+    server.cli(&["CONFIG", "SET", "proto-max-bulk-len", "4mb"]);
+    c.set(b"k", &big, Ttl::Never).unwrap();
+    assert_eq!(c.get_vec(b"k").unwrap().map(|v| v.len()), Some(big.len()));
+
+    let Some(hidden) = Server::start_with(
+        "redis-bulk-hidden",
+        &[
+            "--proto-max-bulk-len",
+            "1mb",
+            "--rename-command",
+            "CONFIG",
+            "",
+        ],
+    ) else {
+        return;
+    };
+    let c = open(&hidden.url(), "b:", 1, 2000);
+    let e = c.set(b"k", &big, Ttl::Never).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge, "{e:?}");
+    for i in 0..3 {
+        c.set(format!("after{i}").as_bytes(), b"v", Ttl::Never)
+            .unwrap_or_else(|e| panic!("call {i} after the refusal: {e}"));
     }
 }
