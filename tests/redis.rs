@@ -183,21 +183,37 @@ fn a_frozen_server_costs_a_call_its_timeout_once() {
     // goes as far as its commands (a new connection would fail at its handshake).
     fill_the_pool(&c, 4);
     server.signal(libc::SIGSTOP);
-    let items = entries(50, b"v");
+    let items = entries(1000, b"v");
+    let url = server.url();
     type Call<'a> = Box<dyn Fn() -> duckcache::Result<()> + 'a>;
-    let calls: [(&str, Call); 4] = [
+    let calls: [(&str, Call); 6] = [
         ("get", Box::new(|| c.get_vec(b"warm0").map(drop))),
         (
             "flagged set",
             Box::new(|| c.set_flagged(b"f", b"v", Ttl::Never, 7)),
         ),
-        ("set_many of 50", Box::new(|| c.set_many(&refs(&items)))),
+        ("set_many of 1000", Box::new(|| c.set_many(&refs(&items)))),
         ("pop", Box::new(|| c.pop_vec(b"warm1").map(drop))),
+        (
+            "set (a new connection)",
+            Box::new(|| c.set(b"s", b"v", Ttl::Never)),
+        ),
+        (
+            "open",
+            Box::new(|| {
+                RedisCache::open(&url, b"t:", 1, Duration::from_millis(400), None).map(drop)
+            }),
+        ),
     ];
     for (what, call) in calls {
         let started = Instant::now();
         let e = call().unwrap_err();
         let took = started.elapsed();
+        // The figures of RELIABILITY.md's table (cargo test --test redis frozen -- --nocapture).
+        println!(
+            "frozen server, timeout 400 ms: {what}: {} ms",
+            took.as_millis()
+        );
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{what}: {e:?}");
         // The contract's bound: the timeout, twice when the call opens a connection (a
         // pool filled at once may have fewer than four), with a half for a loaded
