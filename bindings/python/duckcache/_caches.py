@@ -123,10 +123,11 @@ def _ttl(expiry):
     return max(float(expiry), 0.0)
 
 
-def _positive_int(name, value, limit):
-    """`value` as an int from 1 to `limit`; a float (1e9, as the original took) is
+def _positive_int(name, value, limit, fraction_ok=False):
+    """`value` as an int from 1 to `limit`; a whole float (1e9) is taken, and with
+    `fraction_ok` (a byte count, as the original took any number) any finite float,
     truncated; anything else, or out of range, is a ValueError naming `name`."""
-    if isinstance(value, float) and math.isfinite(value) and not isinstance(value, bool):
+    if isinstance(value, float) and math.isfinite(value) and (fraction_ok or value.is_integer()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
         raise ValueError(f"{name} must be an integer from 1 to {limit}, not {value!r}")
@@ -991,7 +992,7 @@ class PersistentFileCache(_NativeCache):
         if os.path.isfile(path):
             raise FileExistsError(f"Path must be a directory, not a file: {path}")
         if cache_size is not None:
-            cache_size = _positive_int("cache_size", cache_size, 2**64 - 1)
+            cache_size = _positive_int("cache_size", cache_size, 2**64 - 1, fraction_ok=True)
         _read_cache_size(read_cache)
         self.path = path
         self.cache_size = cache_size
@@ -1023,7 +1024,7 @@ class DynamicFileCache(_NativeCache):
     ):
         if not os.path.isdir(cache_dir):
             raise FileNotFoundError(f"Directory not found: {cache_dir}")
-        cache_limit = _positive_int("cache_limit", cache_limit, 2**64 - 1)
+        cache_limit = _positive_int("cache_limit", cache_limit, 2**64 - 1, fraction_ok=True)
         cached_objs_limit = _positive_int("cached_objs_limit", cached_objs_limit, 2**32 - 1)
         _read_cache_size(read_cache)
         self.cache_dir = cache_dir
