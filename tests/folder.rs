@@ -327,3 +327,130 @@ fn readers_beside_writers_replacing_every_key_never_find_it_absent() {
         "gets found a key absent, walks missed keys"
     );
 }
+
+/// Runs `child` in a forked child process and returns its exit status (the child only
+/// calls the library, which is fork-safe, and exits without unwinding).
+fn in_child(child: impl FnOnce() -> bool) -> i32 {
+    // SAFETY: fork in a test: the child runs `child` (library calls) and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = child();
+        // SAFETY: ends the child without the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for that child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
+#[test]
+fn set_many_stores_nothing_when_a_value_cannot_be_written() {
+    // A file size limit (as a full disk) lets the first two values of the batch be
+    // written and stops the third: nothing may be stored (two were, set one by one).
+    let dir = TempDir::new("folder-batch-fsize");
+    let path = dir.path().to_path_buf();
+    FolderCache::open(&path, 0)
+        .unwrap()
+        .set(b"p1", b"before", Ttl::Never)
+        .unwrap();
+    let status = in_child(|| {
+        // SAFETY: plain calls on this process's limits and signal disposition.
+        unsafe {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 20,
+                rlim_max: 2 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+        let c = FolderCache::open(&path, 0).unwrap();
+        let (small, big) = (vec![1u8; 1 << 20], vec![3u8; 3 << 20]);
+        let batch = [
+            duckcache::backend::EntryRef {
+                key: b"p1",
+                value: &small,
+                ttl: Ttl::Never,
+                flags: 0,
+            },
+            duckcache::backend::EntryRef {
+                key: b"p2",
+                value: &small,
+                ttl: Ttl::Never,
+                flags: 0,
+            },
+            duckcache::backend::EntryRef {
+                key: b"p3",
+                value: &big,
+                ttl: Ttl::Never,
+                flags: 0,
+            },
+        ];
+        c.set_many(&batch)
+            .is_err_and(|e| e.kind() == duckcache::ErrorKind::Io)
+    });
+    assert_eq!(status, 0, "the batch must fail with CACHE_ERR_IO");
+    let c = FolderCache::open(&path, 0).unwrap();
+    assert_eq!(c.get_vec(b"p1").unwrap().as_deref(), Some(&b"before"[..]));
+    assert_eq!(c.get_vec(b"p2").unwrap(), None);
+    assert_eq!(c.get_vec(b"p3").unwrap(), None);
+    assert!(names(&path)
+        .iter()
+        .all(|n| !n.starts_with(".tmp-") && !n.starts_with(".batch-")));
+}
+
+#[test]
+fn a_batch_killed_midway_is_whole_after_the_next_open() {
+    // A writer sets batches of 8 keys (every key of batch n holds n) and is killed at a
+    // moment of its own; the next open must find the 8 keys from one batch (a batch
+    // set one by one was left part-applied in 7-8 of 8 rounds).
+    let dir = TempDir::new("folder-batch-kill");
+    let path = dir.path().to_path_buf();
+    let keys: Vec<Vec<u8>> = (0..8).map(|i| format!("k{i}").into_bytes()).collect();
+    for round in 0..8u64 {
+        // SAFETY: fork in a test; the child loops on library calls until killed.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let c = FolderCache::open(&path, 0).unwrap();
+            let value = |n: u64| {
+                let mut v = n.to_le_bytes().to_vec();
+                v.resize(64 << 10, 7);
+                v
+            };
+            for n in 1.. {
+                let v = value(n);
+                let batch: Vec<_> = keys
+                    .iter()
+                    .map(|k| duckcache::backend::EntryRef {
+                        key: k,
+                        value: &v,
+                        ttl: Ttl::Never,
+                        flags: 0,
+                    })
+                    .collect();
+                let _ = c.set_many(&batch);
+            }
+            unreachable!();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20 + round * 13));
+        // SAFETY: kills and reaps the child just forked.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let c = FolderCache::open(&path, 0).unwrap();
+        let seen: Vec<Option<u64>> = keys
+            .iter()
+            .map(|k| {
+                c.get_vec(k)
+                    .unwrap()
+                    .map(|v| u64::from_le_bytes(v[..8].try_into().unwrap()))
+            })
+            .collect();
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "round {round}: a part of a batch: {seen:?}"
+        );
+        c.close().unwrap();
+    }
+}

@@ -235,6 +235,28 @@ impl Root {
         crate::disk::read_regular_at(folder, file, expected_len, &self.path.join(name).join(file))
     }
 
+    /// The directory's path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the file `name` directly in the directory with `bytes` (never through a
+    /// link, never over an existing file).
+    pub fn write_plain_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_file(self.fd.as_fd(), ".", name, bytes)
+    }
+
+    /// The regular file `name` directly in the directory, whole (None when absent).
+    pub fn read_plain_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        crate::disk::read_regular_at(self.fd.as_fd(), name, None, &self.path.join(name))
+    }
+
+    /// Renames `from` to `to` in the directory (replacing a file there).
+    pub fn rename_file(&self, from: &str, to: &str) -> Result<()> {
+        rfs::renameat(&self.fd, from, &self.fd, to)
+            .map_err(|e| self.error(e, "cannot rename", from))
+    }
+
     /// A working folder name no other writer, in this or another process, will pick.
     pub fn new_tmp_name() -> String {
         format!("{TMP_PREFIX}{}", crate::disk::unique_name())

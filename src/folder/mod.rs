@@ -11,6 +11,7 @@
 //!   reopening. Writes are atomic renames; pop renames the folder away first, which
 //!   exactly one process can do.
 
+mod batch;
 mod entry;
 pub mod naming;
 
@@ -108,6 +109,9 @@ impl FolderCache {
         let dir = dir.as_ref().to_owned();
         let root = Root::open(&dir)?;
         root.retry_leftovers();
+        // Batches their writers decided before they died: completed (their working
+        // folders are named in the journal, so this comes first).
+        batch::complete_left_batches(&root, STALE_TMP)?;
         // Working folders of writers that died.
         for name in root.list()? {
             if name.starts_with(TMP_PREFIX) && root.is_older_than(&name, STALE_TMP) {
@@ -388,6 +392,42 @@ impl Backend for FolderCache {
         Ok(self.count(&read))
     }
 
+    /// All or nothing, even under a full disk or a kill (see [`batch`]).
+    fn set_many(&self, entries: &[crate::backend::EntryRef]) -> Result<()> {
+        let now = wall_now();
+        // The last entry of each key wins.
+        let mut last: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            last.insert(e.key, i);
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        let planned: Vec<batch::Planned> = order
+            .iter()
+            .map(|&i| {
+                let e = &entries[i];
+                batch::Planned {
+                    name: naming::encode(e.key),
+                    meta: Meta {
+                        key: e.key.to_vec(),
+                        value_len: e.value.len() as u64,
+                        expires: e.ttl.deadline_from(now),
+                        flags: e.flags,
+                    },
+                    value: (!e.ttl.is_expired_at_once()).then_some(e.value),
+                }
+            })
+            .collect();
+        self.with_root(|root| batch::set_all(root, &planned))?;
+        let mut unsynced = self.unsynced.lock();
+        for p in &planned {
+            unsynced.insert(p.name.clone());
+        }
+        drop(unsynced);
+        self.stats.lock().sets += entries.len() as u64;
+        Ok(())
+    }
+
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
         let read = self.with_root(|root| Self::take(root, key, true))?;
         if let Found::Live(meta, Value::Bytes(bytes)) = &read {
@@ -654,8 +694,13 @@ impl FolderCache {
         self.with_root(|root| {
             let mut found = Vec::new();
             for name in root.list()? {
-                if name.starts_with(TMP_PREFIX) || name == STORE_MARK {
-                    continue; // a working folder (removed at open when stale), the mark
+                if name.starts_with(TMP_PREFIX)
+                    || name.starts_with(batch::JOURNAL_PREFIX)
+                    || name == STORE_MARK
+                {
+                    // A working folder (removed at open when stale), a batch's journal
+                    // (completed at open), the mark.
+                    continue;
                 }
                 if !naming::is_entry_name(&name) {
                     found.push(format!("{name}: not an entry name (left alone)"));
