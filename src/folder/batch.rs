@@ -10,6 +10,7 @@
 //! 3. **Apply**: removals, then each working folder swapped or moved into place. A
 //!    failure undoes the steps already made, in reverse, and the call fails with nothing
 //!    stored; success removes the journal.
+//!
 //! A writer killed after step 2 leaves the journal: the next open of the directory (once
 //! that writer's process is gone, or the journal is older than the stale age of working
 //! folders) completes the batch, installing each working folder still there whose
