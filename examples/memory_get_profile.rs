@@ -55,6 +55,7 @@ fn open(uri: &str) -> *mut ffi::cache_t {
     let uri = std::ffi::CString::new(uri).unwrap();
     let mut c = std::ptr::null_mut();
     assert_eq!(
+        // SAFETY: a NUL-terminated URI and a live out-pointer.
         unsafe { ffi::cache_open(uri.as_ptr(), &mut c) },
         ffi::cache_status::CACHE_OK
     );
@@ -81,18 +82,21 @@ fn main() {
             let c = open(&format!("memory:?max_keys={KEYS}&policy={who}"));
             for i in 0..KEYS {
                 let k = key(i);
+                // SAFETY: an open handle; the key and value buffers hold the lengths given.
                 let s = unsafe { ffi::cache_set(c, k.as_ptr(), 16, value.as_ptr(), VALUE, -1.0) };
                 assert_eq!(s, ffi::cache_status::CACHE_OK);
             }
             for &i in &order {
                 let k = key(i);
                 let mut len = 0;
+                // SAFETY: as above; the out-pointers are live locals.
                 let s = unsafe {
                     ffi::cache_get_into(c, k.as_ptr(), 16, buf.as_mut_ptr(), VALUE, &mut len)
                 };
                 assert_eq!(s, ffi::cache_status::CACHE_OK);
                 sum += len + buf[0] as usize;
             }
+            // SAFETY: the handle opened above, freed once, with no call running on it.
             unsafe { ffi::cache_free(c) };
         }
         "mutex-lru-c" => {
@@ -106,12 +110,17 @@ fn main() {
                 cap: usize,
                 out: *mut usize,
             ) -> i32 {
+                // SAFETY: the caller passes a live peer, keys and buffers of the lengths
+                // given, and a live out-pointer (the loop below, like a C caller).
                 let c = unsafe { &*c };
+                // SAFETY: as above.
                 let k = unsafe { std::slice::from_raw_parts(k, kl) };
+                // SAFETY: as above.
                 let b = unsafe { std::slice::from_raw_parts_mut(b, cap) };
                 match c.lock().get(k) {
                     Some(v) if v.len() <= cap => {
                         b[..v.len()].copy_from_slice(v);
+                        // SAFETY: as above.
                         unsafe { *out = v.len() };
                         0
                     }

@@ -142,6 +142,11 @@ pub fn copy_if_fits(value: &[u8], buf: &mut [u8]) {
 /// Called with a found value and the flags word it was stored with.
 pub type Visit<'a> = dyn FnMut(&[u8], u32) + 'a;
 
+/// Called with a live entry's value, flags and expiry (the Unix time it dies at; None =
+/// never) by a get of a store that keeps Unix-time deadlines (the SQLite-backed kinds,
+/// which hand it to their read cache).
+pub(crate) type VisitEntry<'a> = dyn FnMut(&[u8], u32, Option<f64>) + 'a;
+
 /// Called by a bulk read with the index of a found key, its value and flags.
 pub type VisitMany<'a> = dyn FnMut(usize, &[u8], u32) + 'a;
 

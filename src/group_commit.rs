@@ -29,11 +29,19 @@
 //! (`fork::forks`) they were made under.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi::fork::{self, ForkLocks, ForkMutex};
-use crate::file::Until;
+use crate::sync::fork::{self, ForkLocks, ForkMutex};
 use crate::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
+
+/// An entry to store until a Unix time (None = never).
+#[derive(Clone, Copy)]
+pub(crate) struct Until<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub expires: Option<f64>,
+    pub flags: u32,
+}
 
 /// Values this large and up keep their own transaction: copying them into a request
 /// would cost more than a shared commit saves (and from 32 KiB they go to value files).

@@ -2,8 +2,13 @@
 //!
 //! The crate is a plain Rust library first: every backend is a public type implementing
 //! [`Backend`], with `Result`-returning methods. The C interface in [`ffi`] is a thin
-//! translation of that trait and, with the futex locks of `sync` and the clock reads of
-//! `clock`, the only module allowed to use `unsafe`.
+//! translation of that trait, and it is the top floor: it imports the stores, no store
+//! imports it. `unsafe` is denied everywhere except where a module allows it, each
+//! block with a SAFETY comment (clippy's `undocumented_unsafe_blocks`, in Cargo.toml):
+//! `ffi` (the C boundary), `sync` (futex locks, the fork registry), `clock` (clock
+//! reads), `signals` (the signal mask of a Redis call), `memory`'s entry allocation,
+//! `read_cache::wal_index` (SQLite's WAL-index header), and `sqlite::files` and
+//! `sqlite::process` (SQLite's own file objects and global mutexes).
 //!
 //! Backends:
 //! - [`MemoryCache`]: in-process, exact LRU bounded by key count and bytes, per-entry TTL.
@@ -19,7 +24,6 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
-pub(crate) mod checkpointer;
 #[allow(unsafe_code)]
 pub mod clock;
 mod disk;

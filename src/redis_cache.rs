@@ -20,8 +20,8 @@
 use crate::backend::{Backend, Change, Current, Decide, EntryRef, KeyPage, Remaining, Stats};
 use crate::backend::{Visit, VisitMany, VisitManyTtl, KEY_PAGE};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi::fork;
 use crate::signals::SignalsHeld;
+use crate::sync::fork;
 use crate::sync::{Condvar, Mutex};
 use crate::ttl::Ttl;
 use redis::{Connection, ConnectionLike, RedisError, RedisResult, Script, Value};

@@ -23,7 +23,7 @@
 use crate::backend::VisitMany;
 use crate::backend::{Backend, Decide, EntryRef, KeyPage, KeyVisit, Remaining, Stats, Visit};
 use crate::error::{Error, Result};
-use crate::ffi::fork;
+use crate::sync::fork;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
 use std::hash::BuildHasher;

@@ -16,7 +16,7 @@
 //! the queue is itself waiting, directly or through others, for a queue this thread is
 //! running (B's job on one worker drains A while A's job on another drains B).
 
-use crate::ffi::fork::{self, ForkLocks, ForkMutex};
+use crate::sync::fork::{self, ForkLocks, ForkMutex};
 use crate::sync::{Condvar, Mutex};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::cell::{Cell, RefCell};

@@ -63,7 +63,8 @@ pub(crate) fn boundary(
     function: FunctionName,
     body: impl FnOnce() -> Result<cache_status, Failure>,
 ) -> cache_status {
-    super::fork::install();
+    crate::sync::fork::install();
+    crate::sqlite::process::prepare();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(status)) => status,
         Ok(Err(failure)) => report_failure(function, failure),

@@ -15,7 +15,7 @@
 //!
 //! The gate is a [`Gate`] (two atomics and a poll, fork-safe by construction).
 
-use super::fork;
+use crate::sync::fork;
 use crate::sync::Gate;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};

@@ -6,7 +6,7 @@
 use super::async_ops::{cache_flagged_callback, submit_flagged};
 use super::boundary::Failure;
 use super::callback_gate::run_user_code;
-use super::handle::cache_t;
+use super::handle::{cache_t, ComputeOutcome};
 use super::macros::{exported, function_name};
 use super::types::cache_buf;
 use super::types::cache_status::{self, *};
@@ -45,18 +45,6 @@ type RawComputeFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cac
 
 /// What a compute function put in its sink: value, TTL, flags.
 type Computed = (Vec<u8>, Ttl, u32);
-
-/// What every caller of one flight receives: the value and flags, None for
-/// CACHE_NOT_FOUND, or a failure's status and message.
-pub(crate) type ComputeOutcome = Result<Option<(Arc<[u8]>, u32)>, (cache_status, String)>;
-
-/// The outcome waiters get when the computing thread unwound (a bug).
-pub(crate) fn abandoned() -> ComputeOutcome {
-    Err((
-        CACHE_ERR_INTERNAL,
-        "the thread computing this key stopped without an outcome".into(),
-    ))
-}
 
 /// The compute function and its user data, carried to a worker for the async form.
 #[derive(Clone, Copy)]

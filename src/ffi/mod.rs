@@ -1,4 +1,4 @@
-//! The C ABI: the only module with `unsafe` and `extern "C"`.
+//! The C ABI: the only module with `extern "C"` (unsafe elsewhere: see the crate's docs).
 //!
 //! Every exported function is declared with [`macros::exported!`]: its body runs through
 //! [`boundary`], which catches panics (they become `CACHE_ERR_INTERNAL`), turns errors
@@ -31,7 +31,6 @@ mod bulk;
 mod callback_gate;
 mod compute;
 mod conditional;
-pub(crate) mod fork;
 mod handle;
 mod library;
 mod macros;

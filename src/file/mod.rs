@@ -9,20 +9,19 @@ mod values;
 pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
-use crate::backend::{check_fits, Lookup};
+use crate::backend::{check_fits, Lookup, VisitEntry};
 use crate::backend::{Backend, Decide, EntryRef, KeyPage, Remaining, Stats, Visit, VisitMany};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi::fork;
-use crate::group_commit;
+use crate::group_commit::{self, Until};
 use crate::read_cache::{self, ReadCache};
 pub use crate::sqlite::SqliteOptions;
+use crate::sync::fork;
 use crate::sync::Mutex;
 use crate::ttl::Ttl;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-pub(crate) use store::VisitEntry;
 use store::{Row, Store, Stored};
 
 /// The persistent SQLite-backed cache.
@@ -30,7 +29,7 @@ pub struct FileCache {
     dir: PathBuf,
     size_limit: u64,
     options: SqliteOptions,
-    /// Registered with the fork handlers (`crate::ffi::fork`).
+    /// Registered with the fork handlers (`crate::sync::fork`).
     state: Arc<Mutex<State>>,
     /// Sets waiting to share the next transaction (see [`crate::group_commit`]);
     /// registered after `state`.
@@ -164,7 +163,7 @@ impl FileCache {
 
     /// The checkpoints of the store's WAL (None once closed).
     #[cfg(test)]
-    pub(crate) fn wal(&self) -> Option<Arc<crate::checkpointer::WalWatch>> {
+    pub(crate) fn wal(&self) -> Option<Arc<crate::sqlite::checkpointer::WalWatch>> {
         Some(self.state.lock().store.as_ref()?.wal.clone())
     }
 
@@ -506,15 +505,6 @@ impl Backend for FileCache {
             None => Ok(()),
         }
     }
-}
-
-/// An entry to store until a Unix time (None = never).
-#[derive(Clone, Copy)]
-pub(crate) struct Until<'a> {
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub expires: Option<f64>,
-    pub flags: u32,
 }
 
 /// Writes the value files of the large values among `entries` (each name reserved in

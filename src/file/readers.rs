@@ -21,11 +21,12 @@
 //! connection (whose lock the fork handlers hold), so reads that never stop coming cannot
 //! keep a fork waiting, as they could a read-write lock's writer.
 
-use super::store::{open_reader, probe_entry, read_entry, Read, VisitEntry};
+use super::store::{open_reader, probe_entry, read_entry, Read};
 use super::values::Values;
 use crate::backend::Lookup;
+use crate::backend::VisitEntry;
 use crate::error::Result;
-use crate::ffi::fork;
+use crate::sync::fork;
 use crate::sync::{Gate, Inside, Mutex};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};

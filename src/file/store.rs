@@ -18,11 +18,12 @@
 //!   file, and no crash leaks a file past the next open, without scanning `values/`.
 
 use super::values::Values;
-use crate::backend::{Change, Current, Decide, KeyPage, Lookup, Remaining, Visit, VisitMany};
-use crate::checkpointer::WalWatch;
+use crate::backend::VisitMany;
+use crate::backend::{Change, Current, Decide, KeyPage, Lookup, Remaining, Visit, VisitEntry};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sqlite::checkpointer::WalWatch;
 use crate::sqlite::{self, Schema, SqliteOptions};
 use crate::ttl;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -71,10 +72,6 @@ CREATE TABLE IF NOT EXISTS orphans (
         sqlite::change_log!("entries")
     ),
 };
-
-/// Called with a live entry's value, flags and expiry (the Unix time it dies at; None =
-/// never) by a get.
-pub(crate) type VisitEntry<'a> = dyn FnMut(&[u8], u32, Option<f64>) + 'a;
 
 /// Called with an entry's key, size (bytes of key and value) and expiry.
 pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], u64, Option<f64>) -> Result<()> + 'a;
@@ -183,7 +180,7 @@ enum RowValue {
 
 pub(crate) struct Store {
     conn: Connection,
-    /// The checkpoints of its WAL (see [`crate::checkpointer`]); read by tests.
+    /// The checkpoints of its WAL (see [`crate::sqlite::checkpointer`]); read by tests.
     #[cfg_attr(not(test), allow(dead_code))]
     pub wal: Arc<WalWatch>,
     options: SqliteOptions,

@@ -134,7 +134,7 @@ impl Root {
     /// Opens the directory `path` (created owner-only, with parents, when missing).
     pub fn open(path: &Path) -> Result<Root> {
         // Taken inside operations (which hold the handle's root lock): after it.
-        crate::ffi::fork::register_static(crate::ffi::fork::RANK_FOLDER_LEFTOVERS, &LEFTOVERS);
+        crate::sync::fork::register_static(crate::sync::fork::RANK_FOLDER_LEFTOVERS, &LEFTOVERS);
         crate::disk::create_dir(path)?;
         let fd = rfs::open(
             path,

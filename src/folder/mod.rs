@@ -21,7 +21,7 @@ use crate::backend::{Backend, Change, Current, Decide, KeyPage, KeyVisit, Lookup
 use crate::backend::{Stats, Visit, KEY_PAGE};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi::fork;
+use crate::sync::fork;
 use crate::sync::{Condvar, Mutex, RwLock};
 use crate::ttl::Ttl;
 use entry::{Meta, Root, TMP_PREFIX};
@@ -52,7 +52,7 @@ pub struct FolderCache {
     max_concurrent_ops: u32,
     /// None once closed; operations hold the read side, close takes the write side.
     /// This and the locks below are registered with the fork handlers
-    /// (`crate::ffi::fork`), in this order.
+    /// (`crate::sync::fork`), in this order.
     root: Arc<RwLock<Option<Root>>>,
     budget: Budget,
     stats: Arc<Mutex<Stats>>,

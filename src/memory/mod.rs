@@ -45,7 +45,7 @@ use crate::backend::{
 };
 use crate::clock::{mono_deadline, mono_now, NO_DEADLINE};
 use crate::error::{Error, Result};
-use crate::ffi::fork;
+use crate::sync::fork;
 use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;
 use entry::{Entry, VACANT};

@@ -22,7 +22,7 @@
 //! shard publishes (the LRU policy's method, [`super`]). The ghost queue is one FIFO of
 //! key hashes behind its own lock, taken after a shard's lock, never before.
 
-use crate::ffi::fork::{ForkLocks, ForkMutex};
+use crate::sync::fork::{ForkLocks, ForkMutex};
 use crate::sync::Mutex;
 use hashbrown::HashMap;
 use std::collections::VecDeque;

@@ -7,7 +7,7 @@ use super::slab::{Node, Slab, MAIN, MAX_FREQ, NIL, NO_STAMP, SMALL};
 use crate::backend::Stats;
 use crate::clock::{mono_expired, mono_now, MonoDeadline, NO_DEADLINE};
 use crate::error::{Error, Result};
-use crate::ffi::fork::{ForkLocks, ForkMutex};
+use crate::sync::fork::{ForkLocks, ForkMutex};
 use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crossbeam_utils::CachePadded;
 use hashbrown::{DefaultHashBuilder, HashTable};

@@ -44,13 +44,12 @@
 
 mod wal_index;
 
-use crate::backend::{Backend, Visit};
+use crate::backend::{Backend, Visit, VisitEntry};
 use crate::clock::{mono_coarse_now, wall_now};
 use crate::error::Result;
-use crate::ffi::fork;
-use crate::file::VisitEntry;
 use crate::memory::{MemoryCache, Policy};
 use crate::sqlite;
+use crate::sync::fork;
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
 use hashbrown::DefaultHashBuilder;

@@ -19,12 +19,13 @@ use crate::backend::{Remaining, Stats, Visit};
 use crate::clock::{mono_coarse_now, wall_now};
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi::fork;
 use crate::file::readers::{Budget, Readers, MAX_READERS};
-use crate::file::{FileCache, Until};
+use crate::file::FileCache;
 use crate::group_commit;
+use crate::group_commit::Until;
 use crate::read_cache::{self, ReadCache};
 use crate::sqlite::{self, SqliteOptions};
+use crate::sync::fork;
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
 use index::{IndexReader, Placement};
@@ -49,7 +50,7 @@ pub struct ShardedCache {
     dir: PathBuf,
     shard_size_limit: u64,
     options: SqliteOptions,
-    /// Registered with the fork handlers (`crate::ffi::fork`).
+    /// Registered with the fork handlers (`crate::sync::fork`).
     state: Arc<Mutex<State>>,
     /// Read-only index connections and the open shards, for gets and has without the
     /// handle's lock (see [`ShardedCache::find_unlocked`]).

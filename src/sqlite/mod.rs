@@ -2,11 +2,13 @@
 //! (WAL, synchronous NORMAL, busy timeout), schema versioning, and how SQLite errors map
 //! to [`ErrorKind`]s. Used by the file cache's store and the sharded cache's index.
 
+pub(crate) mod checkpointer;
 pub(crate) mod files;
+pub(crate) mod process;
 
-use crate::checkpointer::{self, WalWatch};
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
+use checkpointer::WalWatch;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -237,6 +239,7 @@ pub(crate) fn open(
     on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<(Connection, Arc<WalWatch>)> {
     let with_path = |e: Error| Error::new(e.kind(), format!("{}: {}", path.display(), e.message()));
+    process::prepare();
     let mut conn = {
         let _opening = files::opening();
         disk::create_regular_file(path)?;
@@ -329,6 +332,7 @@ pub(crate) fn open_second(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    process::prepare();
     let conn = {
         let _opening = files::opening();
         Connection::open_with_flags(path, flags)?

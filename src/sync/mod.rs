@@ -16,6 +16,8 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod fork;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 use std::time::Duration;
 

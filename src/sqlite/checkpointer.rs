@@ -22,7 +22,7 @@
 //! is registered with the fork handlers up front ([`fork_locks`]), never from inside a
 //! request.
 
-use crate::ffi::fork;
+use crate::sync::fork;
 use crate::sync::{Gate, Mutex};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};

@@ -8,19 +8,18 @@
 //! lock (waiting for the threads holding them to let go), and release them right after,
 //! in the parent and in the child alike, so the child starts with all of them free.
 //!
-//! What is taken, in this order (the order the library itself nests them in):
-//! 1. the registered lock sets ([`register`]), by rank: the executor's table of drain
-//!    waits, every worker queue, the worker pool, then every handle's own lock (sharded,
-//!    file, folder, memory shards). Holding a persistent handle's lock means no thread
-//!    is inside SQLite on its connections at the fork, so the child inherits SQLite's
-//!    per-process lock bookkeeping at rest, and a connection the child opens on the same
-//!    database takes its locks normally (with a transaction in flight the child would
-//!    wait forever for a lock only a parent thread could release);
-//! 2. SQLite's global VFS mutex (its list of open files, taken by every open and close).
+//! What is taken: the registered locks, by rank ([`register`], [`register_static`]), in
+//! the order the library itself nests them in: the executor's table of drain waits,
+//! every worker queue, the worker pool, then every handle's own lock (sharded, file,
+//! folder, tiered, memory shards), the checkpointer's, the Redis pools', and last
+//! SQLite's global VFS mutex. Holding a persistent handle's lock means no thread is
+//! inside SQLite on its connections at the fork, so the child inherits SQLite's
+//! per-process lock bookkeeping at rest, and a connection the child opens on the same
+//! database takes its locks normally.
 //!
-//! SQLite's memory statistics, which take a global mutex on every allocation, are turned
-//! off before the first connection (the library never reads them), so no allocation
-//! anywhere in SQLite waits on a lock a parent thread held.
+//! This module knows no owner of a lock: each registers its own (the SQLite module its
+//! process-wide steps, `crate::sqlite::process`). It is infrastructure at the bottom of
+//! the house, beside the locks themselves.
 //!
 //! None of these locks is held while waiting for anything else, or while a user's
 //! callback runs, so the handler's wait is short and cannot deadlock with the thread
@@ -126,7 +125,10 @@ pub(crate) const RANK_MEMORY: usize = 8;
 pub(crate) const RANK_CHECKPOINT: usize = 9;
 /// A Redis handle's connection pool: taken briefly, with nothing else held.
 pub(crate) const RANK_REDIS_POOL: usize = 10;
-const RANKS: usize = 11;
+/// SQLite's own global mutexes (its list of open files): taken by every open and close
+/// of a connection, under any of the above.
+pub(crate) const RANK_SQLITE: usize = 11;
+const RANKS: usize = 12;
 
 struct Registry {
     /// Process-wide locks (statics), taken before the sets of the same rank.
@@ -257,33 +259,12 @@ fn add_static(registry: &mut Registry, rank: usize, lock: &'static dyn ForkMutex
 pub(crate) fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: sqlite3_config is called with an int argument as SQLITE_CONFIG_MEMSTATUS
-        // documents. Before SQLite is initialised it applies; afterwards it returns
-        // SQLITE_MISUSE and changes nothing, which is fine (statistics stay on).
-        unsafe {
-            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as libc::c_int);
-        }
         // SAFETY: the three handlers are plain functions that live as long as the
         // process; pthread_atfork only records them.
         unsafe {
             libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child));
         }
-        // The checkpointer's locks, registered here because it is asked for work inside
-        // commits, under handles' locks: registering then would wait for the registry,
-        // which a fork in progress holds while it waits for those handles' locks.
-        let mut registry = REGISTRY.lock();
-        for lock in crate::checkpointer::fork_locks() {
-            add_static(&mut registry, RANK_CHECKPOINT, lock);
-        }
     });
-}
-
-/// SQLite's global mutex guarding its list of open files (taken on every open and close
-/// of a connection).
-fn sqlite_vfs_mutex() -> *mut rusqlite::ffi::sqlite3_mutex {
-    // SAFETY: allocating a static mutex only looks it up; SQLite is initialised by then
-    // (this runs after a connection was opened, or returns NULL if not).
-    unsafe { rusqlite::ffi::sqlite3_mutex_alloc(rusqlite::ffi::SQLITE_MUTEX_STATIC_VFS1) }
 }
 
 /// Forks this process has come from: advanced in each child, before its locks are
@@ -327,11 +308,6 @@ extern "C" fn prepare() {
             held.push(locks);
         }
     }
-    let vfs = sqlite_vfs_mutex();
-    if !vfs.is_null() {
-        // SAFETY: a valid static mutex; released in `release`.
-        unsafe { rusqlite::ffi::sqlite3_mutex_enter(vfs) };
-    }
     let registry = crate::sync::MutexGuard::leak(registry);
     registry.held = held;
 }
@@ -340,18 +316,13 @@ extern "C" fn release() {
     // SAFETY: `prepare` ran on this thread (in the child: on the thread that forked,
     // the child's only thread) and left the registry locked with its guard leaked.
     let registry = unsafe { &mut *REGISTRY.data_ptr() };
-    let vfs = sqlite_vfs_mutex();
-    if !vfs.is_null() {
-        // SAFETY: entered by `prepare` on this thread.
-        unsafe { rusqlite::ffi::sqlite3_mutex_leave(vfs) };
-    }
     for locks in std::mem::take(&mut registry.held).iter().rev() {
         for m in locks.fork_mutexes().iter().rev() {
             // SAFETY: each was locked by `prepare` on this thread, once.
             unsafe { m.unlock_after_fork() };
         }
     }
-    for lock in registry.statics.iter().flatten() {
+    for lock in registry.statics.iter().rev().flatten() {
         // SAFETY: locked by `prepare` on this thread, once.
         unsafe { lock.unlock_after_fork() };
     }
