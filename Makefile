@@ -33,7 +33,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel docs bench install uninstall clean
+.PHONY: setup lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel docs bench install uninstall clean
 
 all: lib header
 
@@ -56,9 +56,14 @@ docs: header
 # Everything runs beside a private redis-server (tools/with-redis: a Unix socket in a
 # temporary folder, a password; stopped at the end), so the Redis kind is tested by the
 # same suites as the others. make test fails, saying why, when it cannot start one.
-test:
+test: setup
 	tools/with-redis $(MAKE) --no-print-directory test-all
 	@echo "make test: all passed"
+
+# Checks (and, as root with apt-get, installs) every tool make test uses, first: a fresh
+# machine fails in the first seconds naming the command to run, not 12 minutes in.
+setup:
+	@tools/setup-test-env
 
 test-all: lint header-check test-rust test-c test-faults test-c-valgrind test-cpp test-python \
       test-python-valgrind test-install test-wheel test-asan test-tsan fuzz-short
@@ -97,7 +102,7 @@ stress: $(BUILD)/fault_campaign $(BUILD)/test_hostile
 	DUCKCACHE_STRESS=1 timeout 3600 ./$(BUILD)/test_hostile
 
 test-c-valgrind: lib $(C_TESTS)
-	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }
+	@command -v valgrind >/dev/null || { echo "valgrind is missing (make setup installs it)"; exit 1; }
 	@for t in $(C_TESTS); do echo "== valgrind $$t"; \
 	    DUCKCACHE_TEST_SCALE=small timeout 1200 $(VALGRIND) ./$$t || exit 1; done
 
@@ -111,7 +116,7 @@ $(BUILD)/test_cpp: bindings/cpp/test_duckcache.cpp bindings/cpp/duckcache.hpp in
 
 test-cpp: $(BUILD)/test_cpp
 	@echo "== $<" && ./$<
-	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }
+	@command -v valgrind >/dev/null || { echo "valgrind is missing (make setup installs it)"; exit 1; }
 	@echo "== valgrind $<" && $(VALGRIND) --show-mismatched-frees=no ./$<
 
 # Installs into a scratch prefix and builds the README's example through pkg-config.
@@ -140,7 +145,7 @@ test-install: lib
 	    cmake --build $$tmp/cmake >/dev/null && \
 	    readelf -d $$tmp/cmake/consumer | grep NEEDED | grep -q "\[$(SONAME)\]" && \
 	    LD_LIBRARY_PATH=$$root/lib $$tmp/cmake/consumer >/dev/null && echo "test-install: cmake ok"; \
-	else echo "test-install: cmake is missing (.ci/run installs it)"; exit 1; fi && \
+	else echo "test-install: cmake is missing (make setup installs it)"; exit 1; fi && \
 	$(MAKE) --no-print-directory uninstall DESTDIR=$$tmp/stage PREFIX=/opt/dc >/dev/null && \
 	test -z "$$(find $$tmp/stage -type f -o -type l)" && echo "test-install: uninstall ok"
 
@@ -277,7 +282,7 @@ fuzz: fuzz-build
 # whole suite would take minutes there). CPython's own uninitialised reads are
 # suppressed only where libpython raises them (bindings/python/tests/valgrind-python.supp).
 test-python-valgrind: python-installed
-	@command -v valgrind >/dev/null || { echo "valgrind is missing (.ci/run installs it)"; exit 1; }
+	@command -v valgrind >/dev/null || { echo "valgrind is missing (make setup installs it)"; exit 1; }
 	cd $(BUILD) && PYTHONMALLOC=malloc valgrind --quiet --error-exitcode=99 \
 	    --suppressions=$(abspath bindings/python/tests/valgrind-python.supp) \
 	    --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
