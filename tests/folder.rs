@@ -454,3 +454,31 @@ fn a_batch_killed_midway_is_whole_after_the_next_open() {
         c.close().unwrap();
     }
 }
+
+#[test]
+fn purges_at_once_count_each_expired_entry_once() {
+    let dir = TempDir::new("folder-purge-twice");
+    let a = std::sync::Arc::new(FolderCache::open(dir.path(), 0).unwrap());
+    let b = std::sync::Arc::new(FolderCache::open(dir.path(), 0).unwrap());
+    for i in 0..2000 {
+        a.set(format!("k{i}").as_bytes(), b"v", common::short_ttl())
+            .unwrap();
+    }
+    common::outlive_short_ttl();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let purgers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|c| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.purge_expired().unwrap()
+            })
+        })
+        .collect();
+    let total: u64 = purgers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        total, 2000,
+        "each expired entry counted by the purge that removed it"
+    );
+}

@@ -418,11 +418,13 @@ impl Root {
     /// Removes the exact folder `folder` (opened as `name`), not whatever a concurrent
     /// writer has put at `name` since: its files go through the pinned descriptor, and
     /// the name only if it still holds an empty folder.
-    pub fn remove_instance(&self, folder: BorrowedFd, name: &str) {
-        for file in ["meta", "value"] {
-            let _ = rfs::unlinkat(folder, file, AtFlags::empty());
-        }
+    /// True when this call removed the entry's metadata (of several processes removing
+    /// one entry, exactly one does: the one to count the removal).
+    pub fn remove_instance(&self, folder: BorrowedFd, name: &str) -> bool {
+        let removed = rfs::unlinkat(folder, "meta", AtFlags::empty()).is_ok();
+        let _ = rfs::unlinkat(folder, "value", AtFlags::empty());
         let _ = rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR);
+        removed
     }
 
     /// Best-effort removal of the working folder (or planted link or file) `name` and
