@@ -17,16 +17,18 @@
 //! connection that failed is dropped and the next call makes a new one, so a server that
 //! comes back is used again without reopening. Every wait is bounded by `timeout_ms`.
 
+mod connection;
+mod scripts;
+
 use crate::backend::{Backend, Change, Current, Decide, EntryRef, KeyPage, Remaining, Stats};
 use crate::backend::{Visit, VisitMany, VisitManyTtl, KEY_PAGE};
 use crate::error::{Error, ErrorKind, Result};
-use crate::signals::SignalsHeld;
-use crate::sync::fork;
-use crate::sync::{Condvar, Mutex};
+use crate::sync::Mutex;
 use crate::ttl::Ttl;
-use redis::{Connection, ConnectionLike, RedisError, RedisResult, Script, Value};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use connection::{exec_atomic, is_server_error, Pool};
+use redis::{RedisError, Value};
+use scripts::Scripts;
+use std::time::Duration;
 
 /// Redis's own default proto-max-bulk-len, assumed when the server will not say.
 const DEFAULT_MAX_BULK: u64 = 512 * 1024 * 1024;
@@ -39,102 +41,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A TTL longer than this is stored without one (PX takes milliseconds as a 64-bit
 /// count added to the server's clock).
 const LONGEST_TTL_MS: u128 = 1 << 46;
-
-/// Lua, run atomically by the server. KEYS[1] is the full key.
-const GET: &str = r"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'string' then return {redis.call('GET', KEYS[1]), 0, redis.call('PTTL', KEYS[1])} end
-if t == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'v', 'f')
-  return {r[1] or '', tonumber(r[2]) or 0, redis.call('PTTL', KEYS[1])}
-end
-return false";
-
-const POP: &str = r"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'string' then return {redis.call('GETDEL', KEYS[1]), 0} end
-if t == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'v', 'f')
-  redis.call('DEL', KEYS[1])
-  return {r[1] or '', tonumber(r[2]) or 0}
-end
-return false";
-
-const GET_MANY: &str = r"
-local out = {}
-for i, k in ipairs(KEYS) do
-  local t = redis.call('TYPE', k).ok
-  if t == 'string' then out[i] = {redis.call('GET', k), 0, redis.call('PTTL', k)}
-  elseif t == 'hash' then
-    local r = redis.call('HMGET', k, 'v', 'f')
-    out[i] = {r[1] or '', tonumber(r[2]) or 0, redis.call('PTTL', k)}
-  else out[i] = false end
-end
-return out";
-
-/// ARGV: value, flags, ttl in ms ('' = none).
-const ADD_FLAGGED: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'f', ARGV[2])
-if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return 1";
-
-/// ARGV: delta, ttl in ms for a new counter ('' = none). A value with flags is a
-/// counter too when its text is one: it becomes a string (flags 0) for INCRBY, which
-/// parses and checks for overflow exactly (Lua numbers are doubles), and is put back as
-/// it was when INCRBY refuses it. The sum is returned as the stored text (GET), never
-/// through a Lua number: INCRBY's integer reply becomes a double in Lua, exact only to
-/// 2^53 (INT64_MAX + 0 came back wrong).
-const INCR: &str = r"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'v', 'f')
-  local pttl = redis.call('PTTL', KEYS[1])
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[1], r[1] or '')
-  if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
-  local v = redis.pcall('INCRBY', KEYS[1], ARGV[1])
-  if type(v) == 'table' and v.err then
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'v', r[1] or '', 'f', r[2] or '0')
-    if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
-    return v
-  end
-  return redis.call('GET', KEYS[1])
-end
-if t ~= 'none' and t ~= 'string' then
-  return redis.error_reply('NOTNUMERIC the entry is a Redis ' .. t .. ', not a counter')
-end
-redis.call('INCRBY', KEYS[1], ARGV[1])
-if t == 'none' and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('GET', KEYS[1])";
-
-/// ARGV: ttl in ms ('' = never).
-const TOUCH: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[1] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 1";
-
-/// The connections of one handle.
-struct Pool {
-    /// Registered with the fork handlers: a child never finds it held by a parent thread.
-    state: Arc<Mutex<PoolState>>,
-    freed: Condvar,
-    size: usize,
-}
-
-struct PoolState {
-    /// Idle connections and the process that made each: a child of fork() must never
-    /// use (or close) its parent's connections, or the two would read each other's
-    /// replies.
-    idle: Vec<(Connection, u32)>,
-    /// Connections out of the pool or idle in it.
-    open: usize,
-    closed: bool,
-    /// The process whose connections `open` counts: in a child of fork(), those out of
-    /// the pool belong to parent threads the child does not have, and never come back.
-    pid: u32,
-}
 
 /// The Redis/Valkey backend.
 pub struct RedisCache {
@@ -151,21 +57,6 @@ pub struct RedisCache {
     /// again before a key or value over it is refused, so a limit raised at run time is
     /// seen.
     max_bulk: std::sync::atomic::AtomicU64,
-}
-
-struct Scripts {
-    get: Script,
-    pop: Script,
-    get_many: Script,
-    add_flagged: Script,
-    incr: Script,
-    touch: Script,
-}
-
-/// What the pool is asked for per call.
-enum Lease {
-    Idle(Connection),
-    New,
 }
 
 impl RedisCache {
@@ -210,28 +101,9 @@ impl RedisCache {
             address,
             prefix: prefix.to_vec(),
             timeout,
-            pool: Pool {
-                state: fork::registered(
-                    fork::RANK_REDIS_POOL,
-                    Mutex::new(PoolState {
-                        idle: Vec::new(),
-                        open: 0,
-                        closed: false,
-                        pid: std::process::id(),
-                    }),
-                ),
-                freed: Condvar::new(),
-                size: pool_size,
-            },
+            pool: Pool::new(pool_size),
             stats: Mutex::new(Stats::default()),
-            scripts: Scripts {
-                get: Script::new(GET),
-                pop: Script::new(POP),
-                get_many: Script::new(GET_MANY),
-                add_flagged: Script::new(ADD_FLAGGED),
-                incr: Script::new(INCR),
-                touch: Script::new(TOUCH),
-            },
+            scripts: Scripts::new(),
             max_bulk: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_BULK),
         };
         // Connect now (a wrong address or password fails the open), and ask the server
@@ -287,143 +159,6 @@ impl RedisCache {
 
     fn keys_of(&self, keys: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
         keys.iter().map(|k| self.key(k)).collect()
-    }
-
-    /// A connection for one call: an idle one, a new one while fewer than `pool_size`
-    /// are open, else the first one freed by `deadline`. True with a connection that was
-    /// idle in the pool (it may have died meanwhile).
-    fn lease(&self, deadline: Instant) -> Result<(Connection, bool)> {
-        let lease = {
-            let mut state = self.pool.state.lock();
-            loop {
-                if state.closed {
-                    return Err(Error::closed());
-                }
-                if state.pid != std::process::id() {
-                    // A child of fork(): the parent's connections out of the pool are
-                    // not coming back here; idle ones are dropped below unused.
-                    state.open = state.idle.len();
-                    state.pid = std::process::id();
-                }
-                if let Some((con, pid)) = state.idle.pop() {
-                    if pid == std::process::id() {
-                        break Lease::Idle(con);
-                    }
-                    // Inherited through fork(): the parent still uses the socket. Left
-                    // open (forgotten, not dropped), never read or written here.
-                    std::mem::forget(con);
-                    state.open -= 1;
-                    continue;
-                }
-                if state.open < self.pool.size {
-                    state.open += 1;
-                    break Lease::New;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "{}: all {} connections of this handle stayed busy for {} ms",
-                            self.address,
-                            self.pool.size,
-                            self.timeout.as_millis()
-                        ),
-                    ));
-                }
-                self.pool.freed.wait_for(&mut state, left);
-            }
-        };
-        match lease {
-            Lease::Idle(con) => Ok((con, true)),
-            Lease::New => self
-                .connect()
-                .map(|con| (con, false))
-                .inspect_err(|_| self.give_back(None)),
-        }
-    }
-
-    fn connect(&self) -> Result<Connection> {
-        let con = self
-            .client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(|e| self.failure(e))?;
-        con.set_read_timeout(Some(self.timeout))
-            .map_err(|e| self.failure(e))?;
-        con.set_write_timeout(Some(self.timeout))
-            .map_err(|e| self.failure(e))?;
-        Ok(con)
-    }
-
-    /// Drops every idle connection (a parent's, inherited through fork(), is forgotten).
-    fn drop_idle(&self) {
-        let mut state = self.pool.state.lock();
-        let idle = std::mem::take(&mut state.idle);
-        state.open -= idle.len();
-        drop(state);
-        for (con, pid) in idle {
-            if pid != std::process::id() {
-                std::mem::forget(con);
-            }
-        }
-        self.pool.freed.notify_all();
-    }
-
-    /// Returns a connection to the pool (None: it was dropped).
-    fn give_back(&self, con: Option<Connection>) {
-        let mut state = self.pool.state.lock();
-        match con {
-            Some(con) if !state.closed => state.idle.push((con, std::process::id())),
-            _ => state.open -= 1,
-        }
-        drop(state);
-        self.pool.freed.notify_one();
-    }
-
-    /// Runs `f` on a pooled connection, all of it within the timeout (see [`Deadlined`];
-    /// once more when it opened a connection), with the thread's signals held (see
-    /// [`crate::signals`]). A connection whose call failed other than with the server's
-    /// own error reply is dropped (it may hold half a reply). An idle connection found
-    /// dead (the server restarted or closed it meanwhile: the command never reached a
-    /// server that could carry it out) is replaced once, within the same call.
-    fn with<R>(&self, mut f: impl FnMut(&mut Deadlined) -> RedisResult<R>) -> Result<R> {
-        let _signals = SignalsHeld::new();
-        let started = Instant::now();
-        let mut retried = false;
-        loop {
-            let (mut con, reused) = self.lease(started + self.timeout)?;
-            // A new connection took up to a timeout of its own: the commands get another.
-            let deadline = if reused {
-                started + self.timeout
-            } else {
-                Instant::now() + self.timeout
-            };
-            let result = f(&mut Deadlined {
-                con: &mut con,
-                deadline,
-            });
-            match result {
-                Ok(r) => {
-                    self.give_back(Some(con));
-                    return Ok(r);
-                }
-                Err(e) if is_server_error(&e) && !closes_the_connection(&e) => {
-                    self.give_back(Some(con));
-                    return Err(self.failure(e));
-                }
-                Err(e) => {
-                    self.give_back(None);
-                    if reused && !retried && is_dead_connection(&e) {
-                        // The others idle beside it are most likely dead too (a server
-                        // restart closes them all): the retry opens a new one.
-                        self.drop_idle();
-                        retried = true;
-                        continue;
-                    }
-                    return Err(self.failure(e));
-                }
-            }
-        }
     }
 
     /// The library's error for a failed call.
@@ -513,132 +248,6 @@ impl RedisCache {
 }
 
 type RedisResultValue = redis::RedisResult<Option<Value>>;
-
-/// True for an error reply of the server (the connection is still in step).
-fn is_server_error(e: &RedisError) -> bool {
-    matches!(e.kind(), redis::ErrorKind::Server(_))
-        && !e.is_connection_dropped()
-        && !e.is_io_error()
-}
-
-/// True for an error reply after which the server closes the connection (a protocol
-/// error: a request over its limits): such a connection must not go back to the pool,
-/// where it failed the next, innocent call.
-fn closes_the_connection(e: &RedisError) -> bool {
-    e.to_string()
-        .to_ascii_lowercase()
-        .contains("protocol error")
-}
-
-/// True when the connection was found closed by the server (end of file, reset, broken
-/// pipe), as opposed to a timeout or a reply the client could not read.
-fn is_dead_connection(e: &RedisError) -> bool {
-    e.is_connection_dropped() && !e.is_timeout()
-}
-
-/// A connection whose every wait ends by one deadline: each write and read is given the
-/// time left, and the first failure ends the call (the connection is then dropped), so a
-/// frozen server costs a call its timeout once, not once per reply it is owed.
-pub(crate) struct Deadlined<'a> {
-    con: &'a mut Connection,
-    deadline: Instant,
-}
-
-impl Deadlined<'_> {
-    fn left(&self) -> RedisResult<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the call's timeout passed",
-            )));
-        }
-        Ok(left)
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> RedisResult<()> {
-        self.con.set_write_timeout(Some(self.left()?))?;
-        match self.con.send_packed_command(bytes) {
-            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
-                // The server may have refused the request and closed the connection
-                // while it was still being sent (a bulk over its proto-max-bulk-len):
-                // its last words are then waiting to be read, and say why.
-                let said = self.receive();
-                match said {
-                    Ok(Value::ServerError(refusal)) => Err(refusal.into()),
-                    _ => Err(e),
-                }
-            }
-            sent => sent,
-        }
-    }
-
-    fn receive(&mut self) -> RedisResult<Value> {
-        self.con.set_read_timeout(Some(self.left()?))?;
-        self.con.recv_response()
-    }
-}
-
-impl ConnectionLike for Deadlined<'_> {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        self.send(cmd)?;
-        match self.receive()? {
-            Value::ServerError(e) => Err(e.into()),
-            v => Ok(v),
-        }
-    }
-
-    /// As redis-rs's own, except that the first reply that does not come ends the call
-    /// (redis-rs waits for every later one too, a timeout each).
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        self.send(cmd)?;
-        let mut replies = Vec::with_capacity(count);
-        let mut refused = None;
-        for at in 0..offset + count {
-            match self.receive()? {
-                // A command MULTI refused to queue: EXEC then aborts the transaction.
-                Value::ServerError(e) if at < offset => {
-                    refused.get_or_insert(e);
-                }
-                v if at >= offset => replies.push(v),
-                _ => {}
-            }
-        }
-        match refused {
-            Some(e) => Err(e.into()),
-            None => Ok(replies),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        self.con.get_db()
-    }
-
-    fn check_connection(&mut self) -> bool {
-        redis::cmd("PING").query::<String>(self).is_ok()
-    }
-
-    fn is_open(&self) -> bool {
-        self.con.is_open()
-    }
-}
-
-/// Runs an atomic pipeline (MULTI ... EXEC). An EXEC the server aborted (a WATCH left on
-/// the connection, whose key another client changed) stored nothing: an error, never
-/// success, and the connection is dropped.
-fn exec_atomic(pipe: &redis::Pipeline, con: &mut Deadlined) -> RedisResult<()> {
-    match pipe.query::<Option<()>>(con)? {
-        Some(()) => Ok(()),
-        None => Err(RedisError::from(std::io::Error::other(
-            "the server aborted the transaction (EXEC returned nil): nothing was stored",
-        ))),
-    }
-}
 
 /// `redis://user:secret@host` → `redis://user:***@host`, for messages.
 fn redacted(url: &str) -> String {
@@ -904,14 +513,14 @@ impl Backend for RedisCache {
     }
 
     fn save(&self) -> Result<()> {
-        if self.pool.state.lock().closed {
+        if self.pool.is_closed() {
             return Err(Error::closed());
         }
         Ok(())
     }
 
     fn close(&self) -> Result<()> {
-        self.pool.state.lock().closed = true;
+        self.pool.close();
         self.drop_idle();
         Ok(())
     }
@@ -1165,6 +774,7 @@ impl Backend for RedisCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn glob_characters_are_escaped() {
