@@ -483,10 +483,13 @@ class _HandleOwner:
     (copy.copy, copy.deepcopy) share their original's owner, so the handle lives as long
     as any of them; it cannot be pickled (an address means nothing in another process)."""
 
-    __slots__ = ("handle",)
+    __slots__ = ("handle", "_free")
 
     def __init__(self, handle):
         self.handle = handle
+        # Kept here: at interpreter shutdown the module's globals may be gone before the
+        # last cache object (one held by a class attribute, say), and its handle with it.
+        self._free = lib.cache_free
 
     def abandon(self):
         """Forgets the handle without freeing it (handed over to another handle, or
@@ -496,7 +499,7 @@ class _HandleOwner:
     def __del__(self):
         handle, self.handle = self.handle, None
         if handle:
-            lib.cache_free(handle)
+            self._free(handle)
 
     def __copy__(self):
         return self
