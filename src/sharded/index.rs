@@ -21,6 +21,12 @@ use crate::sqlite::{self, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 
+/// Device and inode of the file at `path`.
+pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// The triggers that keep each shard's size and key count, and the totals, in step with
 /// `keys` (version 2 added the count).
 macro_rules! key_triggers {
@@ -119,9 +125,9 @@ pub(super) struct IndexReader {
 impl ReadConnection for IndexReader {
     fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("index.db");
-        let before = super::file_id(&path);
+        let before = file_id(&path);
         let conn = sqlite::open_for_reads(&path, &SCHEMA)?;
-        match (before, super::file_id(&path)) {
+        match (before, file_id(&path)) {
             (Some(file), Some(after)) if file == after => Ok(IndexReader { conn, file }),
             _ => {
                 sqlite::discard(conn);

@@ -13,6 +13,9 @@
 //! a key wins).
 
 mod index;
+mod maintenance;
+mod shards;
+mod state;
 
 use crate::backend::{check_fits, Backend, Change, Current, Decide, EntryRef, KeyPage, Lookup};
 use crate::backend::{Remaining, Stats, Visit};
@@ -28,10 +31,12 @@ use crate::sqlite::{self, SqliteOptions};
 use crate::sync::fork;
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
-use index::{IndexReader, Placement};
+use index::{file_id, IndexReader, Placement};
+use maintenance::{compact_into, purge_expired, rebuild_index, remove_empty_shards};
 use rusqlite::{Connection, Transaction};
+use shards::{shards_on_disk, OpenShards};
+use state::State;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -41,9 +46,6 @@ pub const DEFAULT_SHARD_SIZE: u64 = 1_000_000_000;
 
 /// Open shard limit used when 0 is given (the original `duck.utils.caching` default).
 pub const DEFAULT_MAX_OPEN_SHARDS: u32 = 128;
-
-/// Superseded copies removed at the start of each write (more at open and close).
-const STALE_PER_WRITE: u32 = 4;
 
 /// The sharded persistent cache.
 pub struct ShardedCache {
@@ -78,239 +80,6 @@ enum Put<'a> {
     Live(Until<'a>),
     /// A set dead on arrival: remove the key.
     Dead(&'a [u8]),
-}
-
-struct State {
-    /// The index connection; None once closed.
-    index: Option<Connection>,
-    /// Device and inode of the `index.db` the connection has open.
-    index_file: Option<(u64, u64)>,
-    /// The last call failed with an I/O error or found the index damaged: the index is
-    /// opened anew before the next call (a connection SQLite left unable to write, or
-    /// an `index.db` removed or replaced, which the new open finds or rebuilds).
-    suspect: bool,
-    shards: OpenShards,
-    stats: Stats,
-}
-
-/// The shard stores currently open, at most `max_open`, least recently used closed first.
-struct OpenShards {
-    dir: PathBuf,
-    options: SqliteOptions,
-    max_open: usize,
-    open: HashMap<i64, OpenShard>,
-    uses: u64,
-    /// Shards the current write transaction drops from the index: their folders go
-    /// after it commits.
-    unlisted: Vec<i64>,
-    /// The read connections the shards may hold open together.
-    readers: Budget,
-    /// The open shards as reads without the handle's lock find them: kept equal to
-    /// `open` (a shard closed here is closed there; a read holding it then fails and
-    /// goes the locked way).
-    visible: Arc<RwLock<HashMap<i64, Arc<FileCache>>>>,
-}
-
-struct OpenShard {
-    /// Shared with reads that run without the handle's lock (see [`OpenShards::visible`]).
-    cache: Arc<FileCache>,
-    last_use: u64,
-    /// Written since the last save: saved before it is closed to make room.
-    dirty: bool,
-}
-
-/// Device and inode of the file at `path`.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-fn shard_dir(dir: &Path, id: i64) -> PathBuf {
-    dir.join(format!("shard-{id:06}"))
-}
-
-/// The ids of the shard folders in `dir`.
-fn shards_on_disk(dir: &Path) -> Result<Vec<i64>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(e, "cannot list", dir))?;
-    let mut ids: Vec<i64> = entries
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let id = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("shard-")?
-                .parse()
-                .ok()?;
-            (id > 0 && e.file_type().ok()?.is_dir()).then_some(id)
-        })
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-impl OpenShards {
-    /// The shard `id`, opened (and created) when needed. `for_write` marks it for the
-    /// next save.
-    fn get(&mut self, id: i64, for_write: bool) -> Result<&FileCache> {
-        self.uses += 1;
-        if !self.open.contains_key(&id) {
-            if self.open.len() >= self.max_open {
-                self.close_least_recent()?;
-            }
-            let cache = Arc::new(FileCache::open_with_readers(
-                shard_dir(&self.dir, id),
-                0,
-                self.options,
-                self.readers.clone(),
-            )?);
-            self.visible.write().insert(id, cache.clone());
-            self.open.insert(
-                id,
-                OpenShard {
-                    cache,
-                    last_use: 0,
-                    dirty: false,
-                },
-            );
-        }
-        let shard = self.open.get_mut(&id).expect("inserted above");
-        shard.last_use = self.uses;
-        shard.dirty |= for_write;
-        Ok(&*shard.cache)
-    }
-
-    /// The shard `id` for a read: None when its folder is gone (never created anew).
-    fn get_existing(&mut self, id: i64) -> Result<Option<&FileCache>> {
-        if !self.open.contains_key(&id) && !shard_dir(&self.dir, id).is_dir() {
-            return Ok(None);
-        }
-        self.get(id, false).map(Some)
-    }
-
-    /// Closes the shard `id` if it is open, without saving it, and removes its folder
-    /// (best effort: a folder left behind is swept at the next open).
-    fn remove_folder(&mut self, id: i64) {
-        if let Some(shard) = self.forget(id) {
-            let _ = shard.cache.close();
-        }
-        let _ = std::fs::remove_dir_all(shard_dir(&self.dir, id));
-    }
-
-    /// Takes the shard `id` out of the open ones (not closed yet).
-    fn forget(&mut self, id: i64) -> Option<OpenShard> {
-        self.visible.write().remove(&id);
-        self.open.remove(&id)
-    }
-
-    fn close_least_recent(&mut self) -> Result<()> {
-        let Some(id) = self
-            .open
-            .iter()
-            .min_by_key(|(_, s)| s.last_use)
-            .map(|(id, _)| *id)
-        else {
-            return Ok(());
-        };
-        let shard = self.forget(id).expect("found above");
-        let saved = if shard.dirty {
-            shard.cache.save()
-        } else {
-            Ok(())
-        };
-        let closed = shard.cache.close();
-        saved.and(closed)
-    }
-
-    fn save_all(&mut self) -> Result<()> {
-        for shard in self.open.values_mut().filter(|s| s.dirty) {
-            shard.cache.save()?;
-            shard.dirty = false;
-        }
-        Ok(())
-    }
-
-    /// Closes every shard; the first error is returned after all were tried.
-    fn close_all(&mut self) -> Result<()> {
-        let mut result = Ok(());
-        self.visible.write().clear();
-        for (_, shard) in self.open.drain() {
-            result = result.and(shard.cache.close());
-        }
-        result
-    }
-}
-
-impl State {
-    fn index(&self) -> Result<&Connection> {
-        self.index.as_ref().ok_or_else(Error::closed)
-    }
-
-    /// Runs `f` in a write transaction on the index (see [`index`] for why every shard
-    /// change happens inside one), after removing a few superseded copies.
-    fn transaction<R>(
-        &mut self,
-        f: impl FnOnce(&Transaction, &mut OpenShards) -> Result<R>,
-    ) -> Result<R> {
-        self.check_index_file()?;
-        let State { index, shards, .. } = self;
-        let tx = sqlite::immediate(index.as_mut().ok_or_else(Error::closed)?)?;
-        // Best effort: a copy that cannot be removed now is tried again later, and is
-        // never returned meanwhile.
-        let _ = remove_stale(&tx, shards, STALE_PER_WRITE);
-        let done = f(&tx, shards).and_then(|r| Ok(tx.commit().map(|()| r)?));
-        let unlisted = std::mem::take(&mut shards.unlisted);
-        if done.is_ok() {
-            for id in unlisted {
-                shards.remove_folder(id);
-            }
-        }
-        done
-    }
-
-    /// Fails with a stale-connection error when `index.db` is no longer the file this
-    /// handle has open (removed, or replaced by another process's new index): writing
-    /// on would split the cache in two. The caller reopens the index and tries again.
-    fn check_index_file(&self) -> Result<()> {
-        let path = self.shards.dir.join("index.db");
-        let now = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
-        if now.is_some() && now == self.index_file {
-            return Ok(());
-        }
-        Err(Error::new(
-            ErrorKind::Corrupt,
-            format!("{} was removed or replaced while open", path.display()),
-        )
-        .with_stale_connection())
-    }
-
-    /// Removes every superseded copy (at open and close).
-    fn remove_all_stale(&mut self) -> Result<()> {
-        while self.transaction(|tx, shards| remove_stale(tx, shards, 64))? > 0 {}
-        Ok(())
-    }
-}
-
-/// Removes up to `limit` superseded copies from their shards; returns how many.
-fn remove_stale(tx: &Transaction, shards: &mut OpenShards, limit: u32) -> Result<usize> {
-    let stale = index::stale(tx, limit)?;
-    for (shard, key) in &stale {
-        shards.get(*shard, true)?.delete(key)?;
-        index::forget_stale(tx, *shard, key)?;
-    }
-    Ok(stale.len())
-}
-
-/// Fills a new index from the shards already on disk, newest first, so the newest copy
-/// of each key wins and older ones are recorded as stale.
-fn rebuild_index(tx: &Transaction, dir: &Path, options: SqliteOptions) -> Result<()> {
-    for id in shards_on_disk(dir)?.into_iter().rev() {
-        index::add_shard_with_id(tx, id)?;
-        let shard = FileCache::open_with_readers(shard_dir(dir, id), 0, options, Budget::new(0))?;
-        let adopted = shard
-            .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
-        shard.close()?;
-        adopted?;
-    }
-    Ok(())
 }
 
 /// The shard a new entry of `size` bytes goes to: the newest while it fits, else a new
@@ -349,82 +118,6 @@ fn writable_shard(
     compact_into(tx, shards, id, limit, key)?;
     remove_empty_shards(tx, shards)?;
     Ok(id)
-}
-
-/// Keeps the shards in proportion to the live data when keys are rewritten (each write
-/// goes to the newest shard and leaves a dead copy behind). Called when the new shard
-/// `into` starts: if the shards are on average less than half full, the live entries
-/// of the sparsest older one (at most half a shard) move into `into`, so that shard
-/// empties and goes. Each new shard moves at most half a shard's bytes, and the shard
-/// count stays within about twice the live bytes over the shard limit, plus two.
-/// `skip` is the key being stored, which its own write moves.
-fn compact_into(
-    tx: &Transaction,
-    shards: &mut OpenShards,
-    into: i64,
-    limit: u64,
-    skip: &[u8],
-) -> Result<()> {
-    let (count, sparsest) = index::sparsest_old_shard(tx, into)?;
-    let Some((from, bytes)) = sparsest else {
-        return Ok(());
-    };
-    let (_, live) = index::totals(tx)?;
-    if count < 3 || live.saturating_mul(2) >= (count - 1).saturating_mul(limit) || bytes > limit / 2
-    {
-        return Ok(());
-    }
-    for (key, placement) in index::keys_in(tx, from)? {
-        if key == skip {
-            continue;
-        }
-        let mut found = None;
-        shards
-            .get(from, false)?
-            .get_flagged(&key, &mut |v, flags| found = Some((v.to_vec(), flags)))?;
-        match found {
-            Some((value, flags)) => {
-                shards
-                    .get(into, true)?
-                    .set_until(&key, &value, placement.expires, flags)?;
-                index::place(
-                    tx,
-                    &key,
-                    into,
-                    placement.size,
-                    placement.expires,
-                    Some(placement),
-                )?;
-            }
-            // A row whose shard lacks the key (left by a crash): it reads as a miss.
-            None => {
-                index::remove(tx, &key)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes the shards older than the newest where no key is placed: their folders, and
-/// their stale copies, which nothing can reach.
-/// Only their rows go here: the folders are removed once this transaction has
-/// committed (a folder removed before a commit that then fails would take with it the
-/// keys the index still places there).
-fn remove_empty_shards(tx: &Transaction, shards: &mut OpenShards) -> Result<()> {
-    for id in index::empty_old_shards(tx)? {
-        index::drop_shard(tx, id)?;
-        shards.unlisted.push(id);
-    }
-    Ok(())
-}
-
-/// Removes every expired entry from the index and its shard; returns how many.
-fn purge_expired(tx: &Transaction, shards: &mut OpenShards) -> Result<u64> {
-    let expired = index::remove_expired(tx, wall_now())?;
-    for (shard, key) in &expired {
-        shards.get(*shard, true)?.delete(key)?;
-    }
-    Ok(expired.len() as u64)
 }
 
 impl ShardedCache {
@@ -551,102 +244,20 @@ impl ShardedCache {
         self.with_state(|state| Ok(index::shard_ids(state.index()?)?.len() as u64))
     }
 
-    /// Checks the index (SQLite's integrity check), every shard (as the file cache's
-    /// check), and that each key the index places is in its shard. With `repair`, shards
-    /// are repaired and index rows whose shard lacks the key dropped.
+    /// Checks the index and every shard; see [`maintenance::check`] (with `repair`,
+    /// drops what cannot be read and says what it dropped).
     pub fn check(&self, repair: bool) -> Result<Vec<String>> {
-        self.with_state(|state| {
-            let mut found = Vec::new();
-            let verdict: String = state
-                .index()?
-                .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-            if verdict != "ok" {
-                found.push(format!(
-                    "index.db: SQLite integrity check: {verdict} (not repairable here)"
-                ));
-            }
-            for id in index::shard_ids(state.index()?)? {
-                let Some(shard) = state.shards.get_existing(id)? else {
-                    found.push(format!("shard-{id:06}: listed in the index but missing"));
-                    continue;
-                };
-                for line in shard.check(repair)? {
-                    found.push(format!("shard-{id:06}: {line}"));
-                }
-            }
-            // A first pass over a snapshot of the index, without the write lock: other
-            // handles and processes move keys between shards meanwhile, so a key the
-            // snapshot places in a shard that lacks it is only a suspect.
-            let placed: Vec<(Vec<u8>, i64)> = {
-                let mut stmt = state.index()?.prepare("SELECT key, shard FROM keys")?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let mut suspects = Vec::new();
-            for (key, id) in placed {
-                let present = match state.shards.get_existing(id)? {
-                    Some(shard) => shard.has(&key)?,
-                    None => false,
-                };
-                if !present {
-                    suspects.push((key, id));
-                }
-            }
-            if !suspects.is_empty() {
-                // Each suspect confirmed under the index's write lock, where no writer can
-                // move it; a row is dropped only if it still names the shard that lacks
-                // the key (dropping by key alone lost keys re-set meanwhile).
-                let confirmed = state.transaction(|tx, shards| {
-                    let mut confirmed = Vec::new();
-                    for (key, id) in suspects {
-                        if index::placement(tx, &key)?.map(|p| p.shard) != Some(id) {
-                            continue;
-                        }
-                        let present = match shards.get_existing(id)? {
-                            Some(shard) => shard.has(&key)?,
-                            None => false,
-                        };
-                        if !present {
-                            if repair {
-                                index::remove_placed(tx, &key, id)?;
-                            }
-                            confirmed.push((key, id));
-                        }
-                    }
-                    Ok(confirmed)
-                })?;
-                for (key, id) in confirmed {
-                    found.push(format!(
-                        "key {}: the index places it in shard-{id:06}, which lacks it{}",
-                        String::from_utf8_lossy(&key),
-                        if repair { "; index row dropped" } else { "" }
-                    ));
-                }
-            }
-            Ok(found)
-        })
+        self.with_state(|state| maintenance::check(state, repair))
     }
 
     /// Entries that have expired but are still stored.
     pub fn expired_entries(&self) -> Result<u64> {
-        self.with_state(|state| {
-            let index = state.index()?;
-            let (rows, _) = index::totals(index)?;
-            Ok(rows.saturating_sub(index::live_count(index, wall_now())?))
-        })
+        self.with_state(maintenance::expired_entries)
     }
 
     /// Reclaims free space in the index and every shard.
     pub fn compact(&self) -> Result<()> {
-        self.with_state(|state| {
-            state.index()?.execute_batch("VACUUM")?;
-            for id in index::shard_ids(state.index()?)? {
-                if let Some(shard) = state.shards.get_existing(id)? {
-                    shard.compact()?;
-                }
-            }
-            Ok(())
-        })
+        self.with_state(maintenance::compact)
     }
 
     /// How many shard stores are open right now.
