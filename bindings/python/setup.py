@@ -1,9 +1,19 @@
 """The wheel's tags: the package is pure Python over ctypes, but it carries the compiled
 library, so the wheel is for one platform (py3-none-linux_x86_64, say), not py3-none-any.
 And the library is always copied afresh into the build, never a stale copy left there by
-an earlier build (setuptools otherwise copies a file only when it is newer)."""
+an earlier build (setuptools otherwise copies a file only when it is newer).
 
+From a checkout, `pip install ./bindings/python` builds the library itself: when the
+package folder holds no libduckcache.so (`make python` puts one there), the build runs
+`cargo build --release --lib` on the repository two folders up (CARGO_TARGET_DIR is
+honoured) and packages what it made. Without cargo, or outside a checkout, it stops
+saying what to do."""
+
+import os
+import shutil
+import subprocess
 import sysconfig
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -25,10 +35,42 @@ class PlatformWheel(bdist_wheel):
         return "py3", "none", platform
 
 
+HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parent.parent
+LIBRARY = "libduckcache.so"
+
+
+def _build_library() -> Path:
+    """The library built by cargo from the repository this package sits in."""
+    manifest = REPOSITORY / "Cargo.toml"
+    if not manifest.is_file():
+        raise SystemExit(
+            f"duckcache: no {LIBRARY} in the package and no Rust sources at {REPOSITORY}: "
+            "build from a checkout of the repository, or run `make python` there first"
+        )
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    if not Path(cargo).exists():
+        raise SystemExit(
+            "duckcache: building the library needs a Rust toolchain (cargo): install it "
+            "from https://rustup.rs, or run `make python` where one is installed"
+        )
+    subprocess.run(
+        [cargo, "build", "--release", "--lib", "--manifest-path", str(manifest)], check=True
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPOSITORY / "target")
+    return target / "release" / LIBRARY
+
+
 class FreshBuild(build_py):
     def initialize_options(self):
         super().initialize_options()
         self.force = True
+
+    def run(self):
+        super().run()
+        if not (HERE / "duckcache" / LIBRARY).is_file():
+            built = _build_library()
+            self.copy_file(str(built), str(Path(self.build_lib) / "duckcache" / LIBRARY))
 
 
 setup(cmdclass={"bdist_wheel": PlatformWheel, "build_py": FreshBuild})
