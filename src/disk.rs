@@ -24,6 +24,15 @@ pub fn unique_name() -> String {
     format!("{nanos:016x}-{:08x}-{n:x}", std::process::id())
 }
 
+/// A file's identity: device and inode (a file replaced at the same path has another).
+pub(crate) type FileId = (u64, u64);
+
+/// The identity of the file at `path` (None when there is none to stat).
+pub(crate) fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Creates `path` and its parents owner-only; a path that exists and is not a directory
 /// is an I/O error naming it.
 pub fn create_dir(path: &Path) -> Result<()> {

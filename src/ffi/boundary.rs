@@ -64,7 +64,6 @@ pub(crate) fn boundary(
     body: impl FnOnce() -> Result<cache_status, Failure>,
 ) -> cache_status {
     crate::sync::fork::install();
-    crate::sqlite::process::prepare();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(status)) => status,
         Ok(Err(failure)) => report_failure(function, failure),

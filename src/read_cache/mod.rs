@@ -46,6 +46,7 @@ mod wal_index;
 
 use crate::backend::{Backend, Visit, VisitEntry};
 use crate::clock::{mono_coarse_now, wall_now};
+use crate::disk::{file_id, FileId};
 use crate::error::Result;
 use crate::memory::{MemoryCache, Policy};
 use crate::sqlite;
@@ -83,14 +84,6 @@ pub(crate) struct ReadCache {
 /// How often a served get checks that the store's path still names the file the cache
 /// follows (see the module's note).
 const FILE_CHECK_EVERY: Duration = Duration::from_millis(10);
-
-/// A file's identity: device and inode.
-type FileId = (u64, u64);
-
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
 
 /// How far the cache has followed the store.
 struct Follow {

@@ -15,17 +15,12 @@
 //!   that shard) or a row whose shard lacks the key, which reads as a miss and is removed
 //!   by the first read that meets it.
 
+use crate::disk::file_id;
 use crate::error::{Error, ErrorKind, Result};
 use crate::file::readers::ReadConnection;
 use crate::sqlite::{self, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
-
-/// Device and inode of the file at `path`.
-pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
 
 /// The triggers that keep each shard's size and key count, and the totals, in step with
 /// `keys` (version 2 added the count).

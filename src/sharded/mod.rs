@@ -21,6 +21,7 @@ use crate::backend::{check_fits, Backend, Change, Current, Decide, EntryRef, Key
 use crate::backend::{Remaining, Stats, Visit};
 use crate::clock::{mono_coarse_now, wall_now};
 use crate::disk;
+use crate::disk::file_id;
 use crate::error::{Error, ErrorKind, Result};
 use crate::file::readers::{Budget, Readers, MAX_READERS};
 use crate::file::FileCache;
@@ -31,7 +32,7 @@ use crate::sqlite::{self, SqliteOptions};
 use crate::sync::fork;
 use crate::sync::{Mutex, RwLock};
 use crate::ttl::Ttl;
-use index::{file_id, IndexReader, Placement};
+use index::{IndexReader, Placement};
 use maintenance::{compact_into, purge_expired, rebuild_index, remove_empty_shards};
 use rusqlite::{Connection, Transaction};
 use shards::{shards_on_disk, OpenShards};

@@ -56,7 +56,7 @@ impl State {
     /// on would split the cache in two. The caller reopens the index and tries again.
     pub(super) fn check_index_file(&self) -> Result<()> {
         let path = self.shards.dir.join("index.db");
-        let now = index::file_id(&path);
+        let now = crate::disk::file_id(&path);
         if now.is_some() && now == self.index_file {
             return Ok(());
         }
