@@ -28,6 +28,7 @@ from ctypes import byref, c_double, c_int64, c_uint32, c_uint64, c_void_p
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optional, Union
 
 from . import _migrate
+from ._locking import honours_seed_locks
 from . import _native as native
 from ._native import lib
 
@@ -136,7 +137,7 @@ def _positive_int(name, value, limit, fraction_ok=False):
 
 # The values a get reads land in a buffer of the reading thread, reused from call to
 # call: one C call and no allocation per get (cache_get_into_flagged).
-_READ_BUFFER_KEPT = 1 << 20  # a larger value gets a buffer of its own, freed after
+_READ_BUFFER_KEPT = 1 << 20  # a larger value is read straight into its bytes object
 
 
 class _ReadBuffer(threading.local):
@@ -161,24 +162,49 @@ _get_into = lib.cache_get_into_flagged
 def _read_value(handle, k, missing):
     """The value under the encoded key `k`, or `missing`."""
     r = _reader
-    buf, at, cap, view = r.buf, r.at, r.cap, r.view
+    status = _get_into(handle, k, len(k), r.at, r.cap, r.length_at, r.flags_at)
     while True:
-        status = _get_into(handle, k, len(k), at, cap, r.length_at, r.flags_at)
         if status == 0:
             # Copied out before unpickling: a nested get (from a __setstate__) reuses
             # the buffer.
-            data = view[: r.length.value].tobytes()
+            data = r.view[: r.length.value].tobytes()
             return _decode_value(data, r.flags.value)
         if status == 1:
             return missing
         if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
             raise native.error_for(status)
-        # The value is larger than the buffer: grow it (the value may change meanwhile,
-        # so ask again).
-        buf = ctypes.create_string_buffer(r.length.value)
-        at, cap, view = ctypes.addressof(buf), len(buf), memoryview(buf).cast("B")
-        if cap <= _READ_BUFFER_KEPT:
-            r.use(buf)
+        needed = r.length.value
+        if needed > _READ_BUFFER_KEPT:
+            return _read_large_value(handle, k, missing, needed)
+        # Larger than the buffer: grow it and ask again (the value may change meanwhile).
+        r.use(ctypes.create_string_buffer(needed))
+        status = _get_into(handle, k, len(k), r.at, r.cap, r.length_at, r.flags_at)
+
+
+# A bytes object of a given size whose bytes are still to be written: the library reads
+# a large value straight into the object returned, so a 200 MB value costs 200 MB, not
+# a buffer and then a copy (issue 30 item 17).
+_uninitialised_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_uninitialised_bytes.restype = ctypes.py_object
+_uninitialised_bytes.argtypes = (c_void_p, ctypes.c_ssize_t)
+
+
+def _read_large_value(handle, k, missing, size):
+    r = _reader
+    while True:
+        # Nothing else holds `data` yet, so writing into it is safe.
+        data = _uninitialised_bytes(None, size)
+        status = _get_into(handle, k, len(k), _address(data), size, r.length_at, r.flags_at)
+        if status == 0:
+            length = r.length.value
+            if length != size:  # replaced by a smaller value meanwhile
+                data = data[:length]
+            return _decode_value(data, r.flags.value)
+        if status == 1:
+            return missing
+        if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
+            raise native.error_for(status)
+        size = r.length.value  # replaced by a larger value meanwhile
 
 
 def _address(data: bytes) -> int:
@@ -982,6 +1008,7 @@ class NativeMemoryCache(_NativeCache):
             self._open(lib.cache_open, uri.encode())
 
 
+@honours_seed_locks
 class PersistentFileCache(_NativeCache):
     """Persistent cache in one SQLite store under the directory `path` (created when
     missing). `cache_size` bounds the bytes held (None: unlimited); past it the oldest
@@ -1011,6 +1038,7 @@ class PersistentFileCache(_NativeCache):
         self.imported_entries = _migrate.import_original_store_here(path, self, fresh)
 
 
+@honours_seed_locks
 class DynamicFileCache(_NativeCache):
     """Persistent cache sharded by size under the existing directory `cache_dir`: a new
     shard starts when the newest holds `cache_limit` bytes; at most `cached_objs_limit`
@@ -1065,6 +1093,7 @@ class DynamicFileCache(_NativeCache):
         """Kept for the original's callers: `shard_paths` is always current."""
 
 
+@honours_seed_locks
 class KeyAsFolderCache(_NativeCache):
     """Persistent cache with one folder per key under the existing directory
     `cache_dir` (folder names are a reversible encoding of the key); at most

@@ -9,10 +9,7 @@ values shared with C code in the same process, or bounded by the library, use
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import os
-import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -20,6 +17,7 @@ from collections import OrderedDict
 from typing import Any, Hashable, Optional
 
 from ._caches import MISSING, CacheBase, Expiry
+from ._locking import give_locks
 
 _monotonic = time.monotonic
 
@@ -41,27 +39,6 @@ class _Entries(OrderedDict):
         return (OrderedDict, (list(self.items()),))
 
 
-# Every InMemoryCache, so a child of fork() gets unheld locks (see _locks_anew_in_child).
-_instances = weakref.WeakSet()
-
-
-def _locks_anew_in_child():
-    """In a child of fork(): a lock another parent thread held at the fork is held
-    forever there (that thread does not exist in the child), and the child's first call
-    hangs. Each cache gets its lock back unheld, as the logging module does for its
-    handlers. The entries are consistent: the forking thread held the GIL."""
-    for cache in list(_instances):
-        lock = cache.lock
-        if hasattr(lock, "_at_fork_reinit"):
-            lock._at_fork_reinit()
-        else:
-            cache.lock = threading.RLock()
-        cache.async_lock = asyncio.Lock()
-
-
-os.register_at_fork(after_in_child=_locks_anew_in_child)
-
-
 class InMemoryCache(CacheBase):
     """Thread-safe in-process cache with exact LRU eviction past `maxkeys` keys (None or 0:
     unbounded) and per-key expiry in seconds. Values are kept by reference.
@@ -78,9 +55,7 @@ class InMemoryCache(CacheBase):
         self.maxkeys = maxkeys
         self.cache = _Entries(self)
         self._deadlines = {}
-        self.lock = threading.RLock()
-        self.async_lock = asyncio.Lock()
-        _instances.add(self)
+        give_locks(self)  # unheld again in a child of fork()
 
     @property
     def expiry_map(self) -> dict:

@@ -107,12 +107,19 @@ def test_cancelling_the_awaiting_task_is_safe(cache):
         for t in tasks[::2]:
             t.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
-        assert 0 < cancelled <= 100
-        # The operations themselves completed; the cache is consistent and usable.
+        cancelled = [isinstance(r, asyncio.CancelledError) for r in results]
+        assert 0 < sum(cancelled) <= 100
+        # Every started operation completed; the cache is consistent and usable. The
+        # persistent classes hold the original's async_lock: a call cancelled while it
+        # waited for the lock never started (nothing done), as in the original.
         await cache.async_set("after", 1)
         assert await cache.async_get("after") == 1
-        assert all(cache.get(f"k{i}") == i for i in range(200))
+        waits_for_lock = hasattr(cache, "async_lock")
+        for i in range(200):
+            if cancelled[i] and waits_for_lock:
+                assert cache.get(f"k{i}") in (None, i)
+            else:
+                assert cache.get(f"k{i}") == i
 
     run(main())
     assert not duckcache._caches._pending, "no completion is left waiting"
