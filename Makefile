@@ -16,6 +16,9 @@ PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
+DATADIR    ?= $(PREFIX)/share
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
 CARGO    ?= cargo
 CC       ?= cc
 CXX      ?= c++
@@ -33,7 +36,7 @@ C_WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic
 C_TESTS   := $(patsubst ffi-tests/%.c,$(BUILD)/%,$(wildcard ffi-tests/test_*.c))
 CXX_WARN  := -std=c++17 -Wall -Wextra -Werror -pedantic
 
-.PHONY: setup test-pip-source lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel docs bench install uninstall clean
+.PHONY: setup test-pip-source sdist test-sdist lint stress test-faults all lib header header-check python python-installed speedtest test test-all test-python-valgrind test-asan test-tsan fuzz fuzz-short fuzz-build test-rust test-c test-c-valgrind test-cpp test-python test-install wheel test-wheel docs bench install uninstall clean
 
 all: lib header
 
@@ -123,7 +126,7 @@ test-cpp: $(BUILD)/test_cpp
 # Installs into a scratch prefix, as a distribution would (DESTDIR), and checks what
 # consumers get: the README's C example built through pkg-config and through CMake's
 # find_package, each recording only the SONAME and no run path; the library stripped.
-test-install: lib
+test-install: lib test-pip-source
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(MAKE) --no-print-directory install DESTDIR=$$tmp/stage PREFIX=/opt/dc >/dev/null && \
 	root=$$tmp/stage/opt/dc && \
@@ -140,6 +143,10 @@ test-install: lib
 	LD_LIBRARY_PATH=$$root/lib $$tmp/example >/dev/null && echo "test-install: pkg-config ok" && \
 	$$root/bin/duckcache file:$$tmp/cli set k v && test "$$($$root/bin/duckcache $$tmp/cli get k)" = v && \
 	echo "test-install: the duckcache command ok" && \
+	test "$$(bash -c 'source '$$root'/share/bash-completion/completions/duckcache; \
+	    COMP_WORDS=(duckcache /x st); COMP_CWORD=2; _duckcache duckcache st /x; echo $${COMPREPLY[*]}')" = stats && \
+	grep -q '^#compdef duckcache' $$root/share/zsh/site-functions/_duckcache && \
+	echo "test-install: bash completes 'duckcache /x st' to stats; zsh script installed" && \
 	if command -v cmake >/dev/null; then \
 	    cmake -S ffi-tests/cmake-consumer -B $$tmp/cmake -DCMAKE_PREFIX_PATH=$$root >/dev/null && \
 	    cmake --build $$tmp/cmake >/dev/null && \
@@ -165,11 +172,11 @@ python: lib
 $(PYENV)/.ready: bindings/python/pyproject.toml
 	rm -rf $(PYENV)
 	$(PYTHON) -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest pytest-timeout diskcache setuptools wheel pynacl redis
+	$(PYENV)/bin/pip install -q --disable-pip-version-check pytest pytest-timeout diskcache setuptools wheel pynacl redis auditwheel
 	$(PYENV)/bin/pip install -q --disable-pip-version-check duckframework==2.3.2
 	touch $@
 
-# The Python wheel: tagged for this platform (py3-none-linux_x86_64), with the stripped
+# The Python wheel: tagged with the manylinux policy auditwheel finds it satisfies, with the stripped
 # library inside, built from a clean tree (no stale build/ folder can be packaged).
 WHEEL_DIR := $(BUILD)/wheel
 wheel: lib $(PYENV)/.ready
@@ -179,13 +186,20 @@ wheel: lib $(PYENV)/.ready
 	$(PYENV)/bin/pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
 	    -w $(WHEEL_DIR) ./bindings/python
 	rm -rf bindings/python/build
-	@ls $(WHEEL_DIR)/*.whl
+	@$(PYENV)/bin/auditwheel --version >/dev/null 2>&1 || \
+	    $(PYENV)/bin/pip install -q --disable-pip-version-check auditwheel
+	@whl=$$(ls $(WHEEL_DIR)/*.whl) && \
+	tag=$$($(PYENV)/bin/auditwheel show "$$whl" 2>/dev/null | tr '\n' ' ' | \
+	    sed -n 's/.*consistent with the *following platform tag: *"\([^"]*\)".*/\1/p') && \
+	test -n "$$tag" || { echo "make wheel: auditwheel found no manylinux policy the wheel satisfies"; exit 1; } && \
+	$(PYENV)/bin/python -m wheel tags --remove --platform-tag "$$tag" "$$whl" >/dev/null && \
+	echo "make wheel: $$(ls $(WHEEL_DIR)/*.whl) (auditwheel: the library's symbols need $$tag)"
 
 # Installs that wheel into a fresh virtual environment and uses it from another folder.
 test-wheel: wheel
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	whl=$$(ls $(WHEEL_DIR)/*.whl) && \
-	case "$$whl" in *-py3-none-linux_x86_64.whl) ;; *) echo "test-wheel: wrong tag: $$whl"; exit 1;; esac && \
+	case "$$whl" in *-py3-none-manylinux_*_x86_64.whl) ;; *) echo "test-wheel: wrong tag: $$whl"; exit 1;; esac && \
 	$(PYTHON) -m venv $$tmp/venv && $$tmp/venv/bin/pip install -q --disable-pip-version-check "$$whl" && \
 	lib=$$(cd $$tmp && env -u DUCKCACHE_LIB $$tmp/venv/bin/python -c 'import duckcache, pathlib, sys; \
 	    lib = pathlib.Path(duckcache.library_path); assert str(lib).startswith(sys.prefix), lib; \
@@ -195,19 +209,46 @@ test-wheel: wheel
 	cmp -s "$$lib" bindings/python/duckcache/libduckcache.so && \
 	echo "test-wheel: ok, $$(basename $$whl), $$(($$(stat -c %s $$lib) / 1024)) KiB library, stripped, the fresh build"
 
-# `pip install ./bindings/python` from a fresh clone, with no library built beforehand:
+# `pip install ./bindings/python` from a fresh clone, with no library built in the clone:
 # the package's build runs cargo itself; the package is then used from another folder.
-# Not in make test: on a fresh machine its own release build of the library adds minutes
-# that make test's budget does not have (its target folder is kept for later runs).
-test-pip-source:
+# Its cargo target folder starts as a copy of this checkout's release build (the
+# dependencies' artifacts, so only the clone's own crate is compiled: about 45 s here, not
+# 2.5 minutes), and is thrown away after.
+test-pip-source: lib
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	git clone -q . $$tmp/src && test ! -e $$tmp/src/bindings/python/duckcache/libduckcache.so && \
+	mkdir $$tmp/target && cp -r $(OUT) $$tmp/target/ && \
 	$(PYTHON) -m venv $$tmp/venv && \
-	CARGO_TARGET_DIR=$(abspath target/pip-source) $$tmp/venv/bin/pip install -q --disable-pip-version-check $$tmp/src/bindings/python && \
+	CARGO_TARGET_DIR=$$tmp/target $$tmp/venv/bin/pip install -q --disable-pip-version-check $$tmp/src/bindings/python && \
 	cd $$tmp && env -u DUCKCACHE_LIB $$tmp/venv/bin/python -c 'import duckcache, sys; \
 	    assert str(duckcache.library_path).startswith(sys.prefix), duckcache.library_path; \
 	    c = duckcache.open("memory:?max_keys=10"); c.set("k", [1]); assert c.get("k") == [1]' && \
 	echo "test-pip-source: ok, pip install from a fresh clone built the library with cargo"
+
+# The sdist: the package and, in rust/, the library's sources (the crate, its workspace
+# members and lock file), so `pip install duckcache-VERSION.tar.gz` builds the library
+# with cargo. Never a compiled library inside.
+SDIST_DIR := $(BUILD)/sdist
+sdist: $(PYENV)/.ready
+	rm -rf $(BUILD)/sdist-stage $(SDIST_DIR) && mkdir -p $(BUILD)/sdist-stage/rust
+	cd bindings/python && git ls-files -z -- . ':!tests' | tar --null -T - -cf - | tar -xf - -C $(abspath $(BUILD))/sdist-stage
+	git ls-files -z -- Cargo.toml Cargo.lock build.rs cbindgen.toml src benches/bench.rs \
+	    tools/gen-header tools/duckcache-cli | tar --null -T - -cf - | tar -xf - -C $(BUILD)/sdist-stage/rust
+	cd $(BUILD)/sdist-stage && $(abspath $(PYENV))/bin/python setup.py -q sdist -d $(abspath $(SDIST_DIR)) >/dev/null 2>&1
+	rm -rf $(BUILD)/sdist-stage
+	@! tar -tzf $(SDIST_DIR)/*.tar.gz | grep -q '\.so$$' && echo "make sdist: $$(ls $(SDIST_DIR)/*.tar.gz)"
+
+# Installs that sdist into a fresh virtual environment (pip runs cargo) and uses it from
+# another folder; the cargo target folder as test-pip-source's.
+test-sdist: sdist lib
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	mkdir $$tmp/target && cp -r $(OUT) $$tmp/target/ && \
+	$(PYTHON) -m venv $$tmp/venv && \
+	CARGO_TARGET_DIR=$$tmp/target $$tmp/venv/bin/pip install -q --disable-pip-version-check $(SDIST_DIR)/*.tar.gz && \
+	cd $$tmp && env -u DUCKCACHE_LIB $$tmp/venv/bin/python -c 'import duckcache, sys; \
+	    assert str(duckcache.library_path).startswith(sys.prefix), duckcache.library_path; \
+	    c = duckcache.open("memory:?max_keys=10"); c.set("k", [1]); assert c.get("k") == [1]' && \
+	echo "test-sdist: ok, pip install of the sdist built the library with cargo"
 
 # Installs the package into the environment, as a user would.
 python-installed: python $(PYENV)/.ready
@@ -320,6 +361,9 @@ install: lib
 	    $(DESTDIR)$(BINDIR)
 	install -m 755 $(OUT)/duckcache $(DESTDIR)$(BINDIR)/duckcache
 	strip --strip-unneeded $(DESTDIR)$(BINDIR)/duckcache
+	install -d $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	$(OUT)/duckcache --completions bash > $(DESTDIR)$(BASHCOMPDIR)/duckcache
+	$(OUT)/duckcache --completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_duckcache
 	install -m 644 include/duckcache.h bindings/cpp/duckcache.hpp $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(OUT)/libduckcache.so $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION)
 	strip --strip-unneeded $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION)
@@ -341,7 +385,8 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libduckcache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libduckcache.a \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/duckcache.pc $(DESTDIR)$(INCLUDEDIR)/duckcache.h \
 	    $(DESTDIR)$(INCLUDEDIR)/duckcache.hpp $(DESTDIR)$(CMAKEDIR)/duckcacheConfig.cmake \
-	    $(DESTDIR)$(CMAKEDIR)/duckcacheConfigVersion.cmake $(DESTDIR)$(BINDIR)/duckcache
+	    $(DESTDIR)$(CMAKEDIR)/duckcacheConfigVersion.cmake $(DESTDIR)$(BINDIR)/duckcache \
+	    $(DESTDIR)$(BASHCOMPDIR)/duckcache $(DESTDIR)$(ZSHCOMPDIR)/_duckcache
 	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
 
 clean:

@@ -6,8 +6,9 @@ an earlier build (setuptools otherwise copies a file only when it is newer).
 From a checkout, `pip install ./bindings/python` builds the library itself: when the
 package folder holds no libduckcache.so (`make python` puts one there), the build runs
 `cargo build --release --lib` on the repository two folders up (CARGO_TARGET_DIR is
-honoured) and packages what it made. Without cargo, or outside a checkout, it stops
-saying what to do."""
+honoured) and packages what it made. The sdist (`make sdist`) carries the library's
+sources in `rust/` beside this file, and builds the same way. Without cargo, or without
+the sources, it stops saying what to do."""
 
 import os
 import shutil
@@ -17,11 +18,20 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
 
 try:
     from setuptools.command.bdist_wheel import bdist_wheel
 except ImportError:  # setuptools < 70.1
     from wheel.bdist_wheel import bdist_wheel
+
+
+class CarriesALibrary(Distribution):
+    """The compiled library makes this a platform package: its files go to platlib (as
+    auditwheel requires of a wheel it can check and tag manylinux)."""
+
+    def has_ext_modules(self):
+        return True
 
 
 class PlatformWheel(bdist_wheel):
@@ -36,7 +46,11 @@ class PlatformWheel(bdist_wheel):
 
 
 HERE = Path(__file__).resolve().parent
-REPOSITORY = HERE.parent.parent
+# The library's sources: the checkout this package sits in, or the sdist's copy.
+REPOSITORY = next(
+    (root for root in (HERE.parent.parent, HERE / "rust") if (root / "Cargo.toml").is_file()),
+    HERE.parent.parent,
+)
 LIBRARY = "libduckcache.so"
 
 
@@ -73,4 +87,4 @@ class FreshBuild(build_py):
             self.copy_file(str(built), str(Path(self.build_lib) / "duckcache" / LIBRARY))
 
 
-setup(cmdclass={"bdist_wheel": PlatformWheel, "build_py": FreshBuild})
+setup(distclass=CarriesALibrary, cmdclass={"bdist_wheel": PlatformWheel, "build_py": FreshBuild})

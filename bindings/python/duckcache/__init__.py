@@ -68,6 +68,18 @@ def migrate(path) -> int:
     finally:
         cache.close()
 
+def rollback(path):
+    """Rewrites a directory duckcache's PersistentFileCache, DynamicFileCache or
+    KeyAsFolderCache wrote in the original module's layout (python-diskcache stores), so
+    a deployment rolled back to `duck.utils.caching` keeps its entries. Stop every process
+    using it first. Returns Rollback(written, skipped, kept_in): duckcache's own files
+    are kept whole in `kept_in`, beside the directory. Also `python -m duckcache rollback
+    DIR`. See duckcache._rollback."""
+    from . import _rollback
+
+    return _rollback.rollback(path)
+
+
 def open(uri: str):
     """Opens the cache a URI names and returns the matching class: "memory:" (with
     max_keys=N) a NativeMemoryCache, "file:DIR" a PersistentFileCache, "sharded:DIR" a
@@ -127,5 +139,6 @@ __all__ = [
     "library_path",
     "migrate",
     "open",
+    "rollback",
     "version",
 ]

@@ -10,7 +10,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use duckcache::backend::{EntryRef, Remaining};
 use duckcache::uri::{open_kind, Opened};
 use duckcache::{Backend, Ttl};
@@ -24,16 +24,22 @@ use std::process::ExitCode;
 #[command(
     name = "duckcache",
     version,
-    about = "Look into and operate a duckcache cache"
+    about = "Look into and operate a duckcache cache",
+    override_usage = "duckcache [OPTIONS] TARGET COMMAND\n       duckcache --completions SHELL"
 )]
 struct Cli {
     /// A cache URI (file:DIR, sharded:DIR, folder:DIR, redis://…) or a cache folder.
-    target: String,
+    #[arg(required_unless_present = "completions")]
+    target: Option<String>,
+    /// Prints the completion script for SHELL (bash, zsh, fish, elvish, powershell) and
+    /// exits; `make install` installs the bash and zsh ones.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
     /// Machine-readable output (JSON).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -102,7 +108,20 @@ impl From<Failed> for Stop {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let opened = match open_target(&cli.target) {
+    if let Some(shell) = cli.completions {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "duckcache", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let (Some(target), Some(command)) = (&cli.target, &cli.command) else {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a command is needed after the target (see --help)",
+            )
+            .exit()
+    };
+    let opened = match open_target(target) {
         Ok(opened) => opened,
         Err(Stop::NotAStore(NotAStore(message))) => {
             eprintln!("duckcache: {message}");
@@ -113,7 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match run(&cli, opened) {
+    match run(command, cli.json, opened) {
         Ok(code) => code,
         Err(Failed(message)) => {
             eprintln!("duckcache: {message}");
@@ -230,10 +249,10 @@ fn count_files(dir: &Path, filter: impl Fn(&str) -> bool) -> u64 {
     })
 }
 
-fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
+fn run(command: &Command, json: bool, opened: Opened) -> Result<ExitCode, Failed> {
     let cache = opened.backend();
     let out = &mut std::io::stdout().lock();
-    match &cli.command {
+    match command {
         Command::Stats => {
             let stats = cache.stats()?;
             let mut report = json!({
@@ -262,7 +281,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
             if let Some(dir) = dir {
                 report["disk_bytes"] = disk_bytes(&dir).into();
             }
-            if cli.json {
+            if json {
                 writeln!(out, "{report}")?;
             } else if let Value::Object(fields) = &report {
                 for (name, value) in fields {
@@ -280,7 +299,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
             let mut failed = None;
             cache.keys(prefix, &mut |k| {
                 bar.inc(1);
-                if cli.json {
+                if json {
                     keys.push(Value::String(show(k)));
                 } else if let Err(e) = writeln!(out, "{}", show(k)) {
                     failed = Some(e);
@@ -292,7 +311,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
             if let Some(e) = failed {
                 return Err(e.into());
             }
-            if cli.json {
+            if json {
                 writeln!(out, "{}", Value::Array(keys))?;
             }
         }
@@ -302,7 +321,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
             let Some((value, flags)) = value else {
                 return Err(Failed(format!("{key}: not found")));
             };
-            if cli.json {
+            if json {
                 let ttl = match cache.ttl(key.as_bytes())? {
                     Some(Remaining::Seconds(s)) => json!(s),
                     _ => Value::Null,
@@ -322,13 +341,13 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
                 Some(s) => Ttl::from_seconds(*s)?,
             };
             cache.set(key.as_bytes(), value.as_bytes(), ttl)?;
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"stored": true}))?;
             }
         }
         Command::Del { key } => {
             let deleted = cache.delete_counted(key.as_bytes())?;
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"deleted": deleted}))?;
             } else {
                 writeln!(out, "{}", if deleted { "deleted" } else { "not found" })?;
@@ -336,7 +355,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
         }
         Command::PurgeExpired => {
             let removed = cache.purge_expired()?;
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"removed": removed}))?;
             } else {
                 writeln!(out, "removed {removed} expired entries")?;
@@ -344,7 +363,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
         }
         Command::Clear => {
             cache.clear()?;
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"cleared": true}))?;
             }
         }
@@ -359,7 +378,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
                     ))
                 }
             };
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"problems": found, "repaired": repair}))?;
             } else if found.is_empty() {
                 writeln!(out, "no damage found")?;
@@ -378,7 +397,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
                 Opened::Sharded(c) => c.compact()?,
                 Opened::Folder(_) | Opened::Other(_) => {}
             }
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"compacted": true}))?;
             }
         }
@@ -390,7 +409,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
             let count = export(cache, &mut sink)?;
             sink.flush()?;
             if output.is_some() {
-                if cli.json {
+                if json {
                     writeln!(out, "{}", json!({"exported": count}))?;
                 } else {
                     writeln!(out, "exported {count} entries")?;
@@ -404,7 +423,7 @@ fn run(cli: &Cli, opened: Opened) -> Result<ExitCode, Failed> {
                 Box::new(std::io::BufReader::new(std::fs::File::open(file)?))
             };
             let count = import(cache, reader)?;
-            if cli.json {
+            if json {
                 writeln!(out, "{}", json!({"imported": count}))?;
             } else {
                 writeln!(out, "imported {count} entries")?;
