@@ -8,18 +8,16 @@ A drop-in for the Duck framework's `duck.utils.caching`::
 See the README (section "Python") for what differs from the original, deliberately.
 """
 
+from ._base import CacheBase
 from ._caches import (
-    FLAG_PICKLED,
-    MISSING,
-    CacheBase,
     DynamicFileCache,
     KeyAsFolderCache,
     NativeMemoryCache,
     PersistentFileCache,
     RedisCache,
     TieredCache,
-    ValueDecodeError,
 )
+from ._codec import FLAG_PICKLED, MISSING, ValueDecodeError
 from ._memory import InMemoryCache
 from ._native import (
     BusyError,

@@ -1,23 +1,17 @@
-"""The cache classes: the original module's API (duck.utils.caching) over the C library.
-
-Keys are `str` (stored as UTF-8) or `bytes` (as they are). Values are any picklable
-object; `bytes` values are stored byte for byte with flags 0, everything else is
-pickled and stored with FLAG_PICKLED in the entry's flags word, so a C or C++ program
-sees exactly the bytes Python stored, and Python always knows how to read them back.
-"""
+"""The cache classes: the original module's API (duck.utils.caching) over the C library
+(the value codec in _codec, the crossing into C in _calls, CacheBase and memoizing in
+_base)."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
 import ctypes
-import functools
-import itertools
 import math
 import os
+import pickle
 import urllib.parse
 import warnings
-import pickle
 import queue
 import sys
 import threading
@@ -25,409 +19,40 @@ import time
 import weakref
 from pathlib import Path
 from ctypes import byref, c_double, c_int64, c_uint32, c_uint64, c_void_p
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from . import _migrate
 from ._locking import honours_seed_locks
 from . import _native as native
 from ._native import lib
-
-# Sentinel for "no default given", as in the original module.
-MISSING: Any = object()
-
-# A key of the library-backed classes; InMemoryCache takes any Hashable.
-Key = Union[str, bytes, Hashable]
-# Seconds until an entry expires; None: never.
-Expiry = Optional[float]
-
-# The flags word of an entry whose value is a pickle. Flags 0 is raw bytes; any other
-# value (a C program's own flags) is also returned as raw bytes.
-FLAG_PICKLED = 1
-
-
-def _encode_value(value):
-    if type(value) is bytes:
-        return value, 0
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), FLAG_PICKLED
-
-
-class ValueDecodeError(pickle.UnpicklingError):
-    """A stored pickle that cannot be loaded (damaged, or naming a class this process
-    cannot import). Nothing is lost: `data` holds the stored bytes and `flags` their
-    flags word, so a caller can inspect them. Raised by get and by pop, which both leave
-    the entry in the cache (a pop puts it back, without its expiry).
-
-    What is raised is also of the type unpickling raised (AttributeError for a class that
-    is gone, ModuleNotFoundError, EOFError, ...), as the original module let those
-    through: `except AttributeError` in an application still catches it."""
-
-    def __init__(self, data, flags, cause):
-        super().__init__(f"cannot unpickle the stored value ({len(data)} bytes): {cause!r}")
-        self.data = data
-        self.flags = flags
-
-
-# ValueDecodeError combined with each unpickling error type met so far.
-_decode_errors = {}
-
-
-def _decode_error(data, flags, cause):
-    """A ValueDecodeError that is also of `cause`'s type (see ValueDecodeError)."""
-    kind = type(cause)
-    combined = _decode_errors.get(kind)
-    if combined is None:
-        try:
-            combined = type(f"ValueDecodeError[{kind.__name__}]", (ValueDecodeError, kind), {})
-        except TypeError:  # a type that cannot be a second base: the library's alone
-            combined = ValueDecodeError
-        _decode_errors[kind] = combined
-    try:
-        return combined(data, flags, cause)
-    except Exception:
-        return ValueDecodeError(data, flags, cause)
-
-
-def _decode_value(data, flags):
-    if flags == FLAG_PICKLED:
-        try:
-            return pickle.loads(data)
-        except Exception as e:
-            raise _decode_error(data, flags, e) from e
-    return data
-
-
-def _encode_key(key):
-    if type(key) is str:
-        return key.encode("utf-8", "surrogatepass")
-    if isinstance(key, str):  # a str subclass (a str Enum): its text, as the original
-        return str.encode(key, "utf-8", "surrogatepass")
-    if isinstance(key, bytes):
-        return bytes(key)
-    raise KeyError(f"Key must be str or bytes, got {type(key).__name__}.")
-
-
-def _holds_no_such_key(key):
-    """True for a key no cache of these classes can hold (not str or bytes): a delete of
-    it does nothing and a pop of it finds nothing, as in the original."""
-    return not isinstance(key, (str, bytes))
-
-
-def _ttl(expiry):
-    """The original module's `expiry` (seconds, None = never) as the C ttl. A negative expiry is in
-    the past, as in the seed: the entry expires at once."""
-    if expiry is None:
-        return -1.0
-    if isinstance(expiry, bool) or not isinstance(expiry, (int, float)):
-        raise TypeError(f"expiry must be a number of seconds or None, not {type(expiry).__name__}")
-    if math.isnan(expiry):
-        raise ValueError("expiry is NaN")
-    return max(float(expiry), 0.0)
-
-
-def _positive_int(name, value, limit, fraction_ok=False):
-    """`value` as an int from 1 to `limit`; a whole float (1e9) is taken, and with
-    `fraction_ok` (a byte count, as the original took any number) any finite float,
-    truncated; anything else, or out of range, is a ValueError naming `name`."""
-    if isinstance(value, float) and math.isfinite(value) and (fraction_ok or value.is_integer()):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
-        raise ValueError(f"{name} must be an integer from 1 to {limit}, not {value!r}")
-    return value
-
-
-# The values a get reads land in a buffer of the reading thread, reused from call to
-# call: one C call and no allocation per get (cache_get_into_flagged).
-_READ_BUFFER_KEPT = 1 << 20  # a larger value is read straight into its bytes object
-
-
-class _ReadBuffer(threading.local):
-    def __init__(self):
-        self.length = ctypes.c_size_t()
-        self.flags = c_uint32()
-        self.length_at = ctypes.addressof(self.length)
-        self.flags_at = ctypes.addressof(self.flags)
-        self.use(ctypes.create_string_buffer(16 << 10))
-
-    def use(self, buf):
-        self.buf = buf  # keeps the memory alive
-        self.at = ctypes.addressof(buf)
-        self.cap = len(buf)
-        self.view = memoryview(buf).cast("B")
-
-
-_reader = _ReadBuffer()
-_get_into = lib.cache_get_into_flagged
-
-
-def _read_value(handle, k, missing):
-    """The value under the encoded key `k`, or `missing`."""
-    r = _reader
-    status = _get_into(handle, k, len(k), r.at, r.cap, r.length_at, r.flags_at)
-    while True:
-        if status == 0:
-            # Copied out before unpickling: a nested get (from a __setstate__) reuses
-            # the buffer.
-            data = r.view[: r.length.value].tobytes()
-            return _decode_value(data, r.flags.value)
-        if status == 1:
-            return missing
-        if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
-            raise native.error_for(status)
-        needed = r.length.value
-        if needed > _READ_BUFFER_KEPT:
-            return _read_large_value(handle, k, missing, needed)
-        # Larger than the buffer: grow it and ask again (the value may change meanwhile).
-        r.use(ctypes.create_string_buffer(needed))
-        status = _get_into(handle, k, len(k), r.at, r.cap, r.length_at, r.flags_at)
-
-
-# A bytes object of a given size whose bytes are still to be written: the library reads
-# a large value straight into the object returned, so a 200 MB value costs 200 MB, not
-# a buffer and then a copy (issue 30 item 17).
-_uninitialised_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-_uninitialised_bytes.restype = ctypes.py_object
-_uninitialised_bytes.argtypes = (c_void_p, ctypes.c_ssize_t)
-
-
-def _read_large_value(handle, k, missing, size):
-    r = _reader
-    while True:
-        # Nothing else holds `data` yet, so writing into it is safe.
-        data = _uninitialised_bytes(None, size)
-        status = _get_into(handle, k, len(k), _address(data), size, r.length_at, r.flags_at)
-        if status == 0:
-            length = r.length.value
-            if length != size:  # replaced by a smaller value meanwhile
-                data = data[:length]
-            return _decode_value(data, r.flags.value)
-        if status == 1:
-            return missing
-        if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
-            raise native.error_for(status)
-        size = r.length.value  # replaced by a larger value meanwhile
-
-
-def _address(data: bytes) -> int:
-    """The address of a bytes object's own buffer (valid while it lives)."""
-    return ctypes.cast(ctypes.c_char_p(data), c_void_p).value or 0
-
-
-def _slices(encoded):
-    """A cache_slice array over encoded keys (which the caller keeps alive)."""
-    array = (native.Slice * len(encoded))()
-    for i, k in enumerate(encoded):
-        array[i].data = _address(k)
-        array[i].len = len(k)
-    return array
-
-
-def _decode_key(k: bytes):
-    """A stored key as the caller most likely wrote it: str when it is UTF-8."""
-    try:
-        return k.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        return k
-
-
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def _compute_function(compute, ttl, raised):
-    """The C compute function of get_or_set: stores what `compute()` returns (encoded as
-    set does) with `ttl`; an exception goes to `raised` (for the caller) and the library
-    gets CACHE_ERR_INTERNAL, so nothing is stored. Keep it alive while the call runs."""
-
-    def run(_user, _key, _len, sink):
-        try:
-            data, flags = _encode_value(compute())
-            return lib.cache_sink_put(sink, data, len(data), ttl, flags)
-        except BaseException as e:  # noqa: B036 - handed back to the caller
-            raised.append(e)
-            return native.CACHE_ERR_INTERNAL
-
-    return native.COMPUTE_FN(run)
-
-
-def _buf_bytes(buf):
-    """Copies a cache_buf's bytes and frees it."""
-    try:
-        return ctypes.string_at(buf.data, buf.len) if buf.len else b""
-    finally:
-        lib.cache_buf_free(byref(buf))
-
-
-class CacheBase:
-    """Base class of every cache: the interface (set, get, delete, pop, clear, save) and
-    the memoizing decorators. Subclasses override the operations."""
-
-    def save(self) -> None:
-        """Optional persistence hook. No-op unless overridden."""
-
-    def __bool__(self):
-        # A cache is a thing, not a container to test for emptiness: without this, an
-        # empty cache would be false (it has __len__), and Duck's `backend or DEFAULT`
-        # would silently replace a user's empty cache with the default.
-        return True
-
-    def set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
-        raise NotImplementedError(f"'set' is not implemented on {type(self).__name__}.")
-
-    def get(self, key: Key, default: Any = None) -> Any:
-        raise NotImplementedError(f"'get' is not implemented on {type(self).__name__}.")
-
-    def delete(self, key: Key) -> None:
-        raise NotImplementedError(f"'delete' is not implemented on {type(self).__name__}.")
-
-    def pop(self, key: Key, default: Any = MISSING) -> Any:
-        raise NotImplementedError(f"'pop' is not implemented on {type(self).__name__}.")
-
-    def clear(self) -> None:
-        raise NotImplementedError(f"'clear' is not implemented on {type(self).__name__}.")
-
-    async def async_set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
-        self.set(key, value, expiry)
-
-    def get_or_set(self, key: Key, compute: Callable[[], Any], expiry: Expiry = None) -> Any:
-        """The value under `key`; when absent, `compute()` is stored for `expiry` seconds
-        and returned. Of the threads asking for one missing key at once, one computes
-        and the others wait for its value (single-flight); an exception from `compute`
-        stores nothing and reaches the caller that ran it. The library-backed classes
-        do this in the library (cache_get_or_compute); this is the same for any cache."""
-        value = _lookup(self, key)
-        if value is not MISSING:
-            return value
-        slot = _join_flight(self, key)
-        try:
-            with slot[0]:
-                value = _lookup(self, key)
-                if value is MISSING:
-                    value = compute()
-                    self.set(key, value, expiry=expiry)
-                return value
-        finally:
-            _leave_flight(self, key, slot)
-
-    async def async_get(self, key: Key, default: Any = None) -> Any:
-        return self.get(key, default)
-
-    @staticmethod
-    def _memo_key(func, key_prefix, args, kwargs):
-        # The original module's key format, so both modules address the same entries.
-        return (
-            f"{key_prefix or func.__module__}."
-            f"{func.__qualname__}:"
-            f"{args}:"
-            f"{sorted(kwargs.items())}"
-        )
-
-    def cache(self, expiry: Expiry = None, key_prefix: Optional[str] = None) -> Callable[[Callable], Callable]:
-        """Decorates a function so its results are cached for `expiry` seconds (None:
-        until removed), keyed by its module, name and arguments."""
-
-        def decorator(func):
-            # get_or_set's steps written out here: a recursive function's every level
-            # then costs two frames (wrapper and function), as in the original, which
-            # recursed 494 deep where going through get_or_set stopped at 165.
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                key = self._memo_key(func, key_prefix, args, kwargs)
-                value = _lookup(self, key)
-                if value is not MISSING:
-                    return value
-                # Concurrent callers with the same arguments compute once.
-                slot = _join_flight(self, key)
-                try:
-                    with slot[0]:
-                        value = _lookup(self, key)
-                        if value is MISSING:
-                            value = func(*args, **kwargs)
-                            self.set(key, value, expiry=expiry)
-                        return value
-                finally:
-                    _leave_flight(self, key, slot)
-
-            return wrapper
-
-        return decorator
-
-    def async_cache(self, expiry: Expiry = None, key_prefix: Optional[str] = None) -> Callable[[Callable], Callable]:
-        """As `cache`, for coroutine functions. A missing value is computed once
-        however many callers wait for it: the others wait, then read it from the cache.
-        If the caller computing it is cancelled or fails, the next waiter computes."""
-        # (event loop, key) -> [lock, callers holding or waiting for it]
-        locks = {}
-        guard = threading.Lock()
-
-        def decorator(func):
-            @functools.wraps(func)
-            async def wrapper(*args, **kwargs):
-                key = self._memo_key(func, key_prefix, args, kwargs)
-                slot_key = (asyncio.get_running_loop(), key)
-                with guard:
-                    slot = locks.setdefault(slot_key, [asyncio.Lock(), 0])
-                    slot[1] += 1
-                try:
-                    async with slot[0]:
-                        cached = await self.async_get(key, MISSING)
-                        if cached is not MISSING:
-                            return cached
-                        result = await func(*args, **kwargs)
-                        await self.async_set(key, result, expiry=expiry)
-                        return result
-                finally:
-                    with guard:
-                        slot[1] -= 1
-                        if slot[1] == 0:
-                            del locks[slot_key]
-
-            return wrapper
-
-        return decorator
-
-
-# Guards the per-cache tables of CacheBase.get_or_set's flights.
-_flights_guard = threading.Lock()
-
-
-def _join_flight(cache, key):
-    """The flight slot of `key` on `cache` ([lock, callers]), this caller counted in."""
-    flights = cache.__dict__.setdefault("_flights", {})
-    with _flights_guard:
-        slot = flights.setdefault(key, [threading.Lock(), 0])
-        slot[1] += 1
-    return slot
-
-
-def _leave_flight(cache, key, slot):
-    with _flights_guard:
-        slot[1] -= 1
-        if slot[1] == 0:
-            del cache.__dict__["_flights"][key]
-
-
-# Per class: whether its get takes a default (ours do; a user's CacheBase subclass
-# written for the original may define get(key) alone).
-_get_takes_default = {}
-
-
-def _lookup(cache, key):
-    """`cache.get(key)`, MISSING when absent. A get without a default parameter is
-    called as the original's decorator called it: None means absent."""
-    get = type(cache).get
-    takes = _get_takes_default.get(get)
-    if takes is None:
-        import inspect
-
-        try:
-            inspect.signature(get).bind(cache, key, MISSING)
-            takes = True
-        except (TypeError, ValueError):
-            takes = False
-        _get_takes_default[get] = takes
-    if takes:
-        return cache.get(key, MISSING)
-    value = cache.get(key)
-    return MISSING if value is None else value
+from ._base import CacheBase
+from ._calls import (
+    _buf_bytes,
+    _compute_function,
+    _on_done,
+    _on_done_flagged,
+    _pending,
+    _read_value,
+    _set_flagged,
+    _slices,
+    _address,
+    _tokens,
+)
+from ._codec import (
+    FLAG_PICKLED,
+    MISSING,
+    Expiry,
+    Key,
+    ValueDecodeError,
+    _INT64,
+    _decode_key,
+    _decode_value,
+    _encode_key,
+    _encode_value,
+    _holds_no_such_key,
+    _positive_int,
+    _ttl,
+)
 
 # Every open native cache, closed at exit so queued async work finishes while the
 # interpreter can still run its callbacks.
@@ -450,58 +75,6 @@ def _close_all_at_exit():
         except Exception:
             pass
 
-
-# Async operations in flight: token -> (loop, future, keep, restore). The C callback gets
-# the token as user_data and hands the outcome to the future's loop. `keep` holds what the
-# library calls back into until the operation is over (a get_or_set's compute function:
-# collected while queued, it would be called freed); `restore(data, flags)`, when given,
-# puts back a popped value whose awaiting task was cancelled.
-_pending = {}
-_tokens = itertools.count(1)
-_set_flagged = lib.cache_set_flagged
-
-
-def _settle(future, status, data, flags, detail, restore=None):
-    """Runs on the awaiting loop: completes the future unless it was cancelled; a value
-    taken for a cancelled task is handed to `restore`."""
-    if future.done():
-        if restore is not None and status == native.CACHE_OK:
-            restore(data, flags)
-        return
-    if status < 0:
-        future.set_exception(native.error_for(status, detail))
-    elif status == native.CACHE_NOT_FOUND:
-        future.set_result((False, None))
-    else:
-        try:
-            future.set_result((True, _decode_value(data, flags)))
-        except Exception as e:  # a damaged pickle
-            future.set_exception(e)
-
-
-def _complete(token, status, value, length, flags):
-    entry = _pending.pop(token or 0, None)
-    if entry is None:
-        return
-    loop, future, _keep, restore = entry
-    data = ctypes.string_at(value, length) if length else b""
-    detail = native.last_error() if status < 0 else ""
-    try:
-        loop.call_soon_threadsafe(_settle, future, status, data, flags, detail, restore)
-    except RuntimeError:
-        # The loop is closed: nobody is waiting any more.
-        if restore is not None and status == native.CACHE_OK:
-            restore(data, flags)
-
-
-@native.PLAIN_CALLBACK
-def _on_done(token, status, value, length):
-    _complete(token, status, value, length, 0)
-
-
-@native.FLAGGED_CALLBACK
-def _on_done_flagged(token, status, value, length, flags):
-    _complete(token, status, value, length, flags)
 
 
 class _HandleOwner:

@@ -16,7 +16,8 @@ from collections import OrderedDict
 
 from typing import Any, Hashable, Optional
 
-from ._caches import MISSING, CacheBase, Expiry
+from ._base import CacheBase
+from ._codec import MISSING, Expiry
 from ._locking import give_locks
 
 _monotonic = time.monotonic

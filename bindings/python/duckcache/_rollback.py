@@ -75,7 +75,7 @@ UNREADABLE = object()
 def _live_entries(cache):
     """(key, value, seconds left or None) for each live entry; UNREADABLE as the value
     of one that cannot be unpickled."""
-    from ._caches import MISSING, ValueDecodeError
+    from ._codec import MISSING, ValueDecodeError
 
     for key in cache.keys():
         try:

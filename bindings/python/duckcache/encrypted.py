@@ -32,7 +32,8 @@ import pickle
 from duckcache import _native
 from typing import Any, Union
 
-from duckcache._caches import MISSING, CacheBase, Expiry, Key
+from duckcache._base import CacheBase
+from duckcache._codec import MISSING, Expiry, Key
 
 # SecretBox nonce size (24 bytes), as PyNaCl's SecretBox.NONCE_SIZE.
 NONCE_SIZE = 24

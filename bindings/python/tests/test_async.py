@@ -122,7 +122,7 @@ def test_cancelling_the_awaiting_task_is_safe(cache):
                 assert cache.get(f"k{i}") == i
 
     run(main())
-    assert not duckcache._caches._pending, "no completion is left waiting"
+    assert not duckcache._calls._pending, "no completion is left waiting"
 
 
 def test_a_closed_loop_does_not_break_late_completions(cache):
@@ -183,7 +183,7 @@ def test_a_cancelled_get_or_set_keeps_its_compute_function_alive(cache):
         assert cache.get("b") == "quick", "the cancelled call still completed"
 
     run(main())
-    assert not duckcache._caches._pending
+    assert not duckcache._calls._pending
 
 
 def test_a_cancelled_pop_puts_its_value_back(cache):
