@@ -4,6 +4,8 @@ a prefix of its own)."""
 
 import itertools
 import os
+import signal
+import time
 
 import pytest
 
@@ -58,3 +60,41 @@ def opener(tmp_path):
 @pytest.fixture
 def cache(kind, opener):
     return opener(kind)
+
+
+def child_exit_code(pid, seconds=10):
+    """The exit code of the forked child `pid`; None when it did not end within `seconds`
+    (a hang), after which it is killed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.01)
+
+
+def hold_in_a_thread(lock):
+    """Starts a thread that takes `lock` and holds it; returns a function that lets go
+    of it and joins the thread."""
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+
+    def let_go():
+        release.set()
+        t.join()
+
+    return let_go

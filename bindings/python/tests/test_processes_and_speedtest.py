@@ -6,7 +6,7 @@ import time
 import pytest
 
 import duckcache
-from conftest import open_kind
+from conftest import child_exit_code, open_kind
 
 
 def _pop_all(kind, directory, keys, out):
@@ -154,16 +154,9 @@ def test_fork_while_other_threads_are_inside_calls(tmp_path, kind):
                     os._exit(code)
             # The child's alarm cannot help if it hangs inside os.fork() itself (the
             # interpreter's after-fork clean-up): wait a bounded time, then kill it.
-            deadline = time.monotonic() + 30
-            while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    status = (pid, "hung, killed")
-                    os.waitpid(pid, 0)
-                    break
-                time.sleep(0.01)
-            if status[1] != 0:
-                failures.append((round_, status[1]))
+            code = child_exit_code(pid, 30)
+            if code != 0:
+                failures.append((round_, "hung, killed" if code is None else code))
     finally:
         stop.set()
         for t in threads:

@@ -9,9 +9,8 @@ import os
 import threading
 import time
 
-import pytest
 
-from conftest import open_kind
+from conftest import child_exit_code, hold_in_a_thread, open_kind
 
 
 def _finishes_only_after_release(lock, call):
@@ -97,24 +96,14 @@ def test_async_calls_wait_for_async_lock_and_for_lock_without_blocking_the_loop(
 
         # A thread holding lock: the async call waits, and the loop keeps running.
         ticks = 0
-        held, release = threading.Event(), threading.Event()
-
-        def holder():
-            with c.lock:
-                held.set()
-                release.wait(10)
-
-        t = threading.Thread(target=holder)
-        t.start()
-        held.wait(10)
+        let_go = hold_in_a_thread(c.lock)
         pending = asyncio.ensure_future(c.async_set("a", 2))
         for _ in range(20):
             await asyncio.sleep(0.01)
             ticks += 1
         assert not pending.done() and ticks == 20
-        release.set()
+        let_go()
         await pending
-        t.join()
         assert await c.async_get("a") == 2
 
     asyncio.run(asyncio.wait_for(main(), 60))  # a deadlock fails, not hangs
@@ -131,61 +120,14 @@ def test_copies_share_the_locks(tmp_path, persistent_kind):
 
 def test_a_child_of_fork_gets_the_locks_unheld(tmp_path, persistent_kind):
     c = open_kind(persistent_kind, tmp_path)
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with c.lock:
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    held.wait(10)
+    let_go = hold_in_a_thread(c.lock)
     try:
         pid = os.fork()
         if pid == 0:
             c.set("child", 1)  # hangs if the lock stayed held
             os._exit(0 if c.get("child") == 1 else 1)
-        deadline = time.monotonic() + 10
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                assert os.waitstatus_to_exitcode(status) == 0
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail("the child hung on the lock a parent thread held")
-            time.sleep(0.01)
+        assert child_exit_code(pid) == 0, "the child hung on the lock a parent thread held"
     finally:
-        release.set()
-        t.join()
+        let_go()
     assert c.get("child") == 1
-    c.close()
-
-
-def test_event_loops_of_several_threads_share_a_cache(tmp_path, persistent_kind):
-    """Each thread's loop gets its own turn at async_lock (an asyncio.Lock held across
-    an await hung here: it cannot wake a task of another thread's loop)."""
-    c = open_kind(persistent_kind, tmp_path)
-    errors = []
-
-    def worker(n):
-        async def main():
-            for i in range(50):
-                await c.async_set(f"t{n}-{i}", i)
-                assert await c.async_get(f"t{n}-{i}") == i
-
-        try:
-            asyncio.run(asyncio.wait_for(main(), 60))
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert len(c) == 200
     c.close()
