@@ -99,9 +99,12 @@ $(BUILD)/fault_campaign: ffi-tests/fault_campaign.c ffi-tests/faults.h ffi-tests
 FAULT_SEEDS ?= 1 2 3
 test-faults: $(BUILD)/fault_campaign
 	@for seed in $(FAULT_SEEDS); do timeout 600 ./$< 1500 $$seed || exit 1; done
+	@echo "== the same with failing reads (the file kind, seed 2: CORRUPT for an EIO before issue 30 item 22; make stress runs every kind)"
+	@DUCKCACHE_FAULT_READS=1 DUCKCACHE_FAULT_KINDS=file timeout 600 ./$< 1500 2
 
 stress: $(BUILD)/fault_campaign $(BUILD)/test_hostile
 	timeout 3600 ./$(BUILD)/fault_campaign 30000
+	DUCKCACHE_FAULT_READS=1 timeout 3600 ./$(BUILD)/fault_campaign 10000
 	DUCKCACHE_STRESS=1 timeout 3600 ./$(BUILD)/test_hostile
 
 test-c-valgrind: lib $(C_TESTS)

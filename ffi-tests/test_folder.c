@@ -160,6 +160,29 @@ static void test_bad_input(const char *dir) {
     cache_free(c);
 }
 
+/* cache_entry_path: the folder of a key, by the library's one naming rule, whether or not
+ * the key is there; refused on a kind whose entries have no place of their own. */
+static void test_entry_path(const char *dir) {
+    char store[512], want[700];
+    snprintf(store, sizeof store, "%s/paths", dir);
+    cache_t *c = NULL;
+    CHECK_EQ(cache_open_folder(store, 0, &c), CACHE_OK);
+    cache_buf p = {0};
+    CHECK_EQ(cache_entry_path(c, K("user:42"), &p), CACHE_OK);
+    snprintf(want, sizeof want, "%s/user%%3A42", store);
+    CHECK(p.len == strlen(want) && memcmp(p.data, want, p.len) == 0);
+    cache_buf_free(&p);
+    CHECK_EQ(cache_set(c, K("user:42"), K("v"), CACHE_NO_TTL), CACHE_OK);
+    snprintf(want, sizeof want, "%s/user%%3A42/meta", store);
+    CHECK(access(want, F_OK) == 0); /* the entry is where the path says */
+    CHECK_EQ(cache_entry_path(c, NULL, 1, &p), CACHE_ERR_INVALID_ARG);
+    cache_free(c);
+    CHECK_EQ(cache_open_memory(0, &c), CACHE_OK);
+    CHECK_EQ(cache_entry_path(c, K("k"), &p), CACHE_ERR_INVALID_ARG);
+    CHECK(p.data == NULL && p.len == 0);
+    cache_free(c);
+}
+
 int main(void) {
     char dir[256];
     make_tmpdir(dir, sizeof dir);
@@ -171,6 +194,7 @@ int main(void) {
     test_hostile_keys(sub);
     test_symlink(dir);
     test_bad_input(dir);
+    test_entry_path(dir);
     snprintf(sub, sizeof sub, "%s/procs", dir);
     check_two_processes(open_folder, sub);
     check_sigkill(open_folder, dir, small_scale() ? 2 : 6);

@@ -454,6 +454,16 @@ cache_status cache_pop(struct cache_t *c,
 // the most recently used.
 cache_status cache_has(struct cache_t *c, const uint8_t *key, size_t key_len);
 
+// The path of the folder that holds (or would hold) `key`'s entry on a folder-kind
+// cache, whether or not the key is present: bytes without a terminating NUL in `out`,
+// to free with cache_buf_free. CACHE_ERR_INVALID_ARGUMENT on a cache of another kind,
+// whose entries have no place of their own. Bindings call it rather than repeat the
+// folder naming rule.
+cache_status cache_entry_path(struct cache_t *c,
+                              const uint8_t *key,
+                              size_t key_len,
+                              struct cache_buf *out);
+
 // Removes `key`. CACHE_OK whether or not it was present.
 cache_status cache_delete(struct cache_t *c, const uint8_t *key, size_t key_len);
 

@@ -324,6 +324,13 @@ pub trait Backend: Send + Sync {
     /// True when `key` holds a live entry.
     fn has(&self, key: &[u8]) -> Result<bool>;
 
+    /// Where `key`'s entry lives, or would live, on disk, for a kind that gives each
+    /// entry a place of its own (the folder kind: its folder); None for the others. The
+    /// one home of that naming rule: bindings ask here rather than repeat it.
+    fn entry_path(&self, _key: &[u8]) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Removes `key`; succeeds whether or not it was present.
     fn delete(&self, key: &[u8]) -> Result<()>;
 

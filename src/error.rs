@@ -36,6 +36,9 @@ pub struct Error {
     /// The connection that failed cannot write again (SQLite fell back to read-only,
     /// or its file was moved or removed); a new one may.
     stale_connection: bool,
+    /// SQLite's SQLITE_CORRUPT, which it also returns for a read the OS failed (EIO):
+    /// damage until the database is checked (`sqlite::confirm_damage`).
+    unconfirmed_damage: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,7 +49,32 @@ impl Error {
             kind,
             message: message.into(),
             stale_connection: false,
+            unconfirmed_damage: false,
         }
+    }
+
+    /// The same error, its message prefixed with `context` (a path, say).
+    pub(crate) fn prefixed(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// Marks damage SQLite reported, which may be a failed read (see the field).
+    pub(crate) fn with_unconfirmed_damage(mut self) -> Self {
+        self.unconfirmed_damage = true;
+        self
+    }
+
+    /// Damage SQLite reported, confirmed by a check that found `verdict`.
+    pub(crate) fn confirmed(mut self, verdict: &str) -> Self {
+        self.unconfirmed_damage = false;
+        self.message = format!("{} (a check found: {verdict})", self.message);
+        self
+    }
+
+    /// True for damage SQLite reported that no check has confirmed yet.
+    pub(crate) fn is_unconfirmed_damage(&self) -> bool {
+        self.unconfirmed_damage
     }
 
     /// Marks the error as one a new database connection would not have.

@@ -7,6 +7,7 @@ use super::macros::{exported, exported_void};
 use super::types::cache_status::{self, *};
 use super::types::{cache_buf, cache_stats};
 use super::values::{found, into_buf};
+use crate::error::{Error, ErrorKind};
 use crate::file::FileCache;
 use crate::folder::FolderCache;
 use crate::memory::MemoryCache;
@@ -277,6 +278,30 @@ pub unsafe extern "C" fn cache_has(
     key_len: usize,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len] => Ok(found(c.backend.has(key)?)))
+}
+
+/// The path of the folder that holds (or would hold) `key`'s entry on a folder-kind
+/// cache, whether or not the key is present: bytes without a terminating NUL in `out`,
+/// to free with cache_buf_free. CACHE_ERR_INVALID_ARGUMENT on a cache of another kind,
+/// whose entries have no place of their own. Bindings call it rather than repeat the
+/// folder naming rule.
+#[no_mangle]
+pub unsafe extern "C" fn cache_entry_path(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    out: *mut cache_buf,
+) -> cache_status {
+    exported!(handle c, bytes key[key_len], out out => {
+        let path = c.backend.entry_path(key).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArg,
+                "only a folder cache gives each entry a folder of its own",
+            )
+        })?;
+        *out = cache_buf::from_vec(std::os::unix::ffi::OsStringExt::into_vec(path.into_os_string()));
+        Ok(CACHE_OK)
+    })
 }
 
 /// Removes `key`. CACHE_OK whether or not it was present.

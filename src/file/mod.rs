@@ -137,6 +137,7 @@ impl FileCache {
             *suspect = false;
             result = f(store, stats);
         }
+        let result = result.map_err(|e| store.confirm_damage(e));
         if let Err(e) = &result {
             *suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
         }

@@ -104,6 +104,49 @@ pub(crate) enum Read {
     FileFailed(String, Error),
 }
 
+/// The columns every read of an entry's value selects, in the order [`entry_row`] reads.
+macro_rules! entry_columns {
+    () => {
+        "value, file, expires, size - length(key), flags"
+    };
+}
+
+/// An entry row selected by `entry_columns!`: where its value is, its expiry, its flags.
+struct EntryRow<'r> {
+    value: ValueAt<'r>,
+    expires: Option<f64>,
+    flags: u32,
+}
+
+/// Where a row's value is: inline (borrowed from the row) or in a value file of a length.
+enum ValueAt<'r> {
+    Inline(&'r [u8]),
+    File(String, u64),
+}
+
+fn entry_row<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<EntryRow<'r>> {
+    let value = match r.get::<_, Option<String>>(1)? {
+        Some(name) => ValueAt::File(name, r.get::<_, i64>(3)? as u64),
+        None => ValueAt::Inline(r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default()),
+    };
+    Ok(EntryRow {
+        value,
+        expires: r.get(2)?,
+        flags: stored_flags(r.get(4)?),
+    })
+}
+
+impl EntryRow<'_> {
+    /// The row with its inline value copied out (to outlive the statement).
+    fn owned(self) -> (RowValue, Option<f64>, u32) {
+        let value = match self.value {
+            ValueAt::Inline(bytes) => RowValue::Inline(bytes.to_vec()),
+            ValueAt::File(name, len) => RowValue::File(name, len),
+        };
+        (value, self.expires, self.flags)
+    }
+}
+
 /// Reads `key`'s entry through `conn` (one autocommit read, so it sees every commit made
 /// before it began) and hands a live value to `visit`; changes nothing. Shared by the
 /// store's own get and the handle's read-only connections ([`super::readers`]).
@@ -115,20 +158,20 @@ pub(crate) fn read_entry(
 ) -> Result<Read> {
     let now = wall_now();
     let found = conn
-        .prepare_cached(
-            "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
-        )?
+        .prepare_cached(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM entries WHERE key = ?1"
+        ))?
         .query_row([key], |r| {
-            let expires: Option<f64> = r.get(2)?;
-            if ttl::expired(expires, now) {
+            let row = entry_row(r)?;
+            if ttl::expired(row.expires, now) {
                 return Ok(None);
             }
-            let flags = stored_flags(r.get(4)?);
-            Ok(Some(match r.get::<_, Option<String>>(1)? {
-                Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags, expires)),
-                None => {
-                    let value = r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default();
-                    visit(value, flags, expires);
+            Ok(Some(match row.value {
+                ValueAt::File(name, len) => Some((name, len, row.flags, row.expires)),
+                ValueAt::Inline(value) => {
+                    visit(value, row.flags, row.expires);
                     None
                 }
             }))
@@ -206,7 +249,9 @@ impl Store {
             removed_orphans: Vec::new(),
             unsynced: Vec::new(),
         };
-        store.collect_orphans()?;
+        store
+            .collect_orphans()
+            .map_err(|e| store.confirm_damage(e))?;
         Ok(store)
     }
 
@@ -362,16 +407,12 @@ impl Store {
         let values = self.values.clone();
         self.transaction(|tx, freed| {
             let row = tx
-                .prepare_cached(
-                    "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
-                )?
-                .query_row([key], |r| {
-                    let value = match r.get::<_, Option<String>>(1)? {
-                        Some(name) => RowValue::File(name, r.get::<_, i64>(3)? as u64),
-                        None => RowValue::Inline(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
-                    };
-                    Ok((value, r.get::<_, Option<f64>>(2)?, stored_flags(r.get(4)?)))
-                })
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    entry_columns!(),
+                    " FROM entries WHERE key = ?1"
+                ))?
+                .query_row([key], |r| entry_row(r).map(EntryRow::owned))
                 .optional()?;
             let live = row.filter(|(_, expires, _)| !ttl::expired(*expires, now));
             let (current, old_expires) = match live {
@@ -384,7 +425,10 @@ impl Store {
                     (Some((bytes, flags)), expires)
                 }
             };
-            let change = decide(current.as_ref().map(|(value, flags)| Current { value, flags: *flags }))?;
+            let change = decide(current.as_ref().map(|(value, flags)| Current {
+                value,
+                flags: *flags,
+            }))?;
             let Change::Put { value, flags, ttl } = change else {
                 return Ok((false, Culled::default()));
             };
@@ -399,7 +443,13 @@ impl Store {
             };
             let size = (key.len() + value.len()) as u64;
             crate::backend::check_fits(size, size_limit, "the cache")?;
-            let row = Row { key, value: Stored::Inline(&value), size, expires, flags };
+            let row = Row {
+                key,
+                value: Stored::Inline(&value),
+                size,
+                expires,
+                flags,
+            };
             insert_row(tx, &row, freed)?;
             Ok((true, cull(tx, size_limit, now, freed)?))
         })
@@ -462,24 +512,22 @@ impl Store {
         let values = self.values.clone();
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
-                "SELECT value, file, expires, size - length(key), flags FROM entries WHERE key = ?1",
-            )?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM entries WHERE key = ?1"
+            ))?;
             for (i, key) in keys.iter().enumerate() {
                 let file = stmt
                     .query_row([key], |r| {
-                        if ttl::expired(r.get(2)?, now) {
+                        let row = entry_row(r)?;
+                        if ttl::expired(row.expires, now) {
                             return Ok(None);
                         }
-                        let flags = stored_flags(r.get(4)?);
-                        Ok(match r.get::<_, Option<String>>(1)? {
-                            Some(name) => Some((name, r.get::<_, i64>(3)? as u64, flags)),
-                            None => {
-                                visit(
-                                    i,
-                                    r.get_ref(0)?.as_blob_or_null()?.unwrap_or_default(),
-                                    flags,
-                                );
+                        Ok(match row.value {
+                            ValueAt::File(name, len) => Some((name, len, row.flags)),
+                            ValueAt::Inline(value) => {
+                                visit(i, value, row.flags);
                                 None
                             }
                         })
@@ -625,24 +673,27 @@ impl Store {
         let values = self.values.clone();
         let taken = self.transaction(|tx, freed| {
             let row = tx
-                .prepare_cached(
-                    "DELETE FROM entries WHERE key = ?1 RETURNING value, file, expires, size - length(key), flags",
-                )?
+                .prepare_cached(concat!(
+                    "DELETE FROM entries WHERE key = ?1 RETURNING ",
+                    entry_columns!()
+                ))?
                 .query_row([key], |r| {
-                    let expires: Option<f64> = r.get(2)?;
-                    let value = match r.get::<_, Option<String>>(1)? {
-                        Some(name) => RowValue::File(name, r.get::<_, i64>(3)? as u64),
-                        None => RowValue::Inline(r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default()),
-                    };
-                    Ok((value, ttl::expired(expires, now), stored_flags(r.get(4)?)))
+                    let (value, expires, flags) = entry_row(r)?.owned();
+                    Ok((value, ttl::expired(expires, now), flags))
                 })
                 .optional()?;
-            let Some((value, expired, flags)) = row else { return Ok(None) };
+            let Some((value, expired, flags)) = row else {
+                return Ok(None);
+            };
             let bytes = match value {
                 RowValue::Inline(bytes) => bytes,
                 RowValue::File(name, len) => {
                     // Read before the commit: if the file cannot be read, nothing is popped.
-                    let bytes = if expired { Vec::new() } else { values.read_required(&name, len)? };
+                    let bytes = if expired {
+                        Vec::new()
+                    } else {
+                        values.read_required(&name, len)?
+                    };
                     freed.push(name);
                     bytes
                 }
@@ -675,6 +726,12 @@ impl Store {
                 }
             })
         })
+    }
+
+    /// `e`, or `Io` when it is damage SQLite reported but the store checks whole (see
+    /// [`sqlite::confirm_damage`]).
+    pub fn confirm_damage(&self, e: Error) -> Error {
+        sqlite::confirm_damage(&self.conn, e)
     }
 
     /// Removes every entry; returns how many there were.

@@ -392,6 +392,10 @@ impl Backend for FolderCache {
         Ok(self.count(&read))
     }
 
+    fn entry_path(&self, key: &[u8]) -> Option<std::path::PathBuf> {
+        Some(self.dir.join(naming::encode(key)))
+    }
+
     /// All or nothing, even under a full disk or a kill (see [`batch`]).
     fn set_many(&self, entries: &[crate::backend::EntryRef]) -> Result<()> {
         let now = wall_now();

@@ -281,6 +281,10 @@ impl ShardedCache {
             self.reopen_index(&mut state)?;
             result = f(&mut state);
         }
+        let result = result.map_err(|e| match &state.index {
+            Some(index) => sqlite::confirm_damage(index, e),
+            None => e,
+        });
         if let Err(e) = &result {
             state.suspect = matches!(e.kind(), ErrorKind::Io | ErrorKind::Corrupt);
         }

@@ -47,8 +47,54 @@ impl From<rusqlite::Error> for Error {
             rusqlite::Error::SqliteFailure(f, _) if f.code == ReadOnly => {
                 error.with_stale_connection()
             }
+            // SQLITE_CORRUPT is also what SQLite returns when the OS fails a read with
+            // EIO (unixRead's SQLITE_IOERR_CORRUPTFS, turned into SQLITE_CORRUPT on the
+            // way out): a new connection tries again, and `confirm_damage` tells.
+            rusqlite::Error::SqliteFailure(f, _) if f.code == DatabaseCorrupt => {
+                error.with_stale_connection().with_unconfirmed_damage()
+            }
             _ => error,
         }
+    }
+}
+
+/// Whether a quick_check verdict says only that a page could not be read ("Tree 3 page
+/// 3: unable to get the page. error code=8458": an SQLITE_IOERR code, 10 in its low
+/// byte), not that what was read is damaged.
+fn is_failed_read(verdict: &str) -> bool {
+    const SQLITE_IOERR: i64 = 10;
+    let codes: Vec<i64> = verdict
+        .split("error code=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    !codes.is_empty() && codes.iter().all(|code| code & 0xff == SQLITE_IOERR)
+}
+
+/// The error to report for `e`: damage SQLite reported is confirmed by a quick check of
+/// the database through `conn`. Only a check that finds damage confirms it. When the
+/// database checks whole, or the check itself cannot finish (its reads fail too), what
+/// failed was a read (the OS's EIO, which SQLite reports as damage by design): `Io`, not
+/// `Corrupt`, since callers take `Corrupt` as a reason to drop data.
+pub(crate) fn confirm_damage(conn: &Connection, e: Error) -> Error {
+    if !e.is_unconfirmed_damage() {
+        return e;
+    }
+    match conn.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0)) {
+        Ok(verdict) if verdict != "ok" && !is_failed_read(&verdict) => e.confirmed(&verdict),
+        Ok(_) => Error::new(
+            ErrorKind::Io,
+            "SQLite: a read of the database failed (SQLite reports that as damage; the \
+             database checks whole)",
+        ),
+        Err(_) => Error::new(
+            ErrorKind::Io,
+            "SQLite: reads of the database fail (SQLite reports that as damage; a check \
+             of the database failed to read too)",
+        ),
     }
 }
 
@@ -238,7 +284,7 @@ pub(crate) fn open(
     options: SqliteOptions,
     on_create: impl Fn(&Transaction) -> Result<()>,
 ) -> Result<(Connection, Arc<WalWatch>)> {
-    let with_path = |e: Error| Error::new(e.kind(), format!("{}: {}", path.display(), e.message()));
+    let with_path = |e: Error| e.prefixed(path.display());
     process::prepare();
     let mut conn = {
         let _opening = files::opening();
@@ -276,6 +322,7 @@ pub(crate) fn open(
                 }
             },
             Err(e) => {
+                let e = confirm_damage(&conn, e);
                 discard(conn);
                 return Err(with_path(e));
             }
@@ -458,4 +505,31 @@ pub(crate) fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
 /// file, and sync that (through SQLite's own descriptors: see [`files`]).
 pub(crate) fn sync(conn: &Connection) -> Result<()> {
     files::sync_wal_and_database(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_failed_read;
+
+    #[test]
+    fn a_page_that_could_not_be_read_is_not_damage() {
+        // SQLITE_IOERR_CORRUPTFS (8458) and SQLITE_IOERR_READ (266): reads that failed.
+        assert!(is_failed_read(
+            "*** in database main ***\nTree 3 page 3: unable to get the page. error code=8458"
+        ));
+        assert!(is_failed_read(
+            "Tree 2 page 9: unable to get the page. error code=266"
+        ));
+        // Damage: no error code, or SQLITE_CORRUPT (11) itself.
+        assert!(!is_failed_read(
+            "*** in database main ***\nPage 5 is never used"
+        ));
+        assert!(!is_failed_read(
+            "Tree 3 page 3: unable to get the page. error code=11"
+        ));
+        assert!(!is_failed_read(
+            "Tree 3 page 3: unable to get the page. error code=8458\nPage 7 is never used \
+             error code=11"
+        ));
+    }
 }

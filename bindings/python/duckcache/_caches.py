@@ -684,22 +684,18 @@ class KeyAsFolderCache(_NativeCache):
         self.imported_entries = _migrate.import_original_key_folders(cache_dir, self)
 
     def get_key_dir(self, key: Key) -> str:
-        """The folder that holds (or would hold) `key`, by the library's naming rule:
-        bytes `A-Z a-z 0-9 - _ . ~` as they are, every other byte (and a leading `.`) as
-        `%XX`; `%` for the empty key; `%%` and a 128-bit FNV-1a hash past 200 bytes."""
-        return os.path.join(self.cache_dir, _folder_name(_encode_key(key)))
+        """The folder that holds (or would hold) `key`, by the library's naming rule
+        (cache_entry_path): bytes `A-Z a-z 0-9 - _ . ~` as they are, every other byte
+        (and a leading `.`) as `%XX`; `%` for the empty key; `%%` and a 128-bit hash past
+        200 bytes."""
+        k = _encode_key(key)
+        buf = native.Buf()
+        native.check(lib.cache_entry_path(self._handle, k, len(k), byref(buf)))
+        return os.fsdecode(_buf_bytes(buf))
 
     def live_key_dirs(self) -> list:
         """The folders of entries that have not expired."""
-        now = time.time()
-        live = []
-        for entry in os.scandir(self.cache_dir):
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-                continue
-            expires = _folder_entry_expiry(entry.path)
-            if expires is not False and (expires is None or expires > now):
-                live.append(Path(entry.path))
-        return sorted(live)
+        return sorted(Path(self.get_key_dir(key)) for key in self.keys())
 
 
 def _closed_handle():
@@ -784,40 +780,3 @@ class TieredCache(_NativeCache):
             self._disown()
             self._own(None)
             self.closed = True
-
-
-_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
-
-
-def _folder_name(key: bytes) -> str:
-    """The folder name of `key` (src/folder/naming.rs, the same rule)."""
-    if not key:
-        return "%"
-    name = "".join(
-        chr(b) if b in _PLAIN and not (i == 0 and b == 0x2E) else "%%%02X" % b
-        for i, b in enumerate(key)
-    )
-    if len(name) <= 200:
-        return name
-    h = 0x6C62272E07BB014262B821756295C58D
-    for b in key:
-        h = ((h ^ b) * 0x0000000001000000000000000000013B) & ((1 << 128) - 1)
-    return "%%%%%032x" % h
-
-
-def _folder_entry_expiry(folder):
-    """The expiry (Unix time; None: never) in an entry folder's `meta`; False when there
-    is no readable entry."""
-    try:
-        with open(os.path.join(folder, "meta"), "rb") as f:
-            head = f.read(256)
-    except OSError:
-        return False
-    for line in head.split(b"\n")[1:4]:
-        if line.startswith(b"expires "):
-            value = line[len(b"expires "):].strip()
-            try:
-                return None if value == b"never" else float(value)
-            except ValueError:
-                return False
-    return False

@@ -170,6 +170,7 @@ _SIGNATURES = {
         [HANDLE, *KEY, c_void_p, c_size_t, c_void_p, c_void_p],
     ),
     "cache_has": (c_int32, [HANDLE, *KEY]),
+    "cache_entry_path": (c_int32, [HANDLE, *KEY, POINTER(Buf)]),
     "cache_delete": (c_int32, [HANDLE, *KEY]),
     "cache_clear": (c_int32, [HANDLE]),
     "cache_len": (c_int32, [HANDLE, POINTER(c_uint64)]),
