@@ -521,3 +521,61 @@ pub trait Backend: Send + Sync {
         }
     }
 }
+
+/// In an `impl Backend` of a wrapping backend: the named calls, passed unchanged to the
+/// field `$inner` (a wrapper writes only the calls it changes).
+macro_rules! forward_to_inner {
+    ($inner:ident: $($call:ident),+ $(,)?) => {
+        $( $crate::backend::forward_to_inner!(@ $inner $call); )+
+    };
+    (@ $inner:ident set_flagged) => {
+        fn set_flagged(&self, key: &[u8], value: &[u8], ttl: $crate::ttl::Ttl, flags: u32)
+            -> $crate::error::Result<()> { self.$inner.set_flagged(key, value, ttl, flags) }
+    };
+    (@ $inner:ident get_flagged) => {
+        fn get_flagged(&self, key: &[u8], visit: &mut $crate::backend::Visit)
+            -> $crate::error::Result<bool> { self.$inner.get_flagged(key, visit) }
+    };
+    (@ $inner:ident pop_flagged) => {
+        fn pop_flagged(&self, key: &[u8], visit: &mut $crate::backend::Visit)
+            -> $crate::error::Result<bool> { self.$inner.pop_flagged(key, visit) }
+    };
+    (@ $inner:ident has) => {
+        fn has(&self, key: &[u8]) -> $crate::error::Result<bool> { self.$inner.has(key) }
+    };
+    (@ $inner:ident delete) => {
+        fn delete(&self, key: &[u8]) -> $crate::error::Result<()> { self.$inner.delete(key) }
+    };
+    (@ $inner:ident clear) => {
+        fn clear(&self) -> $crate::error::Result<()> { self.$inner.clear() }
+    };
+    (@ $inner:ident len) => {
+        fn len(&self) -> $crate::error::Result<u64> { self.$inner.len() }
+    };
+    (@ $inner:ident stats) => {
+        fn stats(&self) -> $crate::error::Result<$crate::backend::Stats> { self.$inner.stats() }
+    };
+    (@ $inner:ident save) => {
+        fn save(&self) -> $crate::error::Result<()> { self.$inner.save() }
+    };
+    (@ $inner:ident close) => {
+        fn close(&self) -> $crate::error::Result<()> { self.$inner.close() }
+    };
+    (@ $inner:ident update) => {
+        fn update(&self, key: &[u8], decide: &mut $crate::backend::Decide)
+            -> $crate::error::Result<()> { self.$inner.update(key, decide) }
+    };
+    (@ $inner:ident ttl) => {
+        fn ttl(&self, key: &[u8]) -> $crate::error::Result<Option<$crate::backend::Remaining>> {
+            self.$inner.ttl(key)
+        }
+    };
+    (@ $inner:ident key_page) => {
+        fn key_page(&self, prefix: &[u8], after: Option<&[u8]>)
+            -> $crate::error::Result<$crate::backend::KeyPage> { self.$inner.key_page(prefix, after) }
+    };
+    (@ $inner:ident purge_expired) => {
+        fn purge_expired(&self) -> $crate::error::Result<u64> { self.$inner.purge_expired() }
+    };
+}
+pub(crate) use forward_to_inner;

@@ -12,8 +12,7 @@
 //! `getrandom`. The key lives only inside the cipher, which zeroes it when dropped.
 
 use crate::backend::{
-    Backend, Change, Current, Decide, EntryRef, KeyPage, KeyVisit, Remaining, Stats, Visit,
-    VisitMany,
+    Backend, Change, Current, Decide, EntryRef, KeyPage, KeyVisit, Remaining, Visit, VisitMany,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ttl::Ttl;
@@ -165,33 +164,8 @@ impl Backend for EncryptedCache {
         self.read(visit, |v| self.inner.pop_flagged(key, v), || Ok(()))
     }
 
-    fn has(&self, key: &[u8]) -> Result<bool> {
-        self.inner.has(key)
-    }
-
-    fn delete(&self, key: &[u8]) -> Result<()> {
-        self.inner.delete(key)
-    }
-
-    fn clear(&self) -> Result<()> {
-        self.inner.clear()
-    }
-
-    fn len(&self) -> Result<u64> {
-        self.inner.len()
-    }
-
-    fn stats(&self) -> Result<Stats> {
-        self.inner.stats()
-    }
-
-    fn save(&self) -> Result<()> {
-        self.inner.save()
-    }
-
-    fn close(&self) -> Result<()> {
-        self.inner.close()
-    }
+    // What encryption does not change: keys, counts and lifetime.
+    crate::backend::forward_to_inner!(inner: has, delete, clear, len, stats, save, close);
 
     /// The decision sees the opened value and its answer is sealed. A stored value that
     /// fails authentication fails the update with `Corrupt` and is removed, as a get

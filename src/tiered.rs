@@ -384,12 +384,6 @@ mod tests {
     }
 
     impl Backend for PausingFar {
-        fn set_flagged(&self, key: &[u8], value: &[u8], ttl: Ttl, flags: u32) -> Result<()> {
-            self.inner.set_flagged(key, value, ttl, flags)
-        }
-        fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-            self.inner.get_flagged(key, visit)
-        }
         fn get_flagged_ttl(&self, key: &[u8], visit: &mut Visit) -> Result<Option<Remaining>> {
             let left = self.inner.get_flagged_ttl(key, visit);
             if self.armed.swap(false, Relaxed) {
@@ -398,42 +392,10 @@ mod tests {
             }
             left
         }
-        fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-            self.inner.pop_flagged(key, visit)
-        }
-        fn has(&self, key: &[u8]) -> Result<bool> {
-            self.inner.has(key)
-        }
-        fn delete(&self, key: &[u8]) -> Result<()> {
-            self.inner.delete(key)
-        }
-        fn clear(&self) -> Result<()> {
-            self.inner.clear()
-        }
-        fn len(&self) -> Result<u64> {
-            self.inner.len()
-        }
-        fn stats(&self) -> Result<Stats> {
-            self.inner.stats()
-        }
-        fn save(&self) -> Result<()> {
-            self.inner.save()
-        }
-        fn close(&self) -> Result<()> {
-            self.inner.close()
-        }
-        fn update(&self, key: &[u8], decide: &mut Decide) -> Result<()> {
-            self.inner.update(key, decide)
-        }
-        fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
-            self.inner.ttl(key)
-        }
-        fn key_page(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<KeyPage> {
-            self.inner.key_page(prefix, after)
-        }
-        fn purge_expired(&self) -> Result<u64> {
-            self.inner.purge_expired()
-        }
+        crate::backend::forward_to_inner!(
+            inner: set_flagged, get_flagged, pop_flagged, has, delete, clear, len, stats,
+            save, close, update, ttl, key_page, purge_expired
+        );
     }
 
     #[test]

@@ -45,6 +45,15 @@ void *operator new(std::size_t n) {
 void operator delete(void *p) noexcept { std::free(p); }
 void operator delete(void *p, std::size_t) noexcept { std::free(p); }
 
+// Whether this file's operator new is the one in use (valgrind replaces it with its own,
+// and then an allocation cannot be made to fail here).
+static bool own_operator_new_in_use() {
+    std::size_t before = new_calls;
+    void *probe = ::operator new(64);
+    ::operator delete(probe);
+    return new_calls != before;
+}
+
 template <class F>
 static int status_thrown(F &&f) {
     try {
@@ -191,10 +200,7 @@ static void exercise_v2(duckcache::Cache cache) {
     const std::string big(3000, 'g');
     cache.set("big1", big);
     cache.set("big2", big);
-    std::size_t before = new_calls;
-    void *probe = ::operator new(64);
-    ::operator delete(probe);
-    if (new_calls != before) {
+    if (own_operator_new_in_use()) {
         fail_allocation_of = big.size() + 1;
         bool threw = false;
         try {
@@ -288,10 +294,7 @@ int main() {
         // operator new is the one in use: not under valgrind, which replaces it)
         const std::string big(4000, 'b');
         back.set("big", big);
-        std::size_t before = new_calls;
-        void *probe = ::operator new(64);
-        ::operator delete(probe);
-        if (new_calls != before) {
+        if (own_operator_new_in_use()) {
             fail_allocation_of = big.size() + 1;
             bool threw = false;
             try {

@@ -98,3 +98,37 @@ def hold_in_a_thread(lock):
         t.join()
 
     return let_go
+
+
+def fill_and_close(cache, values, expiring_in):
+    """Sets `values`, a key "expiring" that expires in `expiring_in` seconds and one
+    already expired ("expired"), then closes `cache`."""
+    for key, value in values.items():
+        cache.set(key, value)
+    cache.set("expiring", "soon", expiry=expiring_in)
+    cache.set("expired", "gone", expiry=0.01)
+    cache.close()
+    time.sleep(0.05)
+
+
+class DictCache(duckcache.CacheBase):
+    """The least a user's own CacheBase subclass defines: the five operations over a
+    dict, no async forms (CacheBase supplies them)."""
+
+    def __init__(self):
+        self.data = {}
+
+    def set(self, key, value, expiry=None):
+        self.data[key] = value
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def pop(self, key, default=duckcache.MISSING):
+        return self.data.pop(key, default)
+
+    def delete(self, key):
+        self.data.pop(key, None)
+
+    def clear(self):
+        self.data.clear()

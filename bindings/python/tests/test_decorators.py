@@ -121,15 +121,7 @@ def test_async_cache_failure_reaches_the_caller_and_the_next_one_retries(cache):
 
 
 def test_subclassing_cache_base_keeps_the_decorators():
-    class DictCache(duckcache.CacheBase):
-        def __init__(self):
-            self.d = {}
-
-        def set(self, key, value, expiry=None):
-            self.d[key] = value
-
-        def get(self, key, default=None):
-            return self.d.get(key, default)
+    from conftest import DictCache
 
     c = DictCache()
     calls = []

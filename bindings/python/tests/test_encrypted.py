@@ -183,26 +183,9 @@ def test_async_forms(cache):
 
 
 def test_async_forms_over_a_cache_without_them():
-    class Plain(duckcache.CacheBase):
-        def __init__(self):
-            self.data = {}
+    from conftest import DictCache
 
-        def set(self, key, value, expiry=None):
-            self.data[key] = value
-
-        def get(self, key, default=None):
-            return self.data.get(key, default)
-
-        def pop(self, key, default=duckcache.MISSING):
-            return self.data.pop(key, default)
-
-        def delete(self, key):
-            self.data.pop(key, None)
-
-        def clear(self):
-            self.data.clear()
-
-    sealed = EncryptedCache(Plain(), KEY)
+    sealed = EncryptedCache(DictCache(), KEY)
 
     async def main():
         await sealed.async_set("k", VALUE)

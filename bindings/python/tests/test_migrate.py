@@ -9,6 +9,7 @@ import pytest
 import duckcache
 from duckcache import _migrate
 
+from conftest import fill_and_close
 from test_parity import seed as original
 
 pytest.importorskip("diskcache")
@@ -27,13 +28,7 @@ VALUES = {
 
 
 def write_original(path):
-    c = original.PersistentFileCache(str(path))
-    for key, value in VALUES.items():
-        c.set(key, value)
-    c.set("expiring", "soon", expiry=1.0)
-    c.set("expired", "gone", expiry=0.05)
-    c.close()
-    time.sleep(0.1)
+    fill_and_close(original.PersistentFileCache(str(path)), VALUES, expiring_in=1.0)
 
 
 def test_a_persistent_folder_of_the_original_reads_back(tmp_path):

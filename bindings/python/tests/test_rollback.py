@@ -12,6 +12,7 @@ import pytest
 import duckcache
 from duckcache import _rollback
 
+from conftest import fill_and_close
 from test_parity import seed as original
 
 pytest.importorskip("diskcache")
@@ -33,13 +34,7 @@ KINDS = {
 
 
 def write_ours(cls, path):
-    c = cls(str(path))
-    for key, value in VALUES.items():
-        c.set(key, value)
-    c.set("expiring", "soon", expiry=1.5)
-    c.set("expired", "gone", expiry=0.01)
-    c.close()
-    time.sleep(0.05)
+    fill_and_close(cls(str(path)), VALUES, expiring_in=1.5)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
