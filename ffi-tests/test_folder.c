@@ -176,6 +176,9 @@ static void test_entry_path(const char *dir) {
     snprintf(want, sizeof want, "%s/user%%3A42/meta", store);
     CHECK(access(want, F_OK) == 0); /* the entry is where the path says */
     CHECK_EQ(cache_entry_path(c, NULL, 1, &p), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    CHECK_EQ(cache_entry_path(c, K("user:42"), &p), CACHE_ERR_CLOSED);
+    CHECK(p.data == NULL && p.len == 0);
     cache_free(c);
     CHECK_EQ(cache_open_memory(0, &c), CACHE_OK);
     CHECK_EQ(cache_entry_path(c, K("k"), &p), CACHE_ERR_INVALID_ARG);

@@ -326,9 +326,10 @@ pub trait Backend: Send + Sync {
 
     /// Where `key`'s entry lives, or would live, on disk, for a kind that gives each
     /// entry a place of its own (the folder kind: its folder); None for the others. The
-    /// one home of that naming rule: bindings ask here rather than repeat it.
-    fn entry_path(&self, _key: &[u8]) -> Option<std::path::PathBuf> {
-        None
+    /// one home of that naming rule: bindings ask here rather than repeat it. `Closed`
+    /// once the handle is closed, as every other call.
+    fn entry_path(&self, _key: &[u8]) -> Result<Option<std::path::PathBuf>> {
+        Ok(None)
     }
 
     /// Removes `key`; succeeds whether or not it was present.

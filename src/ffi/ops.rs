@@ -293,7 +293,7 @@ pub unsafe extern "C" fn cache_entry_path(
     out: *mut cache_buf,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], out out => {
-        let path = c.backend.entry_path(key).ok_or_else(|| {
+        let path = c.backend.entry_path(key)?.ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidArg,
                 "only a folder cache gives each entry a folder of its own",

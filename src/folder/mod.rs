@@ -392,8 +392,9 @@ impl Backend for FolderCache {
         Ok(self.count(&read))
     }
 
-    fn entry_path(&self, key: &[u8]) -> Option<std::path::PathBuf> {
-        Some(self.dir.join(naming::encode(key)))
+    fn entry_path(&self, key: &[u8]) -> Result<Option<std::path::PathBuf>> {
+        self.root.read().as_ref().ok_or_else(Error::closed)?;
+        Ok(Some(self.dir.join(naming::encode(key))))
     }
 
     /// All or nothing, even under a full disk or a kill (see [`batch`]).

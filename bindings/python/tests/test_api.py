@@ -451,6 +451,8 @@ def test_folder_and_shard_paths_as_the_original_names_them(tmp_path):
     live = c.live_key_dirs()
     assert len(live) == len(keys) and all(p.is_dir() for p in live)
     c.close()
+    with pytest.raises(RuntimeError):  # closed, as every other call (was a path)
+        c.get_key_dir("user:42")
 
     shard_dir = tmp_path / "sharded"
     shard_dir.mkdir()
