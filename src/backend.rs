@@ -2,6 +2,7 @@
 //! talk to this trait; a backend never knows it is called from C.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::{Room, Sink};
 use crate::ttl::Ttl;
 
 /// Counters since the cache was opened, plus the current size.
@@ -131,21 +132,8 @@ impl Stats {
     }
 }
 
-/// Copies `value` into the front of `buf` when it fits (`get_into`'s rule).
-#[inline]
-pub fn copy_if_fits(value: &[u8], buf: &mut [u8]) {
-    if let Some(dest) = buf.get_mut(..value.len()) {
-        dest.copy_from_slice(value);
-    }
-}
-
 /// Called with a found value and the flags word it was stored with.
 pub type Visit<'a> = dyn FnMut(&[u8], u32) + 'a;
-
-/// Called with a live entry's value, flags and expiry (the Unix time it dies at; None =
-/// never) by a get of a store that keeps Unix-time deadlines (the SQLite-backed kinds,
-/// which hand it to their read cache).
-pub(crate) type VisitEntry<'a> = dyn FnMut(&[u8], u32, Option<f64>) + 'a;
 
 /// Called by a bulk read with the index of a found key, its value and flags.
 pub type VisitMany<'a> = dyn FnMut(usize, &[u8], u32) + 'a;
@@ -288,23 +276,32 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// `get_flagged` handing the entry to a [`Sink`], which decides where a value the
+    /// store keeps in a file of its own is read to (the file and folder kinds override
+    /// this; the default hands the sink the bytes `get_flagged` visits).
+    fn get_to(&self, key: &[u8], sink: &mut dyn Sink) -> Result<bool> {
+        self.get_flagged(key, &mut |value, flags| sink.take(value, flags, None))
+    }
+
     /// Copies the value of `key` into `buf` when it fits and returns its size and flags
     /// (`None`: not found; a value larger than `buf` is not copied, its size is still
     /// returned). `cache_get_into`'s body: a backend whose read can copy without the
     /// visitor's indirect call (the memory kind, where that call is a tenth of a get)
     /// overrides it.
     fn get_into(&self, key: &[u8], buf: &mut [u8]) -> Result<Option<(usize, u32)>> {
-        let mut found = None;
-        let present = self.get_flagged(key, &mut |value, flags| {
-            copy_if_fits(value, buf);
-            found = Some((value.len(), flags));
-        })?;
-        Ok(found.filter(|_| present))
+        let mut room = Room::new(buf);
+        let present = self.get_to(key, &mut room)?;
+        Ok(room.found().filter(|_| present))
     }
 
     /// Removes `key` and hands its value and flags to `visit`, atomically: of any number
     /// of concurrent pops of one key, exactly one returns `Ok(true)`.
     fn pop_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool>;
+
+    /// `pop_flagged` handing the value to a [`Sink`].
+    fn pop_to(&self, key: &[u8], sink: &mut dyn Sink) -> Result<bool> {
+        self.pop_flagged(key, &mut |value, flags| sink.take(value, flags, None))
+    }
 
     /// `set_flagged` with flags 0.
     fn set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {

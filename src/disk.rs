@@ -125,35 +125,93 @@ pub(crate) fn read_regular_at(
     expected_len: Option<u64>,
     path: &Path,
 ) -> Result<Option<Vec<u8>>> {
-    let Some(mut f) = open_regular_at(dir, name, path)? else {
+    let Some((mut f, len)) = open_sized_at(dir, name, expected_len, path)? else {
         return Ok(None);
     };
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io(e, "cannot stat", path))?
-        .len();
-    let wrong_len = |found: u64, what: &str| {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "{} {what} {found} bytes, {} expected",
-                path.display(),
-                expected_len.unwrap_or_default()
-            ),
-        )
-    };
-    if expected_len.is_some_and(|want| want != len) {
-        return Err(wrong_len(len, "holds"));
-    }
     let mut buf = Vec::new();
     buf.try_reserve_exact(len as usize)
         .map_err(|_| Error::no_memory(len as usize))?;
     f.read_to_end(&mut buf)
         .map_err(|e| Error::io(e, "cannot read", path))?;
     if expected_len.is_some_and(|want| want != buf.len() as u64) {
-        return Err(wrong_len(buf.len() as u64, "changed while read to"));
+        return Err(wrong_len(
+            path,
+            buf.len() as u64,
+            "changed while read to",
+            len,
+        ));
     }
     Ok(Some(buf))
+}
+
+/// Reads the regular file `name` in `dir`, which must hold exactly `dest.len()` bytes
+/// (or it is damage), straight into `dest`. `Ok(false)` when the file is absent.
+pub(crate) fn read_regular_into(
+    dir: BorrowedFd,
+    name: &str,
+    dest: &mut [u8],
+    path: &Path,
+) -> Result<bool> {
+    let dest_len = dest.len();
+    let want = dest_len as u64;
+    let Some((mut f, _)) = open_sized_at(dir, name, Some(want), path)? else {
+        return Ok(false);
+    };
+    let mut read = 0;
+    loop {
+        // One byte past the end is asked for too, to see a file that grew meanwhile.
+        let mut past_end = [0u8; 1];
+        let into: &mut [u8] = match dest.get_mut(read..) {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => &mut past_end,
+        };
+        match f.read(into) {
+            Ok(0) => break,
+            Ok(n) if read + n > dest_len => {
+                read += n;
+                break;
+            }
+            Ok(n) => read += n,
+            Err(e) if e.kind() == IoKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(e, "cannot read", path)),
+        }
+    }
+    if read as u64 != want {
+        return Err(wrong_len(path, read as u64, "changed while read to", want));
+    }
+    Ok(true)
+}
+
+/// Opens the regular file `name` in `dir` with its length, which must be
+/// `expected_len` when that is given.
+fn open_sized_at(
+    dir: BorrowedFd,
+    name: &str,
+    expected_len: Option<u64>,
+    path: &Path,
+) -> Result<Option<(File, u64)>> {
+    let Some(f) = open_regular_at(dir, name, path)? else {
+        return Ok(None);
+    };
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io(e, "cannot stat", path))?
+        .len();
+    match expected_len {
+        Some(want) if want != len => Err(wrong_len(path, len, "holds", want)),
+        _ => Ok(Some((f, len))),
+    }
+}
+
+/// The damage of a file that holds `found` bytes where `expected` were recorded.
+fn wrong_len(path: &Path, found: u64, what: &str, expected: u64) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "{} {what} {found} bytes, {expected} expected",
+            path.display()
+        ),
+    )
 }
 
 /// Names in the directory `dir` (`.` and `..` left out, names that are not UTF-8

@@ -40,6 +40,7 @@ pub mod sharded;
 #[cfg(feature = "redis")]
 mod signals;
 pub mod single_flight;
+pub mod sink;
 mod sqlite;
 #[allow(unsafe_code)]
 mod sync;

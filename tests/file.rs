@@ -219,6 +219,13 @@ fn truncated_value_file_is_corrupt_once_then_absent() {
 }
 
 #[test]
+fn get_into_reads_a_value_file_into_the_callers_buffer() {
+    let dir = TempDir::new("get-into");
+    let c = FileCache::open(dir.path(), 0).unwrap();
+    common::check_get_into_of_a_value_file(&c, || common::first_value_file(dir.path()));
+}
+
+#[test]
 fn crash_leftovers_are_collected_on_open() {
     let dir = TempDir::new("orphans");
     drop(FileCache::open(dir.path(), 0).unwrap());
@@ -347,4 +354,69 @@ fn a_batch_larger_than_the_size_limit_is_refused_whole() {
     let dir = TempDir::new("batch-limit");
     let c = FileCache::open(dir.path(), 10_000).unwrap();
     common::check_a_batch_that_cannot_fit_is_refused(&c, 10, 1000);
+}
+
+/// Issue 30 item 20 (not reproduced; kept as a guard): a store bounded to 1 byte, two
+/// handles with two threads each setting one-byte entries by every write path (set,
+/// set_many, update, expiring sets), and a thread reading the stored size all along:
+/// it never exceeds the bound.
+#[test]
+fn a_one_byte_bound_holds_at_every_point_under_concurrent_writers() {
+    use duckcache::backend::{Change, EntryRef};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for round in 0..4 {
+        let dir = TempDir::new("one-byte");
+        let handles = [
+            Arc::new(FileCache::open(dir.path(), 1).unwrap()),
+            Arc::new(FileCache::open(dir.path(), 1).unwrap()),
+        ];
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4u8)
+            .map(|t| {
+                let c = handles[t as usize % 2].clone();
+                std::thread::spawn(move || {
+                    for i in 0..1500u32 {
+                        let k = [b'a' + ((i as u8).wrapping_add(t) % 26)];
+                        let entry = |key| EntryRef {
+                            key,
+                            value: b"",
+                            ttl: Ttl::Never,
+                            flags: 0,
+                        };
+                        let _ = match i % 5 {
+                            0 => c.set(&k, b"", Ttl::Never),
+                            1 => c.set(&k, b"x", Ttl::Never), // 2 bytes: refused
+                            2 => c.set_many(&[entry(&k), entry(b"z")]),
+                            3 => c.set(&k, b"", Ttl::After(Duration::from_millis(1))),
+                            _ => c.update(&k, &mut |_| {
+                                Ok(Change::Put {
+                                    value: Vec::new(),
+                                    flags: 0,
+                                    ttl: None,
+                                })
+                            }),
+                        };
+                    }
+                })
+            })
+            .collect();
+        let (watched, stopped) = (handles[0].clone(), stop.clone());
+        let watcher = std::thread::spawn(move || {
+            let mut largest = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                largest = largest.max(watched.stats().unwrap().bytes);
+            }
+            largest
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let largest = watcher.join().unwrap();
+        assert!(
+            largest <= 1,
+            "round {round}: {largest} bytes stored under a 1-byte bound"
+        );
+    }
 }

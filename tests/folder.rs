@@ -23,6 +23,15 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn get_into_reads_a_value_file_into_the_callers_buffer() {
+    let dir = TempDir::new("get-into");
+    let c = FolderCache::open(dir.path(), 0).unwrap();
+    common::check_get_into_of_a_value_file(&c, || {
+        c.entry_path(b"big").unwrap().unwrap().join("value")
+    });
+}
+
+#[test]
 fn every_operation() {
     let dir = TempDir::new("folder-ops");
     let c = FolderCache::open(dir.path(), 0).unwrap();

@@ -28,6 +28,13 @@ fn keys_in_shard(dir: &Path, name: &str) -> usize {
 }
 
 #[test]
+fn get_into_reads_a_value_file_into_the_callers_buffer() {
+    let dir = TempDir::new("get-into");
+    let c = ShardedCache::open(dir.path(), 0, 0).unwrap();
+    common::check_get_into_of_a_value_file(&c, || common::the_file_ending(dir.path(), ".val"));
+}
+
+#[test]
 fn every_operation() {
     let dir = TempDir::new("sharded-ops");
     let c = ShardedCache::open(dir.path(), 0, 0).unwrap();

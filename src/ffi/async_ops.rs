@@ -10,8 +10,9 @@ use super::handle::cache_t;
 use super::macros::{exported, function_name, FunctionName};
 use super::types::cache_status::{self, *};
 use super::values::copy_visited;
-use crate::backend::{Backend, Visit};
+use crate::backend::Backend;
 use crate::error::Result;
+use crate::sink::Sink;
 use crate::ttl::Ttl;
 use std::ffi::c_void;
 
@@ -126,7 +127,7 @@ fn submit(
 }
 
 /// A get-like call's outcome: OK with a copy of the value and its flags, or NOT_FOUND.
-fn value_outcome(call: impl FnOnce(&mut Visit) -> Result<bool>) -> Result<Outcome, Failure> {
+fn value_outcome(call: impl FnOnce(&mut dyn Sink) -> Result<bool>) -> Result<Outcome, Failure> {
     Ok(match copy_visited(call)? {
         Some(found) => (CACHE_OK, Some(found)),
         None => (CACHE_NOT_FOUND, None),
@@ -217,7 +218,7 @@ pub unsafe extern "C" fn cache_get_async(
 ) -> cache_status {
     exported!(handle c, owned key[key_len] => {
         submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
-            value_outcome(|visit| b.get_flagged(&key, visit))
+            value_outcome(|sink| b.get_to(&key, sink))
         })
     })
 }
@@ -233,7 +234,7 @@ pub unsafe extern "C" fn cache_get_flagged_async(
 ) -> cache_status {
     exported!(handle c, owned key[key_len] => {
         submit(c, function_name!(), Callback::flagged(cb, user_data), move |b| {
-            value_outcome(|visit| b.get_flagged(&key, visit))
+            value_outcome(|sink| b.get_to(&key, sink))
         })
     })
 }
@@ -250,7 +251,7 @@ pub unsafe extern "C" fn cache_pop_async(
 ) -> cache_status {
     exported!(handle c, owned key[key_len] => {
         submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
-            value_outcome(|visit| b.pop_flagged(&key, visit))
+            value_outcome(|sink| b.pop_to(&key, sink))
         })
     })
 }
@@ -266,7 +267,7 @@ pub unsafe extern "C" fn cache_pop_flagged_async(
 ) -> cache_status {
     exported!(handle c, owned key[key_len] => {
         submit(c, function_name!(), Callback::flagged(cb, user_data), move |b| {
-            value_outcome(|visit| b.pop_flagged(&key, visit))
+            value_outcome(|sink| b.pop_to(&key, sink))
         })
     })
 }
@@ -302,7 +303,7 @@ pub unsafe extern "C" fn cache_clear_async(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Stats;
+    use crate::backend::{Stats, Visit};
     use crate::ttl::Ttl;
     use std::sync::mpsc;
 

@@ -119,7 +119,7 @@ fn failed(f: Failure) -> (cache_status, String) {
 
 /// A live value of `key`, copied.
 fn lookup(backend: &dyn Backend, key: &[u8]) -> ComputeOutcome {
-    let found = copy_visited(|visit| backend.get_flagged(key, visit)).map_err(failed)?;
+    let found = copy_visited(|sink| backend.get_to(key, sink)).map_err(failed)?;
     Ok(found.map(|(value, flags)| (Arc::from(value), flags)))
 }
 
@@ -203,7 +203,7 @@ pub unsafe extern "C" fn cache_get_or_compute(
         let compute = Compute::new(compute, user_data)?;
         // A hit costs what a get costs: one copy, into the caller's buffer.
         let mut hit_flags = 0;
-        if into_buf(out, Some(&mut hit_flags), |visit| c.backend.get_flagged(key, visit))? == CACHE_OK {
+        if into_buf(out, Some(&mut hit_flags), |sink| c.backend.get_to(key, sink))? == CACHE_OK {
             if let Some(f) = flags_out {
                 *f = hit_flags;
             }

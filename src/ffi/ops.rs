@@ -131,7 +131,7 @@ pub unsafe extern "C" fn cache_get(
     out: *mut cache_buf,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], out out => {
-        into_buf(out, None, |visit| c.backend.get_flagged(key, visit))
+        into_buf(out, None, |sink| c.backend.get_to(key, sink))
     })
 }
 
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn cache_get_flagged(
     flags: *mut u32,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], out out, maybe_out flags => {
-        into_buf(out, flags, |visit| c.backend.get_flagged(key, visit))
+        into_buf(out, flags, |sink| c.backend.get_to(key, sink))
     })
 }
 
@@ -180,7 +180,7 @@ pub unsafe extern "C" fn cache_pop_flagged(
     flags: *mut u32,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], out out, maybe_out flags => {
-        into_buf(out, flags, |visit| c.backend.pop_flagged(key, visit))
+        into_buf(out, flags, |sink| c.backend.pop_to(key, sink))
     })
 }
 
@@ -265,7 +265,7 @@ pub unsafe extern "C" fn cache_pop(
     out: *mut cache_buf,
 ) -> cache_status {
     exported!(handle c, bytes key[key_len], out out => {
-        into_buf(out, None, |visit| c.backend.pop_flagged(key, visit))
+        into_buf(out, None, |sink| c.backend.pop_to(key, sink))
     })
 }
 

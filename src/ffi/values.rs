@@ -4,8 +4,8 @@
 use super::boundary::Failure;
 use super::types::cache_buf;
 use super::types::cache_status::{self, *};
-use crate::backend::Visit;
-use crate::error::{try_copy, Result};
+use crate::error::Result;
+use crate::sink::{Owned, Sink};
 
 impl cache_buf {
     pub(crate) const EMPTY: cache_buf = cache_buf {
@@ -27,17 +27,19 @@ impl cache_buf {
     }
 }
 
-/// Runs a get-like backend call and copies the value it visits, with its flags;
-/// `None` when the key was not found.
+/// Runs a get-like backend call with a sink that keeps what it is handed (a value kept
+/// in a file is read once, into the buffer kept); `None` when the key was not found.
 pub(crate) fn copy_visited(
-    call: impl FnOnce(&mut Visit) -> Result<bool>,
+    call: impl FnOnce(&mut dyn Sink) -> Result<bool>,
 ) -> Result<Option<(Vec<u8>, u32)>, Failure> {
-    let mut copied = None;
-    if !call(&mut |value, flags| copied = Some(try_copy(value).map(|v| (v, flags))))? {
+    let mut owned = Owned::default();
+    if !call(&mut owned)? {
         return Ok(None);
     }
-    let copied = copied.ok_or_else(|| Failure::new(CACHE_ERR_INTERNAL, "no value visited"))?;
-    Ok(Some(copied?))
+    let copied = owned.into_found()?;
+    Ok(Some(copied.ok_or_else(|| {
+        Failure::new(CACHE_ERR_INTERNAL, "no value visited")
+    })?))
 }
 
 /// Runs a get-like backend call and hands its value to C in `out`, and its flags in
@@ -45,7 +47,7 @@ pub(crate) fn copy_visited(
 pub(crate) fn into_buf(
     out: &mut cache_buf,
     flags_out: Option<&mut u32>,
-    call: impl FnOnce(&mut Visit) -> Result<bool>,
+    call: impl FnOnce(&mut dyn Sink) -> Result<bool>,
 ) -> Result<cache_status, Failure> {
     let (status, (value, flags)) = match copy_visited(call)? {
         Some(found) => (CACHE_OK, found),

@@ -9,12 +9,13 @@ mod values;
 pub use crate::sqlite::BUSY_TIMEOUT;
 pub use values::INLINE_MAX;
 
-use crate::backend::{check_fits, Lookup, VisitEntry};
+use crate::backend::{check_fits, Lookup};
 use crate::backend::{Backend, Decide, EntryRef, KeyPage, Remaining, Stats, Visit, VisitMany};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::group_commit::{self, Until};
 use crate::read_cache::{self, ReadCache};
+use crate::sink::Sink;
 pub use crate::sqlite::SqliteOptions;
 use crate::sync::fork;
 use crate::sync::Mutex;
@@ -153,13 +154,13 @@ impl FileCache {
         }
     }
 
-    /// A get from the store (not the read cache), handing `visit` the entry's expiry
+    /// A get from the store (not the read cache), handing `sink` the entry's expiry
     /// too: through a read connection when one is free, else the handle's.
-    pub(crate) fn read_entry(&self, key: &[u8], visit: &mut VisitEntry) -> Result<bool> {
-        if let Some(lookup) = self.readers.get(key, visit) {
+    pub(crate) fn read_entry(&self, key: &[u8], sink: &mut dyn Sink) -> Result<bool> {
+        if let Some(lookup) = self.readers.get(key, sink) {
             return Ok(lookup == Lookup::Hit);
         }
-        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, visit)?)))
+        self.with_store(|store, stats| Ok(stats.count_lookup(store.get(key, sink)?)))
     }
 
     /// The checkpoints of the store's WAL (None once closed).
@@ -316,9 +317,13 @@ impl Backend for FileCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        self.get_to(key, &mut |value: &[u8], flags, _| visit(value, flags))
+    }
+
+    fn get_to(&self, key: &[u8], sink: &mut dyn Sink) -> Result<bool> {
         // What the store returns goes to the read cache too, with its expiry.
-        read_cache::get_through(self.read_cache.as_deref(), key, visit, |visit| {
-            self.read_entry(key, visit)
+        read_cache::get_through(self.read_cache.as_deref(), key, sink, |sink| {
+            self.read_entry(key, sink)
         })
     }
 

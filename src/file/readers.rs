@@ -24,8 +24,8 @@
 use super::store::{open_reader, probe_entry, read_entry, Read};
 use super::values::Values;
 use crate::backend::Lookup;
-use crate::backend::VisitEntry;
 use crate::error::Result;
+use crate::sink::Sink;
 use crate::sync::fork;
 use crate::sync::{Gate, Inside, Mutex};
 use rusqlite::Connection;
@@ -221,10 +221,10 @@ impl<R> Drop for Readers<R> {
 
 impl Readers<StoreReader> {
     /// A get through a read connection: Some(hit or miss), or None when the handle's
-    /// connection must answer (see the module documentation). `visit` is called only
+    /// connection must answer (see the module documentation). `sink` takes a value only
     /// on Some(Hit).
-    pub fn get(&self, key: &[u8], visit: &mut VisitEntry) -> Option<Lookup> {
-        self.answer(|r| read_entry(&r.conn, &r.values, key, visit))
+    pub fn get(&self, key: &[u8], sink: &mut dyn Sink) -> Option<Lookup> {
+        self.answer(|r| read_entry(&r.conn, &r.values, key, sink))
     }
 
     /// As [`Readers::get`] for has: a live entry found without reading its value.

@@ -19,10 +19,11 @@
 
 use super::values::Values;
 use crate::backend::VisitMany;
-use crate::backend::{Change, Current, Decide, KeyPage, Lookup, Remaining, Visit, VisitEntry};
+use crate::backend::{Change, Current, Decide, KeyPage, Lookup, Remaining, Visit};
 use crate::clock::wall_now;
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 use crate::sqlite::checkpointer::WalWatch;
 use crate::sqlite::{self, Schema, SqliteOptions};
 use crate::ttl;
@@ -154,7 +155,7 @@ pub(crate) fn read_entry(
     conn: &Connection,
     values: &Values,
     key: &[u8],
-    visit: &mut VisitEntry,
+    sink: &mut dyn Sink,
 ) -> Result<Read> {
     let now = wall_now();
     let found = conn
@@ -171,7 +172,7 @@ pub(crate) fn read_entry(
             Ok(Some(match row.value {
                 ValueAt::File(name, len) => Some((name, len, row.flags, row.expires)),
                 ValueAt::Inline(value) => {
-                    visit(value, row.flags, row.expires);
+                    sink.take(value, row.flags, row.expires);
                     None
                 }
             }))
@@ -183,14 +184,13 @@ pub(crate) fn read_entry(
         Some(Some(None)) => return Ok(Read::Hit),
         Some(Some(Some(file))) => file,
     };
-    Ok(match values.read(&name, len) {
-        Ok(Some(bytes)) => {
-            visit(&bytes, flags, expires);
-            Read::Hit
-        }
-        Ok(None) => Read::FileVanished(name),
-        Err(e) => Read::FileFailed(name, e),
-    })
+    Ok(
+        match sink.take_file(&mut values.file(&name, len), flags, expires) {
+            Ok(true) => Read::Hit,
+            Ok(false) => Read::FileVanished(name),
+            Err(e) => Read::FileFailed(name, e),
+        },
+    )
 }
 
 /// Whether `key` holds a live entry, without reading its value: Hit, Miss or
@@ -615,14 +615,14 @@ impl Store {
         })
     }
 
-    /// Looks `key` up and hands its value to `visit` (inline values straight from
+    /// Looks `key` up and hands its value to `sink` (inline values straight from
     /// SQLite's buffer). An expired entry is removed.
-    pub fn get(&mut self, key: &[u8], visit: &mut VisitEntry) -> Result<Lookup> {
+    pub fn get(&mut self, key: &[u8], sink: &mut dyn Sink) -> Result<Lookup> {
         // A value file can vanish between reading the row and opening the file when
         // another handle replaces the key at that moment: then look again.
         let mut last_missing = None;
         for _ in 0..3 {
-            match read_entry(&self.conn, &self.values, key, visit)? {
+            match read_entry(&self.conn, &self.values, key, sink)? {
                 Read::Miss => return Ok(Lookup::Miss),
                 Read::Hit => return Ok(Lookup::Hit),
                 Read::Expired(now) => {

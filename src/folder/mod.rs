@@ -21,6 +21,7 @@ use crate::backend::{Backend, Change, Current, Decide, KeyPage, KeyVisit, Lookup
 use crate::backend::{Stats, Visit, KEY_PAGE};
 use crate::clock::wall_now;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 use crate::sync::fork;
 use crate::sync::{Condvar, Mutex, RwLock};
 use crate::ttl::Ttl;
@@ -95,7 +96,8 @@ enum Found {
     Unreadable,
 }
 
-/// A value read from disk, or its absence when only the metadata was wanted.
+/// A value read from disk, or not read here (only the metadata was wanted, or the
+/// value went to the caller's sink).
 enum Value {
     Bytes(Vec<u8>),
     NotRead,
@@ -162,9 +164,9 @@ impl FolderCache {
         result
     }
 
-    /// Reads the entry of `key` (its value too when `want_value`). An expired entry is
-    /// removed; a damaged one is reported once and removed.
-    fn read(root: &Root, key: &[u8], want_value: bool) -> Result<Found> {
+    /// Reads the entry of `key`, handing its value to `sink` when one is given. An
+    /// expired entry is removed; a damaged one is reported once and removed.
+    fn read(root: &Root, key: &[u8], mut sink: Option<&mut dyn Sink>) -> Result<Found> {
         let name = naming::encode(key);
         for attempt in 0..READ_ATTEMPTS {
             if attempt >= 4 {
@@ -191,15 +193,16 @@ impl FolderCache {
                 root.remove_instance(folder.as_fd(), &name);
                 return Ok(Found::Expired);
             }
-            if !want_value {
+            let Some(sink) = sink.as_deref_mut() else {
                 return Ok(Found::Live(meta, Value::NotRead));
-            }
-            match root
-                .read_value(folder.as_fd(), &name, &meta)
+            };
+            let mut file = root.value_file(folder.as_fd(), &name, &meta);
+            // The value file gone: the entry is being replaced; look again.
+            if sink
+                .take_file(&mut file, meta.flags, None)
                 .map_err(damaged)?
             {
-                Some(bytes) => return Ok(Found::Live(meta, Value::Bytes(bytes))),
-                None => continue,
+                return Ok(Found::Live(meta, Value::NotRead));
             }
         }
         Ok(Found::Absent)
@@ -380,15 +383,16 @@ impl Backend for FolderCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
-        let read = self.with_root(|root| Self::read(root, key, true))?;
-        if let Found::Live(meta, Value::Bytes(bytes)) = &read {
-            visit(bytes, meta.flags);
-        }
+        self.get_to(key, &mut |value: &[u8], flags, _| visit(value, flags))
+    }
+
+    fn get_to(&self, key: &[u8], sink: &mut dyn Sink) -> Result<bool> {
+        let read = self.with_root(|root| Self::read(root, key, Some(sink)))?;
         Ok(self.count(&read))
     }
 
     fn has(&self, key: &[u8]) -> Result<bool> {
-        let read = self.with_root(|root| Self::read(root, key, false))?;
+        let read = self.with_root(|root| Self::read(root, key, None))?;
         Ok(self.count(&read))
     }
 
@@ -605,7 +609,7 @@ impl Backend for FolderCache {
 
     fn ttl(&self, key: &[u8]) -> Result<Option<Remaining>> {
         let now = wall_now();
-        match self.with_root(|root| Self::read(root, key, false))? {
+        match self.with_root(|root| Self::read(root, key, None))? {
             Found::Live(meta, _) => Ok(Some(match meta.expires {
                 None => Remaining::Forever,
                 Some(at) => Remaining::Seconds(at - now),
@@ -779,7 +783,7 @@ impl FolderCache {
     /// `has` without counting a hit or miss.
     fn has_quietly(&self, key: &[u8]) -> Result<bool> {
         Ok(matches!(
-            self.with_root(|root| Self::read(root, key, false))?,
+            self.with_root(|root| Self::read(root, key, None))?,
             Found::Live(..)
         ))
     }

@@ -40,11 +40,10 @@ mod shard;
 mod slab;
 
 use crate::backend::KEY_PAGE;
-use crate::backend::{
-    copy_if_fits, Backend, Change, Current, Decide, KeyPage, Remaining, Stats, Visit,
-};
+use crate::backend::{Backend, Change, Current, Decide, KeyPage, Remaining, Stats, Visit};
 use crate::clock::{mono_deadline, mono_now, NO_DEADLINE};
 use crate::error::{Error, Result};
+use crate::sink::copy_if_fits;
 use crate::sync::fork;
 use crate::ttl::Ttl;
 use crossbeam_utils::CachePadded;

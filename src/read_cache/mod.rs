@@ -44,11 +44,12 @@
 
 mod wal_index;
 
-use crate::backend::{Backend, Visit, VisitEntry};
+use crate::backend::{Backend, Visit};
 use crate::clock::{mono_coarse_now, wall_now};
 use crate::disk::{file_id, FileId};
 use crate::error::Result;
 use crate::memory::{MemoryCache, Policy};
+use crate::sink::{Sink, ValueFile};
 use crate::sqlite;
 use crate::sync::fork;
 use crate::sync::{Mutex, RwLock};
@@ -381,24 +382,63 @@ impl ReadCache {
 
 /// A get through `cache` (None: no read cache): served from memory when it can be,
 /// else read by `read`, which hands the entry it finds (value, flags, expiry) to the
-/// visitor it is given; that entry goes to `visit` and into the cache.
+/// sink it is given; that entry goes to `sink` and into the cache.
 pub(crate) fn get_through(
     cache: Option<&ReadCache>,
     key: &[u8],
-    visit: &mut Visit,
-    read: impl FnOnce(&mut VisitEntry) -> Result<bool>,
+    sink: &mut dyn Sink,
+    read: impl FnOnce(&mut dyn Sink) -> Result<bool>,
 ) -> Result<bool> {
-    let ticket = match cache.map(|cache| cache.get(key, visit)) {
+    let ticket = match cache.map(|cache| cache.get(key, &mut |v, f| sink.take(v, f, None))) {
         Some(Cached::Hit) => return Ok(true),
         Some(Cached::Miss(ticket)) => Some(ticket),
         Some(Cached::Off) | None => None,
     };
-    read(&mut |value, flags, expires| {
-        visit(value, flags);
-        if let (Some(cache), Some(ticket)) = (cache, ticket) {
-            cache.fill(ticket, key, value, flags, expires);
+    match (cache, ticket) {
+        (Some(cache), Some(ticket)) => read(&mut Filling {
+            cache,
+            ticket,
+            key,
+            sink,
+        }),
+        _ => read(sink),
+    }
+}
+
+/// The sink of a read that missed the read cache: hands the entry on and fills the
+/// cache with it.
+struct Filling<'a> {
+    cache: &'a ReadCache,
+    ticket: Ticket,
+    key: &'a [u8],
+    sink: &'a mut dyn Sink,
+}
+
+impl Sink for Filling<'_> {
+    fn take(&mut self, value: &[u8], flags: u32, expires: Option<f64>) {
+        self.sink.take(value, flags, expires);
+        self.cache
+            .fill(self.ticket, self.key, value, flags, expires);
+    }
+
+    /// A value the cache can hold is read into memory, for both; a larger one goes to
+    /// the caller's sink alone, which reads it where it wants it.
+    fn take_file(
+        &mut self,
+        file: &mut dyn ValueFile,
+        flags: u32,
+        expires: Option<f64>,
+    ) -> Result<bool> {
+        let size = (self.key.len() + file.size()) as u64;
+        if size > self.cache.entries.max_bytes() {
+            return self.sink.take_file(file, flags, expires);
         }
-    })
+        let Some(bytes) = file.read()? else {
+            return Ok(false);
+        };
+        self.take(&bytes, flags, expires);
+        Ok(true)
+    }
 }
 
 impl Follow {

@@ -28,6 +28,7 @@ use crate::file::FileCache;
 use crate::group_commit;
 use crate::group_commit::Until;
 use crate::read_cache::{self, ReadCache};
+use crate::sink::Sink;
 use crate::sqlite::{self, SqliteOptions};
 use crate::sync::fork;
 use crate::sync::{Mutex, RwLock};
@@ -513,10 +514,14 @@ impl Backend for ShardedCache {
     }
 
     fn get_flagged(&self, key: &[u8], visit: &mut Visit) -> Result<bool> {
+        self.get_to(key, &mut |value: &[u8], flags, _| visit(value, flags))
+    }
+
+    fn get_to(&self, key: &[u8], sink: &mut dyn Sink) -> Result<bool> {
         // What the shard returns goes to the read cache too, with its expiry (the
         // index's: a set gives the shard the same).
-        read_cache::get_through(self.read_cache.as_deref(), key, visit, |visit| {
-            self.find(key, &mut |shard| shard.read_entry(key, visit))
+        read_cache::get_through(self.read_cache.as_deref(), key, sink, |sink| {
+            self.find(key, &mut |shard| shard.read_entry(key, sink))
         })
     }
 

@@ -357,3 +357,55 @@ pub fn check_a_batch_that_cannot_fit_is_refused(c: &dyn Backend, bound: usize, e
         "all of a batch that fits"
     );
 }
+
+/// A value kept in a file, read by `get_into` (issue 30 item 17: straight into the
+/// caller's buffer): whole into a buffer that fits, its size alone into one that does
+/// not, and a value file that no longer holds the size recorded is damage once, then
+/// the key is absent. `value_file` finds the file of the one large value stored.
+pub fn check_get_into_of_a_value_file(
+    c: &dyn duckcache::Backend,
+    value_file: impl Fn() -> PathBuf,
+) {
+    use duckcache::{ErrorKind, Ttl};
+    let value = pattern(200_000, 7);
+    c.set_flagged(b"big", &value, Ttl::Never, 9).unwrap();
+    let mut buf = vec![0u8; 300_000];
+    assert_eq!(c.get_into(b"big", &mut buf).unwrap(), Some((200_000, 9)));
+    assert!(buf[..200_000] == value[..], "the bytes read");
+    let mut small = vec![0u8; 1000];
+    assert_eq!(c.get_into(b"big", &mut small).unwrap(), Some((200_000, 9)));
+    assert!(
+        small.iter().all(|&b| b == 0),
+        "nothing copied into a small buffer"
+    );
+    let mut exact = vec![0u8; 200_000];
+    assert_eq!(c.get_into(b"big", &mut exact).unwrap(), Some((200_000, 9)));
+    assert!(exact == value);
+    // The file grown by a byte: damage, though the buffer had room for more.
+    let file = value_file();
+    let mut longer = value.clone();
+    longer.push(0);
+    std::fs::write(&file, &longer).unwrap();
+    let err = c.get_into(b"big", &mut buf).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(c.get_into(b"big", &mut buf).unwrap(), None);
+}
+
+/// The one file under `dir` (searched through every folder) whose name ends with
+/// `suffix`.
+pub fn the_file_ending(dir: &Path, suffix: &str) -> PathBuf {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "files ending {suffix}: {found:?}");
+    found.remove(0)
+}
