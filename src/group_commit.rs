@@ -28,6 +28,7 @@
 //! the child, and their sets are the parent's to commit): both carry the fork count
 //! (`fork::forks`) they were made under.
 
+use crate::backend::EntryRef;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::fork::{self, ForkLocks, ForkMutex};
 use crate::sync::{Condvar, Mutex};
@@ -41,6 +42,32 @@ pub(crate) struct Until<'a> {
     pub value: &'a [u8],
     pub expires: Option<f64>,
     pub flags: u32,
+}
+
+/// The expiry of an entry a bulk set is given with a TTL of 0: already past whatever
+/// the clock says, so the write replaces the key and then reads as absent.
+const DEAD_ON_ARRIVAL: f64 = f64::MIN;
+
+impl<'a> Until<'a> {
+    /// The entry a bulk set stores for `e` at the Unix time `now` (a TTL of 0: dead on
+    /// arrival, the one encoding of it).
+    pub fn of(e: &EntryRef<'a>, now: f64) -> Until<'a> {
+        let expires = match e.ttl.is_expired_at_once() {
+            true => Some(DEAD_ON_ARRIVAL),
+            false => e.ttl.deadline_from(now),
+        };
+        Until {
+            key: e.key,
+            value: e.value,
+            expires,
+            flags: e.flags,
+        }
+    }
+
+    /// Set with a TTL of 0: its key is to be removed rather than stored.
+    pub fn is_dead_on_arrival(&self) -> bool {
+        self.expires == Some(DEAD_ON_ARRIVAL)
+    }
 }
 
 /// Values this large and up keep their own transaction: copying them into a request

@@ -67,7 +67,7 @@ impl FileCache {
         size_limit: u64,
         options: SqliteOptions,
     ) -> Result<FileCache> {
-        let budget = readers::Budget::new(readers::MAX_READERS);
+        let budget = readers::ConnectionBudget::new(readers::MAX_READERS);
         Self::open_with_readers(dir, size_limit, options, budget)
     }
 
@@ -79,7 +79,7 @@ impl FileCache {
         dir: impl AsRef<Path>,
         size_limit: u64,
         options: SqliteOptions,
-        readers: readers::Budget,
+        readers: readers::ConnectionBudget,
     ) -> Result<FileCache> {
         let dir = dir.as_ref().to_owned();
         let store = Store::open(&dir, options)?;
@@ -195,22 +195,20 @@ impl FileCache {
             expires,
             flags,
         }];
-        self.store_many_until(&entry)
+        self.store_alone(&entry)
     }
 
     /// Stores every entry in one transaction (all or none), which small sets waiting
     /// on other threads share (see [`crate::group_commit`]). Used by set and set_many.
-    fn set_many_until(&self, entries: &[Until]) -> Result<()> {
-        group_commit::commit(&self.waiting, entries, |entries| {
-            self.store_many_until(entries)
-        })
+    fn store_grouped(&self, entries: &[Until]) -> Result<()> {
+        group_commit::commit(&self.waiting, entries, |entries| self.store_alone(entries))
     }
 
     /// Stores every entry in one transaction of its own (all or none); large values go
     /// to their files first. The sharded cache writes its shards through this: its own
     /// lock already serialises them, and it batches its sets itself, so a shard's queue
     /// would only copy every entry once more.
-    pub(crate) fn store_many_until(&self, entries: &[Until]) -> Result<()> {
+    pub(crate) fn store_alone(&self, entries: &[Until]) -> Result<()> {
         self.with_store(|store, stats| self.put(store, stats, entries))
     }
 
@@ -308,7 +306,7 @@ impl Backend for FileCache {
                 Ok(())
             });
         }
-        self.set_many_until(&[Until {
+        self.store_grouped(&[Until {
             key,
             value,
             expires: ttl.deadline_from(wall_now()),
@@ -465,22 +463,10 @@ impl Backend for FileCache {
         }
         self.check_batch(entries)?;
         let now = wall_now();
-        // Dead-on-arrival entries remove the key instead (after the stores, so a later
-        // one in the list still wins), in the same transaction as the rest.
-        let until: Vec<Until> = entries
-            .iter()
-            .map(|e| Until {
-                key: e.key,
-                value: e.value,
-                expires: if e.ttl.is_expired_at_once() {
-                    Some(f64::MIN)
-                } else {
-                    e.ttl.deadline_from(now)
-                },
-                flags: e.flags,
-            })
-            .collect();
-        self.set_many_until(&until)
+        // A dead-on-arrival entry is written already expired, in order with the rest
+        // (so a later one for its key still wins), in the same transaction.
+        let until: Vec<Until> = entries.iter().map(|e| Until::of(e, now)).collect();
+        self.store_grouped(&until)
     }
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {

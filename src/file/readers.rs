@@ -59,14 +59,14 @@ impl ReadConnection for StoreReader {
 /// its own; a sharded handle's shards share one, so their number bounds the files held
 /// open however many shards are.
 #[derive(Clone)]
-pub(crate) struct Budget {
+pub(crate) struct ConnectionBudget {
     open: Arc<AtomicUsize>,
     max: usize,
 }
 
-impl Budget {
-    pub fn new(max: usize) -> Budget {
-        Budget {
+impl ConnectionBudget {
+    pub fn new(max: usize) -> ConnectionBudget {
+        ConnectionBudget {
             open: Arc::new(AtomicUsize::new(0)),
             max,
         }
@@ -98,7 +98,7 @@ pub(crate) struct Readers<R> {
     /// The connections not in use; None once closed.
     idle: Arc<Mutex<Option<Vec<Pooled<R>>>>>,
     /// Connections open, in use or idle (with those of the pools it is shared with).
-    budget: Budget,
+    budget: ConnectionBudget,
     /// Advanced when the handle replaces its own connection (after an I/O error, or a
     /// store replaced under it): connections of an older generation are not reused.
     generation: AtomicU64,
@@ -117,7 +117,7 @@ impl<R: ReadConnection + 'static> Readers<R> {
     /// rank, taken in registration order); no thread holds a reader while waiting for
     /// that lock. Opens connections only while `budget` allows (0: every call takes
     /// the handle's connection).
-    pub fn new(dir: &Path, rank: usize, budget: Budget) -> Readers<R> {
+    pub fn new(dir: &Path, rank: usize, budget: ConnectionBudget) -> Readers<R> {
         Readers {
             dir: dir.to_owned(),
             gate: fork::registered(rank, Gate::new()),

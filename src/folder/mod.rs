@@ -55,21 +55,21 @@ pub struct FolderCache {
     /// This and the locks below are registered with the fork handlers
     /// (`crate::sync::fork`), in this order.
     root: Arc<RwLock<Option<Root>>>,
-    budget: Budget,
+    budget: DiskPermits,
     stats: Arc<Mutex<Stats>>,
     /// Entries written since the last save, to flush on save.
     unsynced: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Bounds the operations touching the disk at once, and so the open descriptors.
-struct Budget {
+struct DiskPermits {
     free: Arc<Mutex<u32>>,
     freed: Condvar,
 }
 
-struct Permit<'a>(&'a Budget);
+struct Permit<'a>(&'a DiskPermits);
 
-impl Budget {
+impl DiskPermits {
     fn acquire(&self) -> Permit<'_> {
         let mut free = self.free.lock();
         while *free == 0 {
@@ -128,7 +128,7 @@ impl FolderCache {
             dir,
             max_concurrent_ops,
             root: fork::registered(fork::RANK_FOLDER, RwLock::new(Some(root))),
-            budget: Budget {
+            budget: DiskPermits {
                 free: fork::registered(fork::RANK_FOLDER, Mutex::new(max_concurrent_ops)),
                 freed: Condvar::new(),
             },

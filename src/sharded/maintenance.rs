@@ -8,7 +8,7 @@ use super::state::State;
 use crate::backend::Backend;
 use crate::clock::wall_now;
 use crate::error::Result;
-use crate::file::readers::Budget;
+use crate::file::readers::ConnectionBudget;
 use crate::file::FileCache;
 use crate::sqlite::SqliteOptions;
 use rusqlite::Transaction;
@@ -19,7 +19,8 @@ use std::path::Path;
 pub(super) fn rebuild_index(tx: &Transaction, dir: &Path, options: SqliteOptions) -> Result<()> {
     for id in shards_on_disk(dir)?.into_iter().rev() {
         index::add_shard_with_id(tx, id)?;
-        let shard = FileCache::open_with_readers(shard_dir(dir, id), 0, options, Budget::new(0))?;
+        let shard =
+            FileCache::open_with_readers(shard_dir(dir, id), 0, options, ConnectionBudget::new(0))?;
         let adopted = shard
             .for_each_entry(&mut |key, size, expires| index::adopt(tx, key, id, size, expires));
         shard.close()?;

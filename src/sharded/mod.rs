@@ -23,7 +23,7 @@ use crate::clock::{mono_coarse_now, wall_now};
 use crate::disk;
 use crate::disk::file_id;
 use crate::error::{Error, ErrorKind, Result};
-use crate::file::readers::{Budget, Readers, MAX_READERS};
+use crate::file::readers::{ConnectionBudget, Readers, MAX_READERS};
 use crate::file::FileCache;
 use crate::group_commit;
 use crate::group_commit::Until;
@@ -75,14 +75,6 @@ pub struct ShardedCache {
 /// deleted after removing and rebuilding the index (the shards still held their stale
 /// copies), so a removed index is noticed within this long.
 const INDEX_CHECK_EVERY: u64 = 10_000_000;
-
-/// One write of a batch of sets, in the batch's order.
-enum Put<'a> {
-    /// Store the entry.
-    Live(Until<'a>),
-    /// A set dead on arrival: remove the key.
-    Dead(&'a [u8]),
-}
 
 /// The shard a new entry of `size` bytes goes to: the newest while it fits, else a new
 /// one. `old` is the key's current placement, whose bytes the set frees. Expired
@@ -176,7 +168,7 @@ impl ShardedCache {
                     open: HashMap::new(),
                     uses: 0,
                     unlisted: Vec::new(),
-                    readers: Budget::new(MAX_READERS),
+                    readers: ConnectionBudget::new(MAX_READERS),
                     visible: visible.clone(),
                 },
                 stats: Stats::default(),
@@ -186,7 +178,8 @@ impl ShardedCache {
         // the index readers' gate (a read inside it may wait for `visible`), then
         // `visible` (taken under the state lock), then the group commit's queue (held
         // only to queue or take, with nothing else wanted meanwhile).
-        let index_readers = Readers::new(&dir, fork::RANK_SHARDED, Budget::new(MAX_READERS));
+        let index_readers =
+            Readers::new(&dir, fork::RANK_SHARDED, ConnectionBudget::new(MAX_READERS));
         fork::register(fork::RANK_SHARDED, Arc::downgrade(&visible));
         let waiting = fork::registered(fork::RANK_SHARDED, group_commit::Waiting::default());
         let read_cache = (read_cache > 0).then(|| {
@@ -317,21 +310,18 @@ impl ShardedCache {
     /// Writes `puts` in order in one index transaction (all or none): each live entry
     /// to the shard that takes it (the shards' writes grouped by shard, every one
     /// committed before the index row that names it), each dead-on-arrival key removed.
-    fn put_many_in(&self, state: &mut State, puts: &[Put]) -> Result<()> {
+    fn put_many_in(&self, state: &mut State, puts: &[Until]) -> Result<()> {
         let limit = self.shard_size_limit;
         let expired = state.transaction(|tx, shards| {
             let mut expired = 0;
             let mut groups: Vec<(i64, Vec<Until>)> = Vec::new();
-            for put in puts {
-                let e = match put {
-                    Put::Dead(key) => {
-                        if let Some(o) = index::remove(tx, key)? {
-                            index::mark_stale(tx, o.shard, key)?;
-                        }
-                        continue;
+            for e in puts {
+                if e.is_dead_on_arrival() {
+                    if let Some(o) = index::remove(tx, e.key)? {
+                        index::mark_stale(tx, o.shard, e.key)?;
                     }
-                    Put::Live(e) => e,
-                };
+                    continue;
+                }
                 let old = index::placement(tx, e.key)?;
                 let size = (e.key.len() + e.value.len()) as u64;
                 let shard = writable_shard(tx, shards, e.key, size, limit, old, &mut expired)?;
@@ -343,7 +333,7 @@ impl ShardedCache {
                 }
             }
             for (shard, group) in &groups {
-                shards.get(*shard, true)?.store_many_until(group)?;
+                shards.get(*shard, true)?.store_alone(group)?;
             }
             Ok(expired)
         })?;
@@ -508,8 +498,7 @@ impl Backend for ShardedCache {
             flags,
         }];
         group_commit::commit(&self.waiting, &entry, |entries| {
-            let puts: Vec<Put> = entries.iter().map(|e| Put::Live(*e)).collect();
-            self.with_state(|state| self.put_many_in(state, &puts))
+            self.with_state(|state| self.put_many_in(state, entries))
         })
     }
 
@@ -631,18 +620,7 @@ impl Backend for ShardedCache {
             self.check_entry(e.key, e.value)?;
         }
         let now = wall_now();
-        let puts: Vec<Put> = entries
-            .iter()
-            .map(|e| match e.ttl.is_expired_at_once() {
-                true => Put::Dead(e.key),
-                false => Put::Live(Until {
-                    key: e.key,
-                    value: e.value,
-                    expires: e.ttl.deadline_from(now),
-                    flags: e.flags,
-                }),
-            })
-            .collect();
+        let puts: Vec<Until> = entries.iter().map(|e| Until::of(e, now)).collect();
         self.with_state(|state| self.put_many_in(state, &puts))
     }
 

@@ -4,7 +4,7 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::file::readers::Budget;
+use crate::file::readers::ConnectionBudget;
 use crate::file::FileCache;
 use crate::sqlite::SqliteOptions;
 use crate::sync::RwLock;
@@ -23,7 +23,7 @@ pub(super) struct OpenShards {
     /// after it commits.
     pub(super) unlisted: Vec<i64>,
     /// The read connections the shards may hold open together.
-    pub(super) readers: Budget,
+    pub(super) readers: ConnectionBudget,
     /// The open shards as reads without the handle's lock find them: kept equal to
     /// `open` (a shard closed here is closed there; a read holding it then fails and
     /// goes the locked way).
