@@ -3,6 +3,7 @@
 //! layout and the crash-consistency rules, [`values`] for large values.
 
 pub(crate) mod readers;
+mod rows;
 mod store;
 mod values;
 

@@ -21,7 +21,7 @@
 //! connection (whose lock the fork handlers hold), so reads that never stop coming cannot
 //! keep a fork waiting, as they could a read-write lock's writer.
 
-use super::store::{open_reader, probe_entry, read_entry, Read};
+use super::rows::{open_reader, probe_entry, read_entry, Read};
 use super::values::Values;
 use crate::backend::Lookup;
 use crate::error::Result;
