@@ -30,11 +30,14 @@
 //!
 //! Modules, as quick_cache splits its cache: [`slab`] holds a shard's entries and their
 //! lists, [`shard`] a shard with its index, counters and published stamps, [`s3fifo`]
-//! S3-FIFO's shared state and ghost queue, and this module the cache: shard selection,
-//! cross-shard eviction, the [`Backend`] impl.
+//! S3-FIFO's shared state and ghost queue, [`eviction`] the choice of what leaves across
+//! shards, [`reservations`] the cache-wide entry and byte counts (and the byte bound's
+//! reservations), and this module the cache: shard selection and the [`Backend`] impl.
 
 #[allow(unsafe_code)] // the one allocation an entry lives in
 mod entry;
+mod eviction;
+mod reservations;
 mod s3fifo;
 mod shard;
 mod slab;
@@ -50,8 +53,7 @@ use crossbeam_utils::CachePadded;
 use entry::{Entry, VACANT};
 use hashbrown::DefaultHashBuilder;
 use s3fifo::S3Fifo;
-use shard::{Order, Removal, Shard, ShardCell, ShardGuard, Shards, Step};
-use slab::{MAIN, NO_STAMP, SMALL};
+use shard::{Order, Removal, Shard, ShardCell, ShardGuard, Shards};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -184,74 +186,6 @@ impl MemoryCache {
         self.max_bytes
     }
 
-    /// Adds a change of some shard's bytes to the cache-wide count.
-    fn held_changed(&self, delta: i64) {
-        if self.max_bytes != 0 && delta != 0 {
-            self.held.fetch_add(delta, Relaxed);
-        }
-    }
-
-    /// Under S3-FIFO, when `key` is new and the cache is full: takes the key out of the
-    /// ghost queue (true when it was there) and makes room, before the entry goes in.
-    /// Nothing to do otherwise (LRU's order does not care whether eviction comes first).
-    fn before_insert(&self, hash: u64, key: &[u8], size: u64) -> Result<bool> {
-        let Some(s3) = &self.s3 else {
-            return Ok(false);
-        };
-        if !self.is_full_for(size)
-            || self.with_shard(hash, |shard| Ok(shard.find(hash, key).is_some()))?
-        {
-            return Ok(false);
-        }
-        let ghost_hit = s3.ghost.lock().take(hash);
-        self.make_room(size);
-        Ok(ghost_hit)
-    }
-
-    /// Under a byte bound: Err(n) when writing an entry of `size` bytes under `key` adds
-    /// n bytes (its size less the live entry it replaces) and n is more than `reserved`;
-    /// an entry larger than the whole bound is refused. Under LRU a present entry
-    /// counts as used first, so the room made for its growth is made from the others,
-    /// as a set (which makes it the most recent, then evicts) would.
-    fn growth(
-        &self,
-        shard: &mut Shard,
-        hash: u64,
-        key: &[u8],
-        size: u64,
-        reserved: i64,
-    ) -> Result<std::result::Result<(), i64>> {
-        if self.max_bytes == 0 {
-            return Ok(Ok(()));
-        }
-        crate::backend::check_fits(size, self.max_bytes, "the cache (max_bytes)")?;
-        let present = shard.find(hash, key);
-        let old = present.map_or(0, |slot| shard.node(slot).size() as i64);
-        let need = size as i64 - old;
-        if need <= reserved {
-            return Ok(Ok(()));
-        }
-        if let (Some(slot), Order::Lru) = (present, &shard.order) {
-            shard.touch(slot);
-        }
-        Ok(Err(need))
-    }
-
-    /// True when a new entry of `size` bytes would take the cache past a bound.
-    fn is_full_for(&self, size: u64) -> bool {
-        (self.max_keys != 0 && self.occupied.load(Relaxed) >= self.max_keys as i64)
-            || (self.max_bytes != 0
-                && self.held.load(Relaxed) + size as i64 > self.max_bytes as i64)
-    }
-
-    /// The key bound, after a write that added an entry.
-    fn keep_bounds(&self) {
-        // (The byte bound needs nothing here: every write reserved its bytes first.)
-        if self.max_keys != 0 {
-            self.evict_overflow();
-        }
-    }
-
     /// The configured bound (0 = unbounded).
     pub fn max_keys(&self) -> u64 {
         self.max_keys
@@ -312,180 +246,6 @@ impl MemoryCache {
     /// The index of the shard of `hash`.
     fn shard_of(&self, hash: u64) -> usize {
         ((hash >> 40) & self.shard_mask) as usize
-    }
-
-    /// Empties S3-FIFO's ghost queue (clear and close: the keys it remembers are gone).
-    fn forget_ghosts(&self) {
-        if let Some(s3) = &self.s3 {
-            s3.ghost.lock().clear();
-        }
-    }
-
-    fn forget(&self, removed: u64) {
-        if removed > 0 {
-            self.occupied.fetch_sub(removed as i64, Relaxed);
-        }
-    }
-
-    /// Evicts least recently used entries until the cache is back within `max_keys`.
-    fn evict_overflow(&self) {
-        let max = i64::try_from(self.max_keys).unwrap_or(i64::MAX);
-        // Claim one eviction at a time so concurrent setters never evict more than needed.
-        while self
-            .occupied
-            .fetch_update(
-                Relaxed,
-                Relaxed,
-                |n| if n > max { Some(n - 1) } else { None },
-            )
-            .is_ok()
-        {
-            if !self.evict_one() {
-                self.occupied.fetch_add(1, Relaxed); // nothing left to evict: hand it back
-                return;
-            }
-        }
-    }
-
-    /// Removes one entry by the policy (LRU: the globally least recently used; S3-FIFO:
-    /// see [`s3fifo`]); false when the cache is empty.
-    fn evict_one(&self) -> bool {
-        let Some(s3) = &self.s3 else {
-            return self.evict_from(MAIN);
-        };
-        s3.has_evicted.store(true, Relaxed);
-        let (entries, bytes) = (self.occupied.load(Relaxed), self.held.load(Relaxed));
-        let first = if s3.main_is_over(entries, bytes) || s3.in_small.load(Relaxed) <= 0 {
-            MAIN
-        } else {
-            SMALL
-        };
-        self.evict_from(first) || self.evict_from(MAIN + SMALL - first)
-    }
-
-    /// Takes eviction steps on the cache-wide `list` (its oldest entry over all shards)
-    /// until an entry leaves the cache; false when the list is empty everywhere.
-    fn evict_from(&self, list: usize) -> bool {
-        loop {
-            let oldest = self
-                .shards
-                .iter()
-                .enumerate()
-                .map(|(i, cell)| (cell.published[list].load(Relaxed), i))
-                .min();
-            let Some((stamp, index)) = oldest.filter(|&(s, _)| s != NO_STAMP) else {
-                return false;
-            };
-            let mut shard = self.shards[index].lock();
-            if shard.closed {
-                return false;
-            }
-            // A list's oldest stamp only grows, so if its tail still carries the smallest
-            // stamp seen it is still the oldest entry anywhere; otherwise look again.
-            match shard.evict_step(list, stamp) {
-                Step::Moved | Step::Requeued => continue,
-                Step::Removed(freed) => {
-                    drop(shard);
-                    self.held_changed(-(freed as i64));
-                    return true;
-                }
-            }
-        }
-    }
-
-    /// S3-FIFO evicts before a new key goes in, as the algorithm is defined (which queue
-    /// to evict from depends on what is there before the new entry): makes room for an
-    /// entry of `size` bytes when the cache is full.
-    fn make_room(&self, size: u64) {
-        while self.is_full_for(size) {
-            if !self.evict_one() {
-                return;
-            }
-            self.forget(1);
-        }
-    }
-
-    /// Runs `f` on the open shard of `hash` and keeps the global entry count in step with
-    /// whatever `f` added or removed.
-    fn with_shard<R>(&self, hash: u64, f: impl FnOnce(&mut Shard) -> Result<R>) -> Result<R> {
-        self.with_shard_reserved(hash, 0, f)
-    }
-
-    /// As [`MemoryCache::with_shard`] for a write that reserved `reserved` bytes of the
-    /// byte bound beforehand ([`MemoryCache::reserve`]): the reservation is handed back
-    /// as the shard's real change is counted, in one step, so the bytes held never go
-    /// past the bound, not even for a moment.
-    fn with_shard_reserved<R>(
-        &self,
-        hash: u64,
-        reserved: i64,
-        f: impl FnOnce(&mut Shard) -> Result<R>,
-    ) -> Result<R> {
-        let mut shard = self.lock(hash);
-        if let Err(closed) = shard.check_open() {
-            drop(shard);
-            self.held_changed(-reserved);
-            return Err(closed);
-        }
-        let (before, bytes_before) = (shard.occupied, shard.bytes);
-        let result = f(&mut shard);
-        let delta = shard.occupied as i64 - before as i64;
-        let bytes_delta = shard.bytes as i64 - bytes_before as i64;
-        drop(shard);
-        if delta != 0 {
-            self.occupied.fetch_add(delta, Relaxed);
-        }
-        self.held_changed(bytes_delta - reserved);
-        result
-    }
-
-    /// Takes `bytes` of the byte bound for a write about to go in, evicting by the
-    /// policy until they fit. Other writers' reservations count, so however many
-    /// threads write, the bytes held (stats' `bytes`) never exceed `max_bytes`.
-    fn reserve(&self, bytes: i64) {
-        let max = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
-        loop {
-            let held = self.held.load(Relaxed);
-            if held + bytes <= max {
-                if self
-                    .held
-                    .compare_exchange_weak(held, held + bytes, Relaxed, Relaxed)
-                    .is_ok()
-                {
-                    return;
-                }
-                continue;
-            }
-            if self.evict_one() {
-                self.forget(1); // evict_one leaves the entry count to its caller
-            } else {
-                // Nothing to evict: the room is promised to writes in flight, which go in
-                // (and become evictable) in a moment.
-                std::thread::yield_now();
-            }
-        }
-    }
-
-    /// Runs the write `put` on the shard of `hash` within the byte bound: `put` returns
-    /// `Err(n)` without changing anything when it needs `n` more bytes than reserved
-    /// (the entry grows by that much), and is run again once they are reserved.
-    /// Without a byte bound it runs once with nothing reserved.
-    fn put_within_bytes<R>(
-        &self,
-        hash: u64,
-        mut put: impl FnMut(&mut Shard, i64) -> Result<std::result::Result<R, i64>>,
-    ) -> Result<R> {
-        let mut reserved = 0;
-        loop {
-            match self.with_shard_reserved(hash, reserved, |shard| put(shard, reserved))? {
-                Ok(done) => return Ok(done),
-                Err(need) if self.max_bytes != 0 => {
-                    self.reserve(need);
-                    reserved = need;
-                }
-                Err(_) => unreachable!("a write without a byte bound never asks for bytes"),
-            }
-        }
     }
 
     /// The body of get: hands the live entry of `key` to `visit` and counts the access.
