@@ -235,7 +235,7 @@ SDIST_DIR := $(BUILD)/sdist
 sdist: $(PYENV)/.ready
 	rm -rf $(BUILD)/sdist-stage $(SDIST_DIR) && mkdir -p $(BUILD)/sdist-stage/rust
 	cd bindings/python && git ls-files -z -- . ':!tests' | tar --null -T - -cf - | tar -xf - -C $(abspath $(BUILD))/sdist-stage
-	git ls-files -z -- Cargo.toml Cargo.lock build.rs cbindgen.toml src benches/bench.rs \
+	git ls-files -z -- Cargo.toml Cargo.lock build.rs cbindgen.toml src benches/bench \
 	    tools/gen-header tools/duckcache-cli | tar --null -T - -cf - | tar -xf - -C $(BUILD)/sdist-stage/rust
 	cd $(BUILD)/sdist-stage && $(abspath $(PYENV))/bin/python setup.py -q sdist -d $(abspath $(SDIST_DIR)) >/dev/null 2>&1
 	rm -rf $(BUILD)/sdist-stage
