@@ -1,6 +1,7 @@
 //! Small filesystem helpers every persistent backend shares.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::ValueFile;
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 use std::fs::{self, File};
@@ -8,7 +9,7 @@ use std::io::ErrorKind as IoKind;
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A name part no other writer, in this or another process, will ever pick: the time in
 /// nanoseconds, the process id and a per-process counter. Value files and working
@@ -180,6 +181,30 @@ pub(crate) fn read_regular_into(
         return Err(wrong_len(path, read as u64, "changed while read to", want));
     }
     Ok(true)
+}
+
+/// A regular file of a length a store recorded, in a directory, not yet read: a value
+/// file handed to a [`Sink`](crate::sink::Sink).
+pub(crate) struct SizedFile<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a str,
+    pub len: u64,
+    /// Its path, for messages.
+    pub path: PathBuf,
+}
+
+impl ValueFile for SizedFile<'_> {
+    fn size(&self) -> usize {
+        self.len as usize
+    }
+
+    fn read_into(&mut self, dest: &mut [u8]) -> Result<bool> {
+        read_regular_into(self.dir, self.name, dest, &self.path)
+    }
+
+    fn read(&mut self) -> Result<Option<Vec<u8>>> {
+        read_regular_at(self.dir, self.name, Some(self.len), &self.path)
+    }
 }
 
 /// Opens the regular file `name` in `dir` with its length, which must be

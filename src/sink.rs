@@ -36,12 +36,22 @@ pub trait Sink {
         flags: u32,
         expires: Option<f64>,
     ) -> Result<bool> {
-        let Some(bytes) = file.read()? else {
-            return Ok(false);
-        };
-        self.take(&bytes, flags, expires);
-        Ok(true)
+        take_read_whole(self, file, flags, expires)
     }
+}
+
+/// [`Sink::take_file`]'s default: reads the file whole, then takes the bytes.
+pub(crate) fn take_read_whole(
+    sink: &mut (impl Sink + ?Sized),
+    file: &mut dyn ValueFile,
+    flags: u32,
+    expires: Option<f64>,
+) -> Result<bool> {
+    let Some(bytes) = file.read()? else {
+        return Ok(false);
+    };
+    sink.take(&bytes, flags, expires);
+    Ok(true)
 }
 
 impl<F: FnMut(&[u8], u32, Option<f64>) + ?Sized> Sink for F {

@@ -9,7 +9,6 @@
 
 use crate::disk;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sink::ValueFile;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use std::fs::File;
@@ -82,11 +81,12 @@ impl Values {
 
     /// The value file `name`, recorded as `len` bytes long, to hand to a
     /// [`Sink`](crate::sink::Sink) unread.
-    pub fn file<'a>(&'a self, name: &'a str, len: u64) -> StoredFile<'a> {
-        StoredFile {
-            values: self,
+    pub fn file<'a>(&'a self, name: &'a str, len: u64) -> disk::SizedFile<'a> {
+        disk::SizedFile {
+            dir: self.fd.as_fd(),
             name,
             len,
+            path: self.path_of(name),
         }
     }
 
@@ -113,27 +113,5 @@ impl Values {
                 format!("value file {name} named by the store is missing"),
             )
         })
-    }
-}
-
-/// A value file named by a row, not yet read.
-pub(crate) struct StoredFile<'a> {
-    values: &'a Values,
-    name: &'a str,
-    len: u64,
-}
-
-impl ValueFile for StoredFile<'_> {
-    fn size(&self) -> usize {
-        self.len as usize
-    }
-
-    fn read_into(&mut self, dest: &mut [u8]) -> Result<bool> {
-        let path = self.values.path_of(self.name);
-        disk::read_regular_into(self.values.fd.as_fd(), self.name, dest, &path)
-    }
-
-    fn read(&mut self) -> Result<Option<Vec<u8>>> {
-        self.values.read(self.name, self.len)
     }
 }

@@ -20,7 +20,6 @@
 //! atomic exchange when one exists), so no reader ever sees a partial entry.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::sink::ValueFile;
 use crate::sync::Mutex;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -233,12 +232,12 @@ impl Root {
         folder: BorrowedFd<'a>,
         name: &'a str,
         meta: &Meta,
-    ) -> EntryValue<'a> {
-        EntryValue {
-            root: self,
-            folder,
-            name,
+    ) -> crate::disk::SizedFile<'a> {
+        crate::disk::SizedFile {
+            dir: folder,
+            name: "value",
             len: meta.value_len,
+            path: self.path.join(name).join("value"),
         }
     }
 
@@ -537,30 +536,6 @@ fn remove_tree(dir: BorrowedFd, name: &str, depth: u32) -> bool {
         rfs::unlinkat(dir, name, AtFlags::REMOVEDIR),
         Ok(()) | Err(Errno::NOENT)
     )
-}
-
-/// The value file of an entry folder, not yet read.
-pub(crate) struct EntryValue<'a> {
-    root: &'a Root,
-    folder: BorrowedFd<'a>,
-    name: &'a str,
-    len: u64,
-}
-
-impl ValueFile for EntryValue<'_> {
-    fn size(&self) -> usize {
-        self.len as usize
-    }
-
-    fn read_into(&mut self, dest: &mut [u8]) -> Result<bool> {
-        let path = self.root.path.join(self.name).join("value");
-        crate::disk::read_regular_into(self.folder, "value", dest, &path)
-    }
-
-    fn read(&mut self) -> Result<Option<Vec<u8>>> {
-        self.root
-            .read_file(self.folder, self.name, "value", Some(self.len))
-    }
 }
 
 #[cfg(test)]

@@ -433,11 +433,7 @@ impl Sink for Filling<'_> {
         if size > self.cache.entries.max_bytes() {
             return self.sink.take_file(file, flags, expires);
         }
-        let Some(bytes) = file.read()? else {
-            return Ok(false);
-        };
-        self.take(&bytes, flags, expires);
-        Ok(true)
+        crate::sink::take_read_whole(self, file, flags, expires)
     }
 }
 
