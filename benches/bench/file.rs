@@ -13,25 +13,16 @@ pub(crate) fn bench_file() {
         let value = vec![5u8; size];
         let base = scratch_dir("file");
         let order = access_order(keys, keys as usize * 4, 7);
-        let (mut ours_round, mut floor_round) = (0, 0);
-        let ours_set = median_ns_per_op(|| {
-            ours_round += 1;
-            let c = CHandle::file(&base.join(format!("ours-{ours_round}")));
-            let t = Instant::now();
-            for i in 0..keys {
-                c.set(&key(i), &value);
-            }
-            (keys, t.elapsed().as_secs_f64())
-        });
-        let floor_set = median_ns_per_op(|| {
-            floor_round += 1;
-            let f = Floor::open(&base.join(format!("floor-{floor_round}.db")));
-            let t = Instant::now();
-            for i in 0..keys {
-                f.set(&key(i), &value);
-            }
-            (keys, t.elapsed().as_secs_f64())
-        });
+        let (ours_set, ours_round) = fresh_set_ns(
+            keys,
+            |round| CHandle::file(&base.join(format!("ours-{round}"))),
+            |c, k| c.set(k, &value),
+        );
+        let (floor_set, floor_round) = fresh_set_ns(
+            keys,
+            |round| Floor::open(&base.join(format!("floor-{round}.db"))),
+            |f, k| f.set(k, &value),
+        );
         // Read back the stores the last set round filled (every get is a hit).
         let c = CHandle::file(&base.join(format!("ours-{ours_round}")));
         let f = Floor::open(&base.join(format!("floor-{floor_round}.db")));

@@ -14,16 +14,11 @@ pub(crate) fn bench_folder() {
     let value = vec![9u8; 1024];
     let base = scratch_dir("folder");
     let order = access_order(KEYS, KEYS as usize * 2, 13);
-    let mut round = 0;
-    let ours_set = median_ns_per_op(|| {
-        round += 1;
-        let c = CHandle::folder(&base.join(format!("ours-{round}")));
-        let t = Instant::now();
-        for i in 0..KEYS {
-            c.set(&key(i), &value);
-        }
-        (KEYS, t.elapsed().as_secs_f64())
-    });
+    let (ours_set, round) = fresh_set_ns(
+        KEYS,
+        |round| CHandle::folder(&base.join(format!("ours-{round}"))),
+        |c, k| c.set(k, &value),
+    );
     let c = CHandle::folder(&base.join(format!("ours-{round}")));
     let ours_get = get_ns(&c, &order);
     // The seed: each key's folder is a whole store, opened for the call.

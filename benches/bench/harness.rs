@@ -375,3 +375,48 @@ impl Floor {
         v.len()
     }
 }
+
+/// ns per set of keys 0..n (with `set`) into a fresh store each round, `open` given the
+/// round's number; and the last round's number, whose store is left filled for the gets
+/// that follow.
+pub(crate) fn fresh_set_ns<S>(
+    n: u64,
+    mut open: impl FnMut(usize) -> S,
+    set: impl Fn(&S, &[u8]),
+) -> (f64, usize) {
+    let mut round = 0;
+    let ns = median_ns_per_op(|| {
+        round += 1;
+        let store = open(round);
+        let t = Instant::now();
+        for i in 0..n {
+            set(&store, &key(i));
+        }
+        (n, t.elapsed().as_secs_f64())
+    });
+    (ns, round)
+}
+
+/// One cache_get_many of `slices` into `values` and `statuses` (as long as `slices`),
+/// which must succeed; frees the values it returns.
+pub(crate) fn get_many_and_free(
+    c: &CHandle,
+    slices: &[ffi::cache_slice],
+    values: &mut [ffi::cache_buf],
+    statuses: &mut [ffi::cache_status],
+) {
+    let s = unsafe {
+        ffi::cache_get_many(
+            c.0,
+            slices.as_ptr(),
+            slices.len(),
+            values.as_mut_ptr(),
+            statuses.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(s, ffi::cache_status::CACHE_OK);
+    for v in values {
+        unsafe { ffi::cache_buf_free(v) };
+    }
+}

@@ -83,20 +83,7 @@ pub(crate) fn bench_redis() {
                 })
                 .collect();
             let mut statuses = vec![ffi::cache_status::CACHE_OK; 100];
-            let s = unsafe {
-                ffi::cache_get_many(
-                    c.0,
-                    slices.as_ptr(),
-                    100,
-                    values.as_mut_ptr(),
-                    statuses.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                )
-            };
-            assert_eq!(s, ffi::cache_status::CACHE_OK);
-            for v in &mut values {
-                unsafe { ffi::cache_buf_free(v) };
-            }
+            get_many_and_free(&c, &slices, &mut values, &mut statuses);
         }
         (20, t.elapsed().as_secs_f64())
     });

@@ -146,20 +146,7 @@ pub(crate) fn bench_v2() {
             .collect();
         let mut statuses = vec![ffi::cache_status::CACHE_OK; N as usize];
         let t = Instant::now();
-        let s = unsafe {
-            ffi::cache_get_many(
-                c.0,
-                slices.as_ptr(),
-                slices.len(),
-                values.as_mut_ptr(),
-                statuses.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
-        };
-        assert_eq!(s, ffi::cache_status::CACHE_OK);
-        for v in &mut values {
-            unsafe { ffi::cache_buf_free(v) };
-        }
+        get_many_and_free(&c, &slices, &mut values, &mut statuses);
         (N, t.elapsed().as_secs_f64())
     });
     let gets = get_ns(&c, &all_keys);
