@@ -3,7 +3,6 @@ duck.utils.caching classes (PyPI: duckframework) and python-diskcache's Cache, s
 workload, in one run. Prints a table per class and the ratios (how many times faster
 duckcache is). Run by `make bench` in the virtual environment it creates."""
 
-import importlib.util
 import os
 import random
 import shutil
@@ -11,58 +10,20 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import diskcache
 
 import duckcache
 import duckcache.encrypted
+from duckcache import _original
 
 ROUNDS = 3
 
 
-def load_original():
-    """The original module, loaded from its file (importing the `duck` package would
-    patch threading process-wide, see tests/test_parity.py)."""
-    spec = importlib.util.find_spec("duck")
-    path = Path(next(iter(spec.submodule_search_locations))) / "utils" / "caching" / "__init__.py"
-    module_spec = importlib.util.spec_from_file_location("duck_original_caching", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-original = load_original()
-
-
-def load_original_encrypted():
-    """The original encrypted.py (it needs PyNaCl), served `duck.utils.caching` by
-    stand-in parent packages so that the `duck` package itself is never imported."""
-    import types
-
-    spec = importlib.util.find_spec("duck")
-    path = Path(next(iter(spec.submodule_search_locations))) / "utils" / "caching" / "encrypted.py"
-    names = ("duck", "duck.utils", "duck.utils.caching")
-    saved = {name: sys.modules.get(name) for name in names}
-    try:
-        for name in names[:2]:
-            stand_in = types.ModuleType(name)
-            stand_in.__path__ = []
-            sys.modules[name] = stand_in
-        sys.modules["duck.utils.caching"] = original
-        module_spec = importlib.util.spec_from_file_location("duck_original_encrypted", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        return module
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-original_encrypted = load_original_encrypted()
+# The original module and its encrypted submodule (the `duck` package itself is never
+# imported: see duckcache._original).
+original = _original.load_caching()
+original_encrypted = _original.load_encrypted()
 # The original takes a str key (it calls .encode on it); 32 characters are used as is.
 KEY = "0123456789abcdef0123456789abcdef"
 

@@ -390,4 +390,14 @@ static inline void check_fork_beside_traffic(cache_t *c, long keys, int readers)
     cache_free(c);
 }
 
+/* The checks across processes every SQLite-backed kind passes: two processes on one
+ * store, fresh reads after another process's writes, and SIGKILL rounds. */
+static inline void check_across_processes(opener open, const char *dir) {
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/procs", dir);
+    check_two_processes(open, sub);
+    check_fresh_across_processes(open, sub);
+    check_sigkill(open, dir, small_scale() ? 2 : 6);
+}
+
 #endif

@@ -102,10 +102,7 @@ int main(void) {
     snprintf(sub, sizeof sub, "%s/limit", dir);
     test_size_limit(sub);
     test_bad_input(dir);
-    snprintf(sub, sizeof sub, "%s/procs", dir);
-    check_two_processes(open_file, sub);
-    check_fresh_across_processes(open_file, sub);
-    check_sigkill(open_file, dir, small_scale() ? 2 : 6);
+    check_across_processes(open_file, dir);
     if (!small_scale()) {
         snprintf(sub, sizeof sub, "%s/fork", dir);
         cache_t *c = NULL;

@@ -112,10 +112,7 @@ int main(void) {
     snprintf(sub, sizeof sub, "%s/ops/nested", dir);
     test_operations(sub);
     test_bad_input(dir);
-    snprintf(sub, sizeof sub, "%s/procs", dir);
-    check_two_processes(open_sharded, sub);
-    check_fresh_across_processes(open_sharded, sub);
-    check_sigkill(open_sharded, dir, small_scale() ? 2 : 6);
+    check_across_processes(open_sharded, dir);
     if (!small_scale()) {
         snprintf(sub, sizeof sub, "%s/fork", dir);
         test_fork_beside_shard_churn(sub);

@@ -3,17 +3,14 @@ original EncryptedCache (duckframework 2.3.2) on the same stored bytes."""
 
 import asyncio
 import hashlib
-import importlib.util
 import os
 import pickle
 import sys
-import types
-from pathlib import Path
 
 import pytest
 
 import duckcache
-from duckcache import encrypted
+from duckcache import _original, encrypted
 from duckcache.encrypted import (
     DUCK_NACL_DERIVE_KEY_ENV,
     NACL_KEY_SIZE,
@@ -41,39 +38,11 @@ def nacl_secret():
     return pytest.importorskip("nacl.secret")
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_original():
-    """The original caching module and its encrypted submodule, from duckframework 2.3.2's
-    files. Importing the `duck` package itself would patch threading process-wide (see
-    test_parity.py), so encrypted.py's `from duck.utils.caching import ...` is served by
-    stand-in parent packages for the time of its import."""
-    found = importlib.util.find_spec("duck")
-    if found is None:
+    """The original caching module and its encrypted submodule (duckframework 2.3.2)."""
+    if _original.caching_dir() is None:
         pytest.skip("duckframework is not installed")
-    root = Path(next(iter(found.submodule_search_locations))) / "utils" / "caching"
-    caching = _load("duck_original_caching", root / "__init__.py")
-    names = ("duck", "duck.utils", "duck.utils.caching")
-    saved = {name: sys.modules.get(name) for name in names}
-    try:
-        for name in names[:2]:
-            stand_in = types.ModuleType(name)
-            stand_in.__path__ = []
-            sys.modules[name] = stand_in
-        sys.modules["duck.utils.caching"] = caching
-        encrypted_module = _load("duck_original_encrypted", root / "encrypted.py")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-    return caching, encrypted_module
+    return _original.load_caching(), _original.load_encrypted()
 
 
 @pytest.fixture(scope="module")

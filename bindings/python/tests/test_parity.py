@@ -5,23 +5,15 @@ same exceptions, class by class."""
 import pytest
 
 import duckcache
+from duckcache import _original
 
 
 def load_seed():
-    """The original module, loaded from its file: importing the `duck` package itself
-    would patch the threading module process-wide (duck/__init__.py), which breaks any
-    thread Python did not start, the library's worker threads among them."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("duck")
-    if spec is None:
+    """The original module (see duckcache._original: the `duck` package itself is never
+    imported)."""
+    if _original.caching_dir() is None:
         pytest.fail("the duckframework package is not installed (make test-python installs it)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "utils" / "caching" / "__init__.py"
-    module_spec = importlib.util.spec_from_file_location("duck_seed_caching", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return _original.load_caching()
 
 
 seed = load_seed()
