@@ -284,10 +284,11 @@ test-asan: lib python-installed
 	$(CXX) $(CXX_WARN) $(CFLAGS) $(ASAN) -Iinclude -Ibindings/cpp bindings/cpp/test_duckcache.cpp \
 	    -L$(OUT) -lduckcache -Wl,-rpath,$(abspath $(OUT)) -lpthread -o $(BUILD)/asan/test_cpp
 	@echo "== asan test_cpp" && ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/asan/test_cpp
-	@echo "== asan python tests (not test_leaks.py: it measures RSS, which ASan's quarantine grows)"
+	@echo "== asan python tests (not test_leaks.py: it measures RSS, which ASan's quarantine grows; not Django's own suite, run by make test-python: pure Python over the calls the other tests check)"
 	cd $(BUILD) && PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=1 \
 	    $(abspath $(PYENV))/bin/python -m pytest -q $(PYTEST_LIMIT) -p no:cacheprovider $(abspath bindings/python/tests) \
-	    --ignore=$(abspath bindings/python/tests/test_leaks.py)
+	    --ignore=$(abspath bindings/python/tests/test_leaks.py) \
+	    --ignore=$(abspath bindings/python/tests/test_django_suite.py)
 
 # ThreadSanitizer on the threaded C tests, where the toolchain allows: the library is
 # rebuilt instrumented with the nightly toolchain (-Zsanitizer=thread) and linked with

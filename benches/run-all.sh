@@ -15,6 +15,8 @@ echo "== cache-speedtest"
 cargo run --release --quiet --bin cache-speedtest | tee "$tmp/speedtest"
 echo "== python benches/python_bench.py"
 "$python" benches/python_bench.py | tee "$tmp/python"
+echo "== python benches/django_bench.py"
+"$python" benches/django_bench.py | tee "$tmp/django"
 echo "== python benches/hit_ratio.py"
 "$python" benches/hit_ratio.py | tee "$tmp/hit_ratio"
 
@@ -55,6 +57,12 @@ fs=$(df -T . | awk 'NR == 2 {print $2}')
     echo
     echo '```'
     cat "$tmp/python"
+    echo '```'
+    echo
+    echo "## Django cache backends (\`benches/django_bench.py\`)"
+    echo
+    echo '```'
+    cat "$tmp/django"
     echo '```'
 } > "$out"
 echo "wrote $out"

@@ -363,6 +363,54 @@ static void test_flags(opener open, const char *dir) {
     cache_free(c);
 }
 
+static void value_cb(void *user, cache_status status, const uint8_t *value, size_t len) {
+    flagged_cb(user, status, value, len, 0);
+}
+
+/* The conditional calls' async forms: add, has, touch, incr. */
+static void test_conditional_async(opener open, const char *dir) {
+    cache_t *c = NULL;
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    flagged_slot added = {0}, exists = {0}, has = {0}, hasnt = {0}, touched = {0}, untouched = {0};
+    flagged_slot five = {0}, three = {0}, not_numeric = {0};
+    CHECK_EQ(cache_add_flagged_async(c, K("a"), K("v"), CACHE_NO_TTL, 7, value_cb, &added), CACHE_OK);
+    CHECK_EQ(cache_add_flagged_async(c, K("a"), K("w"), CACHE_NO_TTL, 8, value_cb, &exists), CACHE_OK);
+    CHECK_EQ(cache_has_async(c, K("a"), value_cb, &has), CACHE_OK);
+    CHECK_EQ(cache_has_async(c, K("b"), value_cb, &hasnt), CACHE_OK);
+    CHECK_EQ(cache_touch_async(c, K("a"), 100, value_cb, &touched), CACHE_OK);
+    CHECK_EQ(cache_touch_async(c, K("b"), 100, value_cb, &untouched), CACHE_OK);
+    CHECK_EQ(cache_incr_async(c, K("n"), 5, CACHE_NO_TTL, value_cb, &five), CACHE_OK);
+    CHECK_EQ(cache_incr_async(c, K("n"), -2, CACHE_NO_TTL, value_cb, &three), CACHE_OK);
+    CHECK_EQ(cache_incr_async(c, K("a"), 1, CACHE_NO_TTL, value_cb, &not_numeric), CACHE_OK);
+    /* refused at once, never called back */
+    CHECK_EQ(cache_add_flagged_async(c, K("x"), K("v"), NAN, 0, value_cb, &added), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_touch_async(c, K("x"), NAN, value_cb, &added), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_incr_async(c, (const uint8_t *)NULL, 1, 1, CACHE_NO_TTL, value_cb, &added), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_has_async(NULL, K("a"), value_cb, &added), CACHE_ERR_INVALID_ARG);
+    wait_for(&not_numeric.calls, 1); /* one handle's queue runs in order */
+    CHECK(atomic_load(&added.calls) == 1 && atomic_load(&added.status) == CACHE_OK);
+    CHECK_EQ(atomic_load(&exists.status), CACHE_EXISTS);
+    CHECK_EQ(atomic_load(&has.status), CACHE_OK);
+    CHECK_EQ(atomic_load(&hasnt.status), CACHE_NOT_FOUND);
+    CHECK_EQ(atomic_load(&touched.status), CACHE_OK);
+    CHECK_EQ(atomic_load(&untouched.status), CACHE_NOT_FOUND);
+    CHECK(atomic_load(&five.status) == CACHE_OK && memcmp(five.value, "5", 1) == 0);
+    CHECK(atomic_load(&three.status) == CACHE_OK && memcmp(three.value, "3", 1) == 0);
+    CHECK_EQ(atomic_load(&not_numeric.status), CACHE_ERR_NOT_NUMERIC);
+    cache_buf b = {0};
+    uint32_t flags = 0;
+    CHECK_EQ(cache_get_flagged(c, K("a"), &b, &flags), CACHE_OK);
+    CHECK(buf_equals(&b, "v") && flags == 7); /* the first add stored, the second did not */
+    cache_buf_free(&b);
+    double left = 0;
+    CHECK_EQ(cache_ttl(c, K("a"), &left), CACHE_OK);
+    CHECK(left > 90 && left <= 100);
+    CHECK_GET(c, "n", "3");
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    CHECK_EQ(cache_incr_async(c, K("n"), 1, CACHE_NO_TTL, value_cb, &added), CACHE_ERR_CLOSED);
+    cache_free(c);
+}
+
 /* A child made by fork() has none of the parent's worker threads: its async calls
  * must still complete (the library starts a pool of the child's own). */
 static void test_async_after_fork(void) {
@@ -467,6 +515,7 @@ int main(void) {
         test_many_threads(c);
         cache_free(c);
         test_flags(kinds[k].open, dir);
+        test_conditional_async(kinds[k].open, dir);
         test_reentrancy(kinds[k].open, dir);
         test_close_and_free_with_work_queued(kinds[k].open, dir);
         test_null_callbacks_and_bad_input(kinds[k].open, dir);

@@ -205,6 +205,47 @@ cache_status cache_delete_async(struct cache_t *c,
                                 cache_callback cb,
                                 void *user_data);
 
+// Queues an add (as cache_add_flagged); the callback gets CACHE_OK (stored) or
+// CACHE_EXISTS (a live entry holds the key; nothing changed). Key and value are copied
+// before the call returns; a bad TTL is refused at once.
+cache_status cache_add_flagged_async(struct cache_t *c,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const uint8_t *value,
+                                     size_t value_len,
+                                     double ttl_seconds,
+                                     uint32_t flags,
+                                     cache_callback cb,
+                                     void *user_data);
+
+// Queues a has; the callback gets CACHE_OK (a live entry holds the key) or
+// CACHE_NOT_FOUND.
+cache_status cache_has_async(struct cache_t *c,
+                             const uint8_t *key,
+                             size_t key_len,
+                             cache_callback cb,
+                             void *user_data);
+
+// Queues a touch (as cache_touch); the callback gets CACHE_OK or CACHE_NOT_FOUND. A
+// bad TTL is refused at once.
+cache_status cache_touch_async(struct cache_t *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               double ttl_seconds,
+                               cache_callback cb,
+                               void *user_data);
+
+// Queues an increment (as cache_incr); the callback gets CACHE_OK with the new value
+// as the ASCII decimal text stored ("-12"), or CACHE_ERR_NOT_NUMERIC. A bad TTL is
+// refused at once.
+cache_status cache_incr_async(struct cache_t *c,
+                              const uint8_t *key,
+                              size_t key_len,
+                              int64_t delta,
+                              double ttl_seconds,
+                              cache_callback cb,
+                              void *user_data);
+
 // Queues a clear; the callback gets what cache_clear would return.
 cache_status cache_clear_async(struct cache_t *c, cache_callback cb, void *user_data);
 

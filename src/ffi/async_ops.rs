@@ -9,7 +9,7 @@ use super::callback_gate::run_user_code;
 use super::handle::cache_t;
 use super::macros::{exported, function_name, FunctionName};
 use super::types::cache_status::{self, *};
-use super::values::copy_visited;
+use super::values::{copy_visited, found};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::sink::Sink;
@@ -284,6 +284,89 @@ pub unsafe extern "C" fn cache_delete_async(
     exported!(handle c, owned key[key_len] => {
         submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
             done(b.delete(&key))
+        })
+    })
+}
+
+/// Queues an add (as cache_add_flagged); the callback gets CACHE_OK (stored) or
+/// CACHE_EXISTS (a live entry holds the key; nothing changed). Key and value are copied
+/// before the call returns; a bad TTL is refused at once.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cache_add_flagged_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_seconds: f64,
+    flags: u32,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    exported!(handle c, owned key[key_len], owned value[value_len] => {
+        let ttl = Ttl::from_seconds(ttl_seconds)?;
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            let stored = b.add_flagged(&key, &value, ttl, flags)?;
+            Ok((if stored { CACHE_OK } else { CACHE_EXISTS }, None))
+        })
+    })
+}
+
+/// Queues a has; the callback gets CACHE_OK (a live entry holds the key) or
+/// CACHE_NOT_FOUND.
+#[no_mangle]
+pub unsafe extern "C" fn cache_has_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    exported!(handle c, owned key[key_len] => {
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            Ok((found(b.has(&key)?), None))
+        })
+    })
+}
+
+/// Queues a touch (as cache_touch); the callback gets CACHE_OK or CACHE_NOT_FOUND. A
+/// bad TTL is refused at once.
+#[no_mangle]
+pub unsafe extern "C" fn cache_touch_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    ttl_seconds: f64,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    exported!(handle c, owned key[key_len] => {
+        let ttl = Ttl::from_seconds(ttl_seconds)?;
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            Ok((found(b.touch(&key, ttl)?), None))
+        })
+    })
+}
+
+/// Queues an increment (as cache_incr); the callback gets CACHE_OK with the new value
+/// as the ASCII decimal text stored ("-12"), or CACHE_ERR_NOT_NUMERIC. A bad TTL is
+/// refused at once.
+#[no_mangle]
+pub unsafe extern "C" fn cache_incr_async(
+    c: *mut cache_t,
+    key: *const u8,
+    key_len: usize,
+    delta: i64,
+    ttl_seconds: f64,
+    cb: cache_callback,
+    user_data: *mut c_void,
+) -> cache_status {
+    exported!(handle c, owned key[key_len] => {
+        let ttl = Ttl::from_seconds(ttl_seconds)?;
+        submit(c, function_name!(), Callback::plain(cb, user_data), move |b| {
+            let sum = b.incr(&key, delta, ttl)?;
+            Ok((CACHE_OK, Some((sum.to_string().into_bytes(), 0))))
         })
     })
 }

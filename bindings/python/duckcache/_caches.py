@@ -4,7 +4,6 @@ _base)."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import ctypes
 import math
@@ -15,7 +14,6 @@ import warnings
 import queue
 import sys
 import threading
-import time
 import weakref
 from pathlib import Path
 from ctypes import byref, c_double, c_int64, c_uint32, c_uint64, c_void_p
@@ -29,14 +27,12 @@ from ._base import CacheBase
 from ._calls import (
     _buf_bytes,
     _compute_function,
-    _on_done,
-    _on_done_flagged,
-    _pending,
+    _read_many,
     _read_value,
     _set_flagged,
     _slices,
-    _address,
-    _tokens,
+    _submit,
+    _write_many,
 )
 from ._codec import (
     FLAG_PICKLED,
@@ -337,42 +333,14 @@ class _NativeCache(CacheBase):
         """{key: value} for the keys that are present, read in one transaction on the
         persistent kinds."""
         keys = list(keys)
-        encoded = [_encode_key(k) for k in keys]
-        n = len(encoded)
-        bufs = (native.Buf * n)()
-        statuses = (ctypes.c_int32 * n)()
-        flags = (c_uint32 * n)()
-        native.check(lib.cache_get_many(self._handle, _slices(encoded), n, bufs, statuses, flags))
-        found = {}
-        error = None
-        for i in range(n):
-            if statuses[i] != native.CACHE_OK:
-                continue
-            data = _buf_bytes(bufs[i])  # frees every buffer, even after a failure
-            try:
-                found[keys[i]] = _decode_value(data, flags[i])
-            except ValueDecodeError as e:
-                error = error or e
-        if error is not None:
-            raise error
-        return found
+        found = _read_many(self._handle, [_encode_key(k) for k in keys])
+        return {keys[i]: value for i, value in found}
 
     def set_many(self, mapping: Mapping[Key, Any], expiry: Expiry = None) -> None:
         """Stores every item of `mapping`, all or nothing, in one transaction on the
         persistent kinds (so a thousand items cost about one commit)."""
         ttl = _ttl(expiry)
-        kept = []  # the encoded bytes, alive for the call
-        items = list(mapping.items())
-        entries = (native.Entry * len(items))()
-        for i, (key, value) in enumerate(items):
-            k = _encode_key(key)
-            data, flags = _encode_value(value)
-            kept.append((k, data))
-            entries[i].key.data, entries[i].key.len = _address(k), len(k)
-            entries[i].value.data, entries[i].value.len = _address(data), len(data)
-            entries[i].ttl_seconds = ttl
-            entries[i].flags = flags
-        native.check(lib.cache_set_many(self._handle, entries, len(items)))
+        _write_many(self._handle, [(_encode_key(k), *_encode_value(v)) for k, v in mapping.items()], ttl)
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         """Removes `keys`; returns how many were present."""
@@ -448,21 +416,8 @@ class _NativeCache(CacheBase):
     # runs on a library thread; the event loop is never blocked. Cancelling the
     # awaiting task stops the wait; the operation itself still completes.
 
-    async def _submit(self, submit, *args, flagged=False, keep=None, restore=None):
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        token = next(_tokens)
-        _pending[token] = (loop, future, keep, restore)
-        callback = _on_done_flagged if flagged else _on_done
-        try:
-            status = submit(self._handle, *args, callback, c_void_p(token))
-        except BaseException:
-            _pending.pop(token, None)
-            raise
-        if status != native.CACHE_OK:
-            _pending.pop(token, None)  # not queued: the callback never runs
-            raise native.error_for(status)
-        return await future
+    async def _submit(self, submit, *args, **options):
+        return await _submit(self._handle, submit, *args, **options)
 
     async def async_set(self, key: Key, value: Any, expiry: Expiry = None) -> None:
         k = _encode_key(key)

@@ -4,6 +4,7 @@ of the async calls (delivered to the awaiting event loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import itertools
 import threading
@@ -37,8 +38,9 @@ _reader = _ReadBuffer()
 _get_into = lib.cache_get_into_flagged
 
 
-def _read_value(handle, k, missing):
-    """The value under the encoded key `k`, or `missing`."""
+def _read_value(handle, k, missing, decode=_decode_value):
+    """The value under the encoded key `k` (decoded by `decode(data, flags)`), or
+    `missing`."""
     r = _reader
     status = _get_into(handle, k, len(k), r.at, r.cap, r.length_at, r.flags_at)
     while True:
@@ -46,14 +48,14 @@ def _read_value(handle, k, missing):
             # Copied out before unpickling: a nested get (from a __setstate__) reuses
             # the buffer.
             data = r.view[: r.length.value].tobytes()
-            return _decode_value(data, r.flags.value)
+            return decode(data, r.flags.value)
         if status == 1:
             return missing
         if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
             raise native.error_for(status)
         needed = r.length.value
         if needed > _READ_BUFFER_KEPT:
-            return _read_large_value(handle, k, missing, needed)
+            return _read_large_value(handle, k, missing, needed, decode)
         # Larger than the buffer: grow it and ask again (the value may change meanwhile).
         r.use(ctypes.create_string_buffer(needed))
         status = _get_into(handle, k, len(k), r.at, r.cap, r.length_at, r.flags_at)
@@ -67,7 +69,7 @@ _uninitialised_bytes.restype = ctypes.py_object
 _uninitialised_bytes.argtypes = (c_void_p, ctypes.c_ssize_t)
 
 
-def _read_large_value(handle, k, missing, size):
+def _read_large_value(handle, k, missing, size, decode):
     r = _reader
     while True:
         # Nothing else holds `data` yet, so writing into it is safe.
@@ -77,7 +79,7 @@ def _read_large_value(handle, k, missing, size):
             length = r.length.value
             if length != size:  # replaced by a smaller value meanwhile
                 data = data[:length]
-            return _decode_value(data, r.flags.value)
+            return decode(data, r.flags.value)
         if status == 1:
             return missing
         if status != native.CACHE_ERR_BUFFER_TOO_SMALL:
@@ -98,6 +100,42 @@ def _slices(encoded):
         array[i].len = len(k)
     return array
 
+
+
+def _read_many(handle, encoded, decode=_decode_value):
+    """[(index, value)] for the encoded keys found, read in one call (one transaction on
+    the persistent kinds). Every buffer is freed; the first value that cannot be
+    decoded is raised after."""
+    n = len(encoded)
+    bufs = (native.Buf * n)()
+    statuses = (ctypes.c_int32 * n)()
+    flags = (c_uint32 * n)()
+    native.check(lib.cache_get_many(handle, _slices(encoded), n, bufs, statuses, flags))
+    found = []
+    error = None
+    for i in range(n):
+        if statuses[i] != native.CACHE_OK:
+            continue
+        data = _buf_bytes(bufs[i])  # frees every buffer, even after a failure
+        try:
+            found.append((i, decode(data, flags[i])))
+        except Exception as e:
+            error = error or e
+    if error is not None:
+        raise error
+    return found
+
+
+def _write_many(handle, items, ttl):
+    """Stores the encoded `items` [(key, data, flags)] with the C `ttl`, all or nothing
+    (one transaction on the persistent kinds)."""
+    entries = (native.Entry * len(items))()
+    for i, (k, data, flags) in enumerate(items):
+        entries[i].key.data, entries[i].key.len = _address(k), len(k)
+        entries[i].value.data, entries[i].value.len = _address(data), len(data)
+        entries[i].ttl_seconds = ttl
+        entries[i].flags = flags
+    native.check(lib.cache_set_many(handle, entries, len(items)))
 
 
 def _compute_function(compute, ttl, raised):
@@ -135,7 +173,28 @@ _tokens = itertools.count(1)
 _set_flagged = lib.cache_set_flagged
 
 
-def _settle(future, status, data, flags, detail, restore=None):
+async def _submit(handle, submit, *args, flagged=False, keep=None, restore=None, decode=_decode_value):
+    """Queues the async C call `submit(handle, *args, callback, token)` and waits for its
+    completion on this event loop: (found, value decoded by `decode`) for a get-like
+    call; found is False for CACHE_NOT_FOUND and CACHE_EXISTS (an add that did not
+    store). The operation is not cancelled with the awaiting task; it completes."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    token = next(_tokens)
+    _pending[token] = (loop, future, keep, restore, decode)
+    callback = _on_done_flagged if flagged else _on_done
+    try:
+        status = submit(handle, *args, callback, c_void_p(token))
+    except BaseException:
+        _pending.pop(token, None)
+        raise
+    if status != native.CACHE_OK:
+        _pending.pop(token, None)  # not queued: the callback never runs
+        raise native.error_for(status)
+    return await future
+
+
+def _settle(future, status, data, flags, detail, restore=None, decode=_decode_value):
     """Runs on the awaiting loop: completes the future unless it was cancelled; a value
     taken for a cancelled task is handed to `restore`."""
     if future.done():
@@ -144,11 +203,11 @@ def _settle(future, status, data, flags, detail, restore=None):
         return
     if status < 0:
         future.set_exception(native.error_for(status, detail))
-    elif status == native.CACHE_NOT_FOUND:
+    elif status in (native.CACHE_NOT_FOUND, native.CACHE_EXISTS):  # a has, or an add
         future.set_result((False, None))
     else:
         try:
-            future.set_result((True, _decode_value(data, flags)))
+            future.set_result((True, decode(data, flags)))
         except Exception as e:  # a damaged pickle
             future.set_exception(e)
 
@@ -157,11 +216,11 @@ def _complete(token, status, value, length, flags):
     entry = _pending.pop(token or 0, None)
     if entry is None:
         return
-    loop, future, _keep, restore = entry
+    loop, future, _keep, restore, decode = entry
     data = ctypes.string_at(value, length) if length else b""
     detail = native.last_error() if status < 0 else ""
     try:
-        loop.call_soon_threadsafe(_settle, future, status, data, flags, detail, restore)
+        loop.call_soon_threadsafe(_settle, future, status, data, flags, detail, restore, decode)
     except RuntimeError:
         # The loop is closed: nobody is waiting any more.
         if restore is not None and status == native.CACHE_OK:

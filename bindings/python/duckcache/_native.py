@@ -193,6 +193,13 @@ _SIGNATURES = {
     "cache_pop_flagged_async": (c_int32, [HANDLE, *KEY, FLAGGED_CALLBACK, c_void_p]),
     "cache_delete_async": (c_int32, [HANDLE, *KEY, PLAIN_CALLBACK, c_void_p]),
     "cache_clear_async": (c_int32, [HANDLE, PLAIN_CALLBACK, c_void_p]),
+    "cache_add_flagged_async": (
+        c_int32,
+        [HANDLE, *KEY, c_char_p, c_size_t, c_double, c_uint32, PLAIN_CALLBACK, c_void_p],
+    ),
+    "cache_has_async": (c_int32, [HANDLE, *KEY, PLAIN_CALLBACK, c_void_p]),
+    "cache_touch_async": (c_int32, [HANDLE, *KEY, c_double, PLAIN_CALLBACK, c_void_p]),
+    "cache_incr_async": (c_int32, [HANDLE, *KEY, c_int64, c_double, PLAIN_CALLBACK, c_void_p]),
     "cache_open_encrypted": (c_int32, [HANDLE, c_char_p, c_size_t, POINTER(HANDLE)]),
     "cache_secretbox_seal": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, POINTER(Buf)]),
     "cache_secretbox_open": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, POINTER(Buf)]),
