@@ -411,6 +411,69 @@ static void test_conditional_async(opener open, const char *dir) {
     cache_free(c);
 }
 
+/* What a cache_get_many_async callback saw. */
+typedef struct {
+    atomic_int calls;
+    atomic_int status;
+    size_t n;
+    int found[4];
+    char values[4][8];
+    uint32_t flags[4];
+} many_slot;
+
+static void many_cb(void *user, cache_status status, size_t n, const cache_status *statuses,
+                    const cache_slice *values, const uint32_t *flags) {
+    many_slot *s = user;
+    s->n = n;
+    for (size_t i = 0; i < n && i < 4; i++) {
+        s->found[i] = statuses[i] == CACHE_OK;
+        s->flags[i] = flags[i];
+        if (values[i].len < sizeof s->values[i] && values[i].data) memcpy(s->values[i], values[i].data, values[i].len);
+        CHECK(statuses[i] == CACHE_OK || (values[i].data == NULL && values[i].len == 0));
+    }
+    atomic_store(&s->status, status);
+    atomic_fetch_add(&s->calls, 1);
+}
+
+/* The bulk calls' async forms: one transaction each, as their sync forms. */
+static void test_bulk_async(opener open, const char *dir) {
+    cache_t *c = NULL;
+    CHECK_EQ(open(dir, &c), CACHE_OK);
+    cache_entry entries[3] = {
+        {{(const uint8_t *)"k1", 2}, {(const uint8_t *)"v1", 2}, CACHE_NO_TTL, 11},
+        {{(const uint8_t *)"k2", 2}, {(const uint8_t *)"v2", 2}, CACHE_NO_TTL, 22},
+        {{(const uint8_t *)"k3", 2}, {(const uint8_t *)"", 0}, CACHE_NO_TTL, 33},
+    };
+    cache_slice keys[4] = {{(const uint8_t *)"k1", 2}, {(const uint8_t *)"absent", 6},
+                           {(const uint8_t *)"k2", 2}, {(const uint8_t *)"k3", 2}};
+    flagged_slot stored = {0}, deleted = {0};
+    many_slot got = {0}, after = {0}, none = {0};
+    CHECK_EQ(cache_set_many_async(c, entries, 3, value_cb, &stored), CACHE_OK);
+    CHECK_EQ(cache_get_many_async(c, keys, 4, many_cb, &got), CACHE_OK);
+    CHECK_EQ(cache_delete_many_async(c, keys, 3, value_cb, &deleted), CACHE_OK);
+    CHECK_EQ(cache_get_many_async(c, keys, 4, many_cb, &after), CACHE_OK);
+    CHECK_EQ(cache_get_many_async(c, NULL, 0, many_cb, &none), CACHE_OK);
+    /* refused at once, never called back */
+    CHECK_EQ(cache_get_many_async(c, NULL, 2, many_cb, &none), CACHE_ERR_INVALID_ARG);
+    cache_entry bad = {{(const uint8_t *)"k", 1}, {(const uint8_t *)"v", 1}, NAN, 0};
+    CHECK_EQ(cache_set_many_async(c, &bad, 1, value_cb, &stored), CACHE_ERR_INVALID_ARG);
+    cache_slice null_key = {NULL, 3};
+    CHECK_EQ(cache_delete_many_async(c, &null_key, 1, value_cb, &deleted), CACHE_ERR_INVALID_ARG);
+    CHECK_EQ(cache_get_many_async(c, keys, 4, NULL, NULL), CACHE_OK); /* no callback: fine */
+    wait_for(&none.calls, 1); /* one handle's queue runs in order */
+    CHECK(atomic_load(&stored.calls) == 1 && atomic_load(&stored.status) == CACHE_OK);
+    CHECK(atomic_load(&got.status) == CACHE_OK && got.n == 4);
+    CHECK(got.found[0] && !got.found[1] && got.found[2] && got.found[3]);
+    CHECK(memcmp(got.values[0], "v1", 2) == 0 && got.flags[0] == 11);
+    CHECK(memcmp(got.values[2], "v2", 2) == 0 && got.flags[2] == 22 && got.flags[3] == 33);
+    CHECK(atomic_load(&deleted.status) == CACHE_OK && memcmp(deleted.value, "2", 1) == 0);
+    CHECK(atomic_load(&after.status) == CACHE_OK && !after.found[0] && !after.found[2] && after.found[3]);
+    CHECK(atomic_load(&none.status) == CACHE_OK && none.n == 0);
+    CHECK_EQ(cache_close(c), CACHE_OK);
+    CHECK_EQ(cache_get_many_async(c, keys, 4, many_cb, &got), CACHE_ERR_CLOSED);
+    cache_free(c);
+}
+
 /* A child made by fork() has none of the parent's worker threads: its async calls
  * must still complete (the library starts a pool of the child's own). */
 static void test_async_after_fork(void) {
@@ -516,6 +579,7 @@ int main(void) {
         cache_free(c);
         test_flags(kinds[k].open, dir);
         test_conditional_async(kinds[k].open, dir);
+        test_bulk_async(kinds[k].open, dir);
         test_reentrancy(kinds[k].open, dir);
         test_close_and_free_with_work_queued(kinds[k].open, dir);
         test_null_callbacks_and_bad_input(kinds[k].open, dir);

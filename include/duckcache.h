@@ -113,6 +113,18 @@ typedef struct cache_entry {
   uint32_t flags;
 } cache_entry;
 
+// Called once per queued cache_get_many_async, on a library thread. With CACHE_OK,
+// `statuses`, `values` and `flags` are arrays of `n` (the keys' order): statuses[i] is
+// CACHE_OK (values[i] the value, flags[i] its flags word) or CACHE_NOT_FOUND (values[i]
+// = {NULL, 0}); the bytes are valid only until the callback returns. With any other
+// status, `n` is 0 and the arrays are NULL.
+typedef void (*cache_many_callback)(void *user_data,
+                                    cache_status status,
+                                    size_t n,
+                                    const cache_status *statuses,
+                                    const struct cache_slice *values,
+                                    const uint32_t *flags);
+
 // A compute function for cache_get_or_compute: gives the value of `key` with
 // cache_sink_put and returns CACHE_OK, or returns another status to store nothing
 // (that status then goes to every caller waiting for the key).
@@ -275,6 +287,32 @@ cache_status cache_delete_many(struct cache_t *c,
                                const struct cache_slice *keys,
                                size_t n,
                                uint64_t *deleted);
+
+// Queues a cache_get_many; `cb` gets every key's status, value and flags at once (see
+// cache_many_callback). Keys are copied before the call returns. CACHE_OK means queued;
+// any other status means not queued, and the callback never runs. `cb` may be NULL.
+cache_status cache_get_many_async(struct cache_t *c,
+                                  const struct cache_slice *keys,
+                                  size_t n,
+                                  cache_many_callback cb,
+                                  void *user_data);
+
+// Queues a cache_set_many (all or nothing, one transaction on the persistent kinds);
+// the callback gets what cache_set_many would return. Entries are copied and their
+// TTLs checked before the call returns (a NaN ttl: CACHE_ERR_INVALID_ARG, not queued).
+cache_status cache_set_many_async(struct cache_t *c,
+                                  const struct cache_entry *entries,
+                                  size_t n,
+                                  cache_callback cb,
+                                  void *user_data);
+
+// Queues a cache_delete_many (one transaction on the persistent kinds); the callback
+// gets CACHE_OK with how many keys were live, as decimal text ("3"), or the failure.
+cache_status cache_delete_many_async(struct cache_t *c,
+                                     const struct cache_slice *keys,
+                                     size_t n,
+                                     cache_callback cb,
+                                     void *user_data);
 
 // Waits until no other thread is running a callback or compute function the library
 // called (cache_keys visitors, run on the caller's own thread, are not held), and holds

@@ -140,6 +140,17 @@ fn done(result: Result<()>) -> Result<Outcome, Failure> {
     Ok((CACHE_OK, None))
 }
 
+/// Queues `op` for a caller who gave a plain callback (for jobs defined elsewhere).
+pub(crate) fn submit_plain(
+    c: &cache_t,
+    function: FunctionName,
+    cb: cache_callback,
+    user_data: *mut c_void,
+    op: impl FnOnce(&dyn Backend) -> Result<Outcome, Failure> + Send + 'static,
+) -> Result<cache_status, Failure> {
+    submit(c, function, Callback::plain(cb, user_data), op)
+}
+
 /// Queues `op` for a caller who gave a flagged callback (for jobs defined elsewhere).
 pub(crate) fn submit_flagged(
     c: &cache_t,

@@ -31,7 +31,7 @@ pub struct cache_entry {
 
 impl cache_slice {
     /// The bytes, checked; `what` names the slice in the error ("keys[3]").
-    fn bytes(&self, what: impl FnOnce() -> String) -> Result<&[u8], Failure> {
+    pub(super) fn bytes(&self, what: impl FnOnce() -> String) -> Result<&[u8], Failure> {
         if (self.data.is_null() && self.len != 0) || self.len > isize::MAX as usize {
             // The name is only built for the error (bulk calls check thousands of slices).
             // SAFETY: a NULL pointer is refused before anything is read.
@@ -43,7 +43,7 @@ impl cache_slice {
 }
 
 /// Every key of `keys`, checked before anything happens.
-fn key_list(keys: &[cache_slice]) -> Result<Vec<&[u8]>, Failure> {
+pub(super) fn key_list(keys: &[cache_slice]) -> Result<Vec<&[u8]>, Failure> {
     keys.iter()
         .enumerate()
         .map(|(i, k)| k.bytes(|| format!("keys[{i}].data")))

@@ -28,6 +28,7 @@ mod args;
 mod async_ops;
 mod boundary;
 mod bulk;
+mod bulk_async;
 mod callback_gate;
 mod compute;
 mod conditional;
@@ -42,6 +43,7 @@ mod wrapping;
 
 pub use async_ops::*;
 pub use bulk::*;
+pub use bulk_async::*;
 pub use compute::*;
 pub use conditional::*;
 pub use handle::cache_t;

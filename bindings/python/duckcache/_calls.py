@@ -126,16 +126,22 @@ def _read_many(handle, encoded, decode=_decode_value):
     return found
 
 
-def _write_many(handle, items, ttl):
-    """Stores the encoded `items` [(key, data, flags)] with the C `ttl`, all or nothing
-    (one transaction on the persistent kinds)."""
+def _entries(items, ttl):
+    """A cache_entry array over the encoded `items` [(key, data, flags)] (which the
+    caller keeps alive), each with the C `ttl`."""
     entries = (native.Entry * len(items))()
     for i, (k, data, flags) in enumerate(items):
         entries[i].key.data, entries[i].key.len = _address(k), len(k)
         entries[i].value.data, entries[i].value.len = _address(data), len(data)
         entries[i].ttl_seconds = ttl
         entries[i].flags = flags
-    native.check(lib.cache_set_many(handle, entries, len(items)))
+    return entries
+
+
+def _write_many(handle, items, ttl):
+    """Stores the encoded `items` [(key, data, flags)] with the C `ttl`, all or nothing
+    (one transaction on the persistent kinds)."""
+    native.check(lib.cache_set_many(handle, _entries(items, ttl), len(items)))
 
 
 def _compute_function(compute, ttl, raised):
@@ -173,16 +179,18 @@ _tokens = itertools.count(1)
 _set_flagged = lib.cache_set_flagged
 
 
-async def _submit(handle, submit, *args, flagged=False, keep=None, restore=None, decode=_decode_value):
+async def _submit(handle, submit, *args, flagged=False, many=False, keep=None, restore=None,
+                  decode=_decode_value):
     """Queues the async C call `submit(handle, *args, callback, token)` and waits for its
     completion on this event loop: (found, value decoded by `decode`) for a get-like
     call; found is False for CACHE_NOT_FOUND and CACHE_EXISTS (an add that did not
-    store). The operation is not cancelled with the awaiting task; it completes."""
+    store). With `many` (cache_get_many_async): [(index, decoded value)] of the keys
+    found. The operation is not cancelled with the awaiting task; it completes."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     token = next(_tokens)
     _pending[token] = (loop, future, keep, restore, decode)
-    callback = _on_done_flagged if flagged else _on_done
+    callback = _on_many_done if many else _on_done_flagged if flagged else _on_done
     try:
         status = submit(handle, *args, callback, c_void_p(token))
     except BaseException:
@@ -236,3 +244,36 @@ def _on_done(token, status, value, length):
 def _on_done_flagged(token, status, value, length, flags):
     _complete(token, status, value, length, flags)
 
+
+
+def _settle_many(future, status, found, detail, decode):
+    """As _settle, for a cache_get_many_async: [(index, value)] of the keys found."""
+    if future.done():
+        return
+    if status < 0:
+        future.set_exception(native.error_for(status, detail))
+        return
+    try:
+        future.set_result([(i, decode(data, flags)) for i, data, flags in found])
+    except Exception as e:  # a damaged pickle
+        future.set_exception(e)
+
+
+@native.MANY_CALLBACK
+def _on_many_done(token, status, n, statuses, values, flags):
+    entry = _pending.pop(token or 0, None)
+    if entry is None:
+        return
+    loop, future, _keep, _restore, decode = entry
+    found = []
+    if status == native.CACHE_OK:
+        for i in range(n):
+            if statuses[i] == native.CACHE_OK:
+                value = values[i]
+                data = ctypes.string_at(value.data, value.len) if value.len else b""
+                found.append((i, data, flags[i]))
+    detail = native.last_error() if status < 0 else ""
+    try:
+        loop.call_soon_threadsafe(_settle_many, future, status, found, detail, decode)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more

@@ -142,6 +142,9 @@ HANDLE = c_void_p
 KEY = (c_char_p, c_size_t)
 PLAIN_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_uint8), c_size_t)
 FLAGGED_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_uint8), c_size_t, c_uint32)
+MANY_CALLBACK = CFUNCTYPE(
+    None, c_void_p, c_int32, c_size_t, POINTER(c_int32), POINTER(Slice), POINTER(c_uint32)
+)
 COMPUTE_FN = CFUNCTYPE(c_int32, c_void_p, POINTER(c_uint8), c_size_t, c_void_p)
 KEY_VISITOR = CFUNCTYPE(c_int, c_void_p, POINTER(c_uint8), c_size_t)
 
@@ -198,6 +201,9 @@ _SIGNATURES = {
         [HANDLE, *KEY, c_char_p, c_size_t, c_double, c_uint32, PLAIN_CALLBACK, c_void_p],
     ),
     "cache_has_async": (c_int32, [HANDLE, *KEY, PLAIN_CALLBACK, c_void_p]),
+    "cache_get_many_async": (c_int32, [HANDLE, POINTER(Slice), c_size_t, MANY_CALLBACK, c_void_p]),
+    "cache_set_many_async": (c_int32, [HANDLE, POINTER(Entry), c_size_t, PLAIN_CALLBACK, c_void_p]),
+    "cache_delete_many_async": (c_int32, [HANDLE, POINTER(Slice), c_size_t, PLAIN_CALLBACK, c_void_p]),
     "cache_touch_async": (c_int32, [HANDLE, *KEY, c_double, PLAIN_CALLBACK, c_void_p]),
     "cache_incr_async": (c_int32, [HANDLE, *KEY, c_int64, c_double, PLAIN_CALLBACK, c_void_p]),
     "cache_open_encrypted": (c_int32, [HANDLE, c_char_p, c_size_t, POINTER(HANDLE)]),

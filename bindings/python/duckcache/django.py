@@ -38,7 +38,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidC
 
 from . import _native as native
 from ._caches import DEFAULT_READ_CACHE
-from ._calls import _read_many, _read_value, _slices, _submit, _write_many
+from ._calls import _entries, _read_many, _read_value, _slices, _submit, _write_many
 from ._codec import FLAG_PICKLED, _INT64, _encode_key
 from ._native import lib
 
@@ -258,7 +258,8 @@ class DuckCache(BaseCache):
         this at the end of every request)."""
 
     # Native async: the operation runs on a library thread and completes on this event
-    # loop (the other a* methods are Django's, over the methods above).
+    # loop (the bulk ones in one call, as their sync forms; aget_or_set, adecr and the
+    # version calls are Django's, over these).
 
     async def aget(self, key, default=None, version=None):
         k = self._made(key, version)
@@ -295,6 +296,25 @@ class DuckCache(BaseCache):
         k = self._made(key, version)
         found, _ = await _submit(self._handle, lib.cache_touch_async, k, len(k), self._ttl(timeout))
         return found
+
+    async def aget_many(self, keys, version=None):
+        keys = list(keys)
+        encoded = [self._made(k, version) for k in keys]
+        slices = _slices(encoded)
+        found = await _submit(self._handle, lib.cache_get_many_async, slices, len(encoded), many=True,
+                              decode=_decode)
+        return {keys[i]: value for i, value in found}
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        items = [(self._made(k, version), *_encode(v)) for k, v in data.items()]
+        entries = _entries(items, self._ttl(timeout))
+        await _submit(self._handle, lib.cache_set_many_async, entries, len(items))
+        return []
+
+    async def adelete_many(self, keys, version=None):
+        encoded = [self._made(k, version) for k in keys]
+        slices = _slices(encoded)
+        await _submit(self._handle, lib.cache_delete_many_async, slices, len(encoded), decode=_ignore)
 
     async def aincr(self, key, delta=1, version=None):
         k = self._made(key, version)

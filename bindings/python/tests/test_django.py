@@ -138,7 +138,9 @@ def test_timeouts_as_django_defines_them(location):
 
 
 def test_async_methods_are_native_and_survive_cancellation(location):
-    for name in ("aget", "aset", "adelete", "aclear", "aadd", "ahas_key", "atouch", "aincr"):
+    native = ("aget", "aset", "adelete", "aclear", "aadd", "ahas_key", "atouch", "aincr",
+              "aget_many", "aset_many", "adelete_many")
+    for name in native:
         assert getattr(DuckCache, name) is not getattr(BaseCache, name), name
     c = make(location)
 
@@ -170,9 +172,14 @@ def test_async_methods_are_native_and_survive_cancellation(location):
         assert c.get("a") in (3, 13)
         assert await c.aincr("a", 0) in (3, 13)
         await c.aset("a", 3)
-        # Django's own async methods (over the sync calls) beside ours.
         assert await c.aget_many(["a", "absent"]) == {"a": 3}
-        await c.aset_many({"x": 1, "y": 2})
+        assert await c.aget_many([]) == {}
+        assert await c.aset_many({"x": 1, "y": [2], "z": b"3"}, timeout=None) == []
+        assert await c.aget_many(["x", "y", "z", "w"]) == {"x": 1, "y": [2], "z": b"3"}
+        await c.adelete_many(["x", "z", "absent"])
+        assert await c.aget_many(["x", "y", "z"]) == {"y": [2]}
+        await c.aset_many({"gone": 1}, timeout=0)
+        assert await c.aget("gone") is None
         assert await c.ahas_key("y")
         # A cancelled wait leaves the store usable and the operation done.
         task = asyncio.ensure_future(c.aset("late", "value"))

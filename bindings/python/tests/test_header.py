@@ -54,6 +54,10 @@ ACCEPTED = {
     "struct cache_slice": {_native.Slice},
     "cache_compute_fn": {_native.COMPUTE_FN},
     "cache_key_visitor": {_native.KEY_VISITOR},
+    # Version 3 additions.
+    "cache_many_callback": {_native.MANY_CALLBACK},
+    "const cache_status *": {ctypes.POINTER(ctypes.c_int32)},
+    "const uint32_t *": {ctypes.POINTER(ctypes.c_uint32)},
 }
 
 
@@ -124,6 +128,7 @@ def test_each_declared_function_matches_the_header(name):
         ("cache_flagged_callback", _native.FLAGGED_CALLBACK),
         ("cache_compute_fn", _native.COMPUTE_FN),
         ("cache_key_visitor", _native.KEY_VISITOR),
+        ("cache_many_callback", _native.MANY_CALLBACK),
     ],
 )
 def test_callback_types_match_the_header(name, ctypes_type):
