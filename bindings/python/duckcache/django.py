@@ -14,7 +14,8 @@ FileBasedCache takes one). OPTIONS become the URI's parameters (the file and sha
 kinds get the binding's 8 MiB read cache unless `read_cache` is given), except MAX_ENTRIES and
 CULL_FREQUENCY (Django's culling: a duckcache store keeps its own bound, `max_keys` or
 `size_limit`) and `near` / `near_ttl_max`, which put a near cache (a URI, usually
-`memory:?max_keys=N`) in front of the store (a tiered handle). Within a process one
+`memory:?max_keys=N`) in front of the store (a tiered handle; a near copy is at most
+`near_ttl_max` seconds old, 5 when not given). Within a process one
 LOCATION with the same OPTIONS is one store, shared by every alias and thread that names
 it, each under its own KEY_PREFIX and VERSION, as LocMemCache shares its LOCATION.
 Processes with the same settings share a persistent or Redis store.
