@@ -328,7 +328,7 @@ fuzz-build:
 fuzz-short: fuzz-build
 	@mkdir -p fuzz/corpus/c_api fuzz/artifacts
 	@mkdir -p $(BUILD)
-	@$(FUZZ_BIN) fuzz/corpus/c_api fuzz/seeds -max_total_time=30 -max_len=4096 \
+	@$(FUZZ_BIN) fuzz/corpus/c_api fuzz/seeds -max_total_time=20 -max_len=4096 \
 	    -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 > $(BUILD)/fuzz.log 2>&1; \
 	    status=$$?; tail -n 12 $(BUILD)/fuzz.log; exit $$status
 
