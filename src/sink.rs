@@ -36,22 +36,12 @@ pub trait Sink {
         flags: u32,
         expires: Option<f64>,
     ) -> Result<bool> {
-        take_read_whole(self, file, flags, expires)
+        let Some(bytes) = file.read()? else {
+            return Ok(false);
+        };
+        self.take(&bytes, flags, expires);
+        Ok(true)
     }
-}
-
-/// [`Sink::take_file`]'s default: reads the file whole, then takes the bytes.
-pub(crate) fn take_read_whole(
-    sink: &mut (impl Sink + ?Sized),
-    file: &mut dyn ValueFile,
-    flags: u32,
-    expires: Option<f64>,
-) -> Result<bool> {
-    let Some(bytes) = file.read()? else {
-        return Ok(false);
-    };
-    sink.take(&bytes, flags, expires);
-    Ok(true)
 }
 
 impl<F: FnMut(&[u8], u32, Option<f64>) + ?Sized> Sink for F {

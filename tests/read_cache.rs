@@ -393,3 +393,39 @@ fn check_a_replaced_store_file_is_followed(scheme: &str, db: &str) {
 fn sharded_follows_an_index_made_anew() {
     check_a_replaced_store_file_is_followed("sharded", "index.db");
 }
+
+/// A value kept in a file of its own is cached from its second read, through a get into
+/// the caller's buffer too (served from memory: the file can be gone); one larger than
+/// the cache is never cached (read from its file each time).
+#[test]
+fn a_value_in_a_file_is_cached_from_its_second_read() {
+    let dir = TempDir::new("rc-file-value");
+    let cache = uri::open(&format!("file:{}?read_cache=1MiB", dir.path().display())).unwrap();
+    let value = value_of(100_000, 3);
+    let huge = value_of(2_000_000, 4);
+    cache.set(b"big", &value, Ttl::Never).unwrap();
+    cache.set(b"huge", &huge, Ttl::Never).unwrap();
+    let mut buf = vec![0u8; 3_000_000];
+    for _ in 0..2 {
+        assert_eq!(
+            cache.get_into(b"big", &mut buf).unwrap(),
+            Some((100_000, 0))
+        );
+        assert_eq!(
+            cache.get_into(b"huge", &mut buf).unwrap(),
+            Some((2_000_000, 0))
+        );
+    }
+    for entry in std::fs::read_dir(dir.path().join("values")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(
+        cache.get_into(b"big", &mut buf).unwrap(),
+        Some((100_000, 0))
+    );
+    assert!(buf[..100_000] == value[..], "served from the read cache");
+    assert!(
+        cache.get_into(b"huge", &mut buf).is_err(),
+        "too large to cache: read from its file"
+    );
+}

@@ -420,3 +420,13 @@ pub(crate) fn get_many_and_free(
         unsafe { ffi::cache_buf_free(v) };
     }
 }
+
+/// A cache_slice over each key (which the caller keeps alive).
+pub(crate) fn slices_of<K: AsRef<[u8]>>(keys: &[K]) -> Vec<ffi::cache_slice> {
+    keys.iter()
+        .map(|k| ffi::cache_slice {
+            data: k.as_ref().as_ptr(),
+            len: k.as_ref().len(),
+        })
+        .collect()
+}

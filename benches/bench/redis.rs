@@ -66,13 +66,7 @@ pub(crate) fn bench_redis() {
         floor_get,
         "redis crate GET",
     );
-    let slices: Vec<ffi::cache_slice> = keys[..100]
-        .iter()
-        .map(|k| ffi::cache_slice {
-            data: k.as_ptr(),
-            len: k.len(),
-        })
-        .collect();
+    let slices = slices_of(&keys[..100]);
     let many = median_ns_per_op(|| {
         let t = Instant::now();
         for _ in 0..20 {

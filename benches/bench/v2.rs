@@ -130,13 +130,7 @@ pub(crate) fn bench_v2() {
         "rusqlite floor",
     );
     let c = CHandle::file(&base.join(format!("many-{round_many}")));
-    let slices: Vec<ffi::cache_slice> = keys
-        .iter()
-        .map(|k| ffi::cache_slice {
-            data: k.as_ptr(),
-            len: k.len(),
-        })
-        .collect();
+    let slices = slices_of(&keys);
     let get_many = median_ns_per_op(|| {
         let mut values: Vec<ffi::cache_buf> = (0..N)
             .map(|_| ffi::cache_buf {

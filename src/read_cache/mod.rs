@@ -245,9 +245,20 @@ impl ReadCache {
     /// ticket (the value may predate a change the catch-up applied), or when it does not
     /// fit.
     fn fill(&self, ticket: Ticket, key: &[u8], value: &[u8], flags: u32, expires: Option<f64>) {
-        if !self.missed_before(key) {
-            return;
+        if self.missed_before(key) {
+            self.fill_admitted(ticket, key, value, flags, expires);
         }
+    }
+
+    /// [`ReadCache::fill`] for a key the doorkeeper (`missed_before`) has let in.
+    fn fill_admitted(
+        &self,
+        ticket: Ticket,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        expires: Option<f64>,
+    ) {
         let ttl = match expires {
             None => Ttl::Never,
             Some(at) => match Duration::try_from_secs_f64(at - wall_now()) {
@@ -421,8 +432,9 @@ impl Sink for Filling<'_> {
             .fill(self.ticket, self.key, value, flags, expires);
     }
 
-    /// A value the cache can hold is read into memory, for both; a larger one goes to
-    /// the caller's sink alone, which reads it where it wants it.
+    /// A value the cache will keep (one it can hold, of a key that missed before) is
+    /// read into memory, for both; any other goes to the caller's sink alone, which
+    /// reads it where it wants it.
     fn take_file(
         &mut self,
         file: &mut dyn ValueFile,
@@ -430,10 +442,16 @@ impl Sink for Filling<'_> {
         expires: Option<f64>,
     ) -> Result<bool> {
         let size = (self.key.len() + file.size()) as u64;
-        if size > self.cache.entries.max_bytes() {
+        if size > self.cache.entries.max_bytes() || !self.cache.missed_before(self.key) {
             return self.sink.take_file(file, flags, expires);
         }
-        crate::sink::take_read_whole(self, file, flags, expires)
+        let Some(bytes) = file.read()? else {
+            return Ok(false);
+        };
+        self.sink.take(&bytes, flags, expires);
+        self.cache
+            .fill_admitted(self.ticket, self.key, &bytes, flags, expires);
+        Ok(true)
     }
 }
 

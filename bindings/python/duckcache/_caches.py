@@ -27,10 +27,10 @@ from ._base import CacheBase
 from ._calls import (
     _buf_bytes,
     _compute_function,
+    _delete_many,
     _read_many,
     _read_value,
     _set_flagged,
-    _slices,
     _submit,
     _write_many,
 )
@@ -344,10 +344,7 @@ class _NativeCache(CacheBase):
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         """Removes `keys`; returns how many were present."""
-        encoded = [_encode_key(k) for k in keys]
-        deleted = c_uint64()
-        native.check(lib.cache_delete_many(self._handle, _slices(encoded), len(encoded), byref(deleted)))
-        return deleted.value
+        return _delete_many(self._handle, [_encode_key(k) for k in keys])
 
     def keys(self, prefix: Key = "") -> Iterator[Union[str, bytes]]:
         """Iterates over the live keys starting with `prefix`, in no set order (str for

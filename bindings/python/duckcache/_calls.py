@@ -8,7 +8,7 @@ import asyncio
 import ctypes
 import itertools
 import threading
-from ctypes import byref, c_uint32, c_void_p
+from ctypes import byref, c_uint32, c_uint64, c_void_p
 
 from . import _native as native
 from ._codec import _decode_value, _encode_value
@@ -136,6 +136,13 @@ def _entries(items, ttl):
         entries[i].ttl_seconds = ttl
         entries[i].flags = flags
     return entries
+
+
+def _delete_many(handle, encoded):
+    """Removes the encoded keys in one call; how many were live."""
+    deleted = c_uint64()
+    native.check(lib.cache_delete_many(handle, _slices(encoded), len(encoded), byref(deleted)))
+    return deleted.value
 
 
 def _write_many(handle, items, ttl):

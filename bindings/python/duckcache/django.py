@@ -33,13 +33,13 @@ import pickle
 import re
 import threading
 import urllib.parse
-from ctypes import byref, c_int64, c_uint64
+from ctypes import byref, c_int64
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
 
 from . import _native as native
 from ._caches import DEFAULT_READ_CACHE
-from ._calls import _entries, _read_many, _read_value, _slices, _submit, _write_many
+from ._calls import _delete_many, _entries, _read_many, _read_value, _slices, _submit, _write_many
 from ._codec import FLAG_PICKLED, _INT64, _encode_key
 from ._native import lib
 
@@ -208,12 +208,7 @@ class DuckCache(BaseCache):
         return native.check(lib.cache_touch(self._handle, k, len(k), self._ttl(timeout))) == native.CACHE_OK
 
     def delete(self, key, version=None):
-        return self._delete_made([self._made(key, version)]) > 0
-
-    def _delete_made(self, encoded):
-        deleted = c_uint64()
-        native.check(lib.cache_delete_many(self._handle, _slices(encoded), len(encoded), byref(deleted)))
-        return deleted.value
+        return _delete_many(self._handle, [self._made(key, version)]) > 0
 
     def get_many(self, keys, version=None):
         keys = list(keys)
@@ -249,7 +244,7 @@ class DuckCache(BaseCache):
         return []
 
     def delete_many(self, keys, version=None):
-        self._delete_made([self._made(k, version) for k in keys])
+        _delete_many(self._handle, [self._made(k, version) for k in keys])
 
     def clear(self):
         native.check(lib.cache_clear(self._handle))

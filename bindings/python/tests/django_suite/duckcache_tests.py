@@ -51,6 +51,11 @@ class DuckFolderCacheTests(BaseCacheTests, TestCase):
 
 if os.environ.get("DUCKCACHE_REDIS_URL"):
 
-    @override_settings(CACHES=duck(os.environ["DUCKCACHE_REDIS_URL"]))
+    # A prefix of its own: clear() removes every key under the store's prefix, and the
+    # server is shared with the Python tests running beside this suite.
+    _URL = os.environ["DUCKCACHE_REDIS_URL"]
+    _URL += ("&" if "?" in _URL else "?") + f"prefix=django-suite-{os.getpid()}:"
+
+    @override_settings(CACHES=duck(_URL))
     class DuckRedisCacheTests(BaseCacheTests, TestCase):
         pass
